@@ -1,0 +1,50 @@
+"""Garrison's wire protocol: typed messages, envelopes, the schema registry.
+
+This package depends on nothing else of Garrison's.
+"""
+
+from ._delivery import Delivery
+from ._envelope import Envelope, decode_envelope, encode_envelope, make_envelope
+from ._ids import id_time, new_id
+from ._message import Message
+from ._registry import Registry, default_registry
+from ._schema import field_errors, parse_message
+from .exceptions import (
+    DeadlineExpired,
+    EncodingError,
+    MessageValidationError,
+    PayloadTooLarge,
+    ProtocolError,
+    RegistrationError,
+    RemoteError,
+    SchemaError,
+    UnknownMessageType,
+    WireError,
+    error_from_wire,
+)
+
+__all__ = [
+    "DeadlineExpired",
+    "Delivery",
+    "EncodingError",
+    "Envelope",
+    "Message",
+    "MessageValidationError",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "Registry",
+    "RegistrationError",
+    "RemoteError",
+    "SchemaError",
+    "UnknownMessageType",
+    "WireError",
+    "decode_envelope",
+    "default_registry",
+    "encode_envelope",
+    "error_from_wire",
+    "field_errors",
+    "id_time",
+    "make_envelope",
+    "new_id",
+    "parse_message",
+]

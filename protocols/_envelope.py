@@ -1,0 +1,207 @@
+"""The envelope every message travels in, and its msgpack wire form.
+
+On the wire an envelope is one msgpack array, positional for speed::
+
+    [format, id, type, sender, recipient, correlation_id, reply_to,
+     deadline, attempt, idempotency_key, traceparent, seq, delivery, body]
+
+Field by field:
+
+``format``           int, always 1 for this layout; anything else is refused.
+``id``               16 bytes, time-ordered and unique (see ``_ids``).
+``type``             str ``"name@version"``: which registered class the body is.
+``sender``           str or nil: the sending agent's id, or ``driver:<hex>`` for
+                     a driver script; nil when nobody can be answered.
+``recipient``        str: the receiving agent's id.
+``correlation_id``   16 bytes or nil: on a reply, the id of the request.
+``reply_to``         str or nil: where a reply goes if not to ``sender``.
+``deadline``         float or nil: absolute Unix time after which the message
+                     must not be handled.  Absolute, so it survives hops: each
+                     hop's remaining budget is ``deadline - now``.
+``attempt``          int >= 1: 1 on the first send, +1 per redelivery.
+``idempotency_key``  bytes or nil: what the receiver deduplicates on;
+                     nil means "use ``id``".
+``traceparent``      str or nil: W3C trace context, passed through untouched.
+``seq``              int or nil: the sender's sequence number towards this
+                     recipient, for per-pair FIFO order.
+``delivery``         str: a :class:`Delivery` value.
+``body``             the message fields as a msgpack map (pydantic JSON mode).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ._delivery import Delivery
+from ._ids import new_id
+from ._message import Message
+from .exceptions import DeadlineExpired, EncodingError, PayloadTooLarge
+
+__all__ = ["Envelope", "decode_envelope", "encode_envelope", "make_envelope"]
+
+FORMAT = 1
+_FIELDS = 14
+_DELIVERY_BY_VALUE = {d.value: d for d in Delivery}
+
+
+@dataclass(slots=True)
+class Envelope:
+    id: bytes
+    type: str
+    recipient: str
+    body: Any
+    sender: str | None = None
+    correlation_id: bytes | None = None
+    reply_to: str | None = None
+    deadline: float | None = None
+    attempt: int = 1
+    idempotency_key: bytes | None = None
+    traceparent: str | None = None
+    seq: int | None = None
+    delivery: Delivery = Delivery.EFFECTIVELY_ONCE
+
+    @property
+    def dedup_key(self) -> bytes:
+        return self.idempotency_key or self.id
+
+    def remaining(self, now: float | None = None) -> float | None:
+        """Seconds left before the deadline (negative once past), or None."""
+        if self.deadline is None:
+            return None
+        return self.deadline - (time.time() if now is None else now)
+
+    def check_deadline(self, where: str, now: float | None = None) -> None:
+        """Raise DeadlineExpired, naming ``where``, if the deadline has passed."""
+        left = self.remaining(now)
+        if left is not None and left <= 0:
+            raise DeadlineExpired(
+                f"{self.type} to {self.recipient!r}: deadline expired {-left:.3f}s ago at {where}",
+                deadline=self.deadline,
+                where=where,
+                late_by=-left,
+            )
+
+
+def make_envelope(
+    msg: Message,
+    recipient: str,
+    *,
+    sender: str | None = None,
+    deadline: float | None = None,
+    delivery: Delivery | None = None,
+    traceparent: str | None = None,
+    idempotency_key: bytes | None = None,
+) -> Envelope:
+    """Wrap a message for sending; the body is dumped in pydantic's JSON mode."""
+    return Envelope(
+        id=new_id(),
+        type=msg.__message_tag__,
+        recipient=recipient,
+        body=msg.model_dump(mode="json"),
+        sender=sender,
+        deadline=deadline,
+        delivery=delivery or msg.__message_delivery__,
+        traceparent=traceparent,
+        idempotency_key=idempotency_key,
+    )
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    try:
+        return msgpack.packb(
+            [
+                FORMAT,
+                env.id,
+                env.type,
+                env.sender,
+                env.recipient,
+                env.correlation_id,
+                env.reply_to,
+                env.deadline,
+                env.attempt,
+                env.idempotency_key,
+                env.traceparent,
+                env.seq,
+                env.delivery.value,
+                env.body,
+            ],
+            use_bin_type=True,
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodingError(f"cannot encode envelope of {env.type}: {exc}", tag=env.type) from exc
+
+
+def _expect(value: Any, types: type | tuple[type, ...], name: str, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, types) or isinstance(value, bool) and types is not bool:
+        raise EncodingError(
+            f"envelope field {name!r} has type {type(value).__name__}",
+            field=name,
+        )
+    return value
+
+
+def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
+    """Parse wire bytes into an Envelope; every failure is an EncodingError or PayloadTooLarge.
+
+    The body is not validated here: that needs the schema registry
+    (``Registry.resolve`` then the class's ``model_validate``).
+    """
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise EncodingError(f"envelope must be bytes, got {type(raw).__name__}")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise PayloadTooLarge(
+            f"envelope of {len(raw)} bytes exceeds the limit of {max_bytes}",
+            size=len(raw),
+            limit=max_bytes,
+        )
+    try:
+        parts = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise EncodingError(f"not msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(parts, list) or len(parts) != _FIELDS:
+        raise EncodingError(
+            f"envelope must be a {_FIELDS}-element array, got {type(parts).__name__}"
+            + (f" of {len(parts)}" if isinstance(parts, list) else "")
+        )
+    if parts[0] != FORMAT:
+        raise EncodingError(f"unknown envelope format {parts[0]!r}; this build reads format {FORMAT}")
+    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body) = parts
+    _expect(mid, bytes, "id")
+    if len(mid) != 16:
+        raise EncodingError(f"envelope field 'id' must be 16 bytes, got {len(mid)}", field="id")
+    _expect(tag, str, "type")
+    _expect(sender, str, "sender", nullable=True)
+    _expect(recipient, str, "recipient")
+    _expect(corr, bytes, "correlation_id", nullable=True)
+    _expect(reply_to, str, "reply_to", nullable=True)
+    _expect(deadline, (int, float), "deadline", nullable=True)
+    _expect(attempt, int, "attempt")
+    if attempt < 1:
+        raise EncodingError(f"envelope field 'attempt' must be >= 1, got {attempt}", field="attempt")
+    _expect(ikey, bytes, "idempotency_key", nullable=True)
+    _expect(tp, str, "traceparent", nullable=True)
+    _expect(seq, int, "seq", nullable=True)
+    level = _DELIVERY_BY_VALUE.get(delivery) if isinstance(delivery, str) else None
+    if level is None:
+        raise EncodingError(f"envelope field 'delivery' is not a delivery level: {delivery!r}", field="delivery")
+    return Envelope(
+        id=mid,
+        type=tag,
+        recipient=recipient,
+        body=body,
+        sender=sender,
+        correlation_id=corr,
+        reply_to=reply_to,
+        deadline=float(deadline) if deadline is not None else None,
+        attempt=attempt,
+        idempotency_key=ikey,
+        traceparent=tp,
+        seq=seq,
+        delivery=level,
+    )

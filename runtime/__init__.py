@@ -1,0 +1,67 @@
+"""Garrison's runtime: agents as Ray actors with tiered LMDB state.
+
+Public surface; everything else is private and may change.
+"""
+
+from ._agent import Agent, Context, handler
+from ._ckstore import CheckpointStore, DirectoryStore, Manifest
+from ._config import AgentConfig, Durability
+from ._lifecycle import AgentState
+from ._ref import AgentRef
+from ._restore import RestoreReport
+from ._state import ReadOnlyState, State
+from ._system import NAMESPACE, System
+from .exceptions import (
+    AgentAlreadyRunning,
+    AgentError,
+    AgentNotFound,
+    AgentNotRunning,
+    AgentStartError,
+    AgentUnavailable,
+    AskTimeout,
+    CheckpointCorrupt,
+    CheckpointError,
+    ConfigError,
+    DataDirectoryError,
+    GarrisonError,
+    HandlerError,
+    NoHandler,
+    RestoreError,
+    StateDecodeError,
+    StateError,
+)
+
+__all__ = [
+    "NAMESPACE",
+    "Agent",
+    "AgentAlreadyRunning",
+    "AgentConfig",
+    "AgentError",
+    "AgentNotFound",
+    "AgentNotRunning",
+    "AgentRef",
+    "AgentStartError",
+    "AgentState",
+    "AgentUnavailable",
+    "AskTimeout",
+    "CheckpointCorrupt",
+    "CheckpointError",
+    "CheckpointStore",
+    "ConfigError",
+    "Context",
+    "DataDirectoryError",
+    "DirectoryStore",
+    "Durability",
+    "GarrisonError",
+    "HandlerError",
+    "Manifest",
+    "NoHandler",
+    "ReadOnlyState",
+    "RestoreError",
+    "RestoreReport",
+    "State",
+    "StateDecodeError",
+    "StateError",
+    "System",
+    "handler",
+]

@@ -1,0 +1,142 @@
+"""The authoring API: the ``Agent`` base class and the ``@handler`` decorator.
+
+A user writes plain Python; no Ray code::
+
+    class Counter(Agent):
+        @handler
+        def add(self, msg: Add) -> int:
+            return self.state.increment("count", msg.n)
+
+        @handler
+        async def get(self, msg: Get) -> int:
+            return self.state.get("count", 0)
+
+A handler takes one message (a :class:`protocols.Message` subclass, read
+from the parameter's annotation or given as ``@handler(Add)``) and returns
+the reply of an ``ask`` (ignored for a ``tell``): msgpack-able data or a
+pydantic model.  Handlers may be ``async``.  A handler's state changes commit
+atomically with the handling of its message; if it raises, they are rolled
+back, the sender gets :class:`HandlerError`, and the agent goes on.
+
+Lifecycle hooks, all optional, all may be ``async``, all may change state
+(committed like a handler's changes):
+
+``on_restore(report)``  after the state was rebuilt from local LMDB or a
+                        checkpoint (not on a fresh start), before ``on_start``.
+``on_start()``          once per incarnation, before the first message.
+                        If it raises, the agent goes to FAILED and refuses messages.
+``on_stop()``           on a graceful stop, before the final checkpoint.
+                        If it raises, the error is logged and the stop goes on.
+``summary(state)``      a compact pydantic model of the state, saved with every
+                        checkpoint.  It runs on the checkpoint thread against
+                        the checkpoint's snapshot, so it must only read ``state``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from protocols import Message
+
+if TYPE_CHECKING:
+    from ._restore import RestoreReport
+    from ._state import ReadOnlyState, State
+
+__all__ = ["Agent", "Context", "handler"]
+
+_HANDLES = "__garrison_handles__"
+
+
+def handler(fn: Callable[..., Any] | type[Message] | None = None, /) -> Any:
+    """Mark a method as the handler of one message class (see module docstring)."""
+
+    def mark(func: Callable[..., Any], cls: type[Message] | None) -> Callable[..., Any]:
+        if cls is None:
+            params = list(inspect.signature(func).parameters.values())
+            if len(params) != 2:
+                raise TypeError(f"handler {func.__qualname__} must take (self, message)")
+            hints = typing.get_type_hints(func)
+            cls = hints.get(params[1].name)
+        if not (isinstance(cls, type) and issubclass(cls, Message)):
+            raise TypeError(
+                f"handler {func.__qualname__}: annotate the message parameter with a "
+                f"protocols.Message subclass, or write @handler(MessageClass)"
+            )
+        setattr(func, _HANDLES, cls)
+        return func
+
+    if isinstance(fn, type):
+        return lambda func: mark(func, fn)
+    if fn is None:
+        return lambda func: mark(func, None)
+    return mark(fn, None)
+
+
+@dataclass(slots=True)
+class Context:
+    """The message being handled, as far as a handler needs to know."""
+
+    message_id: bytes
+    sender: str | None
+    deadline: float | None
+    attempt: int
+    traceparent: str | None
+
+    def remaining(self, now: float) -> float | None:
+        return None if self.deadline is None else self.deadline - now
+
+
+class Agent:
+    """Base class of user agents.  See the module docstring for the contract."""
+
+    #: message class -> handler function; built per subclass.
+    __handlers__: dict[type[Message], str] = {}
+
+    agent_id: str
+    state: State
+    context: Context | None
+    log: logging.Logger
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Dispatch is by method name, so a subclass overriding a handler's
+        # method (decorated or not) is what runs.
+        table: dict[type[Message], str] = {}
+        for klass in reversed(cls.__mro__):
+            here: dict[type[Message], str] = {}
+            for name, attr in vars(klass).items():
+                target = getattr(attr, _HANDLES, None)
+                if target is None:
+                    continue
+                if target in here:
+                    raise TypeError(
+                        f"{klass.__qualname__}: {here[target]} and {name} both handle {target.type_tag()}"
+                    )
+                here[target] = name
+            table.update(here)
+        cls.__handlers__ = table
+
+    @classmethod
+    def handled_types(cls) -> list[str]:
+        return sorted(m.type_tag() for m in cls.__handlers__)
+
+    # Hooks: defaults do nothing.
+    def on_restore(self, report: RestoreReport) -> Any:
+        return None
+
+    def on_start(self) -> Any:
+        return None
+
+    def on_stop(self) -> Any:
+        return None
+
+    def summary(self, state: ReadOnlyState) -> Any:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"

@@ -1,0 +1,128 @@
+"""Taking checkpoints and trimming what they make redundant.
+
+A checkpoint is LMDB's own compacted copy of one read snapshot (written in
+C, without the GIL, while handlers keep committing), checksummed and
+published with a manifest (see ``_ckstore``).
+
+Retention rule, for the journal in the store and locally: with checkpoints
+``newest`` and ``previous``, a journal record may be trimmed once
+
+* it is covered by ``previous`` (seq <= previous.seq), so restoring from
+  either of the two newest checkpoints replays a contiguous journal, and
+* it is older than ``newest.time - journal_retention``, and
+* it has been shipped.
+
+With one checkpoint nothing is trimmed: if it were corrupt, the full journal
+is the only way back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._ckstore import CheckpointStore, Manifest, sha256_file
+from ._journal import Shipper
+from ._state import ReadOnlyState
+from ._store import LmdbStore
+from .exceptions import CheckpointCorrupt, CheckpointError
+
+__all__ = ["Checkpointer"]
+
+log = logging.getLogger("garrison.checkpoint")
+
+Summarize = Callable[[ReadOnlyState], Any]
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        store: LmdbStore,
+        ckstore: CheckpointStore,
+        shipper: Shipper,
+        *,
+        agent_id: str,
+        agent_class: str,
+        config_version: str,
+        keep: int,
+        retention: float,
+        summarize: Summarize | None = None,
+    ) -> None:
+        self.store = store
+        self.ckstore = ckstore
+        self.shipper = shipper
+        self.agent_id = agent_id
+        self.agent_class = agent_class
+        self.config_version = config_version
+        self.keep = keep
+        self.retention = retention
+        self.summarize = summarize
+        self.last: Manifest | None = None
+        self.taken = 0
+
+    def take(self, *, force: bool = False) -> Manifest | None:
+        """Write a checkpoint unless nothing changed since the last one (or ``force``)."""
+        if not force and self.last is not None and self.last.seq == self.store.seq:
+            return None
+        staging = self.ckstore.staging(self.agent_id)
+        txn = self.store.read_txn()
+        try:
+            seq = LmdbStore.seq_in(txn, self.store)
+            taken_at = time.time()
+            summary, summary_type = None, None
+            if self.summarize is not None:
+                try:
+                    model = self.summarize(ReadOnlyState(self.store, txn))
+                except Exception:  # a broken summary must not cost the checkpoint
+                    log.exception("summary of %s failed; checkpoint taken without it", self.agent_id)
+                    model = None
+                if model is not None:
+                    summary = model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+                    summary_type = f"{type(model).__module__}:{type(model).__qualname__}"
+            self.store.env.copy(str(staging), compact=True, txn=txn)
+        except Exception as exc:
+            raise CheckpointError(f"snapshot of {self.agent_id} failed: {exc}") from exc
+        finally:
+            txn.abort()
+        body = staging / "data.mdb"
+        manifest = Manifest(
+            agent_id=self.agent_id,
+            agent_class=self.agent_class,
+            config_version=self.config_version,
+            seq=seq,
+            time=taken_at,
+            size=body.stat().st_size,
+            checksum=sha256_file(body),
+            summary=summary,
+            summary_type=summary_type,
+        )
+        self.ckstore.put_checkpoint(manifest, body)
+        self.last = manifest
+        self.taken += 1
+        self.trim()
+        return manifest
+
+    def trim(self) -> int:
+        """Apply the retention rule; return the trim horizon (a seq)."""
+        seqs = self.ckstore.list_checkpoints(self.agent_id)
+        for old in seqs[self.keep :]:
+            self.ckstore.delete_checkpoint(self.agent_id, old)
+        seqs = seqs[: self.keep]
+        if len(seqs) < 2 or self.last is None:
+            return 0
+        try:
+            previous = self.ckstore.read_manifest(self.agent_id, seqs[1])
+        except CheckpointCorrupt:
+            return 0  # keep everything: the fallback base is already damaged
+        cutoff = self.last.time - self.retention
+        segments = self.ckstore.list_segments(self.agent_id)
+        aged = max((s.last for s in segments if s.last_time < cutoff), default=0)
+        horizon = min(previous.seq, aged, self.shipper.shipped)
+        for seg in segments:
+            if seg.last <= horizon:
+                self.ckstore.delete_segment(self.agent_id, seg)
+        # Local deletes ride along with the writer's next commits (see LmdbStore).
+        self.store.trim_upto = max(self.store.trim_upto, horizon)
+        return horizon

@@ -1,0 +1,277 @@
+"""Where checkpoints and shipped journal segments live: an interface and a directory store.
+
+The store is shared by every node that may host an agent (a local disk for
+one machine, a shared filesystem mounted on every node for a cluster).  An
+object store fits the same interface later: every method moves whole files.
+
+Layout of :class:`DirectoryStore`::
+
+    <root>/<agent_id>/ckpt-<seq>.mdb          compacted LMDB copy (the body)
+    <root>/<agent_id>/ckpt-<seq>.manifest     "sha256:<hex>\\n" + JSON manifest
+    <root>/<agent_id>/journal/seg-<first>-<last>-<last_ms>.jnl
+    <root>/<agent_id>/staging/                 temporary files, same filesystem
+
+Invariant: a checkpoint exists iff its manifest exists; the manifest is
+written (temp file, fsync, rename, fsync of the directory) only after its body
+is in place, so a crash at any point leaves either a whole checkpoint or an
+ignorable orphan body.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .exceptions import CheckpointCorrupt, CheckpointError, DataDirectoryError
+
+__all__ = ["CheckpointStore", "DirectoryStore", "Manifest", "SegmentInfo", "atomic_write", "sha256_file"]
+
+_SEG = re.compile(r"^seg-(\d{20})-(\d{20})-(\d+)\.jnl$")
+_CKPT = re.compile(r"^ckpt-(\d{20})\.manifest$")
+
+
+class Manifest(BaseModel):
+    """What a checkpoint is, readable without touching its body."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: int = 1
+    agent_id: str
+    agent_class: str
+    config_version: str
+    seq: int
+    time: float
+    size: int
+    checksum: str
+    summary: Any = None
+    summary_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One shipped journal segment: records ``first..last`` (inclusive)."""
+
+    first: int
+    last: int
+    last_time: float
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])  # hashlib drops the GIL for large updates
+    return "sha256:" + h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def seal(payload: bytes) -> bytes:
+    """Prefix ``payload`` with its checksum line."""
+    return b"sha256:" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def unseal(data: bytes, what: str) -> bytes:
+    """Check and strip the checksum line; raise CheckpointCorrupt before any parsing."""
+    head, sep, payload = data.partition(b"\n")
+    if not sep or not head.startswith(b"sha256:"):
+        raise CheckpointCorrupt(f"{what}: missing checksum header (torn or foreign file)", what=what)
+    if hashlib.sha256(payload).hexdigest().encode() != head[7:]:
+        raise CheckpointCorrupt(f"{what}: checksum mismatch", what=what)
+    return payload
+
+
+class CheckpointStore(abc.ABC):
+    """Durable home of checkpoints and journal segments, shared across nodes."""
+
+    @abc.abstractmethod
+    def staging(self, agent_id: str) -> Path:
+        """A fresh local directory to build a checkpoint body in."""
+
+    @abc.abstractmethod
+    def put_checkpoint(self, manifest: Manifest, body: Path) -> None:
+        """Publish ``body`` (moved or copied) and then its manifest, atomically."""
+
+    @abc.abstractmethod
+    def list_checkpoints(self, agent_id: str) -> list[int]:
+        """Sequence numbers of the agent's checkpoints, newest first."""
+
+    @abc.abstractmethod
+    def read_manifest(self, agent_id: str, seq: int) -> Manifest:
+        """The verified manifest; CheckpointCorrupt if it fails its checksum."""
+
+    @abc.abstractmethod
+    def fetch_checkpoint(self, manifest: Manifest, dest: Path) -> None:
+        """Copy the body to ``dest`` and verify it; CheckpointCorrupt on mismatch."""
+
+    @abc.abstractmethod
+    def delete_checkpoint(self, agent_id: str, seq: int) -> None: ...
+
+    @abc.abstractmethod
+    def put_segment(self, agent_id: str, info: SegmentInfo, payload: bytes) -> None:
+        """Durably store one journal segment (sealed with a checksum)."""
+
+    @abc.abstractmethod
+    def list_segments(self, agent_id: str) -> list[SegmentInfo]:
+        """The agent's segments, in order of ``first``."""
+
+    @abc.abstractmethod
+    def read_segment(self, agent_id: str, info: SegmentInfo) -> bytes:
+        """The segment's payload; CheckpointCorrupt if it fails its checksum."""
+
+    @abc.abstractmethod
+    def delete_segment(self, agent_id: str, info: SegmentInfo) -> None: ...
+
+
+class DirectoryStore(CheckpointStore):
+    """A checkpoint store in a directory (local disk or a shared mount)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise DataDirectoryError(f"checkpoint directory {self.root} does not exist", path=str(self.root))
+
+    def __repr__(self) -> str:
+        return f"DirectoryStore({str(self.root)!r})"
+
+    def _agent(self, agent_id: str) -> Path:
+        path = self.root / agent_id
+        try:
+            (path / "journal").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create {path}: {exc}", path=str(path)) from exc
+        return path
+
+    def staging(self, agent_id: str) -> Path:
+        path = self._agent(agent_id) / "staging" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def put_checkpoint(self, manifest: Manifest, body: Path) -> None:
+        base = self._agent(manifest.agent_id)
+        name = f"ckpt-{manifest.seq:020d}"
+        try:
+            with open(body, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(body, base / f"{name}.mdb")
+            _fsync_dir(base)
+            atomic_write(base / f"{name}.manifest", seal(manifest.model_dump_json().encode()))
+        except OSError as exc:
+            raise CheckpointError(f"cannot publish checkpoint {name} of {manifest.agent_id}: {exc}") from exc
+        finally:
+            shutil.rmtree(body.parent, ignore_errors=True)
+
+    def list_checkpoints(self, agent_id: str) -> list[int]:
+        base = self.root / agent_id
+        if not base.is_dir():
+            return []
+        seqs = [int(m.group(1)) for p in base.iterdir() if (m := _CKPT.match(p.name))]
+        return sorted(seqs, reverse=True)
+
+    def read_manifest(self, agent_id: str, seq: int) -> Manifest:
+        path = self.root / agent_id / f"ckpt-{seq:020d}.manifest"
+        try:
+            payload = unseal(path.read_bytes(), str(path))
+            return Manifest.model_validate_json(payload)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        except ValidationError as exc:
+            raise CheckpointCorrupt(f"{path}: manifest does not parse: {exc}") from exc
+
+    def fetch_checkpoint(self, manifest: Manifest, dest: Path) -> None:
+        src = self.root / manifest.agent_id / f"ckpt-{manifest.seq:020d}.mdb"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        except OSError as exc:
+            raise CheckpointCorrupt(f"checkpoint body {src} is unreadable: {exc}", path=str(src)) from exc
+        # Invariant: the body is checked against the manifest before LMDB opens it.
+        actual = sha256_file(dest)
+        if actual != manifest.checksum or dest.stat().st_size != manifest.size:
+            dest.unlink(missing_ok=True)
+            raise CheckpointCorrupt(
+                f"checkpoint {src} failed its checksum (manifest {manifest.checksum[:19]}..., "
+                f"file {actual[:19]}...)",
+                path=str(src),
+                seq=manifest.seq,
+            )
+
+    def delete_checkpoint(self, agent_id: str, seq: int) -> None:
+        base = self.root / agent_id
+        # Manifest first: once it is gone the checkpoint no longer exists.
+        for suffix in (".manifest", ".mdb"):
+            (base / f"ckpt-{seq:020d}{suffix}").unlink(missing_ok=True)
+
+    def _segment_path(self, agent_id: str, info: SegmentInfo) -> Path:
+        return self.root / agent_id / "journal" / f"seg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}.jnl"
+
+    def put_segment(self, agent_id: str, info: SegmentInfo, payload: bytes) -> None:
+        self._agent(agent_id)
+        try:
+            atomic_write(self._segment_path(agent_id, info), seal(payload))
+        except OSError as exc:
+            raise CheckpointError(f"cannot ship journal segment {info.first}-{info.last} of {agent_id}: {exc}") from exc
+
+    def list_segments(self, agent_id: str) -> list[SegmentInfo]:
+        base = self.root / agent_id / "journal"
+        if not base.is_dir():
+            return []
+        out = [
+            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0)
+            for p in base.iterdir()
+            if (m := _SEG.match(p.name))
+        ]
+        return sorted(out, key=lambda s: (s.first, s.last))
+
+    def read_segment(self, agent_id: str, info: SegmentInfo) -> bytes:
+        path = self._segment_path(agent_id, info)
+        try:
+            return unseal(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise CheckpointCorrupt(f"journal segment {path} is unreadable: {exc}") from exc
+
+    def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
+        self._segment_path(agent_id, info).unlink(missing_ok=True)
+
+    def orphans(self, agent_id: str) -> list[Path]:
+        """Bodies without a manifest (a crash mid-publish), for cleanup."""
+        base = self.root / agent_id
+        if not base.is_dir():
+            return []
+        manifests = {p.stem for p in base.glob("ckpt-*.manifest")}
+        return [p for p in base.glob("ckpt-*.mdb") if p.stem not in manifests]

@@ -1,0 +1,77 @@
+"""Configuration of agents and systems: frozen data with documented defaults."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocols import field_errors
+
+from .exceptions import ConfigError
+
+__all__ = ["AgentConfig", "Durability", "validated"]
+
+
+class Durability(enum.Enum):
+    """When a handled message counts as durable beyond this node.
+
+    ASYNC  committed to the agent's local LMDB before the reply; shipped to the
+           checkpoint store within ``ship_interval``.  Losing the node loses at
+           most that window.
+    SYNC   the journal is shipped (written and fsynced in the checkpoint store)
+           before the reply; losing the node loses nothing acknowledged.
+    """
+
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+class AgentConfig(BaseModel):
+    """Per-agent settings.  Every default is the production default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Seconds between full checkpoints (also taken on a graceful stop).
+    checkpoint_interval: float = Field(30.0, gt=0)
+    #: Seconds between shipments of new journal entries to the checkpoint store.
+    ship_interval: float = Field(1.0, gt=0)
+    #: Journal entries are kept this long past the newest checkpoint's time.
+    journal_retention: float = Field(30.0, ge=0)
+    #: How many checkpoints the store keeps per agent.
+    keep_checkpoints: int = Field(3, ge=1)
+    durability: Durability = Durability.ASYNC
+    #: Replies remembered for effectively-once deduplication, in seconds.
+    dedup_horizon: float = Field(600.0, gt=0)
+    #: Largest envelope accepted, in bytes.
+    max_message_bytes: int = Field(1 << 20, gt=0)
+    #: LMDB map size (address space reserved, not disk used), in bytes.
+    map_size: int = Field(8 << 30, gt=1 << 20)
+    #: fsync every local LMDB commit.  Off by default: a process crash loses
+    #: nothing without it, and SYNC durability covers the node.
+    lmdb_sync: bool = False
+    #: Free-form version of the agent's own configuration, recorded in manifests.
+    config_version: str = "1"
+    #: Restore reports kept in the agent's metadata.
+    restore_history: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentConfig:
+        if self.ship_interval > self.checkpoint_interval:
+            raise ValueError("ship_interval must not exceed checkpoint_interval")
+        return self
+
+
+def validated(model: type[BaseModel], value: object) -> BaseModel:
+    """Validate config data into ``model``, translating pydantic's error."""
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value or {})
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise ConfigError(
+            f"invalid {model.__name__}: "
+            + "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors),
+            errors=errors,
+        ) from exc

@@ -1,0 +1,64 @@
+"""Shipping the journal (the rolling op buffer) to the checkpoint store.
+
+A segment is every journal record committed since the last shipment, read
+from one LMDB snapshot, so a segment never splits a transaction.  Segments
+are named by their first and last sequence numbers.
+
+Invariant: ``shipped`` is the highest seq durably in the store, and the
+segments in the store cover ``1..shipped`` without gaps, except below the
+trim horizon (records covered by a checkpoint and past retention).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+
+from ._ckstore import CheckpointStore, SegmentInfo
+from ._store import JournalRecord, LmdbStore
+
+__all__ = ["Shipper", "decode_segment", "encode_segment"]
+
+
+def encode_segment(records: list[JournalRecord]) -> bytes:
+    return msgpack.packb([r.pack() for r in records], use_bin_type=True)
+
+
+def decode_segment(payload: bytes) -> list[JournalRecord]:
+    return [JournalRecord(*r) for r in msgpack.unpackb(payload, raw=False)]
+
+
+class Shipper:
+    """Moves new journal records into the checkpoint store; thread-safe."""
+
+    def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str) -> None:
+        self.store = store
+        self.ckstore = ckstore
+        self.agent_id = agent_id
+        self._lock = threading.Lock()
+        segments = ckstore.list_segments(agent_id)
+        self.shipped = max((s.last for s in segments), default=0)
+        self.shipments = 0
+
+    def ship(self) -> int:
+        """Ship everything committed so far; return the highest shipped seq."""
+        with self._lock:
+            if self.store.seq <= self.shipped:
+                return self.shipped
+            records = self.store.journal_since(self.shipped)
+            if not records:
+                return self.shipped
+            info = SegmentInfo(records[0].seq, records[-1].seq, records[-1].ts)
+            self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
+            self.shipped = info.last
+            self.shipments += 1
+            return self.shipped
+
+    def ship_until(self, seq: int, deadline: float | None = None) -> None:
+        """Block until ``seq`` is shipped (SYNC durability)."""
+        while self.shipped < seq:
+            self.ship()
+            if deadline is not None and time.time() > deadline:
+                break

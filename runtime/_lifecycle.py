@@ -1,0 +1,39 @@
+"""The agent's lifecycle state machine."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["AgentState", "can_handle"]
+
+
+class AgentState(enum.Enum):
+    """Where an agent host is in its life.  Transitions::
+
+        STARTING -> RESTORING -> RUNNING -> DRAINING -> STOPPED
+                         |           |
+                         v           +--> QUARANTINED / HALTED  (supervisors)
+                       FAILED
+    """
+
+    #: The host process exists; nothing is opened yet.
+    STARTING = "starting"
+    #: Rebuilding the working state from local LMDB, or checkpoint + journal.
+    RESTORING = "restoring"
+    #: Handling messages.
+    RUNNING = "running"
+    #: A stop was asked for: messages already accepted finish, new ones are refused.
+    DRAINING = "draining"
+    #: Final checkpoint written, files closed; handles nothing.
+    STOPPED = "stopped"
+    #: Routing stopped by a supervisor; state, mailbox and checkpoint kept for investigation.
+    QUARANTINED = "quarantined"
+    #: A kill switch was pulled: no handler runs, no outgoing action leaves.
+    HALTED = "halted"
+    #: Start or restore failed; the reason is in the status.
+    FAILED = "failed"
+
+
+def can_handle(state: AgentState) -> bool:
+    """Only a RUNNING agent runs handlers."""
+    return state is AgentState.RUNNING

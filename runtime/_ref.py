@@ -1,0 +1,198 @@
+"""References to agents: ``tell`` (fire and forget) and ``ask`` (request/response).
+
+Naming follows one pair convention: ``ask``/``tell`` block the calling thread,
+``ask_async``/``tell_async`` are awaitable; ``timeout`` is relative seconds,
+turned at once into an absolute ``deadline`` carried in the envelope.
+
+Retry rule: when the agent's process dies under a call and Ray is restarting
+it, an ``ask`` is sent again with the same message id (attempt + 1) until its
+deadline.  For EFFECTIVELY_ONCE messages (the default) the agent has recorded
+the id with the effect, so the retry returns the first reply instead of
+running the handler twice; an ask that returned therefore took effect exactly
+once.  AT_MOST_ONCE asks are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+
+from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
+
+from ._core import decode_reply
+from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout
+
+__all__ = ["AgentRef"]
+
+DEFAULT_TIMEOUT = 30.0
+_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def translate_actor_error(exc: RayActorError, agent_id: str) -> Exception:
+    """Ray's actor errors, as ours."""
+    text = str(exc)
+    if "creation task" in text or "__init__" in text:
+        tail = text.strip().splitlines()[-1] if text.strip() else text
+        return AgentStartError(f"agent {agent_id!r} failed to start: {tail}", agent_id=agent_id)
+    return AgentUnavailable(f"agent {agent_id!r} is unavailable: {text.splitlines()[0] if text else exc!r}",
+                            agent_id=agent_id)
+
+
+class AgentRef:
+    """A handle on one agent by id; cheap to copy, safe to pass to other agents."""
+
+    def __init__(self, agent_id: str, handle: Any, *, namespace: str, sender: str | None = None) -> None:
+        self.agent_id = agent_id
+        self._handle = handle
+        self._namespace = namespace
+        self._sender = sender
+
+    def __repr__(self) -> str:
+        return f"AgentRef({self.agent_id!r})"
+
+    # -- envelopes ---------------------------------------------------------------
+
+    def _envelope(self, msg: Message, timeout: float | None, delivery: Delivery | None) -> Envelope:
+        if not isinstance(msg, Message):
+            raise TypeError(f"expected a protocols.Message, got {type(msg).__name__}")
+        deadline = None if timeout is None else time.time() + timeout
+        return make_envelope(msg, self.agent_id, sender=self._sender, deadline=deadline, delivery=delivery)
+
+    @staticmethod
+    def _result(raw: bytes) -> Any:
+        ok, value = decode_reply(raw)
+        if ok:
+            return value
+        raise error_from_wire(value)
+
+    def _timeout(self, env: Envelope) -> AskTimeout:
+        return AskTimeout(
+            f"ask {env.type} to {self.agent_id!r} got no reply before its deadline "
+            f"({env.deadline:.3f}, after {env.attempt} attempt(s)); expired at the caller",
+            deadline=env.deadline,
+            where="caller",
+            attempts=env.attempt,
+        )
+
+    def _retryable(self, exc: RayActorError, env: Envelope) -> Exception | None:
+        """None if the call should be sent again; else the error to raise."""
+        if env.delivery is Delivery.AT_MOST_ONCE:
+            return translate_actor_error(exc, self.agent_id)
+        if isinstance(exc, ActorDiedError) and not isinstance(exc, ActorUnavailableError):
+            try:
+                ray.get_actor(self.agent_id, namespace=self._namespace)
+            except ValueError:
+                return AgentNotFound(f"agent {self.agent_id!r} is dead and not restarting", agent_id=self.agent_id)
+            if "creation task" in str(exc):
+                return translate_actor_error(exc, self.agent_id)
+        return None
+
+    # -- tell -------------------------------------------------------------------
+
+    def tell(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
+        """Send without waiting.  At most once from a driver: errors are counted by the agent, not returned."""
+        env = self._envelope(msg, timeout, delivery)
+        self._handle.deliver.remote(encode_envelope(env))
+
+    async def tell_async(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
+        self.tell(msg, delivery=delivery, timeout=timeout)
+
+    # -- ask --------------------------------------------------------------------
+
+    def ask(self, msg: Message, *, timeout: float = DEFAULT_TIMEOUT, delivery: Delivery | None = None) -> Any:
+        """Send ``msg`` and wait for the handler's reply; raises AskTimeout at the deadline."""
+        env = self._envelope(msg, timeout, delivery)
+        return self.ask_envelope(env)
+
+    def ask_envelope(self, env: Envelope) -> Any:
+        assert env.deadline is not None
+        for backoff in _retries():
+            remaining = env.deadline - time.time()
+            if remaining <= 0:
+                raise self._timeout(env)
+            try:
+                raw = ray.get(self._handle.deliver.remote(encode_envelope(env)), timeout=remaining)
+            except GetTimeoutError as exc:
+                raise self._timeout(env) from exc
+            except RayActorError as exc:
+                err = self._retryable(exc, env)
+                if err is not None:
+                    raise err from exc
+                time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                env.attempt += 1
+                continue
+            return self._result(raw)
+        raise AssertionError("unreachable")
+
+    async def ask_async(self, msg: Message, *, timeout: float = DEFAULT_TIMEOUT, delivery: Delivery | None = None) -> Any:
+        """Awaitable ``ask``, for use inside async handlers and async drivers."""
+        env = self._envelope(msg, timeout, delivery)
+        assert env.deadline is not None
+        for backoff in _retries():
+            remaining = env.deadline - time.time()
+            if remaining <= 0:
+                raise self._timeout(env)
+            try:
+                raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining)
+            except (asyncio.TimeoutError, GetTimeoutError) as exc:
+                raise self._timeout(env) from exc
+            except RayActorError as exc:
+                err = self._retryable(exc, env)
+                if err is not None:
+                    raise err from exc
+                await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                env.attempt += 1
+                continue
+            return self._result(raw)
+        raise AssertionError("unreachable")
+
+    def send_raw(self, raw: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Deliver raw wire bytes and decode the reply (for tools and tests of bad input)."""
+        try:
+            reply = ray.get(self._handle.deliver.remote(raw), timeout=timeout)
+        except GetTimeoutError as exc:
+            raise AskTimeout(f"raw send to {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
+        except RayActorError as exc:
+            raise translate_actor_error(exc, self.agent_id) from exc
+        return self._result(reply)
+
+    # -- control ------------------------------------------------------------------
+
+    def _control(self, method: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        try:
+            return ray.get(getattr(self._handle, method).remote(*args), timeout=timeout)
+        except GetTimeoutError as exc:
+            raise AskTimeout(f"{method} on {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
+        except RayActorError as exc:
+            raise translate_actor_error(exc, self.agent_id) from exc
+
+    def status(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Lifecycle state, incarnation, pid, sequence numbers, last checkpoint, last restore."""
+        return self._control("status", timeout=timeout)
+
+    def checkpoint(self, *, timeout: float = 120.0) -> dict[str, Any] | None:
+        """Take a checkpoint now; returns its manifest."""
+        return self._control("checkpoint", True, timeout=timeout)
+
+    def restore_history(self, *, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Restore reports of the agent's recent incarnations, oldest first."""
+        return self._control("restore_history", timeout=timeout)
+
+    def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """State-transition records (agent, seq, time, op, key) after ``after_seq``."""
+        return self._control("transitions", after_seq, limit)
+
+    def metrics(self) -> str:
+        """The agent's Prometheus metrics, in text exposition format."""
+        return self._control("metrics")
+
+
+def _retries():
+    i = 0
+    while True:
+        yield _BACKOFF[min(i, len(_BACKOFF) - 1)]
+        i += 1

@@ -1,0 +1,282 @@
+"""The agent's LMDB environment: tables, atomic commits, journal and transitions.
+
+One LMDB environment per agent, with named tables:
+
+``data``         the agent's working state (user keys, msgpack values)
+``dedup``        replies remembered for effectively-once delivery, by message
+                 id (ids are time-ordered, so trimming walks from the start)
+``dedup_keys``   the same for caller-chosen idempotency keys
+``dedup_time``   index of ``dedup_keys`` by time, for trimming
+``journal``      op records by sequence number: the rolling op buffer
+``transitions``  one record per op on ``data``, append-only: the state-transition log
+``meta``         identity, last sequence number, restore history (not journaled)
+
+Invariants:
+
+* Every journaled op gets the next sequence number and is written to
+  ``journal`` (and, for ``data``, to ``transitions``) in the same LMDB
+  transaction as the change itself, so the journal never disagrees with the
+  state it describes.
+* ``meta[seq]`` is the sequence number of the last committed op.
+* Housekeeping (trimming ``journal`` and ``dedup``, writing ``meta``) is not
+  journaled: replaying the journal over a checkpoint rebuilds the same
+  user-visible state whether or not trims happened in between.
+* All writes happen on one thread (the host's event loop thread, or the
+  constructor before it starts); other threads only read.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lmdb
+
+from ._codec import pack, unpack
+from .exceptions import StateError
+
+__all__ = ["DELETE", "PUT", "JournalRecord", "LmdbStore", "Op"]
+
+PUT = 0
+DELETE = 1
+TABLES = ("data", "dedup", "dedup_keys", "dedup_time", "journal", "transitions", "meta")
+JOURNALED = frozenset({"data", "dedup", "dedup_keys", "dedup_time"})
+_U64 = struct.Struct(">Q")
+
+
+class Op(NamedTuple):
+    """One mutation of one key: what a handler's changes are made of."""
+
+    table: str
+    kind: int  # PUT or DELETE
+    key: bytes
+    value: bytes | None
+
+
+class JournalRecord(NamedTuple):
+    seq: int
+    ts: float
+    table: str
+    kind: int
+    key: bytes
+    value: bytes | None
+
+    def pack(self) -> list[Any]:
+        return [self.seq, self.ts, self.table, self.kind, self.key, self.value]
+
+
+def seq_key(seq: int) -> bytes:
+    return _U64.pack(seq)
+
+
+class LmdbStore:
+    """The agent's working state and its journal, in one LMDB environment."""
+
+    def __init__(self, path: Path, *, agent_id: str, map_size: int, sync: bool) -> None:
+        self.path = path
+        self.agent_id = agent_id
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=len(TABLES) + 4,
+                sync=sync,
+                metasync=sync,
+                readahead=False,
+                max_readers=256,
+            )
+            self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
+            with self.env.begin(db=self._db["meta"]) as txn:
+                raw = txn.get(b"seq")
+        except lmdb.Error as exc:
+            raise StateError(f"cannot open LMDB state at {path}: {exc}", path=str(path)) from exc
+        except OSError as exc:
+            raise StateError(f"cannot open LMDB state at {path}: {exc}", path=str(path)) from exc
+        self.seq = _U64.unpack(raw)[0] if raw else 0
+        # Journal entries with seq <= trim_upto may be deleted (set by the
+        # checkpointer); the deletes ride along with later commits, a few at a time.
+        self.trim_upto = 0
+        self._trimmed_to = 0
+        self.dedup_horizon = 600.0
+
+    # -- reads (any thread) ------------------------------------------------
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        try:
+            with self.env.begin(db=self._db[table], buffers=False) as txn:
+                return txn.get(key)
+        except lmdb.Error as exc:
+            raise StateError(f"read of {table}/{key!r} failed: {exc}") from exc
+
+    def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        try:
+            with self.env.begin(db=self._db[table]) as txn:
+                cur = txn.cursor()
+                out = []
+                if not cur.set_range(prefix):
+                    return out
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    out.append((k, v))
+                return out
+        except lmdb.Error as exc:
+            raise StateError(f"scan of {table}/{prefix!r} failed: {exc}") from exc
+
+    def count(self, table: str) -> int:
+        with self.env.begin(db=self._db[table]) as txn:
+            return txn.stat(self._db[table])["entries"]
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        raw = self.get("meta", key.encode())
+        return default if raw is None else unpack(raw)
+
+    def journal_since(self, after_seq: int, *, txn: lmdb.Transaction | None = None) -> list[JournalRecord]:
+        """Journal records with seq > after_seq, in order."""
+
+        def read(t: lmdb.Transaction) -> list[JournalRecord]:
+            cur = t.cursor(db=self._db["journal"])
+            out = []
+            if cur.set_range(seq_key(after_seq + 1)):
+                for k, v in cur:
+                    ts, table, kind, key, value = unpack(v)
+                    out.append(JournalRecord(_U64.unpack(k)[0], ts, table, kind, key, value))
+            return out
+
+        if txn is not None:
+            return read(txn)
+        with self.env.begin() as t:
+            return read(t)
+
+    def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.env.begin(db=self._db["transitions"]) as txn:
+            cur = txn.cursor()
+            out: list[dict[str, Any]] = []
+            if cur.set_range(seq_key(after_seq + 1)):
+                for k, v in cur:
+                    ts, agent, table, kind, key = unpack(v)
+                    out.append(
+                        {"agent": agent, "seq": _U64.unpack(k)[0], "time": ts, "table": table,
+                         "op": "put" if kind == PUT else "delete", "key": key}
+                    )
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def read_txn(self) -> lmdb.Transaction:
+        """A read-only snapshot; the caller aborts it."""
+        return self.env.begin()
+
+    @staticmethod
+    def seq_in(txn: lmdb.Transaction, store: LmdbStore) -> int:
+        raw = txn.get(b"seq", db=store._db["meta"])
+        return _U64.unpack(raw)[0] if raw else 0
+
+    # -- writes (the writer thread only) -----------------------------------
+
+    def commit(self, ops: Iterable[Op], *, now: float | None = None) -> int:
+        """Apply ``ops`` atomically, journaling each; return the last seq."""
+        now = time.time() if now is None else now
+        seq = self.seq
+        db = self._db
+        try:
+            with self.env.begin(write=True) as txn:
+                for table, kind, key, value in ops:
+                    seq += 1
+                    self._apply(txn, table, kind, key, value)
+                    k = _U64.pack(seq)
+                    txn.put(k, pack([now, table, kind, key, value]), db=db["journal"], append=True)
+                    if table == "data":
+                        txn.put(k, pack([now, self.agent_id, table, kind, key]), db=db["transitions"], append=True)
+                if seq != self.seq:
+                    txn.put(b"seq", _U64.pack(seq), db=db["meta"])
+                self._housekeep(txn, now)
+        except lmdb.Error as exc:
+            raise StateError(f"commit failed: {exc}") from exc
+        self.seq = seq
+        return seq
+
+    def replay(self, records: Iterable[JournalRecord]) -> int:
+        """Apply shipped journal records with their original seqs; return how many applied.
+
+        Invariant: a record with seq <= the current seq is already reflected and skipped,
+        so replaying overlapping segments is harmless.
+        """
+        applied = 0
+        db = self._db
+        try:
+            with self.env.begin(write=True) as txn:
+                seq = self.seq
+                for rec in records:
+                    if rec.seq <= seq:
+                        continue
+                    self._apply(txn, rec.table, rec.kind, rec.key, rec.value)
+                    k = _U64.pack(rec.seq)
+                    txn.put(k, pack([rec.ts, rec.table, rec.kind, rec.key, rec.value]), db=db["journal"])
+                    if rec.table == "data":
+                        txn.put(k, pack([rec.ts, self.agent_id, rec.table, rec.kind, rec.key]), db=db["transitions"])
+                    seq = rec.seq
+                    applied += 1
+                txn.put(b"seq", _U64.pack(seq), db=db["meta"])
+        except lmdb.Error as exc:
+            raise StateError(f"journal replay failed: {exc}") from exc
+        self.seq = seq
+        return applied
+
+    def put_meta(self, key: str, value: Any) -> None:
+        try:
+            with self.env.begin(write=True, db=self._db["meta"]) as txn:
+                txn.put(key.encode(), pack(value))
+        except lmdb.Error as exc:
+            raise StateError(f"metadata write failed: {exc}") from exc
+
+    def _apply(self, txn: lmdb.Transaction, table: str, kind: int, key: bytes, value: bytes | None) -> None:
+        if table not in JOURNALED:
+            raise StateError(f"table {table!r} is not a journaled table")
+        if kind == PUT:
+            txn.put(key, value, db=self._db[table])
+        else:
+            txn.delete(key, db=self._db[table])
+
+    def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
+        """Trim a bounded number of old journal and dedup entries inside a commit."""
+        if self.trim_upto > self._trimmed_to:
+            cur = txn.cursor(db=self._db["journal"])
+            done = True
+            if cur.first():
+                for _ in range(budget):
+                    k = cur.key()
+                    if not k or _U64.unpack(k)[0] > self.trim_upto:
+                        break
+                    cur.delete()
+                else:
+                    done = False
+            if done:
+                self._trimmed_to = self.trim_upto
+        horizon_ms = int((now - self.dedup_horizon) * 1000)
+        cur = txn.cursor(db=self._db["dedup"])
+        if cur.first():
+            for _ in range(budget):
+                k = cur.key()
+                if not k or int.from_bytes(k[:6], "big") >= horizon_ms:
+                    break
+                cur.delete()
+        cur = txn.cursor(db=self._db["dedup_time"])
+        if cur.first():
+            for _ in range(budget):
+                k = cur.key()
+                if not k or _U64.unpack(k[:8])[0] // 1000 >= horizon_ms:
+                    break
+                txn.delete(k[8:], db=self._db["dedup_keys"])
+                cur.delete()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def dedup_time_key(ts: float, key: bytes) -> bytes:
+    return _U64.pack(int(ts * 1e6)) + key

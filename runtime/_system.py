@@ -1,0 +1,196 @@
+"""The entry point for driver scripts: start or join Ray, spawn and find agents, shut down.
+
+::
+
+    from runtime import System
+
+    with System(data_dir="./garrison-data", create=True) as system:   # embedded local Ray
+        counter = system.spawn(Counter, "counter-1")
+        counter.tell(Add(n=2))
+        assert counter.ask(Get(), timeout=5) == 2
+
+    # Another driver, same cluster:
+    with System(address="auto") as system:
+        counter = system.lookup("counter-1")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ._agent import Agent
+from ._config import AgentConfig, validated
+from ._core import HostSpec, check_agent_id, check_writable_dir
+from ._host import RemoteAgentHost
+from ._ref import AgentRef, translate_actor_error
+from .exceptions import AgentAlreadyRunning, AgentNotFound, AgentStartError, ConfigError, DataDirectoryError
+
+__all__ = ["NAMESPACE", "System"]
+
+NAMESPACE = "garrison"
+log = logging.getLogger("garrison.system")
+
+
+class System:
+    """A driver's view of a Garrison deployment (see module docstring).
+
+    ``address=None`` starts an embedded local Ray (or reuses the one this
+    process already started); ``"auto"`` or ``"ray://host:port"`` joins a
+    cluster.  ``data_dir`` is each node's local state directory;
+    ``checkpoint_dir`` (default ``<data_dir>/checkpoints``) must be shared by
+    every node that may host an agent.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        address: str | None = None,
+        namespace: str = NAMESPACE,
+        create: bool = False,
+        ray_init: dict[str, Any] | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.data_dir = self._prepare_dir(data_dir, "data directory", create) if data_dir else None
+        if checkpoint_dir is None and self.data_dir is not None:
+            checkpoint_dir = self.data_dir / "checkpoints"
+            create_ck = True
+        else:
+            create_ck = create
+        self.checkpoint_dir = self._prepare_dir(checkpoint_dir, "checkpoint directory", create_ck) if checkpoint_dir else None
+        self.sender = f"driver:{uuid.uuid4().hex[:12]}"
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs = {"namespace": namespace, "include_dashboard": False, "log_to_driver": False}
+            kwargs.update(ray_init or {})
+            ray.init(address=address, **kwargs)
+            self._owns_ray = True
+        self._spawned: dict[str, AgentRef] = {}
+
+    @staticmethod
+    def _prepare_dir(path: str | os.PathLike[str], what: str, create: bool) -> Path:
+        p = Path(path).expanduser().resolve()
+        if create:
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataDirectoryError(f"cannot create {what} {p}: {exc}", path=str(p)) from exc
+        return check_writable_dir(p, what)
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def spawn(
+        self,
+        agent_cls: type[Agent],
+        agent_id: str,
+        *,
+        config: AgentConfig | dict[str, Any] | None = None,
+        init: dict[str, Any] | None = None,
+        detached: bool = True,
+        timeout: float = 60.0,
+        ray_options: dict[str, Any] | None = None,
+    ) -> AgentRef:
+        """Start ``agent_cls`` as agent ``agent_id`` and wait until it is ready.
+
+        An id whose state exists (local or in the checkpoint store) resumes
+        it.  Raises AgentAlreadyRunning if the id is live, AgentStartError if
+        the constructor, restore or ``on_start`` failed.
+        """
+        if self.data_dir is None or self.checkpoint_dir is None:
+            raise ConfigError("this System was made without a data_dir; it can look agents up but not spawn them")
+        if not (isinstance(agent_cls, type) and issubclass(agent_cls, Agent)):
+            raise ConfigError(f"{agent_cls!r} is not a subclass of runtime.Agent")
+        check_agent_id(agent_id)
+        spec = HostSpec(
+            agent_id=agent_id,
+            agent_cls=agent_cls,
+            data_dir=str(self.data_dir),
+            checkpoint_dir=str(self.checkpoint_dir),
+            config=validated(AgentConfig, config),  # type: ignore[arg-type]
+            init=dict(init or {}),
+        )
+        options = {
+            "name": agent_id,
+            "namespace": self.namespace,
+            "lifetime": "detached" if detached else None,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "num_cpus": 0,
+        }
+        options.update(ray_options or {})
+        try:
+            handle = RemoteAgentHost.options(**options).remote(spec)
+        except ValueError as exc:  # Ray: the name is taken
+            raise AgentAlreadyRunning(f"agent {agent_id!r} is already live", agent_id=agent_id) from exc
+        try:
+            status = ray.get(handle.ready.remote(), timeout=timeout)
+        except RayActorError as exc:
+            raise translate_actor_error(exc, agent_id) from exc
+        except GetTimeoutError as exc:
+            ray.kill(handle, no_restart=True)
+            raise AgentStartError(f"agent {agent_id!r} was not ready within {timeout}s", agent_id=agent_id) from exc
+        if status["state"] == "failed":
+            ray.kill(handle, no_restart=True)
+            raise AgentStartError(f"agent {agent_id!r} failed to start: {status['failure']}", agent_id=agent_id)
+        ref = AgentRef(agent_id, handle, namespace=self.namespace, sender=self.sender)
+        self._spawned[agent_id] = ref
+        return ref
+
+    def lookup(self, agent_id: str) -> AgentRef:
+        """A reference to a live agent by id, from any driver on the cluster."""
+        try:
+            handle = ray.get_actor(agent_id, namespace=self.namespace)
+        except ValueError as exc:
+            raise AgentNotFound(f"no live agent {agent_id!r} in namespace {self.namespace!r}", agent_id=agent_id) from exc
+        return AgentRef(agent_id, handle, namespace=self.namespace, sender=self.sender)
+
+    def agents(self) -> list[str]:
+        """Ids of the live agents in this namespace."""
+        return sorted(
+            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == self.namespace
+        )
+
+    def stop(self, agent_id: str, *, timeout: float = 30.0) -> dict[str, Any] | None:
+        """Stop an agent gracefully (drain, on_stop, final checkpoint), then end its process."""
+        try:
+            ref = self._spawned.get(agent_id) or self.lookup(agent_id)
+        except AgentNotFound:
+            return None
+        status = None
+        try:
+            status = ray.get(ref._handle.stop.remote(), timeout=timeout)
+        except (RayActorError, GetTimeoutError) as exc:
+            log.warning("agent %s did not stop gracefully (%s); killing it", agent_id, exc)
+        ray.kill(ref._handle, no_restart=True)
+        self._spawned.pop(agent_id, None)
+        return status
+
+    def kill(self, agent_id: str) -> None:
+        """End the agent's process at once, without a final checkpoint and without restart."""
+        ray.kill(self.lookup(agent_id)._handle, no_restart=True)
+        self._spawned.pop(agent_id, None)
+
+    def metrics(self) -> str:
+        """Prometheus exposition text of every agent this System spawned."""
+        return "".join(ref.metrics() for ref in list(self._spawned.values()))
+
+    def shutdown(self, *, stop_agents: bool = True) -> None:
+        """Stop the agents this System spawned, and Ray if this System started it."""
+        if stop_agents:
+            for agent_id in list(reversed(self._spawned)):
+                self.stop(agent_id)
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+            self._owns_ray = False

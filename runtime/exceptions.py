@@ -1,0 +1,120 @@
+"""Exceptions raised by the runtime.
+
+Errors from Ray, LMDB and pydantic never escape the runtime's API: they are
+translated here, at the boundary, with the original kept as ``__cause__``.
+Errors about the message itself (malformed, unknown type, invalid body,
+expired) are the protocol's own classes from :mod:`protocols.exceptions`, raised
+unchanged so a caller can tell "my message was wrong" from "the runtime failed".
+
+Class tree::
+
+    GarrisonError
+    ├── ConfigError                 a config value is out of range or inconsistent
+    ├── DataDirectoryError          the data or checkpoint directory is missing or unwritable
+    ├── StateError                  the LMDB working state failed (wraps lmdb.Error)
+    │   └── StateDecodeError        a stored value cannot be decoded to the asked type
+    ├── CheckpointError             writing or reading a checkpoint failed
+    │   └── CheckpointCorrupt       a checkpoint or journal segment failed its checksum
+    ├── RestoreError                no consistent state could be rebuilt for an agent
+    ├── AgentError
+    │   ├── AgentNotFound           no live agent has that id
+    │   ├── AgentAlreadyRunning     an agent with that id is already live
+    │   ├── AgentStartError         the agent's host could not start (constructor, restore)
+    │   ├── AgentUnavailable        the agent is down and did not come back before the deadline
+    │   ├── AgentNotRunning         the agent is alive but its lifecycle state refuses the call
+    │   ├── NoHandler               the agent has no handler for a registered message type
+    │   └── HandlerError            the agent's handler raised; the state change was rolled back
+    └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
+"""
+
+from __future__ import annotations
+
+from protocols.exceptions import WireError
+
+__all__ = [
+    "AgentAlreadyRunning",
+    "AgentError",
+    "AgentNotFound",
+    "AgentNotRunning",
+    "AgentStartError",
+    "AgentUnavailable",
+    "AskTimeout",
+    "CheckpointCorrupt",
+    "CheckpointError",
+    "ConfigError",
+    "DataDirectoryError",
+    "GarrisonError",
+    "HandlerError",
+    "NoHandler",
+    "RestoreError",
+    "StateDecodeError",
+    "StateError",
+]
+
+
+class GarrisonError(WireError):
+    """Root of the runtime's errors."""
+
+
+class ConfigError(GarrisonError):
+    """A configuration value is out of range or inconsistent; raised before anything starts."""
+
+
+class DataDirectoryError(GarrisonError):
+    """The data or checkpoint directory is missing, not a directory, or not writable."""
+
+
+class StateError(GarrisonError):
+    """The LMDB working state failed underneath an operation."""
+
+
+class StateDecodeError(StateError):
+    """A stored value exists but cannot be decoded into the requested type."""
+
+
+class CheckpointError(GarrisonError):
+    """Writing, listing or reading a checkpoint or journal segment failed."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """A checkpoint or journal segment failed its checksum; nothing in it was deserialized."""
+
+
+class RestoreError(GarrisonError):
+    """No consistent state could be rebuilt (e.g. the local state belongs to another agent)."""
+
+
+class AgentError(GarrisonError):
+    """Something about a particular agent."""
+
+
+class AgentNotFound(AgentError):
+    """No live agent is registered under that id (never spawned, or stopped)."""
+
+
+class AgentAlreadyRunning(AgentError):
+    """An agent with that id is already live; there is one live instance per id."""
+
+
+class AgentStartError(AgentError):
+    """The agent's host failed to start: its class's constructor or restore raised."""
+
+
+class AgentUnavailable(AgentError):
+    """The agent's process is down and did not come back before the call's deadline."""
+
+
+class AgentNotRunning(AgentError):
+    """The agent is alive but its lifecycle state refuses the call (cannot X while Y)."""
+
+
+class NoHandler(AgentError):
+    """The message type is registered but this agent has no handler for it."""
+
+
+class HandlerError(AgentError):
+    """The agent's handler raised; its state changes were rolled back and the agent goes on."""
+
+
+class AskTimeout(GarrisonError, TimeoutError):
+    """An ask got no reply before its deadline; ``details`` say which deadline and where."""

@@ -1,0 +1,100 @@
+"""Agents and messages shared by the tests (importable by Ray workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import BaseModel
+
+from protocols import Delivery, Message
+from runtime import Agent, handler
+
+
+class Add(Message, name="test.add"):
+    n: int = 1
+
+
+class Append(Message, name="test.append"):
+    item: int
+
+
+class GetCount(Message, name="test.get_count"):
+    pass
+
+
+class GetItems(Message, name="test.get_items"):
+    pass
+
+
+class Boom(Message, name="test.boom"):
+    pass
+
+
+class Sleep(Message, name="test.sleep"):
+    seconds: float
+
+
+class Fill(Message, name="test.fill", delivery=Delivery.AT_MOST_ONCE):
+    start: int
+    count: int
+    size: int
+
+
+class Ping(Message, name="test.ping", delivery=Delivery.AT_MOST_ONCE):
+    pass
+
+
+class Unhandled(Message, name="test.unhandled"):
+    pass
+
+
+class CounterSummary(BaseModel):
+    count: int
+    items: int
+
+
+class Counter(Agent):
+    """Counts, and keeps an append-only list of items (one key per item)."""
+
+    @handler
+    def add(self, msg: Add) -> int:
+        return self.state.increment("count", msg.n)
+
+    @handler
+    def append(self, msg: Append) -> int:
+        n = self.state.increment("count")
+        self.state.put(f"item/{n:08d}", msg.item)
+        return n
+
+    @handler
+    async def get(self, msg: GetCount) -> int:
+        return self.state.get("count", 0)
+
+    @handler
+    def items(self, msg: GetItems) -> list[int]:
+        return [v for _, v in self.state.scan("item/")]
+
+    @handler
+    def boom(self, msg: Boom) -> None:
+        self.state.put("count", -999)
+        raise RuntimeError("boom")
+
+    @handler
+    async def sleep(self, msg: Sleep) -> float:
+        await asyncio.sleep(msg.seconds)
+        return msg.seconds
+
+    @handler
+    def fill(self, msg: Fill) -> int:
+        blob = b"x" * msg.size
+        for i in range(msg.start, msg.start + msg.count):
+            self.state.put(f"blob/{i:08d}", blob)
+        return msg.count
+
+    @handler
+    def ping(self, msg: Ping) -> float:
+        return time.time()
+
+    def summary(self, state):
+        return CounterSummary(count=state.get("count", 0), items=len(state.keys("item/")))

@@ -1,0 +1,38 @@
+"""Shared fixtures: one real local Ray for the whole session, fresh directories per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray, started once; its workers can import ``tests.agents``."""
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(namespace="garrison", include_dashboard=False, log_to_driver=False, num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def system(ray_session, tmp_path):
+    """A System on the shared Ray with its own data directory; stops its agents after the test."""
+    from runtime import System
+
+    sys_ = System(tmp_path / "data", create=True)
+    yield sys_
+    sys_.shutdown()
+
+
+@pytest.fixture
+def agent_id() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
