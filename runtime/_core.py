@@ -20,6 +20,7 @@ Threads and invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import inspect
 import logging
@@ -169,6 +170,8 @@ class AgentCore:
     def __init__(self, spec: HostSpec) -> None:
         self.spec = spec
         self._stop_bg = threading.Event()
+        #: Done once the agent has stopped gracefully (any thread or loop may wait on it).
+        self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.agent_id = check_agent_id(spec.agent_id)
         self.config = spec.config
         self.lifecycle = AgentState.STARTING
@@ -399,7 +402,7 @@ class AgentCore:
             "pid": os.getpid(),
             "seq": self.store.seq,
             "shipped_seq": self.shipper.shipped,
-            "journal_entries": self.store.count("journal"),
+            "journal_entries": None if self.lifecycle is AgentState.STOPPED else self.store.count("journal"),
             "last_checkpoint_seq": last.seq if last else None,
             "last_checkpoint_time": last.time if last else None,
             "checkpoints_taken": self.checkpointer.taken,
@@ -407,6 +410,16 @@ class AgentCore:
             "background_error": self.background_error,
             "failure": self.failure,
             "restore": self.restore_report.model_dump(mode="json"),
+        }
+
+    def probe(self) -> dict[str, Any]:
+        """The cheap subset of status a liveness probe needs."""
+        started = self._handler_started
+        return {
+            "state": self.lifecycle.value,
+            "incarnation": self.incarnation,
+            "pid": os.getpid(),
+            "handler_running_for": None if started is None else time.monotonic() - started,
         }
 
     def restore_history(self) -> list[dict[str, Any]]:
@@ -435,6 +448,8 @@ class AgentCore:
             self.lifecycle = AgentState.STOPPED
             status["state"] = self.lifecycle.value
             self.close_files()
+        if not self.stopped.done():
+            self.stopped.set_result(None)
         return status
 
     def close_files(self) -> None:

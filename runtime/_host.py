@@ -15,9 +15,10 @@ import ray
 
 from ._core import AgentCore, HostSpec
 
-__all__ = ["AgentHost", "CONTROL"]
+__all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost"]
 
 CONTROL = "control"
+WATCH = "watch"
 
 
 class AgentHost:
@@ -51,6 +52,20 @@ class AgentHost:
         return self.core.status()
 
     @ray.method(concurrency_group=CONTROL)
+    async def probe(self) -> dict[str, Any]:
+        """Liveness, answered off the handlers' event loop: a busy agent still answers."""
+        return self.core.probe()
+
+    @ray.method(concurrency_group=WATCH)
+    async def watch(self) -> dict[str, Any]:
+        """Pending until the agent stops; fails with Ray's actor error if the process dies.
+
+        A monitor holds one of these per agent: crash detection without polling.
+        """
+        await asyncio.wrap_future(self.core.stopped)
+        return self.core.status()
+
+    @ray.method(concurrency_group=CONTROL)
     async def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.core.checkpoint, force=force)
 
@@ -67,4 +82,4 @@ class AgentHost:
         return self.core.metrics.text()
 
 
-RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2})(AgentHost)
+RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 1000})(AgentHost)
