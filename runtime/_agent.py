@@ -34,6 +34,7 @@ Lifecycle hooks, all optional, all may be ``async``, all may change state
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import typing
@@ -44,12 +45,18 @@ from typing import TYPE_CHECKING, Any
 from protocols import Message
 
 if TYPE_CHECKING:
+    from ._ref import AgentRef
     from ._restore import RestoreReport
     from ._state import ReadOnlyState, State
 
 __all__ = ["Agent", "Context", "handler"]
 
 _HANDLES = "__garrison_handles__"
+
+#: The absolute deadline of the message being handled in this task, if any.
+#: An ask made from a handler without a timeout inherits it: the remaining
+#: budget passes on down the chain.
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("garrison_deadline", default=None)
 
 
 def handler(fn: Callable[..., Any] | type[Message] | None = None, /) -> Any:
@@ -137,6 +144,14 @@ class Agent:
 
     def summary(self, state: ReadOnlyState) -> Any:
         return None
+
+    def lookup(self, agent_id: str) -> AgentRef:
+        """A reference to another agent; asks made through it from a handler
+        carry this agent as sender."""
+        finder = getattr(self, "_lookup", None)
+        if finder is None:
+            raise RuntimeError("lookup() is only available inside a running agent host")
+        return finder(agent_id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"

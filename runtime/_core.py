@@ -43,7 +43,7 @@ from protocols import (
     parse_message,
 )
 
-from ._agent import Agent, Context
+from ._agent import Agent, Context, current_deadline
 from ._checkpoint import Checkpointer
 from ._ckstore import CheckpointStore, DirectoryStore
 from ._codec import pack, unpack
@@ -321,6 +321,7 @@ class AgentCore:
             return encode_error(exc)
 
         self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
+        deadline_token = current_deadline.set(env.deadline)
         self.state.begin()
         self._handler_started = time.monotonic()
         try:
@@ -341,6 +342,7 @@ class AgentCore:
         finally:
             self._handler_started = None
             self.agent.context = None
+            current_deadline.reset(deadline_token)
 
         now = time.time()
         if remember:

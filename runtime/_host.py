@@ -9,24 +9,36 @@ separate event loop thread, so they answer while a handler is busy.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import ray
 
 from ._core import AgentCore, HostSpec
+from ._ref import AgentRef
+from .exceptions import AgentNotFound
 
-__all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost"]
+__all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost", "lookup_agent"]
 
 CONTROL = "control"
 WATCH = "watch"
 
 
+def lookup_agent(agent_id: str, *, namespace: str, sender: str) -> AgentRef:
+    try:
+        handle = ray.get_actor(agent_id, namespace=namespace)
+    except ValueError as exc:
+        raise AgentNotFound(f"no live agent {agent_id!r} in namespace {namespace!r}", agent_id=agent_id) from exc
+    return AgentRef(agent_id, handle, namespace=namespace, sender=sender)
+
+
 class AgentHost:
     """One agent per actor.  The Ray dashboard shows its name (the agent id) and repr."""
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, namespace: str) -> None:
         self._spec = spec
         self.core = AgentCore(spec)
+        self.core.agent._lookup = functools.partial(lookup_agent, namespace=namespace, sender=spec.agent_id)
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)

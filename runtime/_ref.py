@@ -23,6 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
 
+from ._agent import current_deadline
 from ._core import decode_reply
 from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout
 
@@ -56,10 +57,15 @@ class AgentRef:
 
     # -- envelopes ---------------------------------------------------------------
 
-    def _envelope(self, msg: Message, timeout: float | None, delivery: Delivery | None) -> Envelope:
+    def _envelope(self, msg: Message, timeout: float | None, delivery: Delivery | None, *, inherit: bool = False) -> Envelope:
         if not isinstance(msg, Message):
             raise TypeError(f"expected a protocols.Message, got {type(msg).__name__}")
+        inherited = current_deadline.get() if inherit else None
+        if timeout is None and inherit:
+            timeout = DEFAULT_TIMEOUT if inherited is None else None
         deadline = None if timeout is None else time.time() + timeout
+        if inherited is not None:
+            deadline = inherited if deadline is None else min(deadline, inherited)
         return make_envelope(msg, self.agent_id, sender=self._sender, deadline=deadline, delivery=delivery)
 
     @staticmethod
@@ -103,9 +109,13 @@ class AgentRef:
 
     # -- ask --------------------------------------------------------------------
 
-    def ask(self, msg: Message, *, timeout: float = DEFAULT_TIMEOUT, delivery: Delivery | None = None) -> Any:
-        """Send ``msg`` and wait for the handler's reply; raises AskTimeout at the deadline."""
-        env = self._envelope(msg, timeout, delivery)
+    def ask(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
+        """Send ``msg`` and wait for the handler's reply; raises AskTimeout at the deadline.
+
+        ``timeout`` defaults to 30 s; inside a handler, the deadline is never
+        later than the one of the message being handled.
+        """
+        env = self._envelope(msg, timeout, delivery, inherit=True)
         return self.ask_envelope(env)
 
     def ask_envelope(self, env: Envelope) -> Any:
@@ -128,9 +138,9 @@ class AgentRef:
             return self._result(raw)
         raise AssertionError("unreachable")
 
-    async def ask_async(self, msg: Message, *, timeout: float = DEFAULT_TIMEOUT, delivery: Delivery | None = None) -> Any:
-        """Awaitable ``ask``, for use inside async handlers and async drivers."""
-        env = self._envelope(msg, timeout, delivery)
+    async def ask_async(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
+        """Awaitable ``ask``, for use inside async handlers and async drivers (deadline as ``ask``)."""
+        env = self._envelope(msg, timeout, delivery, inherit=True)
         assert env.deadline is not None
         for backoff in _retries():
             remaining = env.deadline - time.time()

@@ -28,7 +28,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ._agent import Agent
 from ._config import AgentConfig, validated
 from ._core import HostSpec, check_agent_id, check_writable_dir
-from ._host import RemoteAgentHost
+from ._host import RemoteAgentHost, lookup_agent
 from ._ref import AgentRef, translate_actor_error
 from .exceptions import AgentAlreadyRunning, AgentNotFound, AgentStartError, ConfigError, DataDirectoryError
 
@@ -131,7 +131,7 @@ class System:
         }
         options.update(ray_options or {})
         try:
-            handle = RemoteAgentHost.options(**options).remote(spec)
+            handle = RemoteAgentHost.options(**options).remote(spec, self.namespace)
         except ValueError as exc:  # Ray: the name is taken
             raise AgentAlreadyRunning(f"agent {agent_id!r} is already live", agent_id=agent_id) from exc
         try:
@@ -150,11 +150,7 @@ class System:
 
     def lookup(self, agent_id: str) -> AgentRef:
         """A reference to a live agent by id, from any driver on the cluster."""
-        try:
-            handle = ray.get_actor(agent_id, namespace=self.namespace)
-        except ValueError as exc:
-            raise AgentNotFound(f"no live agent {agent_id!r} in namespace {self.namespace!r}", agent_id=agent_id) from exc
-        return AgentRef(agent_id, handle, namespace=self.namespace, sender=self.sender)
+        return lookup_agent(agent_id, namespace=self.namespace, sender=self.sender)
 
     def agents(self) -> list[str]:
         """Ids of the live agents in this namespace."""
