@@ -45,6 +45,7 @@ class Registry:
         self._lock = threading.Lock()
         self._classes: dict[tuple[str, int], type[Message]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._latest: dict[str, type[Message]] = {}
 
     def register(self, cls: type[Message]) -> None:
         key = (cls.__message_name__, cls.__message_version__)
@@ -60,6 +61,9 @@ class Registry:
                     tag=cls.type_tag(),
                 )
             self._classes[key] = cls
+            latest = self._latest.get(key[0])
+            if latest is None or latest.__message_version__ <= key[1]:
+                self._latest[key[0]] = cls
 
     def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: register ``fn(body_v) -> body_v+1`` for ``name``."""
@@ -74,23 +78,27 @@ class Registry:
         return decorate
 
     def latest(self, name: str) -> type[Message] | None:
-        versions = [v for (n, v) in self._classes if n == name]
-        return self._classes[(name, max(versions))] if versions else None
+        return self._latest.get(name)
 
     def known(self) -> list[str]:
         return sorted(f"{n}@{v}" for (n, v) in self._classes)
 
     def resolve(self, tag: str, body: Any) -> tuple[type[Message], Any]:
-        """Return the class that handles ``tag`` and the body upcast to it.
+        """Return the latest class of ``tag``'s name and the body upcast to it.
+
+        A receiver always handles the newest registered version: older bodies
+        go through the upcaster chain first.
 
         Raises UnknownMessageType when the name is unknown, or the version is
         neither registered nor reachable by upcasters.
         """
-        cls = self._classes.get(_cached_split(tag))
-        if cls is not None:
-            return cls, body
+        hit = _cached_split(tag)
+        if hit is not None:
+            latest = self._latest.get(hit[0])
+            if latest is not None and latest.__message_version__ == hit[1]:
+                return latest, body  # the common case: sender and receiver agree
         name, version = split_tag(tag)
-        latest = self.latest(name)
+        latest = self._latest.get(name)
         if latest is None or version > latest.__message_version__:
             raise UnknownMessageType(
                 f"unknown message type {tag!r}; known: {', '.join(self.known()) or 'none'}",

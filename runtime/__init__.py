@@ -32,7 +32,6 @@ from .exceptions import (
 )
 
 __all__ = [
-    "NAMESPACE",
     "Agent",
     "AgentAlreadyRunning",
     "AgentConfig",
@@ -55,6 +54,7 @@ __all__ = [
     "GarrisonError",
     "HandlerError",
     "Manifest",
+    "NAMESPACE",
     "NoHandler",
     "ReadOnlyState",
     "RestoreError",

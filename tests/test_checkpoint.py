@@ -1,0 +1,192 @@
+"""Checkpoints and restore, without Ray: format, corruption, retention, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from protocols import encode_envelope, make_envelope
+from runtime import CheckpointCorrupt, DirectoryStore
+from runtime._checkpoint import Checkpointer
+from runtime._core import AgentCore, HostSpec, decode_reply
+from runtime._journal import Shipper
+from runtime._restore import restore
+from runtime._state import State
+from runtime._store import LmdbStore
+
+from .agents import Append, Counter, GetItems
+
+KW = {"map_size": 64 << 20, "sync": False}
+
+
+def make(tmp_path, agent="a1"):
+    ck = tmp_path / "ck"
+    ck.mkdir(exist_ok=True)
+    ckstore = DirectoryStore(ck)
+    store = LmdbStore(tmp_path / agent / "state", agent_id=agent, **KW)
+    shipper = Shipper(store, ckstore, agent)
+    cp = Checkpointer(store, ckstore, shipper, agent_id=agent, agent_class="x:Y", config_version="7",
+                      keep=3, retention=0.0)
+    return store, ckstore, shipper, cp
+
+
+def write(store, n, start=0):
+    state = State(store)
+    for i in range(start, start + n):
+        state.begin()
+        state.put(f"k/{i:05d}", i)
+        store.commit(state.take_ops())
+
+
+def items(store):
+    return [v for _, v in State(store).scan("k/")]
+
+
+def test_manifest_records_what_the_checkpoint_is(tmp_path):
+    store, ckstore, _, cp = make(tmp_path)
+    write(store, 10)
+    m = cp.take()
+    assert (m.agent_id, m.agent_class, m.config_version, m.seq) == ("a1", "x:Y", "7", 10)
+    assert m.checksum.startswith("sha256:") and m.size > 0
+    assert ckstore.read_manifest("a1", 10) == m
+    assert cp.take() is None, "nothing changed: no new checkpoint"
+
+
+def test_flipped_byte_is_detected_before_lmdb_opens_it(tmp_path):
+    store, ckstore, _, cp = make(tmp_path)
+    write(store, 10)
+    m = cp.take()
+    body = tmp_path / "ck" / "a1" / f"ckpt-{m.seq:020d}.mdb"
+    raw = bytearray(body.read_bytes())
+    raw[100] ^= 0x80
+    body.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointCorrupt, match="checksum"):
+        ckstore.fetch_checkpoint(m, tmp_path / "restored" / "data.mdb")
+    assert not (tmp_path / "restored" / "data.mdb").exists()
+
+
+def test_torn_manifest_is_corrupt(tmp_path):
+    store, ckstore, _, cp = make(tmp_path)
+    write(store, 3)
+    cp.take()
+    path = tmp_path / "ck" / "a1" / f"ckpt-{3:020d}.manifest"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CheckpointCorrupt):
+        ckstore.read_manifest("a1", 3)
+
+
+def test_restore_prefers_newest_valid_checkpoint_then_replays_journal(tmp_path):
+    store, ckstore, shipper, cp = make(tmp_path)
+    write(store, 10)
+    first = cp.take()
+    write(store, 10, start=10)
+    newest = cp.take()
+    write(store, 5, start=20)
+    shipper.ship()
+    store.close()
+    body = tmp_path / "ck" / "a1" / f"ckpt-{newest.seq:020d}.mdb"
+    raw = bytearray(body.read_bytes())
+    raw[-1] ^= 0x01  # one bit of one byte
+    body.write_bytes(bytes(raw))
+    restored, report, base = restore(tmp_path / "lost" / "state", ckstore, agent_id="a1", agent_class="x:Y", **KW)
+    assert base.seq == first.seq and report.source == "checkpoint"
+    assert report.ops_replayed == 15 and not report.gap
+    assert len(report.corrupt) == 1 and "checksum" in report.corrupt[0]
+    assert items(restored) == list(range(25))
+    restored.close()
+
+
+def test_restore_without_any_checkpoint_replays_whole_journal(tmp_path):
+    store, ckstore, shipper, _ = make(tmp_path)
+    write(store, 7)
+    shipper.ship()
+    store.close()
+    restored, report, _ = restore(tmp_path / "lost", ckstore, agent_id="a1", agent_class="x:Y", **KW)
+    assert report.source == "journal" and items(restored) == list(range(7))
+    restored.close()
+
+
+def test_journal_gap_stops_replay_and_is_reported(tmp_path):
+    store, ckstore, shipper, _ = make(tmp_path)
+    write(store, 3)
+    shipper.ship()
+    write(store, 3, start=3)
+    shipper.ship()
+    write(store, 3, start=6)
+    shipper.ship()
+    store.close()
+    middle = ckstore.list_segments("a1")[1]
+    ckstore.delete_segment("a1", middle)
+    restored, report, _ = restore(tmp_path / "lost", ckstore, agent_id="a1", agent_class="x:Y", **KW)
+    assert report.gap and items(restored) == [0, 1, 2]
+    restored.close()
+
+
+def test_stale_local_copy_is_caught_up_from_the_journal(tmp_path):
+    store, ckstore, shipper, _ = make(tmp_path)
+    write(store, 4)
+    shipper.ship()
+    store.close()
+    # Elsewhere (another node) the agent went on from the shipped journal.
+    other, _, _ = restore(tmp_path / "node2", ckstore, agent_id="a1", agent_class="x:Y", **KW)
+    write(other, 4, start=4)
+    Shipper(other, ckstore, "a1").ship()
+    other.close()
+    back, report, _ = restore(tmp_path / "a1" / "state", ckstore, agent_id="a1", agent_class="x:Y", **KW)
+    assert report.source == "local" and report.ops_replayed == 4
+    assert items(back) == list(range(8))
+    back.close()
+
+
+def test_retention_keeps_k_checkpoints_and_the_journal_back_to_the_previous_one(tmp_path):
+    store, ckstore, shipper, cp = make(tmp_path)
+    seqs = []
+    for round_ in range(5):
+        write(store, 5, start=round_ * 5)
+        shipper.ship()
+        seqs.append(cp.take().seq)
+    assert ckstore.list_checkpoints("a1") == seqs[::-1][:3]
+    first_kept = ckstore.list_segments("a1")[0].first
+    assert first_kept == seqs[-2] + 1, "segments up to the previous checkpoint were trimmed"
+    write(store, 1, start=100)  # the next commit carries the local trims
+    assert [r.seq for r in store.journal_since(0)][0] > seqs[-2] - 5
+
+
+def test_local_state_of_another_agent_is_refused(tmp_path):
+    from runtime import RestoreError
+
+    store, ckstore, _, _ = make(tmp_path)
+    write(store, 1)
+    store.put_meta("identity", {"agent_id": "a1", "agent_class": "x:Y"})
+    store.close()
+    with pytest.raises(RestoreError, match="belongs to agent 'a1'"):
+        restore(tmp_path / "a1" / "state", ckstore, agent_id="a2", agent_class="x:Y", **KW)
+
+
+def test_agent_core_handles_and_checkpoints_without_ray(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ck").mkdir()
+    spec = HostSpec("core-1", Counter, str(tmp_path / "data"), str(tmp_path / "ck"))
+
+    async def scenario():
+        core = AgentCore(spec)
+        for i in range(3):
+            ok, _ = decode_reply(await core.deliver(encode_envelope(make_envelope(Append(item=i), "core-1"))))
+            assert ok
+        manifest = await asyncio.to_thread(core.checkpoint)
+        status = await core.stop()
+        return manifest, status
+
+    manifest, status = asyncio.run(scenario())
+    assert manifest["summary"] == {"count": 3, "items": 3}
+    assert status["state"] == "stopped"
+
+    async def again():
+        core = AgentCore(spec)
+        ok, value = decode_reply(await core.deliver(encode_envelope(make_envelope(GetItems(), "core-1"))))
+        await core.stop()
+        return core.restore_report, value
+
+    report, value = asyncio.run(again())
+    assert report.source == "local" and report.incarnation == 2 and value == [0, 1, 2]
