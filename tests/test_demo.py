@@ -1,0 +1,22 @@
+"""The README's demo: four agents, one SIGKILLed mid-run, resumes with its state."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from runtime.demo import run
+
+pytestmark = pytest.mark.ray
+
+
+def test_demo_survives_a_kill_and_a_second_run_resumes_state(ray_session, tmp_path):
+    out = io.StringIO()
+    first = run(str(tmp_path / "data"), tickets=12, out=out)
+    assert first["ok"], out.getvalue()
+    assert first["draft"]["incarnation"] == 2 and first["draft"]["restored_from"] == "local"
+    assert first["intake"]["handled"] == 12
+    second = run(str(tmp_path / "data"), tickets=4, out=io.StringIO())
+    assert second["intake"]["handled"] == 16, "state carried over from the first run"
+    assert second["intake"]["restored_from"] == "local"
