@@ -3,6 +3,7 @@
 This package depends on nothing else of Garrison's.
 """
 
+from ._batch import decode_batch, encode_batch
 from ._delivery import Delivery
 from ._envelope import Envelope, decode_envelope, encode_envelope, make_envelope
 from ._ids import id_time, new_id
@@ -38,8 +39,10 @@ __all__ = [
     "SchemaError",
     "UnknownMessageType",
     "WireError",
+    "decode_batch",
     "decode_envelope",
     "default_registry",
+    "encode_batch",
     "encode_envelope",
     "error_from_wire",
     "field_errors",

@@ -37,12 +37,13 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from protocols import Message
+from protocols import Delivery, Message, make_envelope
 
 if TYPE_CHECKING:
     from ._ref import AgentRef
@@ -57,6 +58,12 @@ _HANDLES = "__garrison_handles__"
 #: An ask made from a handler without a timeout inherits it: the remaining
 #: budget passes on down the chain.
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("garrison_deadline", default=None)
+
+#: While a handler or hook runs: stages an outgoing ``(recipient, envelope)``
+#: so it leaves only if the handler's changes commit (the transactional outbox).
+current_stage: contextvars.ContextVar[Callable[[str, Any], None] | None] = contextvars.ContextVar(
+    "garrison_stage", default=None
+)
 
 
 def handler(fn: Callable[..., Any] | type[Message] | None = None, /) -> Any:
@@ -144,6 +151,23 @@ class Agent:
 
     def summary(self, state: ReadOnlyState) -> Any:
         return None
+
+    def send(
+        self, to: str, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None
+    ) -> None:
+        """Send ``msg`` to agent ``to`` once this handler's changes commit.
+
+        AT_LEAST_ONCE and EFFECTIVELY_ONCE messages go through this agent's
+        durable outbox (batched, retried, in order); AT_MOST_ONCE ones are
+        sent once, right after the commit.  Same as ``self.lookup(to).tell(msg)``.
+        """
+        stage = current_stage.get()
+        if stage is None:
+            raise RuntimeError("send() is only available while a handler or hook runs")
+        deadline = current_deadline.get()
+        if timeout is not None:
+            deadline = min(deadline or float("inf"), time.time() + timeout)
+        stage(to, make_envelope(msg, to, sender=self.agent_id, deadline=deadline, delivery=delivery))
 
     def lookup(self, agent_id: str) -> AgentRef:
         """A reference to another agent; asks made through it from a handler

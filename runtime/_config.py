@@ -54,6 +54,21 @@ class AgentConfig(BaseModel):
     config_version: str = "1"
     #: Restore reports kept in the agent's metadata.
     restore_history: int = Field(20, ge=1)
+    #: Messages this agent keeps in flight per recipient (its memory bound
+    #: for sending, and the flow-control window a slow receiver pushes back on).
+    window: int = Field(4000, ge=1)
+    #: Largest number of messages coalesced into one call to one recipient.
+    max_batch: int = Field(1000, ge=1)
+    #: Seconds the dispatcher lets new sends gather while calls are in flight.
+    linger: float = Field(0.002, ge=0)
+    #: Failed delivery attempts in a row before a recipient's pending messages
+    #: go to dead letters (0: never give up).
+    max_attempts: int = Field(100, ge=0)
+    #: Base and cap of the exponential backoff (full jitter) between attempts.
+    retry_backoff: float = Field(0.05, gt=0)
+    retry_backoff_max: float = Field(5.0, gt=0)
+    #: Dead letters kept; the oldest are trimmed past this.
+    dead_letter_limit: int = Field(100_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

@@ -1,123 +1,81 @@
-"""The agent host's logic, independent of Ray: restore, handle, checkpoint, stop.
+"""The agent host's logic, independent of Ray: restore, handle, send, checkpoint, stop.
 
 ``AgentHost`` (the Ray actor) is a thin shell around one :class:`AgentCore`.
 
 Threads and invariants:
 
-* Messages are handled one at a time, in arrival order, on the host's event
-  loop thread (an asyncio lock, which is FIFO-fair).  All LMDB writes happen
-  there too; LMDB write transactions are never held across an ``await``.
-* One background thread ships the journal every ``ship_interval`` and takes a
+* Messages are handled one at a time (``_lock``), in the order Ray hands them
+  over (the host's default concurrency group has one thread, so each caller's
+  calls run in submission order).  ``async`` handlers run on a private event
+  loop thread while the handling thread waits for them.
+* A handler's state changes, journal records, effectively-once record and
+  outgoing messages are committed in one LMDB transaction after it returns,
+  and dropped if it raises.  Its reply is sent only after that commit (and,
+  under SYNC durability, after the journal is shipped), so an acknowledged
+  message is never lost with the process.
+* A batch from another agent's outbox is handled in ``seq`` order with one
+  group commit; the sender's high-water mark is part of that commit, so a
+  redelivered message has no second effect.
+* A background thread ships the journal every ``ship_interval`` and takes a
   checkpoint every ``checkpoint_interval``; it only reads LMDB (snapshot
   isolation), so it never stalls a handler on a lock.
-* A handled message's reply is sent only after its state changes, journal
-  records and dedup record are committed (and, under SYNC durability,
-  shipped).  So an acknowledged message is never lost with the process.
-* One live host per agent id per data directory: an exclusive ``flock`` on
-  the agent's lock file, released by the kernel when the process dies.
+* One live host per agent id per data directory (``HostLock``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import fcntl
 import inspect
 import logging
 import os
-import re
-import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from protocols import (
     Delivery,
+    EncodingError,
     Envelope,
     ProtocolError,
     WireError,
+    decode_batch,
     decode_envelope,
+    encode_envelope,
     parse_message,
 )
 
-from ._agent import Agent, Context, current_deadline
+from ._agent import Agent, Context, current_deadline, current_stage
 from ._checkpoint import Checkpointer
+from ._config import Durability
 from ._ckstore import CheckpointStore, DirectoryStore
 from ._codec import pack, unpack
-from ._config import AgentConfig, Durability
+from ._deadletters import dead_letter_op, list_dead_letters, reason_for
 from ._journal import Shipper
 from ._lifecycle import AgentState
+from ._loop import LoopThread
 from ._metrics import AgentMetrics
+from ._outbox import Dispatcher
+from ._reply import encode_error, encode_ok
+from ._hostlock import HostLock
 from ._restore import restore
+from ._spec import HostSpec, check_agent_id, check_writable_dir
 from ._state import State
-from ._store import PUT, Op, dedup_time_key
+from ._store import DELETE, PUT, Op, dedup_time_key
 from .exceptions import (
-    AgentAlreadyRunning,
     AgentNotRunning,
     AgentStartError,
-    ConfigError,
     DataDirectoryError,
     HandlerError,
+    MailboxFull,
     NoHandler,
+    StateError,
 )
 
-__all__ = [
-    "AgentCore",
-    "HostSpec",
-    "check_agent_id",
-    "check_writable_dir",
-    "decode_reply",
-    "encode_error",
-    "encode_ok",
-]
+__all__ = ["AgentCore"]
 
 log = logging.getLogger("garrison.agent")
-
-_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-OK, ERR = 0, 1
-
-
-def check_agent_id(agent_id: str) -> str:
-    if not isinstance(agent_id, str) or not _AGENT_ID.match(agent_id):
-        raise ConfigError(
-            f"agent id {agent_id!r} must be 1-128 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit",
-            agent_id=str(agent_id),
-        )
-    return agent_id
-
-
-def check_writable_dir(path: str | os.PathLike[str], what: str) -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise DataDirectoryError(f"{what} {p} does not exist (create it, or pass create=True)", path=str(p))
-    # A real write, not os.access: root passes access checks on read-only mounts.
-    try:
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".garrison-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise DataDirectoryError(f"{what} {p} is not writable: {exc.strerror}", path=str(p)) from exc
-    return p
-
-
-def encode_ok(value: Any) -> bytes:
-    return pack([OK, value])
-
-
-def encode_error(exc: WireError) -> bytes:
-    return pack([ERR, *exc.to_wire()])
-
-
-def decode_reply(raw: bytes) -> tuple[bool, Any]:
-    """``(True, value)`` or ``(False, [code, message, details])``."""
-    parts = unpack(raw)
-    if parts[0] == OK:
-        return True, parts[1]
-    return False, parts[1:]
 
 
 def _dedup_slot(env: Envelope) -> tuple[str, bytes]:
@@ -127,53 +85,16 @@ def _dedup_slot(env: Envelope) -> tuple[str, bytes]:
     return "dedup_keys", env.idempotency_key
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    """Everything a host needs to (re)build its agent; Ray replays it on restart."""
-
-    agent_id: str
-    agent_cls: type[Agent]
-    data_dir: str
-    checkpoint_dir: str
-    config: AgentConfig = field(default_factory=AgentConfig)
-    init: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def class_path(self) -> str:
-        return f"{self.agent_cls.__module__}:{self.agent_cls.__qualname__}"
-
-
-class _HostLock:
-    """Exclusive per-agent lock file; the kernel releases it if the process dies."""
-
-    def __init__(self, path: Path, agent_id: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(self.fd)
-            raise AgentAlreadyRunning(
-                f"agent {agent_id!r} is already live on this node (lock {path} is held)", agent_id=agent_id
-            ) from exc
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class AgentCore:
     """One agent's host logic (see module docstring)."""
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, *, resolve: Callable[[str], Any] | None = None) -> None:
         self.spec = spec
         self._stop_bg = threading.Event()
-        #: Done once the agent has stopped gracefully (any thread or loop may wait on it).
+        #: Done once the agent has stopped gracefully (any thread may wait on it).
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.agent_id = check_agent_id(spec.agent_id)
-        self.config = spec.config
+        self.config = cfg = spec.config
         self.lifecycle = AgentState.STARTING
         self.failure: str | None = None
         self.metrics = AgentMetrics(self.agent_id)
@@ -184,26 +105,22 @@ class AgentCore:
             agent_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirectoryError(f"cannot create {agent_dir}: {exc}", path=str(agent_dir)) from exc
-        self._lock_file = _HostLock(agent_dir / "host.lock", self.agent_id)
+        self._host_lock = HostLock(agent_dir / "host.lock", self.agent_id)
 
         self.lifecycle = AgentState.RESTORING
         try:
             self.store, self.restore_report, _ = restore(
-                agent_dir / "state",
-                self.ckstore,
-                agent_id=self.agent_id,
-                agent_class=spec.class_path,
-                map_size=self.config.map_size,
-                sync=self.config.lmdb_sync,
+                agent_dir / "state", self.ckstore, agent_id=self.agent_id, agent_class=spec.class_path,
+                map_size=cfg.map_size, sync=cfg.lmdb_sync,
             )
         except BaseException:
-            self._lock_file.release()
+            self._host_lock.release()
             raise
-        self.store.dedup_horizon = self.config.dedup_horizon
+        self.store.dedup_horizon = cfg.dedup_horizon
+        self.store.dead_letter_limit = cfg.dead_letter_limit
         self.incarnation = self.restore_report.incarnation
-        history = self.store.meta("restores", [])
-        history = [*history, self.restore_report.model_dump(mode="json")][-self.config.restore_history :]
-        self.store.put_meta("restores", history)
+        history = [*self.store.meta("restores", []), self.restore_report.model_dump(mode="json")]
+        self.store.put_meta("restores", history[-cfg.restore_history :])
         self.store.put_meta("incarnation", self.incarnation)
         self.store.put_meta("identity", {"agent_id": self.agent_id, "agent_class": spec.class_path})
         self.metrics.restores.labels(self.agent_id, self.restore_report.source).inc()
@@ -223,81 +140,174 @@ class AgentCore:
         self.agent.context = None
         self.agent.log = logging.getLogger(f"garrison.agent.{self.agent_id}")
 
+        self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
+                                     on_error=self._peer_refused)
+        self._resolve = resolve
+        self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
+        self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id)
         self.checkpointer = Checkpointer(
-            self.store,
-            self.ckstore,
-            self.shipper,
-            agent_id=self.agent_id,
-            agent_class=spec.class_path,
-            config_version=self.config.config_version,
-            keep=self.config.keep_checkpoints,
-            retention=self.config.journal_retention,
-            summarize=self._summarize if type(self.agent).summary is not Agent.summary else None,
+            self.store, self.ckstore, self.shipper,
+            agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
+            keep=cfg.keep_checkpoints, retention=cfg.journal_retention,
+            summarize=self.agent.summary if type(self.agent).summary is not Agent.summary else None,
         )
+        self._lock = threading.RLock()
+        self._loop = LoopThread(f"garrison-loop-{self.agent_id}")
         self._checkpoint_lock = threading.Lock()
+        self._started = False
         self.background_error: str | None = None
         self._handler_started: float | None = None
-        self._lock: asyncio.Lock | None = None
-        self._started: asyncio.Future[None] | None = None
         self._bg = threading.Thread(target=self._background, name=f"garrison-bg-{self.agent_id}", daemon=True)
         self._bg.start()
 
-    # -- start ---------------------------------------------------------------
+    # -- start -----------------------------------------------------------------
 
-    async def ensure_started(self) -> None:
-        """Run the start hooks once per incarnation (on the event loop)."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            self._lock = asyncio.Lock()
+    def ensure_started(self) -> None:
+        """Run the start hooks once per incarnation, then start sending."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
             try:
                 if self.restore_report.source != "fresh":
-                    await self._run_hook(self.agent.on_restore, self.restore_report)
-                await self._run_hook(self.agent.on_start)
+                    self._run_hook(self.agent.on_restore, self.restore_report)
+                self._run_hook(self.agent.on_start)
             except Exception as exc:
                 self.lifecycle = AgentState.FAILED
                 self.failure = f"on_start raised {type(exc).__name__}: {exc}"
                 log.exception("agent %s failed to start", self.agent_id)
-            else:
-                self.lifecycle = AgentState.RUNNING
-            self._started.set_result(None)
-        elif not self._started.done():
-            await self._started
+                return
+            self.lifecycle = AgentState.RUNNING
+            self.dispatcher.start()
 
-    async def _run_hook(self, hook: Any, *args: Any) -> None:
+    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
         self.state.begin()
-        try:
-            result = hook(*args)
-            if inspect.isawaitable(result):
-                await result
-        except BaseException:
+        ok, result = self._call(hook, args, None)
+        if not ok:
             self.state.discard()
-            raise
-        self.store.commit(self.state.take_ops())
+            raise result
+        self._commit(self.state.take(), [], time.time())
 
-    # -- messages --------------------------------------------------------------
+    # -- calling user code --------------------------------------------------------
 
-    async def deliver(self, raw: bytes) -> bytes:
+    def _stage(self, recipient: str, env: Envelope) -> None:
+        self.state.stage_send((recipient, env))
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
+        """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
+        self._handler_started = time.monotonic()
+        tokens = (current_deadline.set(deadline), current_stage.set(self._stage))
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = self._loop.run(self._in_context(result, deadline))
+            return True, result
+        except Exception as exc:
+            return False, exc
+        finally:
+            current_deadline.reset(tokens[0])
+            current_stage.reset(tokens[1])
+            self._handler_started = None
+
+    async def _in_context(self, awaitable: Any, deadline: float | None) -> Any:
+        # Context variables do not cross threads: set them again on the loop.
+        current_deadline.set(deadline)
+        current_stage.set(self._stage)
+        return await awaitable
+
+    def _resolve_handler(self, env: Envelope) -> tuple[Any, str]:
+        msg = parse_message(env)
+        method = self.agent.__handlers__.get(type(msg))
+        if method is None:
+            raise NoHandler(
+                f"agent {self.agent_id!r} ({type(self.agent).__qualname__}) has no handler for "
+                f"{env.type}; it handles: {', '.join(self.agent.handled_types()) or 'nothing'}",
+                tag=env.type,
+                handles=self.agent.handled_types(),
+            )
+        return msg, method
+
+    def _handler_error(self, method: str, exc: Exception) -> WireError:
+        if isinstance(exc, WireError):
+            return exc
+        return HandlerError(
+            f"{type(self.agent).__qualname__}.{method} raised {type(exc).__name__}: {exc}",
+            exception=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)[-3:]),
+        )
+
+    # -- committing ------------------------------------------------------------------
+
+    def _commit(self, layer: Any, extra: list[Op], now: float) -> int:
+        """One LMDB transaction for a layer's ops, ``extra`` ops and its outbox sends."""
+        durable = [s for s in layer.sends if s[1].delivery is not Delivery.AT_MOST_ONCE]
+        out_ops, seqs = self.dispatcher.stage(durable, now) if durable else ([], {})
+        ops = layer.ops + extra + out_ops if (extra or out_ops) else layer.ops
+        seq = self.store.commit(ops, now=now) if ops else self.store.seq
+        self.dispatcher.published(seqs)
+        if len(durable) != len(layer.sends):
+            for recipient, env in layer.sends:
+                if env.delivery is Delivery.AT_MOST_ONCE:
+                    self._send_once(recipient, env)
+        if ops and self.config.durability is Durability.SYNC:
+            self.shipper.ship_until(seq)
+        return seq
+
+    def _send_once(self, recipient: str, env: Envelope) -> None:
+        """At-most-once: one call, no retry; refused at once if the window is full."""
+        try:
+            if self._resolve is None:
+                raise MailboxFull(f"no transport to {recipient!r} in this process")
+            inflight = self._direct.setdefault(recipient, [])
+            if len(inflight) >= self.config.window:
+                import ray
+
+                done, inflight[:] = ray.wait(inflight, num_returns=len(inflight), timeout=0)
+            if len(inflight) >= self.config.window:
+                raise MailboxFull(
+                    f"{len(inflight)} at-most-once messages to {recipient!r} are unanswered "
+                    f"(window {self.config.window}); {env.type} dropped",
+                    recipient=recipient,
+                )
+            inflight.append(self._resolve(recipient).deliver.remote(encode_envelope(env)))
+        except Exception as exc:
+            err = exc if isinstance(exc, WireError) else MailboxFull(f"cannot send to {recipient!r}: {exc}")
+            self.metrics.outcome("send_dropped")
+            self.store.commit([dead_letter_op(reason_for(err), err, raw=encode_envelope(env), env=env)])
+
+    def _refuse(self, exc: WireError, *, raw: Any = None, env: Envelope | None = None) -> bytes:
+        """A typed error for the caller; a dead letter too unless the caller waits for the reply."""
+        self.metrics.outcome(f"rejected_{exc.code}")
+        if env is None or env.reply_to is None:
+            try:
+                self.store.commit([dead_letter_op(reason_for(exc), exc, raw=raw, env=env)])
+            except StateError:
+                log.exception("agent %s: cannot record a dead letter", self.agent_id)
+        return encode_error(exc)
+
+    def _not_running(self, what: str) -> AgentNotRunning:
+        return AgentNotRunning(
+            f"agent {self.agent_id!r} cannot handle {what} while {self.lifecycle.name}"
+            + (f" ({self.failure})" if self.failure else ""),
+            state=self.lifecycle.value,
+        )
+
+    # -- one message: asks and tells ----------------------------------------------------
+
+    def deliver(self, raw: bytes) -> bytes:
         """Handle one wire envelope; always returns a reply, never raises for bad input."""
         try:
             env = decode_envelope(raw, max_bytes=self.config.max_message_bytes)
         except ProtocolError as exc:
-            self.metrics.outcome(f"rejected_{exc.code}")
-            return encode_error(exc)
-        await self.ensure_started()
-        assert self._lock is not None
-        async with self._lock:
-            return await self._handle(env)
+            return self._refuse(exc, raw=raw)
+        self.ensure_started()
+        with self._lock:
+            return self._deliver_one(env, raw)
 
-    async def _handle(self, env: Envelope) -> bytes:
+    def _deliver_one(self, env: Envelope, raw: bytes) -> bytes:
         if self.lifecycle is not AgentState.RUNNING:
-            self.metrics.outcome("refused")
-            err = AgentNotRunning(
-                f"agent {self.agent_id!r} cannot handle {env.type} while {self.lifecycle.name}"
-                + (f" ({self.failure})" if self.failure else ""),
-                state=self.lifecycle.value,
-            )
-            return encode_error(err)
+            return self._refuse(self._not_running(env.type), raw=raw, env=env)
         t0 = time.perf_counter()
         remember = env.delivery is not Delivery.AT_MOST_ONCE
         try:
@@ -307,57 +317,168 @@ class AgentCore:
                 if cached is not None:
                     self.metrics.outcome("duplicate")
                     return unpack(cached)[1]
-            msg = parse_message(env)
-            method = self.agent.__handlers__.get(type(msg))
-            if method is None:
-                raise NoHandler(
-                    f"agent {self.agent_id!r} ({type(self.agent).__qualname__}) has no handler for "
-                    f"{env.type}; it handles: {', '.join(self.agent.handled_types()) or 'nothing'}",
-                    tag=env.type,
-                    handles=self.agent.handled_types(),
-                )
+            msg, method = self._resolve_handler(env)
         except WireError as exc:
-            self.metrics.outcome(f"rejected_{exc.code}")
-            return encode_error(exc)
+            return self._refuse(exc, raw=raw, env=env)
 
         self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
-        deadline_token = current_deadline.set(env.deadline)
         self.state.begin()
-        self._handler_started = time.monotonic()
-        try:
-            result = getattr(self.agent, method)(msg)
-            if inspect.isawaitable(result):
-                result = await result
-            reply = encode_ok(result)
-            ops = self.state.take_ops()
-        except Exception as exc:
+        ok, result = self._call(getattr(self.agent, method), (msg,), env.deadline)
+        self.agent.context = None
+        if not ok:
             self.state.discard()
             self.metrics.outcome("handler_error")
-            err = exc if isinstance(exc, WireError) else HandlerError(
-                f"{type(self.agent).__qualname__}.{method} raised {type(exc).__name__}: {exc}",
-                exception=type(exc).__name__,
-                traceback="".join(traceback.format_exception(exc)[-3:]),
-            )
-            return encode_error(err)
-        finally:
-            self._handler_started = None
-            self.agent.context = None
-            current_deadline.reset(deadline_token)
-
+            return self._refuse(self._handler_error(method, result), raw=raw, env=env)
+        reply = encode_ok(result)
         now = time.time()
+        extra: list[Op] = []
         if remember:
             table, key = _dedup_slot(env)
-            ops.append(Op(table, PUT, key, pack([now, reply])))
+            extra.append(Op(table, PUT, key, pack([now, reply])))
             if table == "dedup_keys":
-                ops.append(Op("dedup_time", PUT, dedup_time_key(now, key), b""))
-        seq = self.store.commit(ops, now=now)
-        if self.config.durability is Durability.SYNC and ops:
-            self.shipper.ship_until(seq)
+                extra.append(Op("dedup_time", PUT, dedup_time_key(now, key), b""))
+        self._commit(self.state.take(), extra, now)
         self.metrics.outcome("handled")
         self.metrics.handle_seconds.labels(self.agent_id).observe(time.perf_counter() - t0)
         return reply
 
-    # -- background: shipping and checkpoints ------------------------------------
+    # -- batches from other agents' outboxes --------------------------------------------
+
+    def deliver_batch(self, blob: bytes) -> bytes:
+        """Handle an outbox batch in seq order with one group commit; reply ``[hwm, errors]``."""
+        try:
+            base, items = decode_batch(blob)
+        except EncodingError as exc:
+            return self._refuse(exc, raw=blob)
+        self.ensure_started()
+        with self._lock:
+            if self.lifecycle is not AgentState.RUNNING:
+                return encode_error(self._not_running("a batch"))  # the sender keeps it and retries
+            return self._deliver_batch(base, items)
+
+    def _hwm(self, sender: str, base: int) -> int:
+        hwm = self._inseq.get(sender)
+        if hwm is None:
+            raw = self.store.get("inseq", sender.encode())
+            # No record (a new sender, or one idle past the dedup horizon):
+            # start from what the sender knows was acknowledged.
+            hwm = unpack(raw)[0] if raw is not None else base
+            self._inseq[sender] = hwm
+        return hwm
+
+    def _deliver_batch(self, base: int, items: list[bytes]) -> bytes:
+        now = time.time()
+        errors: list[list[Any]] = []
+        extra: list[Op] = []
+        sender: str | None = None
+        hwm = start = 0
+        handled = 0
+        txn = self.store.read_txn()
+        try:
+            self.state.begin(txn)
+            for raw in items:
+                try:
+                    env = decode_envelope(raw, max_bytes=self.config.max_message_bytes)
+                    if env.sender is None or env.seq is None:
+                        raise EncodingError("a batched envelope needs a sender and a seq")
+                    if sender is None:
+                        sender = env.sender
+                        hwm = start = self._hwm(sender, base)
+                    elif env.sender != sender:
+                        raise EncodingError(f"batch mixes senders {sender!r} and {env.sender!r}")
+                except ProtocolError as exc:
+                    self.metrics.outcome(f"rejected_{exc.code}")
+                    extra.append(dead_letter_op(reason_for(exc), exc, raw=raw, now=now))
+                    errors.append([None, exc.code, exc.message])
+                    continue
+                if env.seq <= hwm:
+                    self.metrics.outcome("duplicate")
+                    continue
+                if env.seq > hwm + 1:
+                    break  # a gap: an earlier batch was lost; the sender resends from hwm + 1
+                hwm = env.seq
+                try:
+                    env.check_deadline(f"agent {self.agent_id!r} before handling")
+                    msg, method = self._resolve_handler(env)
+                except WireError as exc:
+                    self.metrics.outcome(f"rejected_{exc.code}")
+                    extra.append(dead_letter_op(reason_for(exc), exc, raw=raw, env=env, now=now))
+                    errors.append([env.seq, exc.code, exc.message])
+                    continue
+                self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
+                self.state.push()
+                ok, result = self._call(getattr(self.agent, method), (msg,), env.deadline)
+                self.state.pop(keep=ok)
+                if ok:
+                    handled += 1
+                else:
+                    err = self._handler_error(method, result)
+                    self.metrics.outcome("handler_error")
+                    extra.append(dead_letter_op("handler_error", err, raw=raw, env=env, now=now))
+                    errors.append([env.seq, err.code, err.message])
+            self.agent.context = None
+            layer = self.state.take()
+        finally:
+            txn.abort()
+            if self.state.depth():
+                self.state.discard()
+        if sender is not None and hwm > start:
+            extra.append(Op("inseq", PUT, sender.encode(), pack([hwm, now])))
+        self._commit(layer, extra, now)
+        if sender is not None:
+            self._inseq[sender] = hwm
+        if handled:
+            self.metrics.messages.labels(self.agent_id, "handled").inc(handled)
+        return encode_ok([hwm if sender is not None else base, errors])
+
+    def _peer_refused(self, recipient: str, errors: list[Any]) -> None:
+        for seq, code, message in errors:
+            self.metrics.outcome(f"refused_by_peer_{code}")
+            log.warning("agent %s: %s refused seq %s: %s: %s", self.agent_id, recipient, seq, code, message)
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return [d.model_dump() for d in list_dead_letters(self.store, reason=reason, limit=limit)]
+
+    def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+        """Deliver dead letters again (by id, or all of a reason); each is removed once replayed.
+
+        A letter this agent refused is handled again here, without its old
+        deadline; one this agent failed to send goes back into its outbox.
+        """
+        self.ensure_started()
+        wanted = {bytes.fromhex(i) for i in ids} if ids else None
+        results = []
+        with self._lock:
+            for letter in list_dead_letters(self.store, reason=reason, limit=1_000_000):
+                key = bytes.fromhex(letter.id)
+                if wanted is not None and key not in wanted:
+                    continue
+                if letter.envelope is None:
+                    results.append({"id": letter.id, "ok": False, "error": "no envelope to replay (not decodable)"})
+                    continue
+                try:
+                    env = decode_envelope(letter.envelope)
+                except ProtocolError as exc:
+                    results.append({"id": letter.id, "ok": False, "error": f"{exc.code}: {exc.message}"})
+                    continue
+                env.deadline, env.seq, env.attempt = None, None, letter.attempts + 1
+                delete = Op("deadletters", DELETE, key, None)
+                if env.recipient != self.agent_id:
+                    self.state.begin()
+                    self.state.stage_send((env.recipient, env))
+                    self._commit(self.state.take(), [delete], time.time())
+                    results.append({"id": letter.id, "ok": True, "to": env.recipient})
+                    continue
+                env.reply_to = "replay"  # the operator waits for the outcome: no new dead letter
+                ok = unpack(self._deliver_one(env, letter.envelope))[0] == 0
+                if ok:
+                    self.store.commit([delete])
+                results.append({"id": letter.id, "ok": ok})
+        return results
+
+    # -- background: shipping and checkpoints ----------------------------------------------
 
     def _background(self) -> None:
         cfg = self.config
@@ -375,7 +496,7 @@ class AgentCore:
                 log.exception("agent %s: background shipping/checkpoint failed", self.agent_id)
 
     def checkpoint(self, *, force: bool = False) -> dict[str, Any] | None:
-        """Ship the journal, then take a checkpoint (blocking; call off the event loop)."""
+        """Ship the journal, then take a checkpoint (blocking; never on the handling thread's hot path)."""
         with self._checkpoint_lock:
             if self.lifecycle is AgentState.STOPPED:
                 return None
@@ -388,64 +509,61 @@ class AgentCore:
             self.metrics.checkpoint_seconds.labels(self.agent_id).set(time.perf_counter() - t0)
             return manifest.model_dump(mode="json")
 
-    def _summarize(self, state: Any) -> Any:
-        return self.agent.summary(state)
+    # -- introspection ----------------------------------------------------------------
 
-    # -- introspection ------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
+    def probe(self) -> dict[str, Any]:
+        """The cheap subset of status a liveness probe needs (answered off the handling thread)."""
         started = self._handler_started
-        last = self.checkpointer.last
         return {
-            "agent_id": self.agent_id,
-            "agent_class": self.spec.class_path,
             "state": self.lifecycle.value,
             "incarnation": self.incarnation,
             "pid": os.getpid(),
+            "handler_running_for": None if started is None else time.monotonic() - started,
+        }
+
+    def status(self) -> dict[str, Any]:
+        last = self.checkpointer.last
+        open_ = self.lifecycle is not AgentState.STOPPED
+        return {
+            **self.probe(),
+            "agent_id": self.agent_id,
+            "agent_class": self.spec.class_path,
             "seq": self.store.seq,
             "shipped_seq": self.shipper.shipped,
-            "journal_entries": None if self.lifecycle is AgentState.STOPPED else self.store.count("journal"),
+            "journal_entries": self.store.count("journal") if open_ else None,
             "last_checkpoint_seq": last.seq if last else None,
             "last_checkpoint_time": last.time if last else None,
             "checkpoints_taken": self.checkpointer.taken,
-            "handler_running_for": None if started is None else time.monotonic() - started,
+            "outbox_pending": self.dispatcher.pending(),
+            "outbox_in_memory": self.dispatcher.in_memory(),
+            "delivered": self.dispatcher.delivered,
+            "dead_letters": self.store.count("deadletters") if open_ else None,
             "background_error": self.background_error,
             "failure": self.failure,
             "restore": self.restore_report.model_dump(mode="json"),
         }
 
-    def probe(self) -> dict[str, Any]:
-        """The cheap subset of status a liveness probe needs."""
-        started = self._handler_started
-        return {
-            "state": self.lifecycle.value,
-            "incarnation": self.incarnation,
-            "pid": os.getpid(),
-            "handler_running_for": None if started is None else time.monotonic() - started,
-        }
-
     def restore_history(self) -> list[dict[str, Any]]:
         return list(self.store.meta("restores", []))
 
-    # -- stop ---------------------------------------------------------------
+    # -- stop ---------------------------------------------------------------------
 
-    async def stop(self) -> dict[str, Any]:
+    def stop(self) -> dict[str, Any]:
         """Drain, run ``on_stop``, ship, take a final checkpoint, close.  Idempotent."""
-        if self.lifecycle is AgentState.STOPPED:
-            return self.status()
-        await self.ensure_started()
-        assert self._lock is not None
-        was_running = self.lifecycle is AgentState.RUNNING
-        self.lifecycle = AgentState.DRAINING
-        async with self._lock:
+        with self._lock:
+            if self.lifecycle is AgentState.STOPPED:
+                return self.status()
+            was_running = self.lifecycle is AgentState.RUNNING
+            self.lifecycle = AgentState.DRAINING
             if was_running:
                 try:
-                    await self._run_hook(self.agent.on_stop)
+                    self._run_hook(self.agent.on_stop)
                 except Exception:
                     log.exception("agent %s: on_stop raised; stopping anyway", self.agent_id)
+            self.dispatcher.stop()
             self._stop_bg.set()
-            await asyncio.to_thread(self._bg.join)
-            await asyncio.to_thread(self.checkpoint)
+            self._bg.join()
+            self.checkpoint()
             status = self.status()
             self.lifecycle = AgentState.STOPPED
             status["state"] = self.lifecycle.value
@@ -459,5 +577,6 @@ class AgentCore:
         try:
             self.store.close()
         finally:
-            self._lock_file.release()
-
+            self._host_lock.release()
+            if hasattr(self, "_loop"):
+                self._loop.close()

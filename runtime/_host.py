@@ -2,20 +2,26 @@
 
 Ray gives the process, the name and the restarts (``max_restarts=-1``: Ray
 re-runs the constructor after a crash, which restores the state by itself).
-Control calls (status, checkpoint) run in their own concurrency group, on a
-separate event loop thread, so they answer while a handler is busy.
+
+It is a threaded (not async) actor: a plain method call is Ray's cheapest
+path.  Concurrency groups keep concerns apart:
+
+``default`` (1 thread)  messages, batches, start, stop: one at a time, in order.
+``control`` (2 threads) status, probe, checkpoint, introspection: they answer
+                        while a handler is busy or stuck.
+``watch``   (16 threads) ``watch`` calls that stay pending until the agent stops.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any
 
 import ray
 
-from ._core import AgentCore, HostSpec
+from ._core import AgentCore
 from ._ref import AgentRef
+from ._spec import HostSpec
 from .exceptions import AgentNotFound
 
 __all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost", "lookup_agent"]
@@ -24,7 +30,7 @@ CONTROL = "control"
 WATCH = "watch"
 
 
-def lookup_agent(agent_id: str, *, namespace: str, sender: str) -> AgentRef:
+def lookup_agent(agent_id: str, *, namespace: str, sender: str | None) -> AgentRef:
     try:
         handle = ray.get_actor(agent_id, namespace=namespace)
     except ValueError as exc:
@@ -32,12 +38,16 @@ def lookup_agent(agent_id: str, *, namespace: str, sender: str) -> AgentRef:
     return AgentRef(agent_id, handle, namespace=namespace, sender=sender)
 
 
+def _resolve(agent_id: str, *, namespace: str) -> Any:
+    return ray.get_actor(agent_id, namespace=namespace)
+
+
 class AgentHost:
     """One agent per actor.  The Ray dashboard shows its name (the agent id) and repr."""
 
     def __init__(self, spec: HostSpec, namespace: str) -> None:
         self._spec = spec
-        self.core = AgentCore(spec)
+        self.core = AgentCore(spec, resolve=functools.partial(_resolve, namespace=namespace))
         self.core.agent._lookup = functools.partial(lookup_agent, namespace=namespace, sender=spec.agent_id)
 
     def __repr__(self) -> str:
@@ -49,49 +59,59 @@ class AgentHost:
             f"incarnation={core.incarnation}, state={core.lifecycle.name})"
         )
 
-    async def deliver(self, raw: bytes) -> bytes:
-        return await self.core.deliver(raw)
+    def deliver(self, raw: bytes) -> bytes:
+        return self.core.deliver(raw)
 
-    async def ready(self) -> dict[str, Any]:
-        await self.core.ensure_started()
+    def deliver_batch(self, blob: bytes) -> bytes:
+        return self.core.deliver_batch(blob)
+
+    def ready(self) -> dict[str, Any]:
+        self.core.ensure_started()
         return self.core.status()
 
-    async def stop(self) -> dict[str, Any]:
-        return await self.core.stop()
+    def stop(self) -> dict[str, Any]:
+        return self.core.stop()
+
+    def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+        return self.core.replay_dead_letters(ids, reason)
 
     @ray.method(concurrency_group=CONTROL)
-    async def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return self.core.status()
 
     @ray.method(concurrency_group=CONTROL)
-    async def probe(self) -> dict[str, Any]:
-        """Liveness, answered off the handlers' event loop: a busy agent still answers."""
+    def probe(self) -> dict[str, Any]:
+        """Liveness, answered off the handling thread: a busy agent still answers."""
         return self.core.probe()
 
     @ray.method(concurrency_group=WATCH)
-    async def watch(self) -> dict[str, Any]:
+    def watch(self) -> dict[str, Any]:
         """Pending until the agent stops; fails with Ray's actor error if the process dies.
 
         A monitor holds one of these per agent: crash detection without polling.
         """
-        await asyncio.wrap_future(self.core.stopped)
+        self.core.stopped.result()
         return self.core.status()
 
     @ray.method(concurrency_group=CONTROL)
-    async def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.core.checkpoint, force=force)
+    def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
+        return self.core.checkpoint(force=force)
 
     @ray.method(concurrency_group=CONTROL)
-    async def restore_history(self) -> list[dict[str, Any]]:
+    def restore_history(self) -> list[dict[str, Any]]:
         return self.core.restore_history()
 
     @ray.method(concurrency_group=CONTROL)
-    async def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         return self.core.store.transitions(after_seq, limit)
 
     @ray.method(concurrency_group=CONTROL)
-    async def metrics(self) -> str:
+    def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self.core.dead_letters(reason, limit)
+
+    @ray.method(concurrency_group=CONTROL)
+    def metrics(self) -> str:
         return self.core.metrics.text()
 
 
-RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 1000})(AgentHost)
+RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

@@ -23,8 +23,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
 
-from ._agent import current_deadline
-from ._core import decode_reply
+from ._agent import current_deadline, current_stage
+from ._reply import decode_reply
 from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout
 
 __all__ = ["AgentRef"]
@@ -100,7 +100,17 @@ class AgentRef:
     # -- tell -------------------------------------------------------------------
 
     def tell(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
-        """Send without waiting.  At most once from a driver: errors are counted by the agent, not returned."""
+        """Send without waiting for the handler.
+
+        Inside a handler this is ``Agent.send``: the message leaves with the
+        handler's commit, through the durable outbox.  From a driver it is one
+        call, at most once: a refusal is recorded as a dead letter by the agent.
+        """
+        stage = current_stage.get()
+        if stage is not None:
+            env = self._envelope(msg, timeout, delivery, inherit=True)
+            stage(self.agent_id, env)
+            return
         env = self._envelope(msg, timeout, delivery)
         self._handle.deliver.remote(encode_envelope(env))
 
@@ -116,6 +126,7 @@ class AgentRef:
         later than the one of the message being handled.
         """
         env = self._envelope(msg, timeout, delivery, inherit=True)
+        env.reply_to = env.sender or "caller"
         return self.ask_envelope(env)
 
     def ask_envelope(self, env: Envelope) -> Any:
@@ -141,6 +152,7 @@ class AgentRef:
     async def ask_async(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
         """Awaitable ``ask``, for use inside async handlers and async drivers (deadline as ``ask``)."""
         env = self._envelope(msg, timeout, delivery, inherit=True)
+        env.reply_to = env.sender or "caller"
         assert env.deadline is not None
         for backoff in _retries():
             remaining = env.deadline - time.time()
@@ -199,6 +211,17 @@ class AgentRef:
     def metrics(self) -> str:
         """The agent's Prometheus metrics, in text exposition format."""
         return self._control("metrics")
+
+    def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters kept by the agent, oldest first (optionally of one reason)."""
+        return self._control("dead_letters", reason, limit)
+
+    def replay_dead_letters(self, *, ids: list[str] | None = None, reason: str | None = None,
+                            timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Deliver dead letters again: the given ids, or all of a reason."""
+        if not ids and not reason:
+            raise ValueError("name the dead letters to replay: ids=[...] or reason=...")
+        return self._control("replay_dead_letters", ids, reason, timeout=timeout)
 
 
 def _retries():

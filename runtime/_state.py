@@ -23,18 +23,26 @@ from ._codec import decode_value, encode_value
 from ._store import DELETE, PUT, LmdbStore, Op
 from .exceptions import StateError
 
-__all__ = ["ReadOnlyState", "State"]
+__all__ = ["Layer", "ReadOnlyState", "State"]
 
 _MISSING = object()
 
 
-class _Layer:
-    __slots__ = ("overlay", "ops")
+class Layer:
+    """Uncommitted changes: state ops, and messages to send once they commit."""
+
+    __slots__ = ("overlay", "ops", "sends")
 
     def __init__(self) -> None:
         # key -> encoded value, or None for a delete
         self.overlay: dict[bytes, bytes | None] = {}
         self.ops: list[Op] = []
+        self.sends: list[Any] = []
+
+    def absorb(self, child: Layer) -> None:
+        self.overlay.update(child.overlay)
+        self.ops.extend(child.ops)
+        self.sends.extend(child.sends)
 
 
 def _key(key: str) -> bytes:
@@ -96,28 +104,52 @@ class State(ReadOnlyState):
 
     def __init__(self, store: LmdbStore) -> None:
         super().__init__(store)
-        self._layers: list[_Layer] = []
+        self._layers: list[Layer] = []
 
     # -- host side ---------------------------------------------------------
 
-    def begin(self) -> None:
-        """Open the layer for one message; the host calls this."""
-        self._layers = [_Layer()]
+    def begin(self, txn: lmdb.Transaction | None = None) -> None:
+        """Open the root layer (one message, or one batch); reads of
+        committed state go through ``txn`` when given."""
+        self._layers = [Layer()]
+        self._txn = txn
 
-    def take_ops(self) -> list[Op]:
-        """Close the message's layer and hand its ops to the host for commit."""
+    def push(self) -> None:
+        """Open a layer for one message inside a batch."""
+        self._layers.append(Layer())
+
+    def pop(self, keep: bool) -> None:
+        """Close the innermost layer, folding it into its parent if ``keep``."""
+        layer = self._layers.pop()
+        if keep:
+            self._layers[-1].absorb(layer)
+
+    def depth(self) -> int:
+        return len(self._layers)
+
+    def take(self) -> Layer:
+        """Close the root layer and hand it to the host for commit."""
         if len(self._layers) != 1:
             raise StateError("a state transaction is still open at the end of the handler")
-        ops = self._layers[0].ops
+        root = self._layers[0]
         self._layers = []
-        return ops
+        self._txn = None
+        return root
+
+    def take_ops(self) -> list[Op]:
+        return self.take().ops
 
     def discard(self) -> None:
         self._layers = []
+        self._txn = None
+
+    def stage_send(self, send: Any) -> None:
+        """Queue an outgoing message; it leaves only if this layer commits."""
+        self._top().sends.append(send)
 
     # -- handler side --------------------------------------------------------
 
-    def _top(self) -> _Layer:
+    def _top(self) -> Layer:
         if not self._layers:
             raise StateError("state can only be changed while a message, start or stop hook is handled")
         return self._layers[-1]
@@ -168,14 +200,10 @@ class State(ReadOnlyState):
     def transaction(self) -> Iterator[State]:
         """A nested all-or-nothing block inside the handler's own transaction."""
         self._top()
-        layer = _Layer()
-        self._layers.append(layer)
+        self.push()
         try:
             yield self
         except BaseException:
-            self._layers.pop()
+            self.pop(keep=False)
             raise
-        self._layers.pop()
-        parent = self._layers[-1]
-        parent.overlay.update(layer.overlay)
-        parent.ops.extend(layer.ops)
+        self.pop(keep=True)

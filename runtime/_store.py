@@ -7,6 +7,10 @@ One LMDB environment per agent, with named tables:
                  id (ids are time-ordered, so trimming walks from the start)
 ``dedup_keys``   the same for caller-chosen idempotency keys
 ``dedup_time``   index of ``dedup_keys`` by time, for trimming
+``outbox``       messages to other agents not yet acknowledged, by (recipient, seq)
+``outseq``       last sequence number used per recipient
+``inseq``        last sequence number applied per sender (effectively-once), with its time
+``deadletters``  messages that could not be delivered or handled, by time-ordered id
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
 ``meta``         identity, last sequence number, restore history (not journaled)
@@ -21,13 +25,14 @@ Invariants:
 * Housekeeping (trimming ``journal`` and ``dedup``, writing ``meta``) is not
   journaled: replaying the journal over a checkpoint rebuilds the same
   user-visible state whether or not trims happened in between.
-* All writes happen on one thread (the host's event loop thread, or the
-  constructor before it starts); other threads only read.
+* Writers are serialized by ``_write_lock`` (LMDB serializes them too; the
+  lock also keeps ``seq`` consistent).  Readers never wait for writers.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,12 +43,16 @@ import lmdb
 from ._codec import pack, unpack
 from .exceptions import StateError
 
-__all__ = ["DELETE", "PUT", "JournalRecord", "LmdbStore", "Op"]
+__all__ = ["DELETE", "DELETE_RANGE", "PUT", "JournalRecord", "LmdbStore", "Op"]
 
 PUT = 0
 DELETE = 1
-TABLES = ("data", "dedup", "dedup_keys", "dedup_time", "journal", "transitions", "meta")
-JOURNALED = frozenset({"data", "dedup", "dedup_keys", "dedup_time"})
+#: Delete every key in [key, value) -- one journal record for a whole range.
+DELETE_RANGE = 2
+JOURNALED = frozenset(
+    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters"}
+)
+TABLES = (*sorted(JOURNALED), "journal", "transitions", "meta")
 _U64 = struct.Struct(">Q")
 
 
@@ -102,6 +111,8 @@ class LmdbStore:
         self.trim_upto = 0
         self._trimmed_to = 0
         self.dedup_horizon = 600.0
+        self.dead_letter_limit = 100_000
+        self._write_lock = threading.Lock()
 
     # -- reads (any thread) ------------------------------------------------
 
@@ -112,17 +123,21 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise StateError(f"read of {table}/{key!r} failed: {exc}") from exc
 
-    def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+    def scan(self, table: str, prefix: bytes = b"", *, start: bytes | None = None,
+             limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Pairs whose key starts with ``prefix`` (from ``start`` if given), in key order."""
         try:
             with self.env.begin(db=self._db[table]) as txn:
                 cur = txn.cursor()
                 out = []
-                if not cur.set_range(prefix):
+                if not cur.set_range(start if start is not None else prefix):
                     return out
                 for k, v in cur:
                     if not k.startswith(prefix):
                         break
                     out.append((k, v))
+                    if limit is not None and len(out) >= limit:
+                        break
                 return out
         except lmdb.Error as exc:
             raise StateError(f"scan of {table}/{prefix!r} failed: {exc}") from exc
@@ -176,11 +191,15 @@ class LmdbStore:
         raw = txn.get(b"seq", db=store._db["meta"])
         return _U64.unpack(raw)[0] if raw else 0
 
-    # -- writes (the writer thread only) -----------------------------------
+    # -- writes ---------------------------------------------------------------
 
     def commit(self, ops: Iterable[Op], *, now: float | None = None) -> int:
         """Apply ``ops`` atomically, journaling each; return the last seq."""
         now = time.time() if now is None else now
+        with self._write_lock:
+            return self._commit(ops, now)
+
+    def _commit(self, ops: Iterable[Op], now: float) -> int:
         seq = self.seq
         db = self._db
         try:
@@ -206,6 +225,10 @@ class LmdbStore:
         Invariant: a record with seq <= the current seq is already reflected and skipped,
         so replaying overlapping segments is harmless.
         """
+        with self._write_lock:
+            return self._replay(records)
+
+    def _replay(self, records: Iterable[JournalRecord]) -> int:
         applied = 0
         db = self._db
         try:
@@ -229,7 +252,7 @@ class LmdbStore:
 
     def put_meta(self, key: str, value: Any) -> None:
         try:
-            with self.env.begin(write=True, db=self._db["meta"]) as txn:
+            with self._write_lock, self.env.begin(write=True, db=self._db["meta"]) as txn:
                 txn.put(key.encode(), pack(value))
         except lmdb.Error as exc:
             raise StateError(f"metadata write failed: {exc}") from exc
@@ -239,8 +262,15 @@ class LmdbStore:
             raise StateError(f"table {table!r} is not a journaled table")
         if kind == PUT:
             txn.put(key, value, db=self._db[table])
-        else:
+        elif kind == DELETE:
             txn.delete(key, db=self._db[table])
+        else:
+            assert value is not None
+            cur = txn.cursor(db=self._db[table])
+            if cur.set_range(key):
+                while cur.key() and cur.key() < value:
+                    if not cur.delete():
+                        break
 
     def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
         """Trim a bounded number of old journal and dedup entries inside a commit."""
@@ -273,6 +303,13 @@ class LmdbStore:
                     break
                 txn.delete(k[8:], db=self._db["dedup_keys"])
                 cur.delete()
+        excess = txn.stat(self._db["deadletters"])["entries"] - self.dead_letter_limit
+        if excess > 0:
+            cur = txn.cursor(db=self._db["deadletters"])
+            if cur.first():
+                for _ in range(min(excess, budget)):
+                    if not cur.delete():
+                        break
 
     def close(self) -> None:
         self.env.close()

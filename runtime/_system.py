@@ -27,7 +27,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from ._agent import Agent
 from ._config import AgentConfig, validated
-from ._core import HostSpec, check_agent_id, check_writable_dir
+from ._spec import HostSpec, check_agent_id, check_writable_dir
 from ._host import RemoteAgentHost, lookup_agent
 from ._ref import AgentRef, translate_actor_error
 from .exceptions import AgentAlreadyRunning, AgentNotFound, AgentStartError, ConfigError, DataDirectoryError

@@ -22,6 +22,7 @@ Class tree::
     │   ├── AgentStartError         the agent's host could not start (constructor, restore)
     │   ├── AgentUnavailable        the agent is down and did not come back before the deadline
     │   ├── AgentNotRunning         the agent is alive but its lifecycle state refuses the call
+    │   ├── MailboxFull             the window towards the agent is full; an at-most-once send is refused
     │   ├── NoHandler               the agent has no handler for a registered message type
     │   └── HandlerError            the agent's handler raised; the state change was rolled back
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
@@ -45,6 +46,7 @@ __all__ = [
     "DataDirectoryError",
     "GarrisonError",
     "HandlerError",
+    "MailboxFull",
     "NoHandler",
     "RestoreError",
     "StateDecodeError",
@@ -106,6 +108,10 @@ class AgentUnavailable(AgentError):
 
 class AgentNotRunning(AgentError):
     """The agent is alive but its lifecycle state refuses the call (cannot X while Y)."""
+
+
+class MailboxFull(AgentError):
+    """The sender's window towards the agent is full: an at-most-once send is refused at once."""
 
 
 class NoHandler(AgentError):

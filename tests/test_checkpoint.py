@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from protocols import encode_envelope, make_envelope
 from runtime import CheckpointCorrupt, DirectoryStore
 from runtime._checkpoint import Checkpointer
-from runtime._core import AgentCore, HostSpec, decode_reply
+from runtime._core import AgentCore
+from runtime._reply import decode_reply
+from runtime._spec import HostSpec
 from runtime._journal import Shipper
 from runtime._restore import restore
 from runtime._state import State
@@ -168,25 +168,16 @@ def test_agent_core_handles_and_checkpoints_without_ray(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "ck").mkdir()
     spec = HostSpec("core-1", Counter, str(tmp_path / "data"), str(tmp_path / "ck"))
-
-    async def scenario():
-        core = AgentCore(spec)
-        for i in range(3):
-            ok, _ = decode_reply(await core.deliver(encode_envelope(make_envelope(Append(item=i), "core-1"))))
-            assert ok
-        manifest = await asyncio.to_thread(core.checkpoint)
-        status = await core.stop()
-        return manifest, status
-
-    manifest, status = asyncio.run(scenario())
+    core = AgentCore(spec)
+    for i in range(3):
+        ok, _ = decode_reply(core.deliver(encode_envelope(make_envelope(Append(item=i), "core-1"))))
+        assert ok
+    manifest = core.checkpoint()
     assert manifest["summary"] == {"count": 3, "items": 3}
-    assert status["state"] == "stopped"
+    assert core.stop()["state"] == "stopped"
 
-    async def again():
-        core = AgentCore(spec)
-        ok, value = decode_reply(await core.deliver(encode_envelope(make_envelope(GetItems(), "core-1"))))
-        await core.stop()
-        return core.restore_report, value
-
-    report, value = asyncio.run(again())
-    assert report.source == "local" and report.incarnation == 2 and value == [0, 1, 2]
+    core = AgentCore(spec)
+    ok, value = decode_reply(core.deliver(encode_envelope(make_envelope(GetItems(), "core-1"))))
+    core.stop()
+    assert core.restore_report.source == "local" and core.restore_report.incarnation == 2
+    assert value == [0, 1, 2]

@@ -1,0 +1,288 @@
+"""The transactional outbox: at-least-once and effectively-once sends between agents.
+
+A handler's sends are staged in its state layer and written to the ``outbox``
+table in the same LMDB transaction as its state changes, each with the next
+sequence number for its recipient.  So a message leaves if and only if the
+handler's effects committed, and it survives a crash of the sender.
+
+A dispatcher thread moves the outbox to the recipients:
+
+* up to ``max_batch`` consecutive messages per Ray call (``deliver_batch``),
+  at most ``window`` messages in flight per recipient (the sender's memory
+  bound, and the flow control: a slow receiver slows its senders down);
+* the receiver answers with its high-water mark ``hwm`` (see
+  ``protocols._batch``); entries up to it are deleted (one journaled range
+  delete), anything after it is sent again in order;
+* a failed call (receiver dead or restarting, not found, timed out) is
+  retried from the oldest unacknowledged message after an exponential
+  backoff with full jitter; after ``max_attempts`` failures in a row the
+  recipient's pending messages move to dead letters (``undeliverable``).
+
+Invariant: per (sender, recipient), messages are offered in ``seq`` order,
+and the receiver applies ``seq = hwm + 1`` only, so order holds across
+retries and restarts of either side.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from protocols import Envelope, decode_envelope, encode_batch, encode_envelope, error_from_wire
+
+from ._codec import unpack
+from ._config import AgentConfig
+from ._deadletters import dead_letter_op
+from ._store import DELETE_RANGE, PUT, LmdbStore, Op
+from .exceptions import AgentUnavailable
+
+__all__ = ["Dispatcher", "outbox_key"]
+
+log = logging.getLogger("garrison.outbox")
+_U64 = struct.Struct(">Q")
+
+
+def outbox_key(recipient: str, seq: int) -> bytes:
+    return recipient.encode() + b"\x00" + _U64.pack(seq)
+
+
+def _seq_of(key: bytes) -> int:
+    return _U64.unpack(key[-8:])[0]
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+@dataclass
+class _Peer:
+    """Dispatch state towards one recipient (only the dispatcher thread touches it)."""
+
+    name: str
+    handle: Any = None
+    acked: int = 0  # highest seq the recipient acknowledged
+    sent: int = 0  # highest seq handed to Ray (acked <= sent)
+    inflight: dict[Any, tuple[int, int]] = field(default_factory=dict)  # ObjectRef -> (first, last)
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Dispatcher:
+    """Stages sends into commits, and delivers the outbox (see module docstring)."""
+
+    def __init__(
+        self,
+        store: LmdbStore,
+        *,
+        agent_id: str,
+        config: AgentConfig,
+        resolve: Callable[[str], Any] | None,
+        on_error: Callable[[str, list[Any]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.agent_id = agent_id
+        self.config = config
+        self.resolve = resolve
+        self.on_error = on_error
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        # recipient -> last seq allocated; only the committing thread writes it.
+        self.last_seq: dict[str, int] = {
+            k.decode(): _U64.unpack(v)[0] for k, v in store.scan("outseq")
+        }
+        self._peers: dict[str, _Peer] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+        self.dead_lettered = 0
+
+    # -- staging (the committing thread) -----------------------------------------
+
+    def stage(self, sends: list[tuple[str, Envelope]], now: float) -> tuple[list[Op], dict[str, int]]:
+        """Ops that put ``sends`` in the outbox, and the seqs to publish after the commit."""
+        ops: list[Op] = []
+        seqs: dict[str, int] = {}
+        for recipient, env in sends:
+            seq = seqs.get(recipient, self.last_seq.get(recipient, 0)) + 1
+            seqs[recipient] = seq
+            env.seq = seq
+            ops.append(Op("outbox", PUT, outbox_key(recipient, seq), encode_envelope(env)))
+        for recipient, seq in seqs.items():
+            ops.append(Op("outseq", PUT, recipient.encode(), _U64.pack(seq)))
+        return ops, seqs
+
+    def published(self, seqs: dict[str, int]) -> None:
+        """The commit carrying ``seqs`` succeeded: hand them to the dispatcher."""
+        if seqs:
+            self.last_seq.update(seqs)
+            self._wake.set()
+
+    # -- dispatching (the dispatcher thread) ---------------------------------------
+
+    def start(self) -> None:
+        if self.resolve is None or self._thread is not None:
+            return
+        # Anything already in the outbox (a restart) is offered again from the start.
+        for recipient, seq in self.last_seq.items():
+            first = self.store.scan("outbox", recipient.encode() + b"\x00", limit=1)
+            acked = _seq_of(first[0][0]) - 1 if first else seq
+            self._peers[recipient] = _Peer(recipient, acked=acked, sent=acked)
+        self._thread = threading.Thread(target=self._run, name=f"garrison-out-{self.agent_id}", daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def pending(self) -> dict[str, int]:
+        """Unacknowledged messages per recipient."""
+        return {
+            r: seq - (self._peers[r].acked if r in self._peers else 0)
+            for r, seq in self.last_seq.items()
+            if seq > (self._peers[r].acked if r in self._peers else 0)
+        }
+
+    def in_memory(self) -> int:
+        """Messages currently held in memory by the dispatcher (in flight)."""
+        return sum(last - first + 1 for p in list(self._peers.values()) for first, last in list(p.inflight.values()))
+
+    def _run(self) -> None:
+        cfg = self.config
+        while not self._stop.is_set():
+            try:
+                self._offer_all()
+                refs = [ref for p in self._peers.values() for ref in p.inflight]
+                if refs:
+                    # Wait for one reply (new sends are offered at the latest
+                    # after this timeout), then take every other finished one.
+                    ready, rest = ray.wait(refs, num_returns=1, timeout=cfg.linger * 10 + 0.01)
+                    if ready and rest:
+                        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                        ready += more
+                    for ref in ready:
+                        self._settle(ref)
+                else:
+                    self._wake.wait(self._idle_wait())
+                    self._wake.clear()
+            except Exception:  # the thread must survive anything; the outbox is durable
+                log.exception("agent %s: outbox dispatcher error", self.agent_id)
+                time.sleep(0.1)
+
+    def _idle_wait(self) -> float:
+        now = time.monotonic()
+        waits = [p.retry_at - now for p in self._peers.values() if p.retry_at > now and self._has_pending(p)]
+        return max(0.0, min(waits)) if waits else 1.0
+
+    def _has_pending(self, peer: _Peer) -> bool:
+        return self.last_seq.get(peer.name, 0) > peer.sent
+
+    def _offer_all(self) -> None:
+        for recipient, last in list(self.last_seq.items()):
+            peer = self._peers.get(recipient)
+            if peer is None:
+                peer = self._peers[recipient] = _Peer(recipient)
+            while last > peer.sent and not self._stop.is_set():
+                if not self._offer(peer, last):
+                    break
+
+    def _offer(self, peer: _Peer, last: int) -> bool:
+        cfg = self.config
+        if time.monotonic() < peer.retry_at:
+            return False
+        room = cfg.window - (peer.sent - peer.acked)
+        if room <= 0:
+            return False
+        if peer.handle is None:
+            try:
+                peer.handle = self.resolve(peer.name)  # type: ignore[misc]
+            except Exception as exc:
+                self._failed(peer, f"cannot resolve {peer.name!r}: {exc}")
+                return False
+        count = min(room, cfg.max_batch, last - peer.sent)
+        rows = self.store.scan("outbox", peer.name.encode() + b"\x00",
+                               start=outbox_key(peer.name, peer.sent + 1), limit=count)
+        if not rows:
+            # Acknowledged in the meantime (or dead-lettered): nothing to send.
+            peer.sent = max(peer.sent, last)
+            return False
+        first, final = _seq_of(rows[0][0]), _seq_of(rows[-1][0])
+        ref = peer.handle.deliver_batch.remote(encode_batch(peer.acked, [v for _, v in rows]))
+        peer.inflight[ref] = (first, final)
+        peer.sent = final
+        return True
+
+    def _settle(self, ref: Any) -> None:
+        peer = next((p for p in self._peers.values() if ref in p.inflight), None)
+        if peer is None:
+            return
+        first, last = peer.inflight.pop(ref)
+        try:
+            reply = ray.get(ref, timeout=0)
+        except (RayActorError, GetTimeoutError) as exc:
+            self._failed(peer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return
+        parts = unpack(reply)
+        if parts[0] != 0:
+            err = error_from_wire(parts[1:])
+            self._failed(peer, f"{err.code}: {err.message}")
+            return
+        hwm, errors = parts[1]
+        if errors and self.on_error is not None:
+            self.on_error(peer.name, errors)
+        self._acknowledge(peer, hwm)
+        if hwm < last:
+            # The receiver stopped short (a gap after a failure): resend from hwm + 1, in order.
+            self._rewind(peer)
+
+    def _acknowledge(self, peer: _Peer, hwm: int) -> None:
+        if hwm <= peer.acked:
+            return
+        self.store.commit([Op("outbox", DELETE_RANGE, outbox_key(peer.name, 0), outbox_key(peer.name, hwm + 1))])
+        self.delivered += hwm - peer.acked
+        peer.acked = hwm
+        peer.failures = 0
+        peer.sent = max(peer.sent, hwm)
+
+    def _rewind(self, peer: _Peer) -> None:
+        # Forget in-flight calls: their replies still settle, but we resend from acked + 1.
+        peer.inflight.clear()
+        peer.sent = peer.acked
+
+    def _failed(self, peer: _Peer, why: str) -> None:
+        cfg = self.config
+        peer.failures += 1
+        self._rewind(peer)
+        peer.handle = None  # re-resolve: the agent may have been spawned anew elsewhere
+        if cfg.max_attempts and peer.failures >= cfg.max_attempts:
+            self._give_up(peer, why)
+            return
+        peer.retry_at = time.monotonic() + backoff(peer.failures, cfg.retry_backoff, cfg.retry_backoff_max, self._rng)
+        log.warning("agent %s: delivery to %s failed (%d): %s", self.agent_id, peer.name, peer.failures, why)
+
+    def _give_up(self, peer: _Peer, why: str) -> None:
+        rows = self.store.scan("outbox", peer.name.encode() + b"\x00")
+        if not rows:
+            return
+        err = AgentUnavailable(f"undeliverable to {peer.name!r} after {peer.failures} attempts: {why}")
+        ops = [dead_letter_op("undeliverable", err, raw=v, env=decode_envelope(v), attempts=peer.failures) for _, v in rows]
+        last = _seq_of(rows[-1][0])
+        ops.append(Op("outbox", DELETE_RANGE, outbox_key(peer.name, 0), outbox_key(peer.name, last + 1)))
+        self.store.commit(ops)
+        self.dead_lettered += len(rows)
+        peer.acked = peer.sent = last
+        peer.failures = 0
+        log.error("agent %s: %d message(s) to %s moved to dead letters: %s", self.agent_id, len(rows), peer.name, why)
