@@ -49,6 +49,9 @@ class AgentHost:
         self._spec = spec
         self.core = AgentCore(spec, resolve=functools.partial(_resolve, namespace=namespace))
         self.core.agent._lookup = functools.partial(lookup_agent, namespace=namespace, sender=spec.agent_id)
+        # Start now, not at the first message: after a crash Ray re-runs this
+        # constructor and nobody else calls, yet the outbox must resume.
+        self.core.ensure_started()
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)

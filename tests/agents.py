@@ -98,3 +98,70 @@ class Counter(Agent):
 
     def summary(self, state):
         return CounterSummary(count=state.get("count", 0), items=len(state.keys("item/")))
+
+
+# -- messaging between agents --------------------------------------------------
+
+
+class Item(Message, name="test.item"):
+    n: int
+
+
+class Emit(Message, name="test.emit"):
+    to: str
+    start: int
+    count: int
+    delivery: Delivery | None = None
+
+
+class Report(Message, name="test.report"):
+    pass
+
+
+class Sink(Agent):
+    """Records every item per sender; counts duplicates and order violations."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    @handler
+    def item(self, msg: Item) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        sender = self.context.sender
+        key = f"seen/{sender}/{msg.n:08d}"
+        if key in self.state:
+            self.state.increment("dups")
+        self.state.put(key, 1)
+        last = self.state.get(f"last/{sender}", -1)
+        if msg.n != last + 1:
+            self.state.increment("out_of_order")
+        self.state.put(f"last/{sender}", msg.n)
+        self.state.increment("count")
+
+    @handler
+    def report(self, msg: Report) -> dict:
+        return {
+            "count": self.state.get("count", 0),
+            "dups": self.state.get("dups", 0),
+            "out_of_order": self.state.get("out_of_order", 0),
+        }
+
+    @handler
+    def items(self, msg: GetItems) -> list[int]:
+        return [int(k.rsplit("/", 1)[1]) for k in self.state.keys("seen/")]
+
+
+class Producer(Agent):
+    """Sends ``count`` items numbered from ``start`` to another agent."""
+
+    @handler
+    def emit(self, msg: Emit) -> int:
+        for n in range(msg.start, msg.start + msg.count):
+            self.send(msg.to, Item(n=n), delivery=msg.delivery)
+        self.state.increment("emitted", msg.count)
+        return msg.count
+
+    @handler
+    def report(self, msg: Report) -> dict:
+        return {"emitted": self.state.get("emitted", 0)}
