@@ -32,6 +32,12 @@ __all__ = ["AgentRef"]
 DEFAULT_TIMEOUT = 30.0
 _BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.4)
 
+#: Seconds past the deadline a caller still waits for an answer.  A hop that
+#: finds the deadline expired answers with DeadlineExpired saying where; the
+#: caller gives that typed answer this long to arrive before it reports its
+#: own AskTimeout ("expired at the caller").
+DEADLINE_GRACE = 0.5
+
 
 def translate_actor_error(exc: RayActorError, agent_id: str) -> Exception:
     """Ray's actor errors, as ours."""
@@ -129,14 +135,18 @@ class AgentRef:
         env.reply_to = env.sender or "caller"
         return self.ask_envelope(env)
 
+    def _check_before_sending(self, env: Envelope) -> None:
+        env.check_deadline(f"{env.sender or 'caller'} before sending {env.type} to {self.agent_id!r}")
+
     def ask_envelope(self, env: Envelope) -> Any:
         assert env.deadline is not None
+        self._check_before_sending(env)
         for backoff in _retries():
             remaining = env.deadline - time.time()
             if remaining <= 0:
                 raise self._timeout(env)
             try:
-                raw = ray.get(self._handle.deliver.remote(encode_envelope(env)), timeout=remaining)
+                raw = ray.get(self._handle.deliver.remote(encode_envelope(env)), timeout=remaining + DEADLINE_GRACE)
             except GetTimeoutError as exc:
                 raise self._timeout(env) from exc
             except RayActorError as exc:
@@ -154,12 +164,13 @@ class AgentRef:
         env = self._envelope(msg, timeout, delivery, inherit=True)
         env.reply_to = env.sender or "caller"
         assert env.deadline is not None
+        self._check_before_sending(env)
         for backoff in _retries():
             remaining = env.deadline - time.time()
             if remaining <= 0:
                 raise self._timeout(env)
             try:
-                raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining)
+                raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining + DEADLINE_GRACE)
             except (asyncio.TimeoutError, GetTimeoutError) as exc:
                 raise self._timeout(env) from exc
             except RayActorError as exc:

@@ -165,3 +165,30 @@ class Producer(Agent):
     @handler
     def report(self, msg: Report) -> dict:
         return {"emitted": self.state.get("emitted", 0)}
+
+
+# -- deadlines -------------------------------------------------------------------
+
+
+class Hop(Message, name="test.hop"):
+    pass
+
+
+class Chain(Agent):
+    """Waits ``delay`` seconds, then asks ``next`` (inheriting the deadline)."""
+
+    def __init__(self, next: str | None = None, delay: float = 0.0) -> None:
+        self.next = next
+        self.delay = delay
+
+    @handler
+    def hop(self, msg: Hop) -> str:
+        time.sleep(self.delay)
+        self.state.increment("handled")
+        if self.next is None:
+            return self.agent_id
+        return self.lookup(self.next).ask(Hop())
+
+    @handler
+    def report(self, msg: Report) -> dict:
+        return {"handled": self.state.get("handled", 0)}
