@@ -146,6 +146,27 @@ def _expect(value: Any, types: type | tuple[type, ...], name: str, nullable: boo
     return value
 
 
+def _explain(parts: list[Any]) -> None:
+    """Raise the EncodingError that names the first bad field."""
+    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body) = parts
+    _expect(mid, bytes, "id")
+    if len(mid) != 16:
+        raise EncodingError(f"envelope field 'id' must be 16 bytes, got {len(mid)}", field="id")
+    _expect(tag, str, "type")
+    _expect(sender, str, "sender", nullable=True)
+    _expect(recipient, str, "recipient")
+    _expect(corr, bytes, "correlation_id", nullable=True)
+    _expect(reply_to, str, "reply_to", nullable=True)
+    _expect(deadline, (int, float), "deadline", nullable=True)
+    _expect(attempt, int, "attempt")
+    if attempt < 1:
+        raise EncodingError(f"envelope field 'attempt' must be >= 1, got {attempt}", field="attempt")
+    _expect(ikey, bytes, "idempotency_key", nullable=True)
+    _expect(tp, str, "traceparent", nullable=True)
+    _expect(seq, int, "seq", nullable=True)
+    raise EncodingError(f"envelope field 'delivery' is not a delivery level: {delivery!r}", field="delivery")
+
+
 def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
     """Parse wire bytes into an Envelope; every failure is an EncodingError or PayloadTooLarge.
 
@@ -172,24 +193,18 @@ def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
     if parts[0] != FORMAT:
         raise EncodingError(f"unknown envelope format {parts[0]!r}; this build reads format {FORMAT}")
     (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body) = parts
-    _expect(mid, bytes, "id")
-    if len(mid) != 16:
-        raise EncodingError(f"envelope field 'id' must be 16 bytes, got {len(mid)}", field="id")
-    _expect(tag, str, "type")
-    _expect(sender, str, "sender", nullable=True)
-    _expect(recipient, str, "recipient")
-    _expect(corr, bytes, "correlation_id", nullable=True)
-    _expect(reply_to, str, "reply_to", nullable=True)
-    _expect(deadline, (int, float), "deadline", nullable=True)
-    _expect(attempt, int, "attempt")
-    if attempt < 1:
-        raise EncodingError(f"envelope field 'attempt' must be >= 1, got {attempt}", field="attempt")
-    _expect(ikey, bytes, "idempotency_key", nullable=True)
-    _expect(tp, str, "traceparent", nullable=True)
-    _expect(seq, int, "seq", nullable=True)
-    level = _DELIVERY_BY_VALUE.get(delivery) if isinstance(delivery, str) else None
-    if level is None:
-        raise EncodingError(f"envelope field 'delivery' is not a delivery level: {delivery!r}", field="delivery")
+    level = _DELIVERY_BY_VALUE.get(delivery) if type(delivery) is str else None
+    # Fast path: one pass of exact type checks; the slow path below only runs
+    # to say precisely what is wrong.
+    if not (
+        type(mid) is bytes and len(mid) == 16 and type(tag) is str and type(recipient) is str
+        and (sender is None or type(sender) is str) and (corr is None or type(corr) is bytes)
+        and (reply_to is None or type(reply_to) is str)
+        and (deadline is None or type(deadline) is float or type(deadline) is int)
+        and type(attempt) is int and attempt >= 1 and (ikey is None or type(ikey) is bytes)
+        and (tp is None or type(tp) is str) and (seq is None or type(seq) is int) and level is not None
+    ):
+        _explain(parts)
     return Envelope(
         id=mid,
         type=tag,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 from typing import Any
 
 import msgpack
@@ -32,7 +33,9 @@ def _default(obj: Any) -> Any:
         cls = type(obj)
         path = _path(cls)
         _seen.setdefault(path, cls)
-        return msgpack.ExtType(MODEL_EXT, pack([path, obj.model_dump(mode="json")]))
+        # Not pack(): this runs inside the thread's Packer, which is not re-entrant.
+        payload = msgpack.packb([path, obj.model_dump(mode="json")], use_bin_type=True, default=_default)
+        return msgpack.ExtType(MODEL_EXT, payload)
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     raise TypeError(f"cannot store a value of type {type(obj).__name__}")
@@ -62,8 +65,19 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return _find_class(path).model_validate(dumped)
 
 
+_local = threading.local()
+
+
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, default=_default)
+    # One Packer per thread: packb() would build a new one on every call.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    try:
+        return packer.pack(value)
+    except BaseException:
+        packer.reset()
+        raise
 
 
 def unpack(raw: bytes) -> Any:

@@ -200,7 +200,7 @@ class AgentCore:
         tokens = (current_deadline.set(deadline), current_stage.set(self._stage))
         try:
             result = fn(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 result = self._loop.run(self._in_context(result, deadline))
             return True, result
         except Exception as exc:
@@ -406,12 +406,13 @@ class AgentCore:
                     errors.append([env.seq, exc.code, exc.message])
                     continue
                 self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
-                self.state.push()
+                point = self.state.savepoint()
                 ok, result = self._call(getattr(self.agent, method), (msg,), env.deadline)
-                self.state.pop(keep=ok)
                 if ok:
+                    self.state.release()
                     handled += 1
                 else:
+                    self.state.rollback(point)
                     err = self._handler_error(method, result)
                     self.metrics.outcome("handler_error")
                     extra.append(dead_letter_op("handler_error", err, raw=raw, env=env, now=now))

@@ -105,6 +105,9 @@ class State(ReadOnlyState):
     def __init__(self, store: LmdbStore) -> None:
         super().__init__(store)
         self._layers: list[Layer] = []
+        # While a savepoint is open: key -> its root-overlay value before the
+        # savepoint (_MISSING if it had none), to undo a failed message.
+        self._undo: dict[bytes, Any] | None = None
 
     # -- host side ---------------------------------------------------------
 
@@ -122,7 +125,39 @@ class State(ReadOnlyState):
         """Close the innermost layer, folding it into its parent if ``keep``."""
         layer = self._layers.pop()
         if keep:
+            if self._undo is not None and len(self._layers) == 1:
+                self._remember(layer.overlay)
             self._layers[-1].absorb(layer)
+
+    # Savepoints: the cheap way to make one message of a batch all-or-nothing
+    # inside the batch's root layer (no layer per message).
+
+    def savepoint(self) -> tuple[int, int]:
+        root = self._layers[0]
+        self._undo = {}
+        return len(root.ops), len(root.sends)
+
+    def release(self) -> None:
+        self._undo = None
+
+    def rollback(self, point: tuple[int, int]) -> None:
+        root = self._layers[0]
+        del self._layers[1:]
+        for k, old in (self._undo or {}).items():
+            if old is _MISSING:
+                root.overlay.pop(k, None)
+            else:
+                root.overlay[k] = old
+        del root.ops[point[0] :]
+        del root.sends[point[1] :]
+        self._undo = None
+
+    def _remember(self, keys: Any) -> None:
+        undo = self._undo
+        overlay = self._layers[0].overlay
+        for k in keys:
+            if k not in undo:  # type: ignore[operator]
+                undo[k] = overlay.get(k, _MISSING)  # type: ignore[index]
 
     def depth(self) -> int:
         return len(self._layers)
@@ -142,6 +177,7 @@ class State(ReadOnlyState):
     def discard(self) -> None:
         self._layers = []
         self._txn = None
+        self._undo = None
 
     def stage_send(self, send: Any) -> None:
         """Queue an outgoing message; it leaves only if this layer commits."""
@@ -177,6 +213,8 @@ class State(ReadOnlyState):
         k = _key(key)
         raw = encode_value(value)
         layer = self._top()
+        if self._undo is not None and len(self._layers) == 1 and k not in self._undo:
+            self._undo[k] = layer.overlay.get(k, _MISSING)
         layer.overlay[k] = raw
         layer.ops.append(Op("data", PUT, k, raw))
 
@@ -186,6 +224,8 @@ class State(ReadOnlyState):
         existed = self._lookup(k) is not None
         if existed:
             layer = self._top()
+            if self._undo is not None and len(self._layers) == 1 and k not in self._undo:
+                self._undo[k] = layer.overlay.get(k, _MISSING)
             layer.overlay[k] = None
             layer.ops.append(Op("data", DELETE, k, None))
         return existed

@@ -123,3 +123,22 @@ def test_writes_outside_a_handler_are_refused(store):
 def test_unknown_table_is_refused(store):
     with pytest.raises(StateError, match="not a journaled table"):
         store.commit([Op("meta", PUT, b"x", b"y")])
+
+
+def test_savepoint_rolls_back_one_message_inside_a_batch(store):
+    state = State(store)
+    state.begin()
+    point = state.savepoint()
+    state.put("a", 1)
+    state.release()
+    point = state.savepoint()
+    state.put("a", 2)
+    state.put("b", 3)
+    with state.transaction():
+        state.put("c", 4)
+    state.rollback(point)
+    point = state.savepoint()
+    state.put("d", 5)
+    state.release()
+    store.commit(state.take_ops())
+    assert State(store).keys() == ["a", "d"] and State(store).get("a") == 1
