@@ -5,6 +5,8 @@
     garrison status ID [--address A]                 an agent's lifecycle, sequence numbers, last restore
     garrison checkpoint ID [--address A]             take a checkpoint now
     garrison restores ID [--address A]               restore history of an agent
+    garrison deadletters ID [--reason R]             list an agent's dead letters
+    garrison replay ID (--id X ... | --reason R)     deliver dead letters again
 """
 
 from __future__ import annotations
@@ -41,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         ("status", "show an agent's status"),
         ("checkpoint", "take a checkpoint of an agent now"),
         ("restores", "show an agent's restore history"),
+        ("deadletters", "list an agent's dead letters"),
+        ("replay", "deliver dead letters again"),
     ):
         p = sub.add_parser(name, help=help_)
         if name != "agents":
             p.add_argument("agent_id")
         p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+        if name in ("deadletters", "replay"):
+            p.add_argument("--reason", help="only dead letters of this reason (e.g. expired, undeliverable)")
+        if name == "deadletters":
+            p.add_argument("--limit", type=int, default=100)
+        if name == "replay":
+            p.add_argument("--id", dest="ids", action="append", help="a dead letter id (repeatable)")
     args = parser.parse_args(argv)
 
     from .exceptions import GarrisonError
@@ -60,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             _print(system.lookup(args.agent_id).checkpoint())
         elif args.command == "restores":
             _print(system.lookup(args.agent_id).restore_history())
+        elif args.command == "deadletters":
+            letters = system.lookup(args.agent_id).dead_letters(reason=args.reason, limit=args.limit)
+            _print([{k: v for k, v in d.items() if k != "envelope"} for d in letters])
+        elif args.command == "replay":
+            if not args.ids and not args.reason:
+                parser.error("replay needs --id or --reason")
+            _print(system.lookup(args.agent_id).replay_dead_letters(ids=args.ids, reason=args.reason))
     except GarrisonError as exc:
         print(f"garrison: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
