@@ -10,11 +10,14 @@ Baseline, same run: a raw Ray actor sends N one-way calls (one call per
 message, all submitted before waiting: Ray's pipelined best case) to a raw
 actor that increments an int in memory.  No durability, no dedup, no order.
 
-Reported: messages/s of each and their ratio.
+Both are measured in each of several rounds, interleaved, so they share the
+machine's state; reported are the per-round figures, their medians and the
+ratio of the medians.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from typing import Any
@@ -82,15 +85,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     from runtime import System
 
     n = 20_000 if quick else 100_000
+    rounds = 1 if quick else 5
+    raw, ours = [], []
     with data_dir() as path, System(path) as system:
-        raw = _raw_rate(3_000 if quick else 10_000)
-        rounds = [_garrison_rate(system, n, 10_000) for _ in range(1 if quick else 3)]
-    best = max(rounds, key=lambda r: r["messages_per_s"])
+        for _ in range(rounds):
+            raw.append(_raw_rate(3_000 if quick else 10_000))
+            ours.append(_garrison_rate(system, n, 10_000)["messages_per_s"])
+    raw_median, ours_median = statistics.median(raw), statistics.median(ours)
     return {
-        "messages": n,
-        "raw_ray_calls_per_s": round(raw),
-        "effectively_once_per_s": round(best["messages_per_s"]),
-        "effectively_once_per_s_all_rounds": [round(r["messages_per_s"]) for r in rounds],
-        "ratio_vs_raw": round(best["messages_per_s"] / raw, 1),
-        "aim": {"effectively_once_per_s": 50_000, "ratio_vs_raw": 25},
+        "messages_per_round": n,
+        "raw_ray_calls_per_s": [round(r) for r in raw],
+        "effectively_once_per_s": [round(r) for r in ours],
+        "raw_ray_calls_per_s_median": round(raw_median),
+        "effectively_once_per_s_median": round(ours_median),
+        "ratio_of_medians": round(ours_median / raw_median, 1),
+        "aim": {"effectively_once_per_s": 50_000, "ratio": 25},
     }

@@ -1,39 +1,27 @@
 """Time-ordered unique message ids.
 
-An id is 16 bytes: 6 bytes of milliseconds since the epoch (big-endian), then
-10 bytes whose first 2 are a per-process counter and last 8 are random per
-process.  Invariant: ids made by one process sort in creation order, and two
-processes collide only if their 64-bit random suffixes do.
+An id is 16 bytes: 6 bytes of milliseconds since the epoch (big-endian), 2
+bytes of a per-process counter, then 8 random bytes fixed per process.
+Invariants: ids from one process are unique (the counter would have to wrap,
+65,536 ids within one millisecond, to repeat one) and sort by creation time
+to the millisecond; two processes collide only if their 64-bit random
+suffixes do.  No lock: ``next()`` on an ``itertools.count`` is atomic.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import time
 
-__all__ = ["new_id", "id_time"]
+__all__ = ["id_time", "new_id"]
 
-_lock = threading.Lock()
-_last_ms = 0
-_seq = 0
+_counter = itertools.count()
 _suffix = os.urandom(8)
 
 
 def new_id() -> bytes:
-    global _last_ms, _seq, _suffix
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _last_ms:
-            ms = _last_ms
-            _seq += 1
-            if _seq > 0xFFFF:  # more than 65,536 ids in one ms: borrow the next ms
-                ms += 1
-                _seq = 0
-        else:
-            _seq = 0
-        _last_ms = ms
-        return ms.to_bytes(6, "big") + _seq.to_bytes(2, "big") + _suffix
+    return (time.time_ns() // 1_000_000).to_bytes(6, "big") + (next(_counter) & 0xFFFF).to_bytes(2, "big") + _suffix
 
 
 def id_time(message_id: bytes) -> float:

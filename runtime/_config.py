@@ -56,9 +56,9 @@ class AgentConfig(BaseModel):
     restore_history: int = Field(20, ge=1)
     #: Messages this agent keeps in flight per recipient (its memory bound
     #: for sending, and the flow-control window a slow receiver pushes back on).
-    window: int = Field(4000, ge=1)
+    window: int = Field(20_000, ge=1)
     #: Largest number of messages coalesced into one call to one recipient.
-    max_batch: int = Field(1000, ge=1)
+    max_batch: int = Field(5000, ge=1)
     #: Seconds the dispatcher lets new sends gather while calls are in flight.
     linger: float = Field(0.002, ge=0)
     #: Failed delivery attempts in a row before a recipient's pending messages

@@ -15,6 +15,7 @@ path.  Concurrency groups keep concerns apart:
 from __future__ import annotations
 
 import functools
+import gc
 from typing import Any
 
 import ray
@@ -46,6 +47,11 @@ class AgentHost:
     """One agent per actor.  The Ray dashboard shows its name (the agent id) and repr."""
 
     def __init__(self, spec: HostSpec, namespace: str) -> None:
+        # This process hosts one agent.  Handling allocates many short-lived
+        # objects and few cycles: collect the young generation less often,
+        # and keep what start-up built out of every collection.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self._spec = spec
         self.core = AgentCore(spec, resolve=functools.partial(_resolve, namespace=namespace))
         self.core.agent._lookup = functools.partial(lookup_agent, namespace=namespace, sender=spec.agent_id)

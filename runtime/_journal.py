@@ -22,12 +22,17 @@ from ._store import JournalRecord, LmdbStore
 __all__ = ["Shipper", "decode_segment", "encode_segment"]
 
 
-def encode_segment(records: list[JournalRecord]) -> bytes:
-    return msgpack.packb([r.pack() for r in records], use_bin_type=True)
+def encode_segment(records: list[tuple[int, bytes]]) -> bytes:
+    """A segment is ``[[seq, journal value], ...]``: the journal's own bytes, not re-encoded."""
+    return msgpack.packb(records, use_bin_type=True)
 
 
 def decode_segment(payload: bytes) -> list[JournalRecord]:
-    return [JournalRecord(*r) for r in msgpack.unpackb(payload, raw=False)]
+    out = []
+    for seq, raw in msgpack.unpackb(payload, raw=False):
+        ts, table, kind, key, value = msgpack.unpackb(raw, raw=False)
+        out.append(JournalRecord(seq, ts, table, kind, key, value))
+    return out
 
 
 class Shipper:
@@ -47,10 +52,10 @@ class Shipper:
         with self._lock:
             if self.store.seq <= self.shipped:
                 return self.shipped
-            records = self.store.journal_since(self.shipped)
+            records = self.store.journal_raw_since(self.shipped)
             if not records:
                 return self.shipped
-            info = SegmentInfo(records[0].seq, records[-1].seq, records[-1].ts)
+            info = SegmentInfo(records[0][0], records[-1][0], time.time())
             self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
             self.shipped = info.last
             self.shipments += 1

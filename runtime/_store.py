@@ -169,6 +169,14 @@ class LmdbStore:
         with self.env.begin() as t:
             return read(t)
 
+    def journal_raw_since(self, after_seq: int) -> list[tuple[int, bytes]]:
+        """``(seq, encoded record)`` with seq > after_seq, without decoding them (for shipping)."""
+        with self.env.begin(db=self._db["journal"]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(seq_key(after_seq + 1)):
+                return []
+            return [(_U64.unpack(k)[0], v) for k, v in cur]
+
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         with self.env.begin(db=self._db["transitions"]) as txn:
             cur = txn.cursor()
