@@ -21,6 +21,7 @@ from typing import Any
 import ray
 
 from ._core import AgentCore
+from ._lifecycle import AgentState
 from ._ref import AgentRef
 from ._spec import HostSpec
 from .exceptions import AgentNotFound
@@ -89,6 +90,11 @@ class AgentHost:
         return self.core.status()
 
     @ray.method(concurrency_group=CONTROL)
+    def describe(self) -> str:
+        """The repr the dashboard and Ray's log prefixes use."""
+        return repr(self)
+
+    @ray.method(concurrency_group=CONTROL)
     def probe(self) -> dict[str, Any]:
         """Liveness, answered off the handling thread: a busy agent still answers."""
         return self.core.probe()
@@ -121,6 +127,48 @@ class AgentHost:
     @ray.method(concurrency_group=CONTROL)
     def metrics(self) -> str:
         return self.core.metrics.text()
+
+    # -- supervisors: quarantine and kill switch (see supervisors/) ---------------------
+
+    @ray.method(concurrency_group=CONTROL)
+    def quarantine(self, why: str) -> dict[str, Any]:
+        """Stop handling (new messages are refused, kept as dead letters); keep state; checkpoint.
+
+        The process stays up for investigation; ``release`` resumes it.  A
+        handler already running (e.g. a hung one) is not interrupted.
+        """
+        core = self.core
+        if core.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
+            core.lifecycle = AgentState.QUARANTINED
+            core.failure = f"quarantined: {why}"
+            core.checkpoint(force=True)
+        return core.status()
+
+    @ray.method(concurrency_group=CONTROL)
+    def release(self) -> dict[str, Any]:
+        """Resume a quarantined agent (no-op in any other state)."""
+        core = self.core
+        if core.lifecycle is AgentState.QUARANTINED:
+            core.failure = None
+            core.lifecycle = AgentState.RUNNING
+        return core.status()
+
+    @ray.method(concurrency_group=CONTROL)
+    def halt(self, who: str, why: str) -> dict[str, Any]:
+        """Kill switch: no handler starts from now on, no outbox message leaves; final checkpoint.
+
+        State, journal and dead letters are kept and the process stays up, so
+        the agent can be inspected; only a new incarnation handles again.
+        A handler already running is not interrupted: its commit lands in
+        LMDB but its outbox messages stay unsent (the dispatcher is stopped).
+        """
+        core = self.core
+        if core.lifecycle not in (AgentState.STOPPED, AgentState.HALTED):
+            core.lifecycle = AgentState.HALTED
+            core.failure = f"halted by {who}: {why}"
+            core.dispatcher.stop()
+            core.checkpoint(force=True)
+        return core.status()
 
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

@@ -18,7 +18,8 @@ def ray_session():
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(namespace="garrison", include_dashboard=False, log_to_driver=False, num_cpus=2)
+    # The dashboard is on, as for users: tests read the state API it serves.
+    ray.init(namespace="garrison", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False, num_cpus=2)
     yield ray
     ray.shutdown()
 
