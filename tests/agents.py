@@ -7,7 +7,7 @@ import time
 
 from pydantic import BaseModel
 
-from protocols import Delivery, Message
+from protocols import Delivery, Message, default_registry
 from runtime import Agent, handler
 
 
@@ -192,3 +192,29 @@ class Chain(Agent):
     @handler
     def report(self, msg: Report) -> dict:
         return {"handled": self.state.get("handled", 0)}
+
+
+# -- schema evolution ------------------------------------------------------------
+
+
+class RefundV1(Message, name="test.refund", version=1):
+    cents: int
+
+
+class RefundV2(Message, name="test.refund", version=2):
+    amount: int
+    currency: str = "EUR"
+
+
+@default_registry.upcaster("test.refund", from_version=1)
+def _refund_v1_to_v2(body: dict) -> dict:
+    return {"amount": body["cents"], "currency": "EUR"}
+
+
+class Billing(Agent):
+    """Speaks version 2 of test.refund only."""
+
+    @handler
+    def refund(self, msg: RefundV2) -> str:
+        self.state.increment("refunded", msg.amount)
+        return f"{msg.amount} {msg.currency}"
