@@ -24,6 +24,12 @@ class Echo(Message, name="bench.echo"):
     payload: str = ""
 
 
+class Fill(Message, name="bench.fill"):
+    start: int
+    count: int
+    size: int
+
+
 class Counter(Agent):
     """Counts ticks in its state; answers echoes."""
 
@@ -34,6 +40,13 @@ class Counter(Agent):
     @handler
     def count(self, msg: Count) -> int:
         return self.state.get("count", 0)
+
+    @handler
+    def fill(self, msg: Fill) -> int:
+        blob = b"x" * msg.size
+        for i in range(msg.start, msg.start + msg.count):
+            self.state.put(f"blob/{i:08d}", blob)
+        return msg.count
 
     @handler
     def echo(self, msg: Echo) -> str:

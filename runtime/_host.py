@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import time
 from typing import Any
 
 import ray
@@ -111,6 +112,11 @@ class AgentHost:
     @ray.method(concurrency_group=CONTROL)
     def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
         return self.core.checkpoint(force=force)
+
+    @ray.method(concurrency_group=CONTROL)
+    def handling_times(self) -> dict[str, Any]:
+        """Recent handling durations (monotonic start, seconds) and this process's monotonic now."""
+        return {"now": time.monotonic(), "recent": list(self.core.recent_handling)}
 
     @ray.method(concurrency_group=CONTROL)
     def restore_history(self) -> list[dict[str, Any]]:

@@ -85,11 +85,12 @@ def seq_key(seq: int) -> bytes:
 class LmdbStore:
     """The agent's working state and its journal, in one LMDB environment."""
 
-    def __init__(self, path: Path, *, agent_id: str, map_size: int, sync: bool) -> None:
+    def __init__(self, path: Path, *, agent_id: str, map_size: int, sync: bool, readonly: bool = False) -> None:
         self.path = path
         self.agent_id = agent_id
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                path.mkdir(parents=True, exist_ok=True)
             self.env = lmdb.open(
                 str(path),
                 map_size=map_size,
@@ -98,8 +99,10 @@ class LmdbStore:
                 metasync=sync,
                 readahead=False,
                 max_readers=256,
+                readonly=readonly,
+                lock=not readonly,  # a read-only open is of a private copy
             )
-            self._db = {name: self.env.open_db(name.encode()) for name in TABLES}
+            self._db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
             with self.env.begin(db=self._db["meta"]) as txn:
                 raw = txn.get(b"seq")
         except lmdb.Error as exc:
