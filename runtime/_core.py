@@ -146,6 +146,7 @@ class AgentCore:
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
                                      on_error=self._peer_refused)
         self._resolve = resolve
+        self._stage_fn = self._stage  # one bound method, so "is it set?" is an identity check
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id)
@@ -206,7 +207,9 @@ class AgentCore:
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
         """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
         self._handler_started = time.monotonic()
-        tokens = (current_deadline.set(deadline), current_stage.set(self._stage))
+        deadline_token = current_deadline.set(deadline)
+        # A batch sets the stage once for all its messages.
+        stage_token = current_stage.set(self._stage_fn) if current_stage.get() is not self._stage_fn else None
         try:
             result = fn(*args)
             if result is not None and inspect.isawaitable(result):
@@ -215,14 +218,15 @@ class AgentCore:
         except Exception as exc:
             return False, exc
         finally:
-            current_deadline.reset(tokens[0])
-            current_stage.reset(tokens[1])
+            current_deadline.reset(deadline_token)
+            if stage_token is not None:
+                current_stage.reset(stage_token)
             self._handler_started = None
 
     async def _in_context(self, awaitable: Any, deadline: float | None) -> Any:
         # Context variables do not cross threads: set them again on the loop.
         current_deadline.set(deadline)
-        current_stage.set(self._stage)
+        current_stage.set(self._stage_fn)
         return await awaitable
 
     def _resolve_handler(self, env: Envelope) -> tuple[Any, str]:
@@ -385,6 +389,7 @@ class AgentCore:
         hwm = start = 0
         handled = 0
         txn = self.store.read_txn()
+        stage_token = current_stage.set(self._stage_fn)
         try:
             self.state.begin(txn)
             for raw in items:
@@ -431,6 +436,7 @@ class AgentCore:
             self.agent.context = None
             layer = self.state.take()
         finally:
+            current_stage.reset(stage_token)
             txn.abort()
             if self.state.depth():
                 self.state.discard()
