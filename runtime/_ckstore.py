@@ -157,6 +157,10 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None: ...
 
+    def sweep(self, agent_id: str) -> int:
+        """Remove leftovers of interrupted checkpoints (call when no checkpoint runs); returns how many."""
+        return 0
+
 
 class DirectoryStore(CheckpointStore):
     """A checkpoint store in a directory (local disk or a shared mount)."""
@@ -268,10 +272,17 @@ class DirectoryStore(CheckpointStore):
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
         self._segment_path(agent_id, info).unlink(missing_ok=True)
 
-    def orphans(self, agent_id: str) -> list[Path]:
-        """Bodies without a manifest (a crash mid-publish), for cleanup."""
+    def sweep(self, agent_id: str) -> int:
         base = self.root / agent_id
         if not base.is_dir():
-            return []
+            return 0
         manifests = {p.stem for p in base.glob("ckpt-*.manifest")}
-        return [p for p in base.glob("ckpt-*.mdb") if p.stem not in manifests]
+        leftovers = [p for p in base.glob("ckpt-*.mdb") if p.stem not in manifests]
+        staging = base / "staging"
+        leftovers += list(staging.iterdir()) if staging.is_dir() else []
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return len(leftovers)

@@ -109,6 +109,9 @@ class AgentCore:
         except OSError as exc:
             raise DataDirectoryError(f"cannot create {agent_dir}: {exc}", path=str(agent_dir)) from exc
         self._host_lock = HostLock(agent_dir / "host.lock", self.agent_id)
+        # Holding the lock, no checkpoint of this agent can be running: clear
+        # what an interrupted one left behind (a body without a manifest).
+        self.ckstore.sweep(self.agent_id)
 
         self.lifecycle = AgentState.RESTORING
         try:

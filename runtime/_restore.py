@@ -17,7 +17,6 @@ report says so (``gap``), rather than apply records past a hole.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -185,6 +184,3 @@ def _report(
         time=time.time(),
     )
 
-
-def remove_local(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -74,9 +74,6 @@ class JournalRecord(NamedTuple):
     key: bytes
     value: bytes | None
 
-    def pack(self) -> list[Any]:
-        return [self.seq, self.ts, self.table, self.kind, self.key, self.value]
-
 
 def seq_key(seq: int) -> bytes:
     return _U64.pack(seq)
@@ -198,11 +195,6 @@ class LmdbStore:
     def read_txn(self) -> lmdb.Transaction:
         """A read-only snapshot; the caller aborts it."""
         return self.env.begin()
-
-    @staticmethod
-    def seq_in(txn: lmdb.Transaction, store: LmdbStore) -> int:
-        raw = txn.get(b"seq", db=store._db["meta"])
-        return _U64.unpack(raw)[0] if raw else 0
 
     # -- writes ---------------------------------------------------------------
 

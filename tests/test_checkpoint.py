@@ -181,3 +181,15 @@ def test_agent_core_handles_and_checkpoints_without_ray(tmp_path):
     core.stop()
     assert core.restore_report.source == "local" and core.restore_report.incarnation == 2
     assert value == [0, 1, 2]
+
+
+def test_sweep_removes_what_an_interrupted_checkpoint_left(tmp_path):
+    store, ckstore, _, cp = make(tmp_path)
+    write(store, 3)
+    kept = cp.take()
+    base = tmp_path / "ck" / "a1"
+    (base / f"ckpt-{99:020d}.mdb").write_bytes(b"half-published body")
+    ckstore.staging("a1")
+    assert ckstore.sweep("a1") == 2
+    assert ckstore.list_checkpoints("a1") == [kept.seq]
+    assert (base / f"ckpt-{kept.seq:020d}.mdb").exists()
