@@ -30,6 +30,7 @@ Field by field:
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -103,28 +104,28 @@ def make_envelope(
     )
 
 
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = getattr(_local, "packer", None)
+    if packer is None:  # one per thread: packb() would build a new Packer per call
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 def encode_envelope(env: Envelope) -> bytes:
+    packer = _packer()
     try:
-        return msgpack.packb(
+        return packer.pack(
             [
-                FORMAT,
-                env.id,
-                env.type,
-                env.sender,
-                env.recipient,
-                env.correlation_id,
-                env.reply_to,
-                env.deadline,
-                env.attempt,
-                env.idempotency_key,
-                env.traceparent,
-                env.seq,
-                env.delivery.value,
-                env.body,
-            ],
-            use_bin_type=True,
+                FORMAT, env.id, env.type, env.sender, env.recipient, env.correlation_id, env.reply_to,
+                env.deadline, env.attempt, env.idempotency_key, env.traceparent, env.seq,
+                env.delivery.value, env.body,
+            ]
         )
     except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()
         raise EncodingError(f"cannot encode envelope of {env.type}: {exc}", tag=env.type) from exc
 
 

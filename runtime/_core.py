@@ -1,6 +1,8 @@
-"""The agent host's logic, independent of Ray: restore, handle, send, checkpoint, stop.
+"""The agent host's logic: restore, handle, send, checkpoint, stop.
 
 ``AgentHost`` (the Ray actor) is a thin shell around one :class:`AgentCore`.
+Ray appears here only through the ``resolve`` callable (finding a peer's
+handle to send to); without it the core runs, and is tested, in-process.
 
 Threads and invariants:
 
