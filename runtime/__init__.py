@@ -5,9 +5,10 @@ Public surface; everything else is private and may change.
 
 from ._agent import Agent, Context, handler
 from ._ckstore import CheckpointStore, DirectoryStore, Manifest
-from ._config import AgentConfig, Durability
+from ._config import AgentConfig, Durability, validated
 from ._lifecycle import AgentState
 from ._ref import AgentRef
+from ._spec import check_agent_id
 from ._restore import RestoreReport
 from ._state import ReadOnlyState, State
 from ._system import NAMESPACE, System
@@ -65,5 +66,7 @@ __all__ = [
     "StateDecodeError",
     "StateError",
     "System",
+    "check_agent_id",
     "handler",
+    "validated",
 ]

@@ -82,6 +82,10 @@ __all__ = ["AgentCore"]
 
 log = logging.getLogger("garrison.agent")
 
+#: Where a pulled kill switch is recorded: the journaled ``control`` table,
+#: so it is checkpointed, shipped and restored with everything else.
+HALT_KEY = b"halted"
+
 
 def _dedup_slot(env: Envelope) -> tuple[str, bytes]:
     """Where the reply to ``env`` is remembered: by id, or by the caller's idempotency key."""
@@ -193,6 +197,12 @@ class AgentCore:
                 self.failure = f"on_start raised {type(exc).__name__}: {exc}"
                 log.exception("agent %s failed to start", self.agent_id)
                 return
+            halted = self.store.get("control", HALT_KEY)
+            if halted is not None:  # a kill switch outlives the incarnation that saw it
+                record = unpack(halted)
+                self.lifecycle = AgentState.HALTED
+                self.failure = f"halted by {record['who']}: {record['why']}"
+                return
             self.lifecycle = AgentState.RUNNING
             self.dispatcher.start()
 
@@ -274,6 +284,10 @@ class AgentCore:
 
     def _send_once(self, recipient: str, env: Envelope) -> None:
         """At-most-once: one call, no retry; refused at once if the window is full."""
+        if self.lifecycle is AgentState.HALTED:
+            err = AgentNotRunning(f"agent {self.agent_id!r} is halted: {env.type} to {recipient!r} not sent")
+            self.store.commit([dead_letter_op("not_running", err, raw=encode_envelope(env), env=env)])
+            return
         try:
             if self._resolve is None:
                 raise MailboxFull(f"no transport to {recipient!r} in this process")
@@ -558,6 +572,62 @@ class AgentCore:
             self.metrics.checkpoints.labels(self.agent_id).inc()
             self.metrics.checkpoint_seconds.labels(self.agent_id).set(time.perf_counter() - t0)
             return manifest.model_dump(mode="json")
+
+    # -- operators: quarantine and the kill switch -------------------------------------
+
+    def quarantine(self, why: str) -> dict[str, Any]:
+        """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
+
+        The process stays up for investigation; ``release`` resumes it.  A
+        handler already running (a hung one, say) is not interrupted.
+        """
+        if self.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
+            self.lifecycle = AgentState.QUARANTINED
+            self.failure = f"quarantined: {why}"
+            self.checkpoint(force=True)
+        return self.status()
+
+    def release(self) -> dict[str, Any]:
+        """Resume a quarantined agent (no effect in any other state)."""
+        if self.lifecycle is AgentState.QUARANTINED:
+            self.failure = None
+            self.lifecycle = AgentState.RUNNING
+        return self.status()
+
+    def halt(self, who: str, why: str, *, grace: float = 2.0) -> dict[str, Any]:
+        """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.
+
+        The halt is recorded in the agent's state (who, why, when), so a new
+        incarnation, on this node or another, starts HALTED too until an
+        operator calls ``unhalt``.  A handler already running gets ``grace``
+        seconds to finish, so its commit is in the final checkpoint; its
+        outgoing messages stay in the outbox either way.
+        """
+        if self.lifecycle in (AgentState.STOPPED, AgentState.HALTED):
+            return self.status()
+        self.lifecycle = AgentState.HALTED
+        self.failure = f"halted by {who}: {why}"
+        self.dispatcher.stop()
+        acquired = self._lock.acquire(timeout=grace)
+        try:
+            self.store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": time.time()}))])
+        finally:
+            if acquired:
+                self._lock.release()
+        self.checkpoint(force=True)
+        log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
+        return self.status()
+
+    def unhalt(self, who: str) -> dict[str, Any]:
+        """Lift the kill switch: clear the record and resume handling and sending."""
+        if self.lifecycle is AgentState.HALTED:
+            with self._lock:
+                self.store.commit([Op("control", DELETE, HALT_KEY, None)])
+                self.failure = None
+                self.lifecycle = AgentState.RUNNING
+                self.dispatcher.resume()
+            log.warning("agent %s resumed by %s", self.agent_id, who)
+        return self.status()
 
     # -- introspection ----------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from typing import Any
 import ray
 
 from ._core import AgentCore
-from ._lifecycle import AgentState
 from ._ref import AgentRef
 from ._spec import HostSpec
 from .exceptions import AgentNotFound
@@ -138,43 +137,19 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     def quarantine(self, why: str) -> dict[str, Any]:
-        """Stop handling (new messages are refused, kept as dead letters); keep state; checkpoint.
-
-        The process stays up for investigation; ``release`` resumes it.  A
-        handler already running (e.g. a hung one) is not interrupted.
-        """
-        core = self.core
-        if core.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
-            core.lifecycle = AgentState.QUARANTINED
-            core.failure = f"quarantined: {why}"
-            core.checkpoint(force=True)
-        return core.status()
+        return self.core.quarantine(why)
 
     @ray.method(concurrency_group=CONTROL)
     def release(self) -> dict[str, Any]:
-        """Resume a quarantined agent (no-op in any other state)."""
-        core = self.core
-        if core.lifecycle is AgentState.QUARANTINED:
-            core.failure = None
-            core.lifecycle = AgentState.RUNNING
-        return core.status()
+        return self.core.release()
 
     @ray.method(concurrency_group=CONTROL)
     def halt(self, who: str, why: str) -> dict[str, Any]:
-        """Kill switch: no handler starts from now on, no outbox message leaves; final checkpoint.
+        return self.core.halt(who, why)
 
-        State, journal and dead letters are kept and the process stays up, so
-        the agent can be inspected; only a new incarnation handles again.
-        A handler already running is not interrupted: its commit lands in
-        LMDB but its outbox messages stay unsent (the dispatcher is stopped).
-        """
-        core = self.core
-        if core.lifecycle not in (AgentState.STOPPED, AgentState.HALTED):
-            core.lifecycle = AgentState.HALTED
-            core.failure = f"halted by {who}: {why}"
-            core.dispatcher.stop()
-            core.checkpoint(force=True)
-        return core.status()
+    @ray.method(concurrency_group=CONTROL)
+    def unhalt(self, who: str) -> dict[str, Any]:
+        return self.core.unhalt(who)
 
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

@@ -145,8 +145,15 @@ class Dispatcher:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._thread = None
+
+    def resume(self) -> None:
+        """Start sending again after ``stop`` (the outbox is durable: nothing was lost)."""
+        self._stop = threading.Event()
+        self._peers.clear()
+        self.start()
 
     def pending(self) -> dict[str, int]:
         """Unacknowledged messages per recipient."""

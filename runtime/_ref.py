@@ -4,9 +4,10 @@ Naming follows one pair convention: ``ask``/``tell`` block the calling thread,
 ``ask_async``/``tell_async`` are awaitable; ``timeout`` is relative seconds,
 turned at once into an absolute ``deadline`` carried in the envelope.
 
-Retry rule: when the agent's process dies under a call and Ray is restarting
-it, an ``ask`` is sent again with the same message id (attempt + 1) until its
-deadline.  For EFFECTIVELY_ONCE messages (the default) the agent has recorded
+Retry rule: when the agent's process dies under a call, an ``ask`` is sent
+again with the same message id (attempt + 1) until its deadline, to the same
+actor once Ray restarts it, or to the new actor that took the agent's name
+(a supervisor's restart).  For EFFECTIVELY_ONCE messages (the default) the agent has recorded
 the id with the effect, so the retry returns the first reply instead of
 running the handler twice; an ask that returned therefore took effect exactly
 once.  AT_MOST_ONCE asks are never retried.
@@ -19,13 +20,13 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
 
 from ._agent import current_deadline, current_stage
 from ._reply import decode_reply
-from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout
+from .exceptions import AgentStartError, AgentUnavailable, AskTimeout
 
 __all__ = ["AgentRef"]
 
@@ -57,6 +58,7 @@ class AgentRef:
         self._handle = handle
         self._namespace = namespace
         self._sender = sender
+        self._down: str | None = None  # why the last attempt failed, while retrying
 
     def __repr__(self) -> str:
         return f"AgentRef({self.agent_id!r})"
@@ -91,17 +93,32 @@ class AgentRef:
         )
 
     def _retryable(self, exc: RayActorError, env: Envelope) -> Exception | None:
-        """None if the call should be sent again; else the error to raise."""
-        if env.delivery is Delivery.AT_MOST_ONCE:
+        """None if the call should be sent again; else the error to raise.
+
+        A dead process may come back as the same actor (Ray's restart) or as a
+        new actor under the same name (a supervisor's restart, a move to
+        another node): the name is resolved again and a new actor is followed.
+        """
+        if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
             return translate_actor_error(exc, self.agent_id)
-        if isinstance(exc, ActorDiedError) and not isinstance(exc, ActorUnavailableError):
-            try:
-                ray.get_actor(self.agent_id, namespace=self._namespace)
-            except ValueError:
-                return AgentNotFound(f"agent {self.agent_id!r} is dead and not restarting", agent_id=self.agent_id)
-            if "creation task" in str(exc):
-                return translate_actor_error(exc, self.agent_id)
+        self._down = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            handle = ray.get_actor(self.agent_id, namespace=self._namespace)
+        except ValueError:
+            return None  # not registered right now (being restarted): try again until the deadline
+        if handle._actor_id != self._handle._actor_id:
+            self._handle = handle
         return None
+
+    def _expired(self, env: Envelope) -> Exception:
+        if self._down is not None:
+            return AgentUnavailable(
+                f"agent {self.agent_id!r} went down ({self._down}) and did not come back before the "
+                f"deadline of {env.type} ({env.attempt} attempt(s))",
+                agent_id=self.agent_id,
+                attempts=env.attempt,
+            )
+        return self._timeout(env)
 
     # -- tell -------------------------------------------------------------------
 
@@ -141,10 +158,11 @@ class AgentRef:
     def ask_envelope(self, env: Envelope) -> Any:
         assert env.deadline is not None
         self._check_before_sending(env)
+        self._down = None
         for backoff in _retries():
             remaining = env.deadline - time.time()
             if remaining <= 0:
-                raise self._timeout(env)
+                raise self._expired(env)
             try:
                 raw = ray.get(self._handle.deliver.remote(encode_envelope(env)), timeout=remaining + DEADLINE_GRACE)
             except GetTimeoutError as exc:
@@ -165,10 +183,11 @@ class AgentRef:
         env.reply_to = env.sender or "caller"
         assert env.deadline is not None
         self._check_before_sending(env)
+        self._down = None
         for backoff in _retries():
             remaining = env.deadline - time.time()
             if remaining <= 0:
-                raise self._timeout(env)
+                raise self._expired(env)
             try:
                 raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining + DEADLINE_GRACE)
             except (asyncio.TimeoutError, GetTimeoutError) as exc:
@@ -222,6 +241,14 @@ class AgentRef:
     def metrics(self) -> str:
         """The agent's Prometheus metrics, in text exposition format."""
         return self._control("metrics")
+
+    def halt(self, who: str, why: str) -> dict[str, Any]:
+        """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts."""
+        return self._control("halt", who, why)
+
+    def unhalt(self, who: str) -> dict[str, Any]:
+        """Lift this agent's kill switch."""
+        return self._control("unhalt", who)
 
     def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters kept by the agent, oldest first (optionally of one reason)."""

@@ -11,6 +11,7 @@ One LMDB environment per agent, with named tables:
 ``outseq``       last sequence number used per recipient
 ``inseq``        last sequence number applied per sender (effectively-once), with its time
 ``deadletters``  messages that could not be delivered or handled, by time-ordered id
+``control``      the runtime's own durable flags (a pulled kill switch)
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
 ``meta``         identity, last sequence number, restore history (not journaled)
@@ -51,7 +52,7 @@ DELETE = 1
 #: Delete every key in [key, value) -- one journal record for a whole range.
 DELETE_RANGE = 2
 JOURNALED = frozenset(
-    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters"}
+    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters", "control"}
 )
 TABLES = (*sorted(JOURNALED), "journal", "transitions", "meta")
 _U64 = struct.Struct(">Q")

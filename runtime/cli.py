@@ -7,6 +7,9 @@
     garrison restores ID [--address A]               restore history of an agent
     garrison deadletters ID [--reason R]             list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
+
+``garrison kill`` (the kill switch) is added by ``supervisors.cli``, the
+console script's entry point.
 """
 
 from __future__ import annotations

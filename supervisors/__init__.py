@@ -1,9 +1,59 @@
 """Garrison's supervisors: watch agents, apply restart policies, quarantine and kill switches.
 
 Depends on :mod:`runtime` and :mod:`protocols`; nothing depends on it.
-Not built yet: see the supervisors issue.
+Policy is frozen data (:class:`ChildSpec`, :class:`SupervisorFlags`,
+:class:`SupervisorSpec`) plus small pure functions (``supervisors._intensity``,
+``_strategy``, ``_backoff``, ``_health``); the Ray actor applies them.
 """
 
-from .exceptions import SupervisorError
+from ._backoff import BackoffPolicy
+from ._health import HangAction, ProbePolicy
+from ._killswitch import halt
+from ._lifecycle import ChildState, SupervisorState
+from ._monitor import Down, Monitor, monitor, wait_down
+from ._notifier import Event, JsonlNotifier, LogNotifier, Notifier, WebhookNotifier
+from ._ref import SupervisorRef, start_supervisor
+from ._spec import ChildSpec, RestartType, Strategy, SupervisorFlags, SupervisorSpec
+from ._strategy import ExitReason
+from .exceptions import (
+    ChildNotFound,
+    ChildStartError,
+    DuplicateChildId,
+    SpecError,
+    SupervisorError,
+    SupervisorNotRunning,
+    SupervisorUnavailable,
+)
 
-__all__ = ["SupervisorError"]
+__all__ = [
+    "BackoffPolicy",
+    "ChildNotFound",
+    "ChildSpec",
+    "ChildStartError",
+    "ChildState",
+    "Down",
+    "DuplicateChildId",
+    "Event",
+    "ExitReason",
+    "HangAction",
+    "JsonlNotifier",
+    "LogNotifier",
+    "Monitor",
+    "Notifier",
+    "ProbePolicy",
+    "RestartType",
+    "SpecError",
+    "Strategy",
+    "SupervisorError",
+    "SupervisorFlags",
+    "SupervisorNotRunning",
+    "SupervisorRef",
+    "SupervisorSpec",
+    "SupervisorState",
+    "SupervisorUnavailable",
+    "WebhookNotifier",
+    "halt",
+    "monitor",
+    "start_supervisor",
+    "wait_down",
+]

@@ -43,3 +43,21 @@ def test_status_dead_letters_and_replay_from_the_cli(system, agent_id, ray_sessi
     assert ref.ask(GetCount()) == 7, "the replayed message took effect"
     out = garrison("status", "no-such-agent", address=address)
     assert out.returncode == 2 and "AgentNotFound" in out.stderr
+
+
+def test_kill_switch_from_the_cli(system, agent_id, ray_session):
+    address = ray_session.get_runtime_context().gcs_address
+    ref = system.spawn(Counter, agent_id)
+    ref.ask(Add(n=1))
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisors.cli", "kill", "--agent", agent_id, "--who", "alice@ops",
+         "--why", "runaway spend", "--address", address],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ},
+    )
+    assert out.returncode == 0, out.stderr[-1500:]
+    status = ref.status()
+    assert status["state"] == "halted" and "alice@ops" in status["failure"]
+    from runtime import AgentNotRunning
+
+    with pytest.raises(AgentNotRunning, match="halted by alice@ops"):
+        ref.ask(GetCount())

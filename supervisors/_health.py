@@ -1,0 +1,76 @@
+"""Hang detection: judging liveness probes, a pure function of the policy and the answers.
+
+A probe is a call to the agent host's ``probe`` method, which runs in its own
+concurrency group, off the handling thread: a busy agent still answers, and
+says how long its current handler has been running (``handler_running_for``).
+So two signals make a child *suspect*:
+
+* ``missed_limit`` probes in a row got no answer within ``timeout`` (the whole
+  process is stuck, e.g. a C extension holding the GIL);
+* the answer says a handler has been running longer than ``handler_limit``
+  (a handler loops forever, or waits on something that never comes).
+
+A busy child whose handler runs for less than ``handler_limit`` is healthy.
+The supervisor then applies ``action``: restart it, or quarantine it.
+Worst-case detection time: ``interval + handler_limit`` for a stuck handler,
+``missed_limit * (interval + timeout)`` for a stuck process.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import Field
+
+from ._frozen import Frozen
+
+__all__ = ["HangAction", "ProbePolicy", "Verdict", "judge_probe"]
+
+
+class HangAction(enum.Enum):
+    """What the supervisor does with a suspect child."""
+
+    #: Kill the process and start a new incarnation (counts toward intensity).
+    RESTART = "restart"
+    #: Stop routing to it and keep it, state and all, for investigation.
+    QUARANTINE = "quarantine"
+
+
+class Verdict(enum.Enum):
+    """One probe's outcome, as the policy sees it."""
+
+    #: Answered, and no handler past its limit.
+    HEALTHY = "healthy"
+    #: No answer in time, but fewer than ``missed_limit`` in a row.
+    LATE = "late"
+    #: Hung: act on it.
+    SUSPECT = "suspect"
+
+
+class ProbePolicy(Frozen):
+    """Liveness probing of one child (see module docstring)."""
+
+    #: Seconds between probes.
+    interval: float = Field(1.0, gt=0)
+    #: Deadline of one probe, in seconds.
+    timeout: float = Field(1.0, gt=0)
+    #: Probes in a row without an answer before the child is suspect (K).
+    missed_limit: int = Field(3, ge=1)
+    #: Seconds one handler may run before the child is suspect; None: no limit.
+    handler_limit: float | None = Field(None, gt=0)
+    action: HangAction = HangAction.RESTART
+
+
+def judge_probe(policy: ProbePolicy, missed: int, answer: dict[str, Any] | None) -> tuple[int, Verdict]:
+    """``(missed', verdict)`` after one probe; ``answer`` is None when it got no answer in time.
+
+    ``missed`` counts probes missed in a row; any answer resets it.
+    """
+    if answer is None:
+        missed += 1
+        return missed, Verdict.SUSPECT if missed >= policy.missed_limit else Verdict.LATE
+    running = answer.get("handler_running_for")
+    if policy.handler_limit is not None and running is not None and running > policy.handler_limit:
+        return 0, Verdict.SUSPECT
+    return 0, Verdict.HEALTHY

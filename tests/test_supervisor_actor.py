@@ -1,0 +1,225 @@
+"""The supervisor actor on a real local Ray: start order, crash detection, restarts, stop order.
+
+Children are real agent hosts with real LMDB state; crashes are real SIGKILLs
+of the child's process (pid from its status).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import ray
+
+from runtime import System
+from supervisors import (
+    BackoffPolicy,
+    ChildNotFound,
+    ChildSpec,
+    ChildStartError,
+    JsonlNotifier,
+    RestartType,
+    SpecError,
+    Strategy,
+    SupervisorFlags,
+    SupervisorSpec,
+    start_supervisor,
+)
+from tests.sup_agents import BrokenAtStart, Bump, Read, SlowStop, Worker
+
+pytestmark = pytest.mark.ray
+
+FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
+
+
+def _uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def data_dir(ray_session, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def supervisors_started():
+    refs = []
+    yield refs
+    for ref in refs:
+        try:
+            ref.stop(timeout=60)
+        except Exception:
+            pass
+
+
+def _start(spec, data_dir, refs, **kw):
+    ref = start_supervisor(spec, data_dir=data_dir, seed=1, **kw)
+    refs.append(ref)
+    return ref
+
+
+def _sigkill(ref, child_id):
+    pid = ref.child(child_id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _ask(child_id, msg, data_dir):
+    return System(data_dir).lookup(child_id).ask(msg, timeout=20)
+
+
+def _kinds(events, kind):
+    return [e["child"] for e in events if e["kind"] == kind]
+
+
+def test_one_for_one_restarts_only_the_crashed_child_with_its_state(data_dir, supervisors_started):
+    ids = [_uid(n) for n in "abc"]
+    spec = SupervisorSpec(
+        id=_uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
+        children=[ChildSpec(id=i, agent=Worker) for i in ids],
+    )
+    sup = _start(spec, data_dir, supervisors_started)
+    children = sup.which_children()
+    assert [c["id"] for c in children] == ids
+    assert [c["state"] for c in children] == ["running"] * 3
+    assert _kinds(sup.events(), "started") == ids  # in start order
+    assert _ask(ids[1], Bump(n=5), data_dir) == 5
+    before = {c["id"]: c for c in children}
+
+    old_pid = _sigkill(sup, ids[1])
+    sup.wait_until(lambda s: s.child(ids[1])["restarts"] == 1 and s.child(ids[1])["state"] == "running")
+    after = {c["id"]: c for c in sup.which_children()}
+    b = after[ids[1]]
+    assert b["pid"] != old_pid and b["incarnation"] == before[ids[1]]["incarnation"] + 1
+    assert b["last_exit"] == "crash" and "died" in b["last_failure"]
+    for other in (ids[0], ids[2]):  # untouched: same process, no restart
+        assert after[other]["pid"] == before[other]["pid"] and after[other]["restarts"] == 0
+    assert _ask(ids[1], Read(), data_dir) == 5  # state restored from its LMDB
+    assert ray.get_actor(ids[1], namespace="garrison") is not None
+
+
+def test_rest_for_one_restarts_the_crashed_child_and_those_after_it_in_order(data_dir, supervisors_started):
+    ids = [_uid(n) for n in "abc"]
+    spec = SupervisorSpec(
+        id=_uid("sup"), flags=SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=3, period=10, backoff=FAST),
+        children=[ChildSpec(id=i, agent=Worker) for i in ids],
+    )
+    sup = _start(spec, data_dir, supervisors_started)
+    mark = len(sup.events())
+    pids = {c["id"]: c["pid"] for c in sup.which_children()}
+    _sigkill(sup, ids[1])
+    sup.wait_until(lambda s: all(c["state"] == "running" for c in s.which_children())
+                   and s.child(ids[2])["restarts"] == 1)
+    events = sup.events(mark)
+    assert _kinds(events, "stopped") == [ids[2]]          # running siblings after b, reverse order
+    assert _kinds(events, "restarted") == [ids[1], ids[2]]  # then b and c, in start order
+    now = {c["id"]: c["pid"] for c in sup.which_children()}
+    assert now[ids[0]] == pids[ids[0]]
+    assert now[ids[1]] != pids[ids[1]] and now[ids[2]] != pids[ids[2]]
+
+
+def test_a_child_that_cannot_start_fails_the_start_and_stops_the_others_in_reverse(data_dir, supervisors_started):
+    ok1, ok2, bad = _uid("ok1"), _uid("ok2"), _uid("bad")
+    spec = SupervisorSpec(id=_uid("sup"), children=[
+        ChildSpec(id=ok1, agent=Worker), ChildSpec(id=ok2, agent=Worker), ChildSpec(id=bad, agent=BrokenAtStart),
+    ])
+    log = data_dir / "events.jsonl"
+    with pytest.raises(ChildStartError) as info:
+        start_supervisor(spec, data_dir=data_dir, notifiers=[JsonlNotifier(log)])
+    assert info.value.details["child"] == bad
+    assert "misconfigured on purpose" in str(info.value)
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    assert not {ok1, ok2, bad, spec.id} & names  # nothing left running
+    events = JsonlNotifier(log).read()
+    assert [e["child"] for e in events if e["kind"] == "stopped"] == [ok2, ok1]
+    assert any(e["kind"] == "start_failed" and e["alert"] for e in events)
+
+
+def test_stop_is_in_reverse_order_and_a_slow_child_is_killed_after_its_shutdown_timeout(data_dir, supervisors_started):
+    a, slow, c = _uid("a"), _uid("slow"), _uid("c")
+    spec = SupervisorSpec(id=_uid("sup"), children=[
+        ChildSpec(id=a, agent=Worker),
+        ChildSpec(id=slow, agent=SlowStop, init={"delay": 30.0}, shutdown=0.5),
+        ChildSpec(id=c, agent=Worker),
+    ])
+    sup = _start(spec, data_dir, supervisors_started)
+    _ask(a, Bump(n=3), data_dir)
+    mark = len(sup.events())
+    status = sup.stop(timeout=60, kill=False)
+    assert status["state"] == "stopped"
+    events = [e for e in sup.events(mark) if e["kind"] in ("stopped", "killed") and e["child"]]
+    assert [(e["kind"], e["child"]) for e in events] == [("stopped", c), ("killed", slow), ("stopped", a)]
+    names = {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
+    assert not {a, slow, c} & names
+    # The graceful stop took a final checkpoint: a fresh agent with that id resumes the count.
+    sys_ = System(data_dir)
+    try:
+        assert sys_.spawn(Worker, a, detached=False).ask(Read(), timeout=20) == 3
+    finally:
+        sys_.stop(a)
+
+
+
+def test_one_for_all_restarts_everyone_in_order_and_drops_a_temporary_sibling(data_dir, supervisors_started):
+    a, t, c = _uid("a"), _uid("tmp"), _uid("c")
+    spec = SupervisorSpec(
+        id=_uid("sup"), flags=SupervisorFlags(strategy=Strategy.ONE_FOR_ALL, intensity=3, period=10, backoff=FAST),
+        children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=t, agent=Worker, restart=RestartType.TEMPORARY),
+                  ChildSpec(id=c, agent=Worker)],
+    )
+    sup = _start(spec, data_dir, supervisors_started)
+    mark = len(sup.events())
+    _sigkill(sup, c)
+    sup.wait_until(lambda s: [x["id"] for x in s.which_children()] == [a, c]
+                   and all(x["state"] == "running" for x in s.which_children()))
+    events = sup.events(mark)
+    assert _kinds(events, "stopped") == [t, a]       # reverse start order
+    assert _kinds(events, "restarted") == [a, c]     # start order; the temporary one is gone
+    assert t not in {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
+
+
+def test_a_simple_one_for_one_pool_grows_restarts_one_child_and_shrinks(data_dir, supervisors_started):
+    spec = SupervisorSpec(
+        id=_uid("pool"), flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE, intensity=3, period=10,
+                                                backoff=FAST),
+        children=[ChildSpec(id="template", agent=Worker)],
+    )
+    sup = _start(spec, data_dir, supervisors_started)
+    assert sup.which_children() == []
+    w1, w2 = _uid("w1"), _uid("w2")
+    sup.start_child(w1)
+    sup.start_child(w2)
+    with pytest.raises(SpecError):
+        sup.start_child(w1)
+    pid2 = sup.child(w2)["pid"]
+    _sigkill(sup, w1)
+    sup.wait_until(lambda s: s.child(w1)["restarts"] == 1 and s.child(w1)["state"] == "running")
+    assert sup.child(w2)["pid"] == pid2
+    sup.terminate_child(w2)
+    assert [x["id"] for x in sup.which_children()] == [w1]
+    assert w2 not in {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
+    with pytest.raises(ChildNotFound):
+        sup.terminate_child(w2)
+
+
+def test_a_normal_exit_restarts_a_permanent_child_but_not_a_transient_one(data_dir, supervisors_started):
+    p, t = _uid("perm"), _uid("trans")
+    spec = SupervisorSpec(
+        id=_uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
+        children=[ChildSpec(id=p, agent=Worker), ChildSpec(id=t, agent=Worker, restart=RestartType.TRANSIENT)],
+    )
+    sup = _start(spec, data_dir, supervisors_started)
+    for child_id in (t, p):  # each stops gracefully of its own accord (not through the supervisor)
+        ray.get(ray.get_actor(child_id, namespace="garrison").stop.remote(), timeout=30)
+    sup.wait_until(lambda s: s.child(p)["restarts"] == 1 and s.child(p)["state"] == "running"
+                   and s.child(t)["last_exit"] == "normal")
+    time.sleep(0.3)
+    c = sup.child(t)
+    assert (c["state"], c["restarts"], c["pid"], c["last_failure"]) == ("stopped", 0, None, None)
+    assert sup.child(p)["last_exit"] == "normal"
+    assert t not in {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}  # name freed
