@@ -26,7 +26,7 @@ from protocols import Delivery, Envelope, Message, encode_envelope, error_from_w
 
 from ._agent import current_deadline, current_stage
 from ._reply import decode_reply
-from .exceptions import AgentStartError, AgentUnavailable, AskTimeout
+from .exceptions import AgentStartError, AgentUnavailable, AskTimeout, MailboxFull
 
 __all__ = ["AgentRef"]
 
@@ -53,12 +53,18 @@ def translate_actor_error(exc: RayActorError, agent_id: str) -> Exception:
 class AgentRef:
     """A handle on one agent by id; cheap to copy, safe to pass to other agents."""
 
+    #: Tells from one ref that may wait in the agent's queue at once; past
+    #: it, ``tell`` raises MailboxFull instead of growing the queue.  (An
+    #: agent's own sends are bounded by its outbox ``window`` instead.)
+    max_unanswered: int = 10_000
+
     def __init__(self, agent_id: str, handle: Any, *, namespace: str, sender: str | None = None) -> None:
         self.agent_id = agent_id
         self._handle = handle
         self._namespace = namespace
         self._sender = sender
         self._down: str | None = None  # why the last attempt failed, while retrying
+        self._unanswered: list[Any] = []  # tells from this ref not yet taken by the agent
 
     def __repr__(self) -> str:
         return f"AgentRef({self.agent_id!r})"
@@ -135,7 +141,21 @@ class AgentRef:
             stage(self.agent_id, env)
             return
         env = self._envelope(msg, timeout, delivery)
-        self._handle.deliver.remote(encode_envelope(env))
+        self._bound_unanswered()
+        self._unanswered.append(self._handle.deliver.remote(encode_envelope(env)))
+
+    def _bound_unanswered(self) -> None:
+        """Fail fast rather than queue without bound: at most ``max_unanswered`` tells in flight."""
+        if len(self._unanswered) < self.max_unanswered:
+            return
+        _, pending = ray.wait(self._unanswered, num_returns=len(self._unanswered), timeout=0)
+        self._unanswered = pending
+        if len(pending) >= self.max_unanswered:
+            raise MailboxFull(
+                f"{len(pending)} tells to {self.agent_id!r} are still queued (max_unanswered="
+                f"{self.max_unanswered}): the agent is not keeping up; retry later or ask instead",
+                agent_id=self.agent_id,
+            )
 
     async def tell_async(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
         self.tell(msg, delivery=delivery, timeout=timeout)
