@@ -8,8 +8,8 @@ from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
 from ._lifecycle import AgentState
 from ._ref import AgentRef
-from ._spec import check_agent_id
 from ._restore import RestoreReport
+from ._spec import check_agent_id
 from ._state import ReadOnlyState, State
 from ._system import NAMESPACE, System
 from .exceptions import (

@@ -53,17 +53,17 @@ from protocols import (
 
 from ._agent import Agent, Context, current_deadline, current_stage
 from ._checkpoint import Checkpointer
-from ._config import Durability
 from ._ckstore import CheckpointStore, DirectoryStore
 from ._codec import pack, unpack
+from ._config import Durability
 from ._deadletters import dead_letter_op, list_dead_letters, reason_for
+from ._hostlock import HostLock
 from ._journal import Shipper
 from ._lifecycle import AgentState
 from ._loop import LoopThread
 from ._metrics import AgentMetrics
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
-from ._hostlock import HostLock
 from ._restore import restore
 from ._spec import HostSpec, check_agent_id, check_writable_dir
 from ._state import State

@@ -27,9 +27,9 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from ._agent import Agent
 from ._config import AgentConfig, validated
-from ._spec import HostSpec, check_agent_id, check_writable_dir
 from ._host import RemoteAgentHost, lookup_agent
 from ._ref import AgentRef, translate_actor_error
+from ._spec import HostSpec, check_agent_id, check_writable_dir
 from .exceptions import AgentAlreadyRunning, AgentNotFound, AgentStartError, ConfigError, DataDirectoryError
 
 __all__ = ["NAMESPACE", "System"]

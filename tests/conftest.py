@@ -37,3 +37,23 @@ def system(ray_session, tmp_path):
 @pytest.fixture
 def agent_id() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def data_dir(ray_session, tmp_path):
+    """An empty data directory, with the shared Ray up."""
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def refs():
+    """Supervisors a test started; stopped after it, whatever happened."""
+    started = []
+    yield started
+    for ref in started:
+        try:
+            ref.stop(timeout=60)
+        except Exception:
+            pass

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from protocols import Delivery, Message
 from runtime import Agent, handler
+from supervisors import BackoffPolicy
 
 
 class Spin(Message, name="suptest.spin", delivery=Delivery.AT_MOST_ONCE):
@@ -89,3 +91,13 @@ class FlakyStart(Agent):
     @handler
     def read(self, msg: Read) -> int:
         return self.state.get("count", 0)
+
+
+# -- helpers shared by the supervisor tests ---------------------------------------
+
+#: No waiting between restarts: the tests are about which restarts, not when.
+FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -14,20 +14,12 @@ import pytest
 from runtime import AgentConfig, Durability
 
 from .agents import Append, Counter, GetCount, GetItems
+from .waiting import wait_for
 
 pytestmark = pytest.mark.ray
 
 FAST = {"checkpoint_interval": 0.5, "ship_interval": 0.1, "journal_retention": 0.5}
 
-
-def wait_for(pred, timeout=20.0, every=0.05):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_sigkilled_agent_comes_back_with_every_acknowledged_message(system, agent_id):

@@ -8,10 +8,10 @@ from protocols import encode_envelope, make_envelope
 from runtime import CheckpointCorrupt, DirectoryStore
 from runtime._checkpoint import Checkpointer
 from runtime._core import AgentCore
-from runtime._reply import decode_reply
-from runtime._spec import HostSpec
 from runtime._journal import Shipper
+from runtime._reply import decode_reply
 from runtime._restore import restore
+from runtime._spec import HostSpec
 from runtime._state import State
 from runtime._store import LmdbStore
 

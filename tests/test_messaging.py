@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from protocols import Delivery
 
 from .agents import Emit, GetItems, Producer, Report, Sink
+from .waiting import wait_for
 
 pytestmark = pytest.mark.ray
 
-
-def wait_for(pred, timeout=60.0, every=0.05):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_effectively_once_stream_survives_a_receiver_sigkill(system, agent_id):

@@ -7,8 +7,8 @@ import pytest
 from protocols import (
     Message,
     MessageValidationError,
-    Registry,
     RegistrationError,
+    Registry,
     UnknownMessageType,
     WireError,
     error_from_wire,

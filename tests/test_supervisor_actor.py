@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import ray
 
 from runtime import System
 from supervisors import (
-    BackoffPolicy,
     ChildNotFound,
     ChildSpec,
     ChildStartError,
@@ -28,33 +26,9 @@ from supervisors import (
     SupervisorSpec,
     start_supervisor,
 )
-from tests.sup_agents import BrokenAtStart, Bump, Read, SlowStop, Worker
+from tests.sup_agents import FAST, BrokenAtStart, Bump, Read, SlowStop, Worker, uid
 
 pytestmark = pytest.mark.ray
-
-FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def data_dir(ray_session, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def supervisors_started():
-    refs = []
-    yield refs
-    for ref in refs:
-        try:
-            ref.stop(timeout=60)
-        except Exception:
-            pass
 
 
 def _start(spec, data_dir, refs, **kw):
@@ -77,13 +51,13 @@ def _kinds(events, kind):
     return [e["child"] for e in events if e["kind"] == kind]
 
 
-def test_one_for_one_restarts_only_the_crashed_child_with_its_state(data_dir, supervisors_started):
-    ids = [_uid(n) for n in "abc"]
+def test_one_for_one_restarts_only_the_crashed_child_with_its_state(data_dir, refs):
+    ids = [uid(n) for n in "abc"]
     spec = SupervisorSpec(
-        id=_uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
+        id=uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
         children=[ChildSpec(id=i, agent=Worker) for i in ids],
     )
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     children = sup.which_children()
     assert [c["id"] for c in children] == ids
     assert [c["state"] for c in children] == ["running"] * 3
@@ -103,13 +77,13 @@ def test_one_for_one_restarts_only_the_crashed_child_with_its_state(data_dir, su
     assert ray.get_actor(ids[1], namespace="garrison") is not None
 
 
-def test_rest_for_one_restarts_the_crashed_child_and_those_after_it_in_order(data_dir, supervisors_started):
-    ids = [_uid(n) for n in "abc"]
+def test_rest_for_one_restarts_the_crashed_child_and_those_after_it_in_order(data_dir, refs):
+    ids = [uid(n) for n in "abc"]
     spec = SupervisorSpec(
-        id=_uid("sup"), flags=SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=3, period=10, backoff=FAST),
+        id=uid("sup"), flags=SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=3, period=10, backoff=FAST),
         children=[ChildSpec(id=i, agent=Worker) for i in ids],
     )
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     mark = len(sup.events())
     pids = {c["id"]: c["pid"] for c in sup.which_children()}
     _sigkill(sup, ids[1])
@@ -123,9 +97,9 @@ def test_rest_for_one_restarts_the_crashed_child_and_those_after_it_in_order(dat
     assert now[ids[1]] != pids[ids[1]] and now[ids[2]] != pids[ids[2]]
 
 
-def test_a_child_that_cannot_start_fails_the_start_and_stops_the_others_in_reverse(data_dir, supervisors_started):
-    ok1, ok2, bad = _uid("ok1"), _uid("ok2"), _uid("bad")
-    spec = SupervisorSpec(id=_uid("sup"), children=[
+def test_a_child_that_cannot_start_fails_the_start_and_stops_the_others_in_reverse(data_dir, refs):
+    ok1, ok2, bad = uid("ok1"), uid("ok2"), uid("bad")
+    spec = SupervisorSpec(id=uid("sup"), children=[
         ChildSpec(id=ok1, agent=Worker), ChildSpec(id=ok2, agent=Worker), ChildSpec(id=bad, agent=BrokenAtStart),
     ])
     log = data_dir / "events.jsonl"
@@ -140,14 +114,14 @@ def test_a_child_that_cannot_start_fails_the_start_and_stops_the_others_in_rever
     assert any(e["kind"] == "start_failed" and e["alert"] for e in events)
 
 
-def test_stop_is_in_reverse_order_and_a_slow_child_is_killed_after_its_shutdown_timeout(data_dir, supervisors_started):
-    a, slow, c = _uid("a"), _uid("slow"), _uid("c")
-    spec = SupervisorSpec(id=_uid("sup"), children=[
+def test_stop_is_in_reverse_order_and_a_slow_child_is_killed_after_its_shutdown_timeout(data_dir, refs):
+    a, slow, c = uid("a"), uid("slow"), uid("c")
+    spec = SupervisorSpec(id=uid("sup"), children=[
         ChildSpec(id=a, agent=Worker),
         ChildSpec(id=slow, agent=SlowStop, init={"delay": 30.0}, shutdown=0.5),
         ChildSpec(id=c, agent=Worker),
     ])
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     _ask(a, Bump(n=3), data_dir)
     mark = len(sup.events())
     status = sup.stop(timeout=60, kill=False)
@@ -164,15 +138,14 @@ def test_stop_is_in_reverse_order_and_a_slow_child_is_killed_after_its_shutdown_
         sys_.stop(a)
 
 
-
-def test_one_for_all_restarts_everyone_in_order_and_drops_a_temporary_sibling(data_dir, supervisors_started):
-    a, t, c = _uid("a"), _uid("tmp"), _uid("c")
+def test_one_for_all_restarts_everyone_in_order_and_drops_a_temporary_sibling(data_dir, refs):
+    a, t, c = uid("a"), uid("tmp"), uid("c")
     spec = SupervisorSpec(
-        id=_uid("sup"), flags=SupervisorFlags(strategy=Strategy.ONE_FOR_ALL, intensity=3, period=10, backoff=FAST),
+        id=uid("sup"), flags=SupervisorFlags(strategy=Strategy.ONE_FOR_ALL, intensity=3, period=10, backoff=FAST),
         children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=t, agent=Worker, restart=RestartType.TEMPORARY),
                   ChildSpec(id=c, agent=Worker)],
     )
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     mark = len(sup.events())
     _sigkill(sup, c)
     sup.wait_until(lambda s: [x["id"] for x in s.which_children()] == [a, c]
@@ -183,15 +156,15 @@ def test_one_for_all_restarts_everyone_in_order_and_drops_a_temporary_sibling(da
     assert t not in {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
 
 
-def test_a_simple_one_for_one_pool_grows_restarts_one_child_and_shrinks(data_dir, supervisors_started):
+def test_a_simple_one_for_one_pool_grows_restarts_one_child_and_shrinks(data_dir, refs):
     spec = SupervisorSpec(
-        id=_uid("pool"), flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE, intensity=3, period=10,
+        id=uid("pool"), flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE, intensity=3, period=10,
                                                 backoff=FAST),
         children=[ChildSpec(id="template", agent=Worker)],
     )
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     assert sup.which_children() == []
-    w1, w2 = _uid("w1"), _uid("w2")
+    w1, w2 = uid("w1"), uid("w2")
     sup.start_child(w1)
     sup.start_child(w2)
     with pytest.raises(SpecError):
@@ -207,13 +180,13 @@ def test_a_simple_one_for_one_pool_grows_restarts_one_child_and_shrinks(data_dir
         sup.terminate_child(w2)
 
 
-def test_a_normal_exit_restarts_a_permanent_child_but_not_a_transient_one(data_dir, supervisors_started):
-    p, t = _uid("perm"), _uid("trans")
+def test_a_normal_exit_restarts_a_permanent_child_but_not_a_transient_one(data_dir, refs):
+    p, t = uid("perm"), uid("trans")
     spec = SupervisorSpec(
-        id=_uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
+        id=uid("sup"), flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
         children=[ChildSpec(id=p, agent=Worker), ChildSpec(id=t, agent=Worker, restart=RestartType.TRANSIENT)],
     )
-    sup = _start(spec, data_dir, supervisors_started)
+    sup = _start(spec, data_dir, refs)
     for child_id in (t, p):  # each stops gracefully of its own accord (not through the supervisor)
         ray.get(ray.get_actor(child_id, namespace="garrison").stop.remote(), timeout=30)
     sup.wait_until(lambda s: s.child(p)["restarts"] == 1 and s.child(p)["state"] == "running"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import ray
 
 from runtime import AgentNotRunning, System
 from supervisors import (
-    BackoffPolicy,
     ChildSpec,
     HangAction,
     JsonlNotifier,
@@ -21,38 +19,14 @@ from supervisors import (
     SupervisorSpec,
     start_supervisor,
 )
-from tests.sup_agents import Bump, Read, Spin, Work, Worker
+from tests.sup_agents import FAST, Bump, Read, Spin, Work, Worker, uid
 
 pytestmark = pytest.mark.ray
 
-FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def data_dir(ray_session, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def refs():
-    started = []
-    yield started
-    for ref in started:
-        try:
-            ref.stop(timeout=60)
-        except Exception:
-            pass
-
 
 def _one_child(data_dir, refs, probe, **kw):
-    wid = _uid("w")
-    spec = SupervisorSpec(id=_uid("sup"), flags=SupervisorFlags(intensity=5, period=60, backoff=FAST),
+    wid = uid("w")
+    spec = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(intensity=5, period=60, backoff=FAST),
                           children=[ChildSpec(id=wid, agent=Worker, probe=probe)])
     sup = start_supervisor(spec, data_dir=data_dir, **kw)
     refs.append(sup)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import ray
@@ -19,33 +18,9 @@ from supervisors import (
     SupervisorSpec,
     start_supervisor,
 )
-from tests.sup_agents import Bump, FlakyStart, Read, Worker
+from tests.sup_agents import FAST, Bump, FlakyStart, Read, Worker, uid
 
 pytestmark = pytest.mark.ray
-
-FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def data_dir(ray_session, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def refs():
-    started = []
-    yield started
-    for ref in started:
-        try:
-            ref.stop(timeout=60)
-        except Exception:
-            pass
 
 
 def _pid_of(ref, child_id):
@@ -58,8 +33,8 @@ def _running(ref, child_id, restarts):
 
 
 def test_intensity_exceeded_at_the_root_stops_children_quarantines_and_alerts(data_dir, refs):
-    a, b = _uid("a"), _uid("b")
-    spec = SupervisorSpec(id=_uid("root"), flags=SupervisorFlags(intensity=1, period=60, backoff=FAST),
+    a, b = uid("a"), uid("b")
+    spec = SupervisorSpec(id=uid("root"), flags=SupervisorFlags(intensity=1, period=60, backoff=FAST),
                           children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=b, agent=Worker)])
     log = JsonlNotifier(data_dir / "alerts.jsonl", alerts_only=True)
     sup = start_supervisor(spec, data_dir=data_dir, notifiers=[log])
@@ -90,10 +65,10 @@ def test_intensity_exceeded_at_the_root_stops_children_quarantines_and_alerts(da
 
 
 def test_a_sub_supervisor_that_gives_up_escalates_and_its_parent_restarts_it(data_dir, refs):
-    leaf, sub_id = _uid("leaf"), _uid("sub")
+    leaf, sub_id = uid("leaf"), uid("sub")
     sub = SupervisorSpec(id=sub_id, flags=SupervisorFlags(intensity=0, period=60, backoff=FAST),
                          children=[ChildSpec(id=leaf, agent=Worker)])
-    root = SupervisorSpec(id=_uid("root"), flags=SupervisorFlags(intensity=3, period=60, backoff=FAST),
+    root = SupervisorSpec(id=uid("root"), flags=SupervisorFlags(intensity=3, period=60, backoff=FAST),
                           children=[ChildSpec(id=sub_id, supervisor=sub)])
     sup = start_supervisor(root, data_dir=data_dir)
     refs.append(sup)
@@ -113,9 +88,9 @@ def test_a_sub_supervisor_that_gives_up_escalates_and_its_parent_restarts_it(dat
 
 def test_a_failing_restart_counts_is_retried_and_does_not_block_the_supervisor(data_dir, refs):
     marker = data_dir / "broken"
-    flaky = _uid("flaky")
+    flaky = uid("flaky")
     spec = SupervisorSpec(
-        id=_uid("root"),
+        id=uid("root"),
         flags=SupervisorFlags(intensity=20, period=60,
                               backoff=BackoffPolicy(initial=0.3, factor=1.5, max_delay=1.0, jitter=0.0)),
         children=[ChildSpec(id=flaky, agent=FlakyStart, init={"marker": str(marker)})],

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import ray
 
 from runtime import AgentNotRunning, System
 from supervisors import (
-    BackoffPolicy,
     ChildSpec,
     JsonlNotifier,
     SpecError,
@@ -22,33 +20,9 @@ from supervisors import (
     start_supervisor,
 )
 from tests.agents import Emit, Producer, Report, Sink
-from tests.sup_agents import Bump, Read, Worker
+from tests.sup_agents import FAST, Bump, Read, Worker, uid
 
 pytestmark = pytest.mark.ray
-
-FAST = BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0.0)
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def data_dir(ray_session, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def refs():
-    started = []
-    yield started
-    for ref in started:
-        try:
-            ref.stop(timeout=60)
-        except Exception:
-            pass
 
 
 def _wait_for(fn, timeout=10.0):
@@ -61,10 +35,10 @@ def _wait_for(fn, timeout=10.0):
 
 
 def test_halting_an_agent_stops_handlers_and_outgoing_messages_checkpoints_and_notifies(data_dir, refs):
-    prod, sink = _uid("prod"), _uid("sink")
+    prod, sink = uid("prod"), uid("sink")
     small = {"max_batch": 5, "window": 5}
     log = JsonlNotifier(data_dir / "events.jsonl")
-    spec = SupervisorSpec(id=_uid("sup"), flags=SupervisorFlags(intensity=5, period=60, backoff=FAST), children=[
+    spec = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(intensity=5, period=60, backoff=FAST), children=[
         ChildSpec(id=sink, agent=Sink, init={"delay": 0.02}),
         ChildSpec(id=prod, agent=Producer, config=small),
     ])
@@ -103,9 +77,9 @@ def test_halting_an_agent_stops_handlers_and_outgoing_messages_checkpoints_and_n
 
 
 def test_halting_a_subtree_halts_nested_supervisors_and_their_agents(data_dir, refs):
-    leaf, other, sub_id = _uid("leaf"), _uid("other"), _uid("sub")
+    leaf, other, sub_id = uid("leaf"), uid("other"), uid("sub")
     sub = SupervisorSpec(id=sub_id, children=[ChildSpec(id=leaf, agent=Worker)])
-    root = SupervisorSpec(id=_uid("root"), children=[ChildSpec(id=other, agent=Worker),
+    root = SupervisorSpec(id=uid("root"), children=[ChildSpec(id=other, agent=Worker),
                                                       ChildSpec(id=sub_id, supervisor=sub)])
     sup = start_supervisor(root, data_dir=data_dir)
     refs.append(sup)
@@ -133,12 +107,12 @@ def test_halting_a_subtree_halts_nested_supervisors_and_their_agents(data_dir, r
 
 
 def test_the_global_switch_halts_everything_in_its_namespace_only(data_dir, refs):
-    ns = _uid("ks")
-    a, b = _uid("a"), _uid("b")
-    spec = SupervisorSpec(id=_uid("sup"), children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=b, agent=Worker)])
+    ns = uid("ks")
+    a, b = uid("a"), uid("b")
+    spec = SupervisorSpec(id=uid("sup"), children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=b, agent=Worker)])
     sup = start_supervisor(spec, data_dir=data_dir, namespace=ns)
     refs.append(sup)
-    bystander = _uid("bystander")
+    bystander = uid("bystander")
     system = System(data_dir)
     system.spawn(Worker, bystander, detached=False)  # in the default namespace: must not be touched
     try:

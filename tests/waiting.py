@@ -1,0 +1,18 @@
+"""Polling helper for integration tests: wait for a condition with a deadline, never forever."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
+    """The first truthy value ``pred()`` returns; AssertionError after ``timeout`` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
