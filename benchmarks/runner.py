@@ -49,14 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", choices=known + [[]], metavar="scenario", help=f"one of {known}")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args(argv)
+    # Ray prints worker deaths and the like to stdout: point file descriptor 1
+    # at stderr while scenarios run, and write the JSON to the real stdout.
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     results: dict[str, Any] = {}
     for name in args.names or known:
         print(f"benchmark {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         results[name] = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
         print(f"benchmark {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
-    json.dump({"machine": machine(), "quick": args.quick, "scenarios": results}, sys.stdout, indent=2)
-    print()
+    json.dump({"machine": machine(), "quick": args.quick, "scenarios": results}, json_out, indent=2)
+    json_out.write("\n")
+    json_out.flush()
     return 0
 
 
