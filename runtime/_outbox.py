@@ -156,15 +156,18 @@ class Dispatcher:
         self.start()
 
     def pending(self) -> dict[str, int]:
-        """Unacknowledged messages per recipient."""
-        return {
-            r: seq - (self._peers[r].acked if r in self._peers else 0)
-            for r, seq in self.last_seq.items()
-            if seq > (self._peers[r].acked if r in self._peers else 0)
-        }
+        """Unacknowledged messages per recipient (any thread: works on snapshots)."""
+        peers = dict(self._peers)
+        out = {}
+        for recipient, seq in list(self.last_seq.items()):
+            peer = peers.get(recipient)
+            acked = peer.acked if peer is not None else 0
+            if seq > acked:
+                out[recipient] = seq - acked
+        return out
 
     def in_memory(self) -> int:
-        """Messages currently held in memory by the dispatcher (in flight)."""
+        """Messages currently held in memory by the dispatcher, in flight (any thread)."""
         return sum(last - first + 1 for p in list(self._peers.values()) for first, last in list(p.inflight.values()))
 
     def _run(self) -> None:
