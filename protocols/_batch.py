@@ -1,12 +1,15 @@
 """Batches: many envelopes to one receiver in one call, and the receiver's acknowledgement.
 
-A batch is ``[base, [envelope, ...]]``: encoded envelopes (each still a
+A batch is ``[base, [envelope, ...], epoch]``: encoded envelopes (each still a
 complete, self-describing envelope, so a receiver can refuse one bad envelope
 and handle the rest) that share sender and recipient and carry consecutive
 ``seq`` numbers, and ``base``, the highest seq the sender knows to be
-acknowledged.  A receiver with no record of the sender (new, or trimmed past
-the dedup horizon) starts from ``base``, so it still sees a gap when a later
-batch overtakes an earlier one.
+acknowledged, and ``epoch``, the fencing epoch of the sender's incarnation
+that sends the batch (nil outside a fenced runtime).  The epoch rides on the
+batch, not on its envelopes, because an outbox written by one incarnation is
+sent by the next: what is fenced is the process that sends.  A receiver with
+no record of the sender (new, or trimmed past the dedup horizon) starts from
+``base``, so it still sees a gap when a later batch overtakes an earlier one.
 
 The receiver acknowledges with ``[hwm, errors]``: ``hwm`` is the highest
 ``seq`` from this sender it has durably dealt with (handled, or
@@ -25,11 +28,11 @@ from .exceptions import EncodingError
 __all__ = ["decode_batch", "encode_batch"]
 
 
-def encode_batch(base: int, envelopes: list[bytes]) -> bytes:
-    return msgpack.packb([base, envelopes], use_bin_type=True)
+def encode_batch(base: int, envelopes: list[bytes], epoch: int | None = None) -> bytes:
+    return msgpack.packb([base, envelopes, epoch], use_bin_type=True)
 
 
-def decode_batch(raw: Any) -> tuple[int, list[bytes]]:
+def decode_batch(raw: Any) -> tuple[int, list[bytes], int | None]:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise EncodingError(f"batch must be bytes, got {type(raw).__name__}")
     try:
@@ -38,12 +41,13 @@ def decode_batch(raw: Any) -> tuple[int, list[bytes]]:
         raise EncodingError(f"batch is not msgpack: {type(exc).__name__}: {exc}") from exc
     if (
         not isinstance(frame, list)
-        or len(frame) != 2
+        or len(frame) != 3
         or not isinstance(frame[0], int)
         or isinstance(frame[0], bool)
         or frame[0] < 0
         or not isinstance(frame[1], list)
         or not all(isinstance(i, bytes) for i in frame[1])
+        or not (frame[2] is None or type(frame[2]) is int and frame[2] >= 1)
     ):
-        raise EncodingError("batch must be [base, [encoded envelope, ...]]")
-    return frame[0], frame[1]
+        raise EncodingError("batch must be [base, [encoded envelope, ...], epoch or nil]")
+    return frame[0], frame[1], frame[2]

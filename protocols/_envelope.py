@@ -3,11 +3,11 @@
 On the wire an envelope is one msgpack array, positional for speed::
 
     [format, id, type, sender, recipient, correlation_id, reply_to,
-     deadline, attempt, idempotency_key, traceparent, seq, delivery, body]
+     deadline, attempt, idempotency_key, traceparent, seq, delivery, body, epoch]
 
 Field by field:
 
-``format``           int, always 1 for this layout; anything else is refused.
+``format``           int, always 2 for this layout; anything else is refused.
 ``id``               16 bytes, time-ordered and unique (see ``_ids``).
 ``type``             str ``"name@version"``: which registered class the body is.
 ``sender``           str or nil: the sending agent's id, or ``driver:<hex>`` for
@@ -26,6 +26,10 @@ Field by field:
                      recipient, for per-pair FIFO order.
 ``delivery``         str: a :class:`Delivery` value.
 ``body``             the message fields as a msgpack map (pydantic JSON mode).
+``epoch``            int or nil: the sending agent incarnation's fencing epoch
+                     (see ``runtime._fence``); a receiver refuses a message
+                     whose sender has since been replaced by a later epoch.
+                     nil from drivers, which are never fenced.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ from .exceptions import DeadlineExpired, EncodingError, PayloadTooLarge
 
 __all__ = ["Envelope", "decode_envelope", "encode_envelope", "make_envelope"]
 
-FORMAT = 1
-_FIELDS = 14
+FORMAT = 2
+_FIELDS = 15
 _DELIVERY_BY_VALUE = {d.value: d for d in Delivery}
 
 
@@ -64,6 +68,7 @@ class Envelope:
     traceparent: str | None = None
     seq: int | None = None
     delivery: Delivery = Delivery.EFFECTIVELY_ONCE
+    epoch: int | None = None
 
     @property
     def dedup_key(self) -> bytes:
@@ -96,11 +101,12 @@ def make_envelope(
     delivery: Delivery | None = None,
     traceparent: str | None = None,
     idempotency_key: bytes | None = None,
+    epoch: int | None = None,
 ) -> Envelope:
     """Wrap a message for sending; the body is dumped in pydantic's JSON mode."""
     return Envelope(
         new_id(), msg.__message_tag__, recipient, msg.model_dump(mode="json"), sender, None, None,
-        deadline, 1, idempotency_key, traceparent, None, delivery or msg.__message_delivery__,
+        deadline, 1, idempotency_key, traceparent, None, delivery or msg.__message_delivery__, epoch,
     )
 
 
@@ -121,7 +127,7 @@ def encode_envelope(env: Envelope) -> bytes:
             [
                 FORMAT, env.id, env.type, env.sender, env.recipient, env.correlation_id, env.reply_to,
                 env.deadline, env.attempt, env.idempotency_key, env.traceparent, env.seq,
-                env.delivery.value, env.body,
+                env.delivery.value, env.body, env.epoch,
             ]
         )
     except (TypeError, ValueError, OverflowError) as exc:
@@ -142,7 +148,7 @@ def _expect(value: Any, types: type | tuple[type, ...], name: str, nullable: boo
 
 def _explain(parts: list[Any]) -> None:
     """Raise the EncodingError that names the first bad field."""
-    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body) = parts
+    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, _body, epoch) = parts
     _expect(mid, bytes, "id")
     if len(mid) != 16:
         raise EncodingError(f"envelope field 'id' must be 16 bytes, got {len(mid)}", field="id")
@@ -158,6 +164,9 @@ def _explain(parts: list[Any]) -> None:
     _expect(ikey, bytes, "idempotency_key", nullable=True)
     _expect(tp, str, "traceparent", nullable=True)
     _expect(seq, int, "seq", nullable=True)
+    _expect(epoch, int, "epoch", nullable=True)
+    if type(delivery) is str and delivery in _DELIVERY_BY_VALUE:
+        raise EncodingError(f"envelope field 'epoch' must be >= 1, got {epoch}", field="epoch")
     raise EncodingError(f"envelope field 'delivery' is not a delivery level: {delivery!r}", field="delivery")
 
 
@@ -186,7 +195,7 @@ def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
         )
     if parts[0] != FORMAT:
         raise EncodingError(f"unknown envelope format {parts[0]!r}; this build reads format {FORMAT}")
-    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body) = parts
+    (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body, epoch) = parts
     level = _DELIVERY_BY_VALUE.get(delivery) if type(delivery) is str else None
     # Fast path: one pass of exact type checks; the slow path below only runs
     # to say precisely what is wrong.
@@ -197,10 +206,11 @@ def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
         and (deadline is None or type(deadline) is float or type(deadline) is int)
         and type(attempt) is int and attempt >= 1 and (ikey is None or type(ikey) is bytes)
         and (tp is None or type(tp) is str) and (seq is None or type(seq) is int) and level is not None
+        and (epoch is None or type(epoch) is int and epoch >= 1)
     ):
         _explain(parts)
     # Positional, in field order (cheaper than keywords on the hot path).
     return Envelope(
         mid, tag, recipient, body, sender, corr, reply_to,
-        float(deadline) if deadline is not None else None, attempt, ikey, tp, seq, level,
+        float(deadline) if deadline is not None else None, attempt, ikey, tp, seq, level, epoch,
     )

@@ -16,6 +16,7 @@ Class tree::
     │   ├── MessageValidationError  body does not validate against its class
     │   └── RegistrationError       a message class or upcaster is declared wrongly
     ├── DeadlineExpired             the message's absolute deadline has passed
+    ├── StaleEpoch                  the sender's incarnation has been replaced (fenced)
     └── RemoteError                 the peer answered with an error code we do not know
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "RegistrationError",
     "RemoteError",
     "SchemaError",
+    "StaleEpoch",
     "UnknownMessageType",
     "WireError",
     "error_from_wire",
@@ -104,6 +106,14 @@ class RegistrationError(SchemaError):
 
 class DeadlineExpired(ProtocolError):
     """The absolute deadline passed; ``details`` say which deadline and where it expired."""
+
+
+class StaleEpoch(ProtocolError):
+    """The sending incarnation's epoch is older than one already seen or claimed for that sender.
+
+    A replaced incarnation that wakes up (a hung process, a partitioned node)
+    cannot act twice: ``details`` name the sender, its epoch and the newer one.
+    """
 
 
 class RemoteError(ProtocolError):

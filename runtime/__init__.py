@@ -6,6 +6,8 @@ Public surface; everything else is private and may change.
 from ._agent import Agent, Context, handler
 from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
+from ._directory import live_ids
+from ._directory import resolve as host_of
 from ._lifecycle import AgentState
 from ._ref import AgentRef
 from ._restore import RestoreReport
@@ -24,6 +26,7 @@ from .exceptions import (
     CheckpointError,
     ConfigError,
     DataDirectoryError,
+    Fenced,
     GarrisonError,
     HandlerError,
     MailboxFull,
@@ -53,6 +56,7 @@ __all__ = [
     "DataDirectoryError",
     "DirectoryStore",
     "Durability",
+    "Fenced",
     "GarrisonError",
     "HandlerError",
     "MailboxFull",
@@ -68,5 +72,7 @@ __all__ = [
     "System",
     "check_agent_id",
     "handler",
+    "host_of",
+    "live_ids",
     "validated",
 ]

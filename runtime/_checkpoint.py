@@ -21,6 +21,7 @@ is the only way back.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,8 +53,10 @@ class Checkpointer:
         keep: int,
         retention: float,
         summarize: Summarize | None = None,
+        fence: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self.fence = fence
         self.ckstore = ckstore
         self.shipper = shipper
         self.agent_id = agent_id
@@ -94,6 +97,12 @@ class Checkpointer:
             summary=summary,
             summary_type=summary_type,
         )
+        if self.fence is not None:
+            try:
+                self.fence("checkpoint publication")  # a replaced incarnation publishes nothing
+            except Exception:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         self.ckstore.put_checkpoint(manifest, body)
         self.last = manifest
         self.taken += 1

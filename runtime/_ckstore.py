@@ -10,11 +10,16 @@ Layout of :class:`DirectoryStore`::
     <root>/<agent_id>/ckpt-<seq>.manifest     "sha256:<hex>\\n" + JSON manifest
     <root>/<agent_id>/journal/seg-<first>-<last>-<last_ms>.jnl
     <root>/<agent_id>/staging/                 temporary files, same filesystem
+    <root>/<agent_id>/epochs/<epoch>           one file per claimed fencing epoch (who, when)
 
 Invariant: a checkpoint exists iff its manifest exists; the manifest is
 written (temp file, fsync, rename, fsync of the directory) only after its body
 is in place, so a crash at any point leaves either a whole checkpoint or an
 ignorable orphan body.
+
+Invariant: epoch files are created with ``O_CREAT | O_EXCL`` and never
+deleted, so each epoch is claimed by exactly one host and "epoch ``e`` is
+superseded" is the existence of file ``e + 1`` (one ``stat``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -161,6 +167,14 @@ class CheckpointStore(abc.ABC):
         """Remove leftovers of interrupted checkpoints (call when no checkpoint runs); returns how many."""
         return 0
 
+    @abc.abstractmethod
+    def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
+        """Atomically claim the next fencing epoch of the agent (1, 2, ...); never the same twice."""
+
+    @abc.abstractmethod
+    def superseded(self, agent_id: str, epoch: int) -> bool:
+        """Whether a later epoch than ``epoch`` has been claimed for the agent."""
+
 
 class DirectoryStore(CheckpointStore):
     """A checkpoint store in a directory (local disk or a shared mount)."""
@@ -271,6 +285,30 @@ class DirectoryStore(CheckpointStore):
 
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
         self._segment_path(agent_id, info).unlink(missing_ok=True)
+
+    def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
+        base = self._agent(agent_id) / "epochs"
+        try:
+            base.mkdir(exist_ok=True)
+            epoch = max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0) + 1
+            while True:
+                try:  # O_EXCL: of two hosts claiming the same number, exactly one succeeds
+                    fd = os.open(base / f"{epoch:020d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    epoch += 1
+                    continue
+                with os.fdopen(fd, "wb") as f:
+                    f.write(json.dumps({**claimant, "epoch": epoch}).encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+                _fsync_dir(base)
+                return epoch
+        except OSError as exc:
+            raise CheckpointError(f"cannot claim a fencing epoch for {agent_id} in {base}: {exc}",
+                                  path=str(base)) from exc
+
+    def superseded(self, agent_id: str, epoch: int) -> bool:
+        return os.path.exists(f"{self.root}/{agent_id}/epochs/{epoch + 1:020d}")
 
     def sweep(self, agent_id: str) -> int:
         base = self.root / agent_id

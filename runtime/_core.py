@@ -22,6 +22,9 @@ Threads and invariants:
   checkpoint every ``checkpoint_interval``; it only reads LMDB (snapshot
   isolation), so it never stalls a handler on a lock.
 * One live host per agent id per data directory (``HostLock``).
+* Fencing (``_fence``): the host claims its epoch before it restores; once a
+  later epoch exists, this incarnation commits, ships, checkpoints and sends
+  nothing more (state FENCED), and receivers refuse its messages.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import inspect
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -57,6 +61,7 @@ from ._ckstore import CheckpointStore, DirectoryStore
 from ._codec import pack, unpack
 from ._config import Durability
 from ._deadletters import dead_letter_op, list_dead_letters, reason_for
+from ._fence import Fence, PeerEpochs
 from ._hostlock import HostLock
 from ._journal import Shipper
 from ._lifecycle import AgentState
@@ -72,6 +77,7 @@ from .exceptions import (
     AgentNotRunning,
     AgentStartError,
     DataDirectoryError,
+    Fenced,
     HandlerError,
     MailboxFull,
     NoHandler,
@@ -100,8 +106,8 @@ class AgentCore:
     def __init__(self, spec: HostSpec, *, resolve: Callable[[str], Any] | None = None) -> None:
         self.spec = spec
         self._stop_bg = threading.Event()
-        #: Done once the agent has stopped gracefully (any thread may wait on it).
-        self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        #: Done once the agent has stopped gracefully, with its final status (any thread may wait on it).
+        self.stopped: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self.agent_id = check_agent_id(spec.agent_id)
         self.config = cfg = spec.config
         self.lifecycle = AgentState.STARTING
@@ -115,6 +121,15 @@ class AgentCore:
         except OSError as exc:
             raise DataDirectoryError(f"cannot create {agent_dir}: {exc}", path=str(agent_dir)) from exc
         self._host_lock = HostLock(agent_dir / "host.lock", self.agent_id)
+        try:
+            # Claimed before the restore: whatever an older incarnation publishes
+            # from now on is refused, so the restore sees all it may ever see.
+            self.epoch = self.ckstore.claim_epoch(
+                self.agent_id, {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+        except BaseException:
+            self._host_lock.release()
+            raise
+        self.fence = Fence(self.ckstore, self.agent_id, self.epoch)
         # Holding the lock, no checkpoint of this agent can be running: clear
         # what an interrupted one left behind (a body without a manifest).
         self.ckstore.sweep(self.agent_id)
@@ -126,6 +141,12 @@ class AgentCore:
                 map_size=cfg.map_size, sync=cfg.lmdb_sync,
             )
         except BaseException:
+            self._host_lock.release()
+            raise
+        try:
+            self.store.take_epoch(self.epoch)
+        except BaseException:
+            self.store.close()
             self._host_lock.release()
             raise
         self.store.dedup_horizon = cfg.dedup_horizon
@@ -153,17 +174,19 @@ class AgentCore:
         self.agent.log = logging.getLogger(f"garrison.agent.{self.agent_id}")
 
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
-                                     on_error=self._peer_refused)
+                                     on_error=self._peer_refused, epoch=self.epoch)
+        self._peer_epochs = PeerEpochs(self.ckstore)
         self._resolve = resolve
         self._stage_fn = self._stage  # one bound method, so "is it set?" is an identity check
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
-        self.shipper = Shipper(self.store, self.ckstore, self.agent_id)
+        self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check)
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
             keep=cfg.keep_checkpoints, retention=cfg.journal_retention,
             summarize=self.agent.summary if type(self.agent).summary is not Agent.summary else None,
+            fence=self.fence.check,
         )
         self._lock = threading.RLock()
         self._loop = LoopThread(f"garrison-loop-{self.agent_id}")
@@ -269,6 +292,7 @@ class AgentCore:
 
     def _commit(self, layer: Any, extra: list[Op], now: float) -> int:
         """One LMDB transaction for a layer's ops, ``extra`` ops and its outbox sends."""
+        self.fence.check("commit")  # a replaced incarnation's changes are refused (Fenced)
         durable = [s for s in layer.sends if s[1].delivery is not Delivery.AT_MOST_ONCE]
         out_ops, seqs = self.dispatcher.stage(durable, now) if durable else ([], {})
         ops = layer.ops + extra + out_ops if (extra or out_ops) else layer.ops
@@ -302,6 +326,7 @@ class AgentCore:
                     f"(window {self.config.window}); {env.type} dropped",
                     recipient=recipient,
                 )
+            env.epoch = self.epoch
             inflight.append(self._resolve(recipient).deliver.remote(encode_envelope(env)))
         except Exception as exc:
             err = exc if isinstance(exc, WireError) else MailboxFull(f"cannot send to {recipient!r}: {exc}")
@@ -338,11 +363,17 @@ class AgentCore:
             return self._deliver_one(env, raw)
 
     def _deliver_one(self, env: Envelope, raw: bytes) -> bytes:
+        if self.lifecycle is AgentState.FENCED:
+            return encode_error(self.fence.error("delivery"))  # the caller retries with the new incarnation
         if self.lifecycle is not AgentState.RUNNING:
             return self._refuse(self._not_running(env.type), raw=raw, env=env)
         t0 = time.monotonic()
         remember = env.delivery is not Delivery.AT_MOST_ONCE
         try:
+            if env.epoch is not None:
+                stale = self._peer_epochs.refusal(env.sender, env.epoch)
+                if stale is not None:
+                    raise stale
             env.check_deadline(f"agent {self.agent_id!r} before handling")
             if remember:
                 cached = self.store.get(*_dedup_slot(env))
@@ -369,7 +400,10 @@ class AgentCore:
             extra.append(Op(table, PUT, key, pack([now, reply])))
             if table == "dedup_keys":
                 extra.append(Op("dedup_time", PUT, dedup_time_key(now, key), b""))
-        self._commit(self.state.take(), extra, now)
+        try:
+            self._commit(self.state.take(), extra, now)
+        except Fenced as exc:
+            return self._fenced(exc)
         took = time.monotonic() - t0
         self.recent_handling.append((t0, took))
         self.metrics.outcome("handled")
@@ -381,14 +415,19 @@ class AgentCore:
     def deliver_batch(self, blob: bytes) -> bytes:
         """Handle an outbox batch in seq order with one group commit; reply ``[hwm, errors]``."""
         try:
-            base, items = decode_batch(blob)
+            base, items, epoch = decode_batch(blob)
         except EncodingError as exc:
             return self._refuse(exc, raw=blob)
         self.ensure_started()
         with self._lock:
+            if self.lifecycle is AgentState.FENCED:
+                return encode_error(self.fence.error("delivery"))
             if self.lifecycle is not AgentState.RUNNING:
                 return encode_error(self._not_running("a batch"))  # the sender keeps it and retries
-            return self._deliver_batch(base, items)
+            try:
+                return self._deliver_batch(base, items, epoch)
+            except Fenced as exc:
+                return self._fenced(exc)
 
     def _hwm(self, sender: str, base: int) -> int:
         hwm = self._inseq.get(sender)
@@ -400,7 +439,7 @@ class AgentCore:
             self._inseq[sender] = hwm
         return hwm
 
-    def _deliver_batch(self, base: int, items: list[bytes]) -> bytes:
+    def _deliver_batch(self, base: int, items: list[bytes], epoch: int | None) -> bytes:
         now = time.time()
         errors: list[list[Any]] = []
         extra: list[Op] = []
@@ -417,6 +456,12 @@ class AgentCore:
                     if env.sender is None or env.seq is None:
                         raise EncodingError("a batched envelope needs a sender and a seq")
                     if sender is None:
+                        stale = self._peer_epochs.refusal(env.sender, epoch)
+                        if stale is not None:
+                            # The whole batch: a replaced sender acts no more (its
+                            # successor sends the same outbox again, under its epoch).
+                            self.metrics.outcome(f"rejected_{stale.code}")
+                            return encode_error(stale)
                         sender = env.sender
                         hwm = start = self._hwm(sender, base)
                     elif env.sender != sender:
@@ -468,6 +513,18 @@ class AgentCore:
             self.metrics.messages.labels(self.agent_id, "handled").inc(handled)
         return encode_ok([hwm if sender is not None else base, errors])
 
+    def _fenced(self, exc: Fenced) -> bytes:
+        """This incarnation was replaced: stop acting for good, and say so to the caller."""
+        if self.lifecycle is not AgentState.FENCED:
+            self.lifecycle = AgentState.FENCED
+            self.failure = f"fenced: {exc.message}"
+            self.metrics.outcome("fenced")
+            log.warning("agent %s epoch %s fenced: %s", self.agent_id, self.epoch, exc.message)
+        self.dispatcher.stop(timeout=0)
+        self._stop_bg.set()
+        self._bg_wake.set()
+        return encode_error(exc)
+
     def _peer_refused(self, recipient: str, errors: list[Any]) -> None:
         for seq, code, message in errors:
             self.metrics.outcome(f"refused_by_peer_{code}")
@@ -500,7 +557,8 @@ class AgentCore:
                 except ProtocolError as exc:
                     results.append({"id": letter.id, "ok": False, "error": f"{exc.code}: {exc.message}"})
                     continue
-                env.deadline, env.seq, env.attempt = None, None, letter.attempts + 1
+                # An operator's replay is deliberate: no old deadline, and no epoch to fence.
+                env.deadline, env.seq, env.attempt, env.epoch = None, None, letter.attempts + 1, None
                 delete = Op("deadletters", DELETE, key, None)
                 if env.recipient != self.agent_id:
                     self.state.begin()
@@ -542,6 +600,9 @@ class AgentCore:
                 if time.monotonic() >= next_checkpoint:
                     self._checkpoint_now(False)
                     next_checkpoint = time.monotonic() + cfg.checkpoint_interval
+            except Fenced as exc:
+                self._fenced(exc)
+                break
             except Exception as exc:  # keep the thread alive; report in status and metrics
                 self.background_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.background_errors.labels(self.agent_id).inc()
@@ -603,7 +664,7 @@ class AgentCore:
         seconds to finish, so its commit is in the final checkpoint; its
         outgoing messages stay in the outbox either way.
         """
-        if self.lifecycle in (AgentState.STOPPED, AgentState.HALTED):
+        if self.lifecycle in (AgentState.STOPPED, AgentState.HALTED, AgentState.FENCED):
             return self.status()
         self.lifecycle = AgentState.HALTED
         self.failure = f"halted by {who}: {why}"
@@ -637,6 +698,7 @@ class AgentCore:
         return {
             "state": self.lifecycle.value,
             "incarnation": self.incarnation,
+            "epoch": self.epoch,
             "pid": os.getpid(),
             "handler_running_for": None if started is None else time.monotonic() - started,
         }
@@ -674,6 +736,7 @@ class AgentCore:
             if self.lifecycle is AgentState.STOPPED:
                 return self.status()
             was_running = self.lifecycle is AgentState.RUNNING
+            fenced = self.lifecycle is AgentState.FENCED
             self.lifecycle = AgentState.DRAINING
             if was_running:
                 try:
@@ -684,13 +747,14 @@ class AgentCore:
             self._stop_bg.set()
             self._bg_wake.set()
             self._bg.join()
-            self.checkpoint()
+            if not fenced:  # a replaced incarnation publishes nothing, not even a last checkpoint
+                self.checkpoint()
             status = self.status()
             self.lifecycle = AgentState.STOPPED
             status["state"] = self.lifecycle.value
             self.close_files()
         if not self.stopped.done():
-            self.stopped.set_result(None)
+            self.stopped.set_result(status)
         return status
 
     def close_files(self) -> None:

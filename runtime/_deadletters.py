@@ -17,6 +17,8 @@ Reasons (``DeadLetter.reason``):
 ``not_running``     the agent's lifecycle state refused it
 ``undeliverable``   the sender ran out of attempts
 ``mailbox_full``    an at-most-once send found the receiver's window full
+``stale_epoch``     the sender's incarnation had been replaced (fencing)
+``fenced``          this incarnation had been replaced when it tried to send
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _REASONS = {
     "HandlerError": "handler_error",
     "AgentNotRunning": "not_running",
     "MailboxFull": "mailbox_full",
+    "StaleEpoch": "stale_epoch",
+    "Fenced": "fenced",
 }
 
 

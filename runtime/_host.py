@@ -3,6 +3,12 @@
 Ray gives the process, the name and the restarts (``max_restarts=-1``: Ray
 re-runs the constructor after a crash, which restores the state by itself).
 
+A host started without a spec is a warm-standby *spare*: a process with Ray
+and the runtime loaded that hosts nothing until ``adopt(spec)``; then it
+restores that agent and records itself in the agent directory
+(``_directory``), which is how callers find an agent whose host is not
+named after it.
+
 It is a threaded (not async) actor: a plain method call is Ray's cheapest
 path.  Concurrency groups keep concerns apart:
 
@@ -16,15 +22,17 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import time
 from typing import Any
 
 import ray
 
+from . import _directory
 from ._core import AgentCore
 from ._ref import AgentRef
 from ._spec import HostSpec
-from .exceptions import AgentNotFound
+from .exceptions import AgentAlreadyRunning, AgentNotRunning
 
 __all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost", "lookup_agent"]
 
@@ -32,36 +40,60 @@ CONTROL = "control"
 WATCH = "watch"
 
 
-def lookup_agent(agent_id: str, *, namespace: str, sender: str | None) -> AgentRef:
-    try:
-        handle = ray.get_actor(agent_id, namespace=namespace)
-    except ValueError as exc:
-        raise AgentNotFound(f"no live agent {agent_id!r} in namespace {namespace!r}", agent_id=agent_id) from exc
-    return AgentRef(agent_id, handle, namespace=namespace, sender=sender)
-
-
-def _resolve(agent_id: str, *, namespace: str) -> Any:
-    return ray.get_actor(agent_id, namespace=namespace)
+def lookup_agent(agent_id: str, *, namespace: str, sender: str | None, epoch: int | None = None) -> AgentRef:
+    handle = _directory.resolve(agent_id, namespace=namespace)
+    return AgentRef(agent_id, handle, namespace=namespace, sender=sender, epoch=epoch)
 
 
 class AgentHost:
-    """One agent per actor.  The Ray dashboard shows its name (the agent id) and repr."""
+    """One agent per actor (or none yet: a spare).  The dashboard shows its name and repr."""
 
-    def __init__(self, spec: HostSpec, namespace: str) -> None:
+    def __init__(self, spec: HostSpec | None, namespace: str) -> None:
         # This process hosts one agent.  Handling allocates many short-lived
         # objects and few cycles: collect the young generation less often,
         # and keep what start-up built out of every collection.
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        self._namespace = namespace
         self._spec = spec
-        self.core = AgentCore(spec, resolve=functools.partial(_resolve, namespace=namespace))
-        self.core.agent._lookup = functools.partial(lookup_agent, namespace=namespace, sender=spec.agent_id)
+        self.core: AgentCore | None = None
+        if spec is not None:
+            self._host(spec)
+
+    def _host(self, spec: HostSpec) -> None:
+        self._spec = spec
+        core = AgentCore(spec, resolve=functools.partial(_directory.resolve, namespace=self._namespace))
+        core.agent._lookup = functools.partial(lookup_agent, namespace=self._namespace, sender=spec.agent_id,
+                                               epoch=core.epoch)
+        self.core = core
         # Start now, not at the first message: after a crash Ray re-runs this
         # constructor and nobody else calls, yet the outbox must resume.
-        self.core.ensure_started()
+        core.ensure_started()
+        # Registered after the restore and only while not fenced: the record
+        # always names the newest incarnation that got this far.
+        core.fence.check("registration")
+        _directory.register(spec.agent_id, ray.get_runtime_context().get_actor_name() or spec.agent_id,
+                            core.epoch, namespace=self._namespace)
+
+    def adopt(self, spec: HostSpec) -> dict[str, Any]:
+        """A spare takes over ``spec.agent_id``: restore its state, serve, and record itself as its host."""
+        if self.core is not None:
+            raise AgentAlreadyRunning(
+                f"this host already hosts {self.core.agent_id!r}; a spare adopts one agent",
+                agent_id=spec.agent_id)
+        self._host(spec)
+        assert self.core is not None
+        return self.core.status()
+
+    def _core(self) -> AgentCore:
+        if self.core is None:
+            raise AgentNotRunning("this host is a spare: it hosts no agent until one is adopted", state="spare")
+        return self.core
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)
+        if self._spec is None:
+            return "Agent(spare)"
         if core is None:
             return f"Agent({self._spec.agent_id}, {self._spec.agent_cls.__qualname__}, starting)"
         return (
@@ -70,24 +102,30 @@ class AgentHost:
         )
 
     def deliver(self, raw: bytes) -> bytes:
-        return self.core.deliver(raw)
+        return self._core().deliver(raw)
 
     def deliver_batch(self, blob: bytes) -> bytes:
-        return self.core.deliver_batch(blob)
+        return self._core().deliver_batch(blob)
 
     def ready(self) -> dict[str, Any]:
-        self.core.ensure_started()
-        return self.core.status()
+        self._core().ensure_started()
+        return self._core().status()
 
     def stop(self) -> dict[str, Any]:
+        if self.core is None:
+            return {"state": "stopped", "spare": True}
+        # Forget first: once the core has stopped, a supervisor watching it may
+        # kill this process at any moment.
+        _directory.forget(self.core.agent_id, ray.get_runtime_context().get_actor_name() or self.core.agent_id,
+                          namespace=self._namespace)
         return self.core.stop()
 
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
-        return self.core.replay_dead_letters(ids, reason)
+        return self._core().replay_dead_letters(ids, reason)
 
     @ray.method(concurrency_group=CONTROL)
     def status(self) -> dict[str, Any]:
-        return self.core.status()
+        return self._core().status()
 
     @ray.method(concurrency_group=CONTROL)
     def describe(self) -> str:
@@ -97,6 +135,8 @@ class AgentHost:
     @ray.method(concurrency_group=CONTROL)
     def probe(self) -> dict[str, Any]:
         """Liveness, answered off the handling thread: a busy agent still answers."""
+        if self.core is None:
+            return {"state": "spare", "pid": os.getpid(), "handler_running_for": None}
         return self.core.probe()
 
     @ray.method(concurrency_group=WATCH)
@@ -105,51 +145,52 @@ class AgentHost:
 
         A monitor holds one of these per agent: crash detection without polling.
         """
-        self.core.stopped.result()
-        return self.core.status()
+        # The final status was taken by stop() itself: this answers at once,
+        # before whoever called stop() gets to kill the process.
+        return self._core().stopped.result()
 
     @ray.method(concurrency_group=CONTROL)
     def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
-        return self.core.checkpoint(force=force)
+        return self._core().checkpoint(force=force)
 
     @ray.method(concurrency_group=CONTROL)
     def handling_times(self) -> dict[str, Any]:
         """Recent handling durations (monotonic start, seconds) and this process's monotonic now."""
-        return {"now": time.monotonic(), "recent": list(self.core.recent_handling)}
+        return {"now": time.monotonic(), "recent": list(self._core().recent_handling)}
 
     @ray.method(concurrency_group=CONTROL)
     def restore_history(self) -> list[dict[str, Any]]:
-        return self.core.restore_history()
+        return self._core().restore_history()
 
     @ray.method(concurrency_group=CONTROL)
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        return self.core.store.transitions(after_seq, limit)
+        return self._core().store.transitions(after_seq, limit)
 
     @ray.method(concurrency_group=CONTROL)
     def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return self.core.dead_letters(reason, limit)
+        return self._core().dead_letters(reason, limit)
 
     @ray.method(concurrency_group=CONTROL)
     def metrics(self) -> str:
-        return self.core.metrics.text()
+        return self._core().metrics.text()
 
     # -- supervisors: quarantine and kill switch (see supervisors/) ---------------------
 
     @ray.method(concurrency_group=CONTROL)
     def quarantine(self, why: str) -> dict[str, Any]:
-        return self.core.quarantine(why)
+        return self._core().quarantine(why)
 
     @ray.method(concurrency_group=CONTROL)
     def release(self) -> dict[str, Any]:
-        return self.core.release()
+        return self._core().release()
 
     @ray.method(concurrency_group=CONTROL)
     def halt(self, who: str, why: str) -> dict[str, Any]:
-        return self.core.halt(who, why)
+        return self._core().halt(who, why)
 
     @ray.method(concurrency_group=CONTROL)
     def unhalt(self, who: str) -> dict[str, Any]:
-        return self.core.unhalt(who)
+        return self._core().unhalt(who)
 
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

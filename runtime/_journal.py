@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import msgpack
 
@@ -38,8 +39,10 @@ def decode_segment(payload: bytes) -> list[JournalRecord]:
 class Shipper:
     """Moves new journal records into the checkpoint store; thread-safe."""
 
-    def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str) -> None:
+    def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str,
+                 fence: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.fence = fence  # raises once a later incarnation exists: it ships nothing more
         self.ckstore = ckstore
         self.agent_id = agent_id
         self._lock = threading.Lock()
@@ -56,6 +59,8 @@ class Shipper:
             if not records:
                 return self.shipped
             info = SegmentInfo(records[0][0], records[-1][0], time.time())
+            if self.fence is not None:
+                self.fence("journal shipping")
             self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
             self.shipped = info.last
             self.shipments += 1

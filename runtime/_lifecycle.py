@@ -13,7 +13,7 @@ class AgentState(enum.Enum):
         STARTING -> RESTORING -> RUNNING -> DRAINING -> STOPPED
                          |           |
                          v           +--> QUARANTINED / HALTED  (supervisors)
-                       FAILED
+                       FAILED        +--> FENCED  (a later incarnation exists; final)
     """
 
     #: The host process exists; nothing is opened yet.
@@ -30,6 +30,8 @@ class AgentState(enum.Enum):
     QUARANTINED = "quarantined"
     #: A kill switch was pulled: no handler runs, no outgoing action leaves.
     HALTED = "halted"
+    #: A later incarnation claimed a newer epoch: nothing is handled, written or sent, ever again.
+    FENCED = "fenced"
     #: Start or restore failed; the reason is in the status.
     FAILED = "failed"
 

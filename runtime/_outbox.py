@@ -88,8 +88,10 @@ class Dispatcher:
         config: AgentConfig,
         resolve: Callable[[str], Any] | None,
         on_error: Callable[[str, list[Any]], None] | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.store = store
+        self.epoch = epoch  # stamped on every batch: receivers refuse a replaced sender's
         self.agent_id = agent_id
         self.config = config
         self.resolve = resolve
@@ -230,7 +232,7 @@ class Dispatcher:
             peer.sent = max(peer.sent, last)
             return False
         first, final = _seq_of(rows[0][0]), _seq_of(rows[-1][0])
-        ref = peer.handle.deliver_batch.remote(encode_batch(peer.acked, [v for _, v in rows]))
+        ref = peer.handle.deliver_batch.remote(encode_batch(peer.acked, [v for _, v in rows], self.epoch))
         peer.inflight[ref] = (first, final)
         peer.sent = final
         return True

@@ -24,14 +24,17 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
 
+from . import _directory
 from ._agent import current_deadline, current_stage
 from ._reply import decode_reply
-from .exceptions import AgentStartError, AgentUnavailable, AskTimeout, MailboxFull
+from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced, MailboxFull
 
 __all__ = ["AgentRef"]
 
 DEFAULT_TIMEOUT = 30.0
-_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.4)
+#: Seconds between attempts while the agent is down and no new host is found
+#: (none when a new host is found: the retry goes there at once).
+_BACKOFF = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.4)
 
 #: Seconds past the deadline a caller still waits for an answer.  A hop that
 #: finds the deadline expired answers with DeadlineExpired saying where; the
@@ -58,11 +61,13 @@ class AgentRef:
     #: agent's own sends are bounded by its outbox ``window`` instead.)
     max_unanswered: int = 10_000
 
-    def __init__(self, agent_id: str, handle: Any, *, namespace: str, sender: str | None = None) -> None:
+    def __init__(self, agent_id: str, handle: Any, *, namespace: str, sender: str | None = None,
+                 epoch: int | None = None) -> None:
         self.agent_id = agent_id
         self._handle = handle
         self._namespace = namespace
         self._sender = sender
+        self._epoch = epoch  # the sending agent incarnation's fencing epoch; None from drivers
         self._down: str | None = None  # why the last attempt failed, while retrying
         self._unanswered: list[Any] = []  # tells from this ref not yet taken by the agent
 
@@ -80,7 +85,8 @@ class AgentRef:
         deadline = None if timeout is None else time.time() + timeout
         if inherited is not None:
             deadline = inherited if deadline is None else min(deadline, inherited)
-        return make_envelope(msg, self.agent_id, sender=self._sender, deadline=deadline, delivery=delivery)
+        return make_envelope(msg, self.agent_id, sender=self._sender, deadline=deadline, delivery=delivery,
+                             epoch=self._epoch)
 
     @staticmethod
     def _result(raw: bytes) -> Any:
@@ -88,6 +94,21 @@ class AgentRef:
         if ok:
             return value
         raise error_from_wire(value)
+
+    def _lookup_handle(self) -> Any:
+        """The handle of the actor hosting the agent now (through the agent directory)."""
+        return _directory.resolve(self.agent_id, namespace=self._namespace)
+
+    def _follow(self) -> bool:
+        """Point at the agent's current host if it is another actor; whether it moved."""
+        try:
+            handle = self._lookup_handle()
+        except AgentNotFound:
+            return False  # not registered right now (being restarted): try again until the deadline
+        if handle._actor_id == self._handle._actor_id:
+            return False
+        self._handle = handle
+        return True
 
     def _timeout(self, env: Envelope) -> AskTimeout:
         return AskTimeout(
@@ -98,8 +119,8 @@ class AgentRef:
             attempts=env.attempt,
         )
 
-    def _retryable(self, exc: RayActorError, env: Envelope) -> Exception | None:
-        """None if the call should be sent again; else the error to raise.
+    def _retryable(self, exc: RayActorError, env: Envelope) -> Exception | bool:
+        """The error to raise; else whether the agent moved to another actor (retry at once if so).
 
         A dead process may come back as the same actor (Ray's restart) or as a
         new actor under the same name (a supervisor's restart, a move to
@@ -108,13 +129,7 @@ class AgentRef:
         if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
             return translate_actor_error(exc, self.agent_id)
         self._down = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        try:
-            handle = ray.get_actor(self.agent_id, namespace=self._namespace)
-        except ValueError:
-            return None  # not registered right now (being restarted): try again until the deadline
-        if handle._actor_id != self._handle._actor_id:
-            self._handle = handle
-        return None
+        return self._follow()
 
     def _expired(self, env: Envelope) -> Exception:
         if self._down is not None:
@@ -188,13 +203,22 @@ class AgentRef:
             except GetTimeoutError as exc:
                 raise self._timeout(env) from exc
             except RayActorError as exc:
-                err = self._retryable(exc, env)
-                if err is not None:
-                    raise err from exc
-                time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                moved = self._retryable(exc, env)
+                if isinstance(moved, Exception):
+                    raise moved from exc
+                if not moved:
+                    time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
                 env.attempt += 1
                 continue
-            return self._result(raw)
+            try:
+                return self._result(raw)
+            except Fenced:
+                if env.delivery is Delivery.AT_MOST_ONCE:
+                    raise
+                self._down = "a replaced incarnation answered"  # follow the new one, same id
+                if not self._follow():
+                    time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                env.attempt += 1
         raise AssertionError("unreachable")
 
     async def ask_async(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
@@ -213,13 +237,22 @@ class AgentRef:
             except (asyncio.TimeoutError, GetTimeoutError) as exc:
                 raise self._timeout(env) from exc
             except RayActorError as exc:
-                err = self._retryable(exc, env)
-                if err is not None:
-                    raise err from exc
-                await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                moved = self._retryable(exc, env)
+                if isinstance(moved, Exception):
+                    raise moved from exc
+                if not moved:
+                    await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
                 env.attempt += 1
                 continue
-            return self._result(raw)
+            try:
+                return self._result(raw)
+            except Fenced:
+                if env.delivery is Delivery.AT_MOST_ONCE:
+                    raise
+                self._down = "a replaced incarnation answered"
+                if not await asyncio.to_thread(self._follow):
+                    await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                env.attempt += 1
         raise AssertionError("unreachable")
 
     def send_raw(self, raw: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> Any:

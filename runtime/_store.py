@@ -43,7 +43,7 @@ import lmdb
 import msgpack
 
 from ._codec import pack, unpack
-from .exceptions import StateError
+from .exceptions import Fenced, StateError
 
 __all__ = ["DELETE", "DELETE_RANGE", "PUT", "JournalRecord", "LmdbStore", "Op"]
 
@@ -116,6 +116,8 @@ class LmdbStore:
         self.dead_letter_limit = 100_000
         self._write_lock = threading.Lock()
         self._packer = msgpack.Packer(use_bin_type=True)  # used under _write_lock only
+        #: This writer's fencing epoch (None: unfenced, e.g. a tool or a test).
+        self.epoch: int | None = None
 
     # -- reads (any thread) ------------------------------------------------
 
@@ -213,6 +215,8 @@ class LmdbStore:
             records.append(JournalRecord(seq, now, table, kind, key, value))
         try:
             with self.env.begin(write=True) as txn:
+                if self.epoch is not None:
+                    self._check_epoch(txn)
                 if records:
                     self._write(txn, records, append=True)
                 self._housekeep(txn, now)
@@ -220,6 +224,31 @@ class LmdbStore:
             raise StateError(f"commit failed: {exc}") from exc
         self.seq = seq
         return seq
+
+    def take_epoch(self, epoch: int) -> None:
+        """Stamp these files with ``epoch``; later commits by an older epoch's writer are refused.
+
+        Invariant: checked inside each write transaction (LMDB serialises
+        writers, across processes too), so a stale process on the same files
+        cannot commit after a newer one took them.
+        """
+        with self._write_lock:
+            try:
+                with self.env.begin(write=True) as txn:
+                    self.epoch = epoch
+                    self._check_epoch(txn)
+                    txn.put(b"epoch", _U64.pack(epoch), db=self._db["meta"])
+            except lmdb.Error as exc:
+                raise StateError(f"cannot record epoch {epoch}: {exc}") from exc
+
+    def _check_epoch(self, txn: lmdb.Transaction) -> None:
+        raw = txn.get(b"epoch", db=self._db["meta"])
+        if raw is not None and _U64.unpack(raw)[0] > self.epoch:  # type: ignore[operator]
+            raise Fenced(
+                f"agent {self.agent_id!r} epoch {self.epoch}: these files were taken by epoch "
+                f"{_U64.unpack(raw)[0]}; commit refused",
+                agent_id=self.agent_id, epoch=self.epoch, where="local state",
+            )
 
     def replay(self, records: Iterable[JournalRecord]) -> int:
         """Apply shipped journal records with their original seqs; return how many applied.

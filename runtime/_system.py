@@ -25,12 +25,21 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from . import _directory
 from ._agent import Agent
 from ._config import AgentConfig, validated
+from ._directory import SPARE_PREFIX
 from ._host import RemoteAgentHost, lookup_agent
 from ._ref import AgentRef, translate_actor_error
 from ._spec import HostSpec, check_agent_id, check_writable_dir
-from .exceptions import AgentAlreadyRunning, AgentNotFound, AgentStartError, ConfigError, DataDirectoryError
+from .exceptions import (
+    AgentAlreadyRunning,
+    AgentNotFound,
+    AgentStartError,
+    ConfigError,
+    DataDirectoryError,
+    GarrisonError,
+)
 
 __all__ = ["NAMESPACE", "System"]
 
@@ -108,19 +117,7 @@ class System:
         it.  Raises AgentAlreadyRunning if the id is live, AgentStartError if
         the constructor, restore or ``on_start`` failed.
         """
-        if self.data_dir is None or self.checkpoint_dir is None:
-            raise ConfigError("this System was made without a data_dir; it can look agents up but not spawn them")
-        if not (isinstance(agent_cls, type) and issubclass(agent_cls, Agent)):
-            raise ConfigError(f"{agent_cls!r} is not a subclass of runtime.Agent")
-        check_agent_id(agent_id)
-        spec = HostSpec(
-            agent_id=agent_id,
-            agent_cls=agent_cls,
-            data_dir=str(self.data_dir),
-            checkpoint_dir=str(self.checkpoint_dir),
-            config=validated(AgentConfig, config),  # type: ignore[arg-type]
-            init=dict(init or {}),
-        )
+        spec = self.host_spec(agent_cls, agent_id, config=config, init=init)
         options = {
             "name": agent_id,
             "namespace": self.namespace,
@@ -134,13 +131,62 @@ class System:
             handle = RemoteAgentHost.options(**options).remote(spec, self.namespace)
         except ValueError as exc:  # Ray: the name is taken
             raise AgentAlreadyRunning(f"agent {agent_id!r} is already live", agent_id=agent_id) from exc
+        return self._await_ready(handle, handle.ready.remote(), agent_id, timeout)
+
+    def host_spec(
+        self,
+        agent_cls: type[Agent],
+        agent_id: str,
+        *,
+        config: AgentConfig | dict[str, Any] | None = None,
+        init: dict[str, Any] | None = None,
+    ) -> HostSpec:
+        """What a host needs to (re)build agent ``agent_id``; checked here, before anything starts."""
+        if self.data_dir is None or self.checkpoint_dir is None:
+            raise ConfigError("this System was made without a data_dir; it can look agents up but not spawn them")
+        if not (isinstance(agent_cls, type) and issubclass(agent_cls, Agent)):
+            raise ConfigError(f"{agent_cls!r} is not a subclass of runtime.Agent")
+        check_agent_id(agent_id)
+        return HostSpec(
+            agent_id=agent_id,
+            agent_cls=agent_cls,
+            data_dir=str(self.data_dir),
+            checkpoint_dir=str(self.checkpoint_dir),
+            config=validated(AgentConfig, config),  # type: ignore[arg-type]
+            init=dict(init or {}),
+        )
+
+    def spawn_spare(self, *, ray_options: dict[str, Any] | None = None) -> Any:
+        """Start a warm-standby host (a process that hosts nothing yet); returns its actor handle.
+
+        ``adopt`` hands it an agent.  Its name starts with ``SPARE_PREFIX``, so
+        it is never listed as an agent.
+        """
+        options = {
+            "name": f"{SPARE_PREFIX}{uuid.uuid4().hex[:12]}",
+            "namespace": self.namespace,
+            "lifetime": None,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+            "num_cpus": 0,
+        }
+        options.update(ray_options or {})
+        return RemoteAgentHost.options(**options).remote(None, self.namespace)
+
+    def adopt(self, spare: Any, spec: HostSpec, *, timeout: float = 60.0) -> AgentRef:
+        """Have ``spare`` take over ``spec.agent_id``: restore its state, serve, register as its host."""
+        return self._await_ready(spare, spare.adopt.remote(spec), spec.agent_id, timeout)
+
+    def _await_ready(self, handle: Any, ready: Any, agent_id: str, timeout: float) -> AgentRef:
         try:
-            status = ray.get(handle.ready.remote(), timeout=timeout)
+            status = ray.get(ready, timeout=timeout)
         except RayActorError as exc:
             raise translate_actor_error(exc, agent_id) from exc
         except GetTimeoutError as exc:
             ray.kill(handle, no_restart=True)
             raise AgentStartError(f"agent {agent_id!r} was not ready within {timeout}s", agent_id=agent_id) from exc
+        except GarrisonError as exc:  # adopt() raised one of ours (Ray re-raises it as a subclass)
+            raise AgentStartError(f"agent {agent_id!r} failed to start: {exc.message}", agent_id=agent_id) from exc
         if status["state"] == "failed":
             ray.kill(handle, no_restart=True)
             raise AgentStartError(f"agent {agent_id!r} failed to start: {status['failure']}", agent_id=agent_id)
@@ -153,10 +199,8 @@ class System:
         return lookup_agent(agent_id, namespace=self.namespace, sender=self.sender)
 
     def agents(self) -> list[str]:
-        """Ids of the live agents in this namespace."""
-        return sorted(
-            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == self.namespace
-        )
+        """Ids of the live agents in this namespace (hosts named after their agent, and adopted ones)."""
+        return _directory.live_ids(namespace=self.namespace)
 
     def stop(self, agent_id: str, *, timeout: float = 30.0) -> dict[str, Any] | None:
         """Stop an agent gracefully (drain, on_stop, final checkpoint), then end its process."""

@@ -24,7 +24,8 @@ Class tree::
     │   ├── AgentNotRunning         the agent is alive but its lifecycle state refuses the call
     │   ├── MailboxFull             the window towards the agent is full; an at-most-once send is refused
     │   ├── NoHandler               the agent has no handler for a registered message type
-    │   └── HandlerError            the agent's handler raised; the state change was rolled back
+    │   ├── HandlerError            the agent's handler raised; the state change was rolled back
+    │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataDirectoryError",
+    "Fenced",
     "GarrisonError",
     "HandlerError",
     "MailboxFull",
@@ -120,6 +122,13 @@ class NoHandler(AgentError):
 
 class HandlerError(AgentError):
     """The agent's handler raised; its state changes were rolled back and the agent goes on."""
+
+
+class Fenced(AgentError):
+    """A later incarnation of the agent claimed a newer epoch: this one's writes and sends are refused.
+
+    ``details``: ``agent_id``, ``epoch`` (this incarnation's) and ``where``.
+    """
 
 
 class AskTimeout(GarrisonError, TimeoutError):

@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from runtime import NAMESPACE
+from runtime import NAMESPACE, host_of, live_ids
 
 from ._notifier import Event, LogNotifier, Notifier, notify_all
 from ._ref import SupervisorRef
@@ -59,8 +59,7 @@ def halt(
         results = _halt_actors([agent], who, why, namespace, timeout)
         target = agent
     else:
-        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                       if a["namespace"] == namespace)
+        names = live_ids(namespace=namespace)
         results = _halt_actors(names, who, why, namespace, timeout)
         target = f"namespace {namespace}"
     notify_all(tuple(notifiers), Event("halted", "kill-switch", target, who, why,
@@ -74,7 +73,7 @@ def _halt_actors(names: list[str], who: str, why: str, namespace: str, timeout: 
     results: dict[str, Any] = {}
     for name in names:
         try:
-            pending[name] = ray.get_actor(name, namespace=namespace).halt.remote(who, why)
+            pending[name] = host_of(name, namespace=namespace).halt.remote(who, why)
         except Exception as exc:  # gone meanwhile, or not one of ours
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     for name, ref in pending.items():

@@ -13,7 +13,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from runtime import NAMESPACE
+from runtime import NAMESPACE, AgentNotFound, host_of
 
 __all__ = ["Down", "Monitor", "monitor", "wait_down"]
 
@@ -35,8 +35,8 @@ class Monitor:
     def __init__(self, agent_id: str, namespace: str = NAMESPACE) -> None:
         self.agent_id = agent_id
         try:
-            self._ref: Any = ray.get_actor(agent_id, namespace=namespace).watch.remote()
-        except ValueError:
+            self._ref: Any = host_of(agent_id, namespace=namespace).watch.remote()
+        except AgentNotFound:
             self._ref = None
 
     def _down(self, outcome: Any) -> Down:

@@ -116,6 +116,10 @@ class SupervisorRef:
                 return c
         raise KeyError(child_id)
 
+    def spares(self) -> list[dict[str, Any]]:
+        """The warm-standby spares ready to take over an agent (``flags.standby``)."""
+        return self._call("spares")
+
     def status(self) -> dict[str, Any]:
         return self._call("status")
 

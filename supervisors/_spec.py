@@ -72,6 +72,10 @@ class SupervisorFlags(Frozen):
     period: float = Field(5.0, gt=0)
     #: Delay between a failure and its restart.
     backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
+    #: Warm spares kept started for this supervisor's agent children: a restart
+    #: hands the agent to a spare (which restores its state and takes over its
+    #: id) instead of starting a new process.  0: cold restarts only.
+    standby: int = Field(0, ge=0, le=64)
 
 
 class ChildSpec(Frozen):

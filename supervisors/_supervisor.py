@@ -17,6 +17,13 @@ Per child, per incarnation, two tasks:
   deadline and judges them with :func:`judge_probe`; a suspect child is killed
   and restarted (exit reason ``hung``) or quarantined, per the policy.
 
+Warm standby (``flags.standby``): the supervisor keeps that many spare hosts
+started (processes with Ray and the runtime loaded, hosting nothing).  An
+agent child is started by handing its spec to a spare when one is ready
+(``adopt``: restore, serve, record itself in the agent directory), and the
+spare is replaced in the background; with no spare ready, or if the adoption
+fails, the start is a cold one as before.
+
 On an exit the supervisor asks :func:`plan_restart` what to do, counts the
 restart with :func:`add_restart` (too many: escalate), waits the backoff
 without holding anything, then, holding ``_restart_lock``, stops the plan's
@@ -112,6 +119,9 @@ class SupervisorActor:
         self._escalation: str | None = None
         self._halted_by: tuple[str, str] | None = None
         self._early_exits: list[tuple[Child, ExitReason, str | None]] = []
+        #: Warm spares ready to adopt an agent, and how many are being started.
+        self._spares: list[Any] = []
+        self._spares_starting = 0
 
     # -- public calls --------------------------------------------------------------
 
@@ -129,6 +139,7 @@ class SupervisorActor:
                 raise
         self.state = SupervisorState.RUNNING
         self._emit("running", None, why=f"{len(self._children)} children started")
+        self._replenish_spares()
         early, self._early_exits = self._early_exits, []
         for child, reason, failure in early:
             self._exited(child, reason, failure)
@@ -146,9 +157,14 @@ class SupervisorActor:
             "strategy": self.spec.flags.strategy.value,
             "restarts_in_window": len(self._restarts),
             "escalation": self._escalation,
+            "spares": len(self._spares),
             "pid": os.getpid(),
             "children": self.which_children(),
         }
+
+    async def spares(self) -> list[dict[str, Any]]:
+        """The warm spares ready now (state ``spare``, pid)."""
+        return list(await asyncio.gather(*(_awaitable(s.probe.remote()) for s in list(self._spares))))
 
     def probe(self) -> dict[str, Any]:
         """Liveness, for a parent's prober: the event loop answered."""
@@ -172,6 +188,7 @@ class SupervisorActor:
             return self.status()
         self.state = SupervisorState.STOPPING
         await self._stop_children(why)
+        self._kill_spares()
         self.state = SupervisorState.STOPPED
         self._emit("stopped", None, why=why)
         self._done.set()
@@ -292,7 +309,10 @@ class SupervisorActor:
             if child.spec.is_supervisor:
                 handle, info = await self._spawn_supervisor(child)
             else:
-                handle, info = await asyncio.to_thread(self._spawn_agent, child.spec)
+                spare = self._spares.pop(0) if self._spares else None
+                if spare is not None:
+                    self._replenish_spares()
+                handle, info = await asyncio.to_thread(self._spawn_agent, child.spec, spare)
         except Exception as exc:
             child.state = ChildState.STOPPED
             child.last_failure = f"start failed: {_first_line(exc)}"
@@ -319,8 +339,16 @@ class SupervisorActor:
         if child.spec.probe is not None:
             child.tasks.append(self._spawn_task(self._probe_loop(child, gen)))
 
-    def _spawn_agent(self, spec: ChildSpec) -> tuple[Any, dict[str, Any]]:
-        """Blocking (runs in a thread): spawn the agent without Ray restarts, wait until ready."""
+    def _spawn_agent(self, spec: ChildSpec, spare: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Blocking (runs in a thread): hand the agent to ``spare``, or spawn it (no Ray restarts); wait until ready."""
+        if spare is not None:
+            host_spec = self._system.host_spec(spec.agent, spec.id, config=spec.config, init=spec.init)
+            try:
+                self._system.adopt(spare, host_spec)
+                return spare, ray.get(spare.probe.remote(), timeout=30)
+            except Exception as exc:  # a dead or failing spare: fall back to a cold start
+                log.warning("supervisor %s: spare could not adopt %s (%s); cold start", self.name, spec.id, exc)
+                ray.kill(spare, no_restart=True)
         deadline = time.monotonic() + NAME_WAIT
         while True:
             try:
@@ -483,6 +511,7 @@ class SupervisorActor:
         self.state = SupervisorState.STOPPING
         self._escalation = why
         await self._stop_children(f"escalation: {why}")
+        self._kill_spares()
         if self.root:
             self.state = SupervisorState.QUARANTINED
             for c in self._children.values():
@@ -492,6 +521,34 @@ class SupervisorActor:
             self.state = SupervisorState.ESCALATED
             self._emit("escalated", None, why=why)
             self._done.set()
+
+    # -- warm standby ------------------------------------------------------------------------
+
+    def _replenish_spares(self) -> None:
+        """Start spares in the background until ``flags.standby`` are ready or starting."""
+        while self.state is SupervisorState.RUNNING and \
+                len(self._spares) + self._spares_starting < self.spec.flags.standby:
+            self._spares_starting += 1
+            self._spawn_task(self._start_spare())
+
+    async def _start_spare(self) -> None:
+        try:
+            spare = await asyncio.to_thread(self._system.spawn_spare)
+            await spare.describe.remote()  # its process is up and has loaded the runtime
+        except Exception as exc:
+            self._emit("spare_failed", None, why=_first_line(exc))
+            return
+        finally:
+            self._spares_starting -= 1
+        if self.state is SupervisorState.RUNNING:
+            self._spares.append(spare)
+        else:
+            ray.kill(spare, no_restart=True)
+
+    def _kill_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            ray.kill(spare, no_restart=True)
 
     # -- stopping -------------------------------------------------------------------------
 

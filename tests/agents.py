@@ -218,3 +218,39 @@ class Billing(Agent):
     def refund(self, msg: RefundV2) -> str:
         self.state.increment("refunded", msg.amount)
         return f"{msg.amount} {msg.currency}"
+
+
+# -- fencing ----------------------------------------------------------------------
+
+
+class Linger(Message, name="test.linger", delivery=Delivery.AT_MOST_ONCE):
+    """Wait until ``flag`` exists, then ask ``peer`` and write state: a late incarnation's acts."""
+
+    flag: str
+    peer: str
+
+
+class Laggard(Agent):
+    """Stands for an incarnation that hangs, is replaced, and wakes up."""
+
+    @handler
+    async def linger(self, msg: Linger) -> str:
+        import os
+
+        while not os.path.exists(msg.flag):
+            await asyncio.sleep(0.01)
+        try:
+            await self.lookup(msg.peer).ask_async(Add(n=1), timeout=5)
+            outcome = "sent"
+        except Exception as exc:  # the late message's refusal, recorded by the late write
+            outcome = type(exc).__name__
+        self.state.put("late", outcome)
+        return outcome
+
+    @handler
+    def report(self, msg: Report) -> dict:
+        return {"late": self.state.get("late"), "count": self.state.get("count", 0)}
+
+    @handler
+    def add(self, msg: Add) -> int:
+        return self.state.increment("count", msg.n)

@@ -76,7 +76,7 @@ def test_malformed_bytes_oversize_and_expired_are_refused(system, agent_id):
         ref.send_raw(os.urandom(64))
     with pytest.raises(EncodingError):
         ref.send_raw(raw_envelope(agent_id, "test.add@1", {"n": 1})[:-3])
-    with pytest.raises(EncodingError, match="14-element"):
+    with pytest.raises(EncodingError, match="15-element"):
         ref.send_raw(msgpack.packb([1, 2, 3]))
     with pytest.raises(PayloadTooLarge):
         ref.send_raw(raw_envelope(agent_id, "test.add@1", {"n": 1, "pad": "x" * 5000}))

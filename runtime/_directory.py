@@ -1,0 +1,98 @@
+"""Where an agent lives: agent id -> the Ray actor hosting it, kept in Ray's GCS key-value store.
+
+Every host is a named actor.  Usually its name is the agent id, but a name is
+fixed when the actor is created and cannot be handed over: a warm-standby
+spare (see ``supervisors``) is started under a name of its own before it
+knows which agent it will host.  So every host, when it starts serving,
+records ``agent id -> (actor name, epoch)`` here, and every lookup (drivers'
+``AgentRef``, outboxes, supervisors) reads the record, falling back to the
+actor named like the agent when there is none.
+
+Invariants: a record names the host of the newest epoch that registered (a
+host registers only while it is not fenced, after its restore); a host that
+stops removes its record only if the record is still its own.  Ray's KV API
+is private (``ray.experimental.internal_kv``); it is used here and nowhere
+else, and its errors are translated to ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import ray
+from ray.experimental import internal_kv
+
+from .exceptions import AgentNotFound
+
+__all__ = ["SPARE_PREFIX", "entries", "forget", "live_ids", "register", "resolve"]
+
+#: Actor names of warm-standby spares start with this; they are not agents.
+SPARE_PREFIX = "garrison-spare-"
+
+
+def _kv_namespace(namespace: str) -> str:
+    return f"garrison-directory/{namespace}"
+
+
+def register(agent_id: str, actor_name: str, epoch: int, *, namespace: str) -> None:
+    """Record that ``actor_name`` hosts ``agent_id`` from ``epoch`` on."""
+    value = msgpack.packb({"actor": actor_name, "epoch": epoch})
+    internal_kv._internal_kv_put(agent_id, value, overwrite=True, namespace=_kv_namespace(namespace))
+
+
+def forget(agent_id: str, actor_name: str, *, namespace: str) -> None:
+    """Remove the record if it still names ``actor_name`` (a later host's record stays)."""
+    record = _record(agent_id, namespace)
+    if record is not None and record.get("actor") == actor_name:
+        internal_kv._internal_kv_del(agent_id, namespace=_kv_namespace(namespace))
+
+
+def _record(agent_id: str, namespace: str) -> dict[str, Any] | None:
+    raw = internal_kv._internal_kv_get(agent_id, namespace=_kv_namespace(namespace))
+    if raw is None:
+        return None
+    try:
+        record = msgpack.unpackb(raw)
+    except Exception:  # a foreign or torn value: as if there were none
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def actor_name(agent_id: str, *, namespace: str) -> str:
+    """The name of the actor that hosts ``agent_id`` (its own id unless a spare adopted it)."""
+    record = _record(agent_id, namespace)
+    return str(record["actor"]) if record is not None and "actor" in record else agent_id
+
+
+def resolve(agent_id: str, *, namespace: str) -> Any:
+    """The actor handle hosting ``agent_id``; AgentNotFound if no such actor is live."""
+    name = actor_name(agent_id, namespace=namespace)
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        if name != agent_id:
+            try:  # a stale record (the spare died and a cold restart took the plain name)
+                return ray.get_actor(agent_id, namespace=namespace)
+            except ValueError:
+                pass
+        raise AgentNotFound(f"no live agent {agent_id!r} in namespace {namespace!r}", agent_id=agent_id) from None
+
+
+def entries(*, namespace: str) -> dict[str, str]:
+    """Every recorded agent id and the actor name its record gives."""
+    keys = internal_kv._internal_kv_list("", namespace=_kv_namespace(namespace))
+    out = {}
+    for key in keys:
+        agent_id = key.decode() if isinstance(key, bytes) else str(key)
+        record = _record(agent_id, namespace)
+        if record is not None:
+            out[agent_id] = str(record.get("actor", agent_id))
+    return out
+
+
+def live_ids(*, namespace: str) -> list[str]:
+    """Ids of the named actors of ``namespace`` (agents and supervisors), adopted agents included, spares not."""
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace}
+    adopted = {agent for agent, actor in entries(namespace=namespace).items() if actor in names}
+    return sorted({n for n in names if not n.startswith(SPARE_PREFIX)} | adopted)
