@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import inspect
 import logging
 import os
@@ -56,23 +55,25 @@ from protocols import (
 )
 
 from ._agent import Agent, Context, current_deadline, current_stage
+from ._background import Background
 from ._checkpoint import Checkpointer
 from ._ckstore import CheckpointStore, DirectoryStore
 from ._codec import pack, unpack
 from ._config import Durability
-from ._deadletters import dead_letter_op, list_dead_letters, reason_for
+from ._deadletters import dead_letter_op, reason_for
 from ._fence import Fence, PeerEpochs
 from ._hostlock import HostLock
 from ._journal import Shipper
 from ._lifecycle import AgentState
 from ._loop import LoopThread
 from ._metrics import AgentMetrics
+from ._operations import HALT_KEY, Operations
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
 from ._restore import restore
 from ._spec import HostSpec, check_agent_id, check_writable_dir
 from ._state import State
-from ._store import DELETE, PUT, Op, dedup_time_key
+from ._store import PUT, Op, dedup_time_key
 from .exceptions import (
     AgentNotRunning,
     AgentStartError,
@@ -88,10 +89,6 @@ __all__ = ["AgentCore"]
 
 log = logging.getLogger("garrison.agent")
 
-#: Where a pulled kill switch is recorded: the journaled ``control`` table,
-#: so it is checkpointed, shipped and restored with everything else.
-HALT_KEY = b"halted"
-
 
 def _dedup_slot(env: Envelope) -> tuple[str, bytes]:
     """Where the reply to ``env`` is remembered: by id, or by the caller's idempotency key."""
@@ -100,8 +97,9 @@ def _dedup_slot(env: Envelope) -> tuple[str, bytes]:
     return "dedup_keys", env.idempotency_key
 
 
-class AgentCore:
-    """One agent's host logic (see module docstring)."""
+class AgentCore(Background, Operations):
+    """One agent's host logic (see module docstring; shipping and checkpoints in
+    ``_background``, operators' calls in ``_operations``)."""
 
     def __init__(self, spec: HostSpec, *, resolve: Callable[[str], Any] | None = None) -> None:
         self.spec = spec
@@ -529,166 +527,6 @@ class AgentCore:
         for seq, code, message in errors:
             self.metrics.outcome(f"refused_by_peer_{code}")
             log.warning("agent %s: %s refused seq %s: %s: %s", self.agent_id, recipient, seq, code, message)
-
-    # -- dead letters ------------------------------------------------------------------
-
-    def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return [d.model_dump() for d in list_dead_letters(self.store, reason=reason, limit=limit)]
-
-    def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
-        """Deliver dead letters again (by id, or all of a reason); each is removed once replayed.
-
-        A letter this agent refused is handled again here, without its old
-        deadline; one this agent failed to send goes back into its outbox.
-        """
-        self.ensure_started()
-        wanted = {bytes.fromhex(i) for i in ids} if ids else None
-        results = []
-        with self._lock:
-            for letter in list_dead_letters(self.store, reason=reason, limit=1_000_000):
-                key = bytes.fromhex(letter.id)
-                if wanted is not None and key not in wanted:
-                    continue
-                if letter.envelope is None:
-                    results.append({"id": letter.id, "ok": False, "error": "no envelope to replay (not decodable)"})
-                    continue
-                try:
-                    env = decode_envelope(letter.envelope)
-                except ProtocolError as exc:
-                    results.append({"id": letter.id, "ok": False, "error": f"{exc.code}: {exc.message}"})
-                    continue
-                # An operator's replay is deliberate: no old deadline, and no epoch to fence.
-                env.deadline, env.seq, env.attempt, env.epoch = None, None, letter.attempts + 1, None
-                delete = Op("deadletters", DELETE, key, None)
-                if env.recipient != self.agent_id:
-                    self.state.begin()
-                    self.state.stage_send((env.recipient, env))
-                    self._commit(self.state.take(), [delete], time.time())
-                    results.append({"id": letter.id, "ok": True, "to": env.recipient})
-                    continue
-                env.reply_to = "replay"  # the operator waits for the outcome: no new dead letter
-                ok = unpack(self._deliver_one(env, letter.envelope))[0] == 0
-                if ok:
-                    self.store.commit([delete])
-                results.append({"id": letter.id, "ok": ok})
-        return results
-
-    # -- background: shipping and checkpoints ----------------------------------------------
-
-    def _background(self) -> None:
-        # Shipping and checkpoints yield the CPU to handlers: on a small machine
-        # a checkpoint's copy and checksum would otherwise compete with the
-        # handling thread for a core (a Linux thread has its own nice value).
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        cfg = self.config
-        next_checkpoint = time.monotonic() + cfg.checkpoint_interval
-        while not self._stop_bg.is_set():
-            self._bg_wake.wait(min(cfg.ship_interval, max(0.0, next_checkpoint - time.monotonic())))
-            self._bg_wake.clear()
-            try:
-                while not self._bg_requests.empty():
-                    force, future = self._bg_requests.get_nowait()
-                    try:
-                        future.set_result(self._checkpoint_now(force))
-                    except Exception as exc:
-                        future.set_exception(exc)
-                if self._stop_bg.is_set():
-                    break
-                self.metrics.shipped.labels(self.agent_id).set(self.shipper.ship())
-                self.metrics.seq.labels(self.agent_id).set(self.store.seq)
-                if time.monotonic() >= next_checkpoint:
-                    self._checkpoint_now(False)
-                    next_checkpoint = time.monotonic() + cfg.checkpoint_interval
-            except Fenced as exc:
-                self._fenced(exc)
-                break
-            except Exception as exc:  # keep the thread alive; report in status and metrics
-                self.background_error = f"{type(exc).__name__}: {exc}"
-                self.metrics.background_errors.labels(self.agent_id).inc()
-                log.exception("agent %s: background shipping/checkpoint failed", self.agent_id)
-
-    def checkpoint(self, *, force: bool = False) -> dict[str, Any] | None:
-        """Ship the journal, then take a checkpoint; returns its manifest (None if nothing changed).
-
-        Runs on the background thread (low CPU priority) while it is alive;
-        the caller waits for it.
-        """
-        if self._bg.is_alive() and threading.current_thread() is not self._bg:
-            future: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
-            self._bg_requests.put((force, future))
-            self._bg_wake.set()
-            return future.result()
-        return self._checkpoint_now(force)
-
-    def _checkpoint_now(self, force: bool) -> dict[str, Any] | None:
-        with self._checkpoint_lock:
-            if self.lifecycle is AgentState.STOPPED:
-                return None
-            t0 = time.perf_counter()
-            self.shipper.ship()
-            manifest = self.checkpointer.take(force=force)
-            if manifest is None:
-                return None
-            self.metrics.checkpoints.labels(self.agent_id).inc()
-            self.metrics.checkpoint_seconds.labels(self.agent_id).set(time.perf_counter() - t0)
-            return manifest.model_dump(mode="json")
-
-    # -- operators: quarantine and the kill switch -------------------------------------
-
-    def quarantine(self, why: str) -> dict[str, Any]:
-        """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
-
-        The process stays up for investigation; ``release`` resumes it.  A
-        handler already running (a hung one, say) is not interrupted.
-        """
-        if self.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
-            self.lifecycle = AgentState.QUARANTINED
-            self.failure = f"quarantined: {why}"
-            self.checkpoint(force=True)
-        return self.status()
-
-    def release(self) -> dict[str, Any]:
-        """Resume a quarantined agent (no effect in any other state)."""
-        if self.lifecycle is AgentState.QUARANTINED:
-            self.failure = None
-            self.lifecycle = AgentState.RUNNING
-        return self.status()
-
-    def halt(self, who: str, why: str, *, grace: float = 2.0) -> dict[str, Any]:
-        """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.
-
-        The halt is recorded in the agent's state (who, why, when), so a new
-        incarnation, on this node or another, starts HALTED too until an
-        operator calls ``unhalt``.  A handler already running gets ``grace``
-        seconds to finish, so its commit is in the final checkpoint; its
-        outgoing messages stay in the outbox either way.
-        """
-        if self.lifecycle in (AgentState.STOPPED, AgentState.HALTED, AgentState.FENCED):
-            return self.status()
-        self.lifecycle = AgentState.HALTED
-        self.failure = f"halted by {who}: {why}"
-        self.dispatcher.stop()
-        acquired = self._lock.acquire(timeout=grace)
-        try:
-            self.store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": time.time()}))])
-        finally:
-            if acquired:
-                self._lock.release()
-        self.checkpoint(force=True)
-        log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
-        return self.status()
-
-    def unhalt(self, who: str) -> dict[str, Any]:
-        """Lift the kill switch: clear the record and resume handling and sending."""
-        if self.lifecycle is AgentState.HALTED:
-            with self._lock:
-                self.store.commit([Op("control", DELETE, HALT_KEY, None)])
-                self.failure = None
-                self.lifecycle = AgentState.RUNNING
-                self.dispatcher.resume()
-            log.warning("agent %s resumed by %s", self.agent_id, who)
-        return self.status()
 
     # -- introspection ----------------------------------------------------------------
 
