@@ -59,12 +59,15 @@ from ray.exceptions import RayActorError
 from runtime import AgentAlreadyRunning, System
 
 from ._backoff import consecutive_failures, restart_delay
+from ._calls import await_death, awaitable, first_line
 from ._child import Child
-from ._health import HangAction, Verdict, judge_probe
 from ._intensity import add_restart
 from ._lifecycle import ChildState, SupervisorState, require
 from ._notifier import Event, Notifier, notify_all
+from ._operations import Operations
+from ._probing import Probing
 from ._spec import ChildSpec, Strategy, SupervisorSpec
+from ._standby import Standby
 from ._strategy import ExitReason, Plan, plan_restart
 from .exceptions import ChildNotFound, ChildStartError, SpecError, SupervisorError
 
@@ -72,16 +75,18 @@ __all__ = ["RemoteSupervisor", "SupervisorActor"]
 
 log = logging.getLogger("garrison.supervisor")
 
-#: Seconds to wait for a killed process to be reported dead before going on.
-DEATH_WAIT = 10.0
 #: Seconds a spawn keeps retrying while the previous incarnation's name is still taken.
 NAME_WAIT = 5.0
 #: Events kept for introspection.
 EVENT_LIMIT = 2000
 
 
-class SupervisorActor:
-    """One supervisor (see module docstring).  Create it with :func:`supervisors.start_supervisor`."""
+class SupervisorActor(Operations, Probing, Standby):
+    """One supervisor (see module docstring).  Create it with :func:`supervisors.start_supervisor`.
+
+    Operators' calls (halt, quarantine, release, retire) are in ``_operations``,
+    hang detection in ``_probing``, warm spares in ``_standby``.
+    """
 
     def __init__(
         self,
@@ -162,10 +167,6 @@ class SupervisorActor:
             "children": self.which_children(),
         }
 
-    async def spares(self) -> list[dict[str, Any]]:
-        """The warm spares ready now (state ``spare``, pid)."""
-        return list(await asyncio.gather(*(_awaitable(s.probe.remote()) for s in list(self._spares))))
-
     def probe(self) -> dict[str, Any]:
         """Liveness, for a parent's prober: the event loop answered."""
         return {"state": self.state.value, "pid": os.getpid(), "handler_running_for": None}
@@ -226,72 +227,6 @@ class SupervisorActor:
                 del self._children[child_id]
         return child.describe()
 
-    async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
-        """Kill switch on one child or (``child=None``) the whole subtree.
-
-        Halted children stop handling at once, take a final checkpoint and keep
-        their state; nothing under a halted supervisor restarts.  The
-        notifiers get a ``halted`` event with who and why.
-        """
-        self._halted_by = (who, why)
-        if child is None:
-            self.state = SupervisorState.HALTED
-            targets = list(self._children.values())
-        else:
-            targets = [self._child(child)]
-        results = await asyncio.gather(*(self._halt_child(c, who, why) for c in targets))
-        self._emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
-        return {"supervisor": self.name, "state": self.state.value, "halted": dict(zip([c.id for c in targets], results))}
-
-    async def release(self, child: str | None = None, who: str = "operator") -> dict[str, Any]:
-        """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree."""
-        if child is not None:
-            c = self._child(child)
-            if c.state is not ChildState.QUARANTINED:
-                raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not QUARANTINED",
-                                      supervisor=self.name, child=child)
-            if c.running:
-                await c.handle.release.remote()
-                c.state = ChildState.RUNNING
-                self._start_prober(c, c.generation)
-            else:
-                c.state = ChildState.STOPPED
-                async with self._restart_lock:
-                    await self._start_child(c)
-            self._emit("released", child, who=who)
-            return c.describe()
-        require(self.state, (SupervisorState.QUARANTINED,), "release", self.name)
-        self._restarts = ()
-        self.state = SupervisorState.RUNNING
-        async with self._restart_lock:
-            for c in list(self._children.values()):
-                c.state = ChildState.STOPPED
-                if not c.running and self.state is SupervisorState.RUNNING:
-                    await self._start_child(c)
-        self._emit("released", None, who=who)
-        return self.status()
-
-    async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
-        """Quarantine one child by hand: it refuses messages, keeps its state, is neither probed nor restarted."""
-        c = self._child(child)
-        await self._quarantine_child(c, f"{why} (by {who})")
-        self._emit("quarantined", child, who=who, why=why)
-        return c.describe()
-
-    async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
-        """Remove a child for good: stop it (graceful, then kill; final checkpoint kept) and forget its spec.
-
-        Its state stays on disk (local LMDB and checkpoint store) for a later
-        investigation or a manual respawn; the supervisor never starts it again.
-        """
-        c = self._child(child)
-        async with self._restart_lock:
-            if c.running:
-                await self._stop_child(c, f"retired by {who}: {why}")
-            del self._children[child]
-        self._emit("retired", child, who=who, why=why)
-        return c.describe()
-
     # -- starting -------------------------------------------------------------------
 
     def _child(self, child_id: str) -> Child:
@@ -315,9 +250,9 @@ class SupervisorActor:
                 handle, info = await asyncio.to_thread(self._spawn_agent, child.spec, spare)
         except Exception as exc:
             child.state = ChildState.STOPPED
-            child.last_failure = f"start failed: {_first_line(exc)}"
+            child.last_failure = f"start failed: {first_line(exc)}"
             raise ChildStartError(
-                f"supervisor {self.name!r}: child {child.id!r} failed to start: {_first_line(exc)}",
+                f"supervisor {self.name!r}: child {child.id!r} failed to start: {first_line(exc)}",
                 supervisor=self.name, child=child.id,
             ) from exc
         child.handle = handle
@@ -334,10 +269,6 @@ class SupervisorActor:
             await self._halt_child(child, *self._halted_by)
             return
         self._start_prober(child, gen)
-
-    def _start_prober(self, child: Child, gen: int) -> None:
-        if child.spec.probe is not None:
-            child.tasks.append(self._spawn_task(self._probe_loop(child, gen)))
 
     def _spawn_agent(self, spec: ChildSpec, spare: Any = None) -> tuple[Any, dict[str, Any]]:
         """Blocking (runs in a thread): hand the agent to ``spare``, or spawn it (no Ray restarts); wait until ready."""
@@ -396,44 +327,11 @@ class SupervisorActor:
         except asyncio.CancelledError:
             raise
         except RayActorError as exc:
-            reason, failure = ExitReason.CRASH, f"process died: {_first_line(exc)}"
+            reason, failure = ExitReason.CRASH, f"process died: {first_line(exc)}"
         except Exception as exc:  # a sub-supervisor that escalated
-            reason, failure = ExitReason.CRASH, _first_line(exc)
+            reason, failure = ExitReason.CRASH, first_line(exc)
         if child.generation == gen:
             self._exited(child, reason, failure)
-
-    async def _probe_loop(self, child: Child, gen: int) -> None:
-        policy = child.spec.probe
-        assert policy is not None
-        missed = 0
-        while True:
-            await asyncio.sleep(policy.interval)
-            if child.generation != gen or child.state is not ChildState.RUNNING:
-                return
-            try:
-                answer = await asyncio.wait_for(_awaitable(child.handle.probe.remote()), policy.timeout)
-            except (asyncio.TimeoutError, RayActorError):
-                answer = None
-            if child.generation != gen:
-                return
-            missed, verdict = judge_probe(policy, missed, answer)
-            if verdict is Verdict.SUSPECT:
-                running = None if answer is None else answer.get("handler_running_for")
-                why = (f"{missed} probes in a row unanswered within {policy.timeout}s" if answer is None else
-                       f"a handler has been running for {running:.2f}s (limit {policy.handler_limit}s)")
-                await self._suspect(child, why)
-                return
-
-    async def _suspect(self, child: Child, why: str) -> None:
-        policy = child.spec.probe
-        assert policy is not None
-        self._emit("suspect", child.id, why=why, details={"action": policy.action.value})
-        if policy.action is HangAction.QUARANTINE:
-            await self._quarantine_child(child, f"hung: {why}")
-            self._emit("quarantined", child.id, why=why)
-            return
-        await self._kill(child)
-        self._exited(child, ExitReason.HUNG, f"hung: {why}")
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -522,34 +420,6 @@ class SupervisorActor:
             self._emit("escalated", None, why=why)
             self._done.set()
 
-    # -- warm standby ------------------------------------------------------------------------
-
-    def _replenish_spares(self) -> None:
-        """Start spares in the background until ``flags.standby`` are ready or starting."""
-        while self.state is SupervisorState.RUNNING and \
-                len(self._spares) + self._spares_starting < self.spec.flags.standby:
-            self._spares_starting += 1
-            self._spawn_task(self._start_spare())
-
-    async def _start_spare(self) -> None:
-        try:
-            spare = await asyncio.to_thread(self._system.spawn_spare)
-            await spare.describe.remote()  # its process is up and has loaded the runtime
-        except Exception as exc:
-            self._emit("spare_failed", None, why=_first_line(exc))
-            return
-        finally:
-            self._spares_starting -= 1
-        if self.state is SupervisorState.RUNNING:
-            self._spares.append(spare)
-        else:
-            ray.kill(spare, no_restart=True)
-
-    def _kill_spares(self) -> None:
-        spares, self._spares = self._spares, []
-        for spare in spares:
-            ray.kill(spare, no_restart=True)
-
     # -- stopping -------------------------------------------------------------------------
 
     def _retire(self, child: Child) -> None:
@@ -576,12 +446,12 @@ class SupervisorActor:
         timeout = None if math.isinf(child.spec.shutdown) else child.spec.shutdown
         graceful = True
         try:
-            await asyncio.wait_for(_awaitable(handle.stop.remote(why) if child.spec.is_supervisor
+            await asyncio.wait_for(awaitable(handle.stop.remote(why) if child.spec.is_supervisor
                                               else handle.stop.remote()), timeout)
         except (asyncio.TimeoutError, Exception):
             graceful = False
         ray.kill(handle, no_restart=True)
-        await _await_death(watch_ref)
+        await await_death(watch_ref)
         child.state = ChildState.STOPPED
         child.last_exit = ExitReason.SHUTDOWN.value
         self._emit("stopped" if graceful else "killed", child.id, why=why,
@@ -592,33 +462,8 @@ class SupervisorActor:
         self._retire(child)
         if handle is not None:
             ray.kill(handle, no_restart=True)
-            await _await_death(watch_ref)
+            await await_death(watch_ref)
         self._emit("killed", child.id, why="hard kill")
-
-    async def _quarantine_child(self, child: Child, why: str) -> None:
-        child.state = ChildState.QUARANTINED
-        child.last_failure = why
-        for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
-            if task is not asyncio.current_task():
-                task.cancel()
-        del child.tasks[1:]
-        if child.running:
-            try:
-                await asyncio.wait_for(_awaitable(child.handle.quarantine.remote(why)), DEATH_WAIT)
-            except Exception as exc:
-                log.warning("supervisor %s: quarantine of %s failed: %s", self.name, child.id, exc)
-
-    async def _halt_child(self, child: Child, who: str, why: str) -> Any:
-        child.state = ChildState.HALTED
-        for task in child.tasks[1:]:  # probers: a halted child is not probed
-            task.cancel()
-        del child.tasks[1:]
-        if not child.running:
-            return None
-        try:
-            return await asyncio.wait_for(_awaitable(child.handle.halt.remote(who, why)), DEATH_WAIT)
-        except Exception as exc:
-            return {"error": _first_line(exc)}
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -632,7 +477,7 @@ class SupervisorActor:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("supervisor %s: task failed", self.name, exc_info=task.exception())
-            self._emit("internal_error", None, why=_first_line(task.exception()))
+            self._emit("internal_error", None, why=first_line(task.exception()))
 
     def _emit(self, kind: str, child: str | None, *, who: str = "supervisor", why: str = "",
               details: dict[str, Any] | None = None) -> None:
@@ -642,24 +487,6 @@ class SupervisorActor:
         del self._events[:-EVENT_LIMIT]
         if self._notifiers:
             self._notify_pool.submit(notify_all, self._notifiers, event)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
-
-
-async def _awaitable(ref: Any) -> Any:
-    return await ref
-
-
-async def _await_death(watch_ref: Any) -> None:
-    if watch_ref is None:
-        return
-    try:
-        await asyncio.wait_for(_awaitable(watch_ref), DEATH_WAIT)
-    except Exception:
-        pass
 
 
 RemoteSupervisor = ray.remote(SupervisorActor)

@@ -1,0 +1,117 @@
+"""Operators' calls on a supervisor: the kill switch, quarantine, release, retire.
+
+Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin: it uses the
+supervisor's children, restart lock and events).  Invariants: a halted or
+quarantined child is never restarted behind the operator's back; a release
+or retire takes the restart lock, so it never interleaves with a restart plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ._calls import DEATH_WAIT, awaitable, first_line
+from ._child import Child
+from ._lifecycle import ChildState, SupervisorState, require
+from .exceptions import SupervisorError
+
+__all__ = ["Operations"]
+
+log = logging.getLogger("garrison.supervisor")
+
+
+class Operations:
+    """The kill switch, quarantine, release and retire (see module docstring)."""
+
+    async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
+        """Kill switch on one child or (``child=None``) the whole subtree.
+
+        Halted children stop handling at once, take a final checkpoint and keep
+        their state; nothing under a halted supervisor restarts.  The
+        notifiers get a ``halted`` event with who and why.
+        """
+        self._halted_by = (who, why)
+        if child is None:
+            self.state = SupervisorState.HALTED
+            targets = list(self._children.values())
+        else:
+            targets = [self._child(child)]
+        results = await asyncio.gather(*(self._halt_child(c, who, why) for c in targets))
+        self._emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
+        return {"supervisor": self.name, "state": self.state.value, "halted": dict(zip([c.id for c in targets], results))}
+
+    async def release(self, child: str | None = None, who: str = "operator") -> dict[str, Any]:
+        """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree."""
+        if child is not None:
+            c = self._child(child)
+            if c.state is not ChildState.QUARANTINED:
+                raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not QUARANTINED",
+                                      supervisor=self.name, child=child)
+            if c.running:
+                await c.handle.release.remote()
+                c.state = ChildState.RUNNING
+                self._start_prober(c, c.generation)
+            else:
+                c.state = ChildState.STOPPED
+                async with self._restart_lock:
+                    await self._start_child(c)
+            self._emit("released", child, who=who)
+            return c.describe()
+        require(self.state, (SupervisorState.QUARANTINED,), "release", self.name)
+        self._restarts = ()
+        self.state = SupervisorState.RUNNING
+        async with self._restart_lock:
+            for c in list(self._children.values()):
+                c.state = ChildState.STOPPED
+                if not c.running and self.state is SupervisorState.RUNNING:
+                    await self._start_child(c)
+        self._emit("released", None, who=who)
+        return self.status()
+
+    async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
+        """Quarantine one child by hand: it refuses messages, keeps its state, is neither probed nor restarted."""
+        c = self._child(child)
+        await self._quarantine_child(c, f"{why} (by {who})")
+        self._emit("quarantined", child, who=who, why=why)
+        return c.describe()
+
+    async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
+        """Remove a child for good: stop it (graceful, then kill; final checkpoint kept) and forget its spec.
+
+        Its state stays on disk (local LMDB and checkpoint store) for a later
+        investigation or a manual respawn; the supervisor never starts it again.
+        """
+        c = self._child(child)
+        async with self._restart_lock:
+            if c.running:
+                await self._stop_child(c, f"retired by {who}: {why}")
+            del self._children[child]
+        self._emit("retired", child, who=who, why=why)
+        return c.describe()
+
+    async def _quarantine_child(self, child: Child, why: str) -> None:
+        child.state = ChildState.QUARANTINED
+        child.last_failure = why
+        for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
+            if task is not asyncio.current_task():
+                task.cancel()
+        del child.tasks[1:]
+        if child.running:
+            try:
+                await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why)), DEATH_WAIT)
+            except Exception as exc:
+                log.warning("supervisor %s: quarantine of %s failed: %s", self.name, child.id, exc)
+
+    async def _halt_child(self, child: Child, who: str, why: str) -> Any:
+        child.state = ChildState.HALTED
+        for task in child.tasks[1:]:  # probers: a halted child is not probed
+            task.cancel()
+        del child.tasks[1:]
+        if not child.running:
+            return None
+        try:
+            return await asyncio.wait_for(awaitable(child.handle.halt.remote(who, why)), DEATH_WAIT)
+        except Exception as exc:
+            return {"error": first_line(exc)}
