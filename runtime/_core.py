@@ -65,7 +65,7 @@ from ._metrics import AgentMetrics
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
 from ._restore import restore
-from ._spec import HostSpec, check_agent_id, check_writable_dir
+from ._spec import HostSpec, check_agent_id, check_writable_dir, local_data_dir
 from ._state import State
 from ._store import DELETE, PUT, Op, dedup_time_key
 from .exceptions import (
@@ -107,7 +107,8 @@ class AgentCore:
         self.lifecycle = AgentState.STARTING
         self.failure: str | None = None
         self.metrics = AgentMetrics(self.agent_id)
-        data_root = check_writable_dir(spec.data_dir, "data directory")
+        # Per node when ``data_dir`` holds ``{node}``: expanded here, in the host's process.
+        data_root = local_data_dir(spec.data_dir)
         self.ckstore: CheckpointStore = DirectoryStore(check_writable_dir(spec.checkpoint_dir, "checkpoint directory"))
         agent_dir = data_root / "agents" / self.agent_id
         try:
