@@ -71,7 +71,7 @@ from ._operations import HALT_KEY, Operations
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
 from ._restore import restore
-from ._spec import HostSpec, check_agent_id, check_writable_dir
+from ._spec import HostSpec, check_agent_id, check_writable_dir, local_data_dir
 from ._state import State
 from ._store import PUT, Op, dedup_time_key
 from .exceptions import (
@@ -111,7 +111,8 @@ class AgentCore(Background, Operations):
         self.lifecycle = AgentState.STARTING
         self.failure: str | None = None
         self.metrics = AgentMetrics(self.agent_id)
-        data_root = check_writable_dir(spec.data_dir, "data directory")
+        # Per node when ``data_dir`` holds ``{node}``: expanded here, in the host's process.
+        data_root = local_data_dir(spec.data_dir)
         self.ckstore: CheckpointStore = DirectoryStore(check_writable_dir(spec.checkpoint_dir, "checkpoint directory"))
         agent_dir = data_root / "agents" / self.agent_id
         try:
@@ -435,6 +436,13 @@ class AgentCore(Background, Operations):
             # start from what the sender knows was acknowledged.
             hwm = unpack(raw)[0] if raw is not None else base
             self._inseq[sender] = hwm
+        if hwm < base:
+            # Below what this agent already acknowledged: its state rolled back
+            # (ASYNC durability, node lost before the journal shipped).  What it
+            # acknowledged is gone from the sender's outbox; go on from there
+            # rather than wait forever for a gap that will never fill.
+            log.warning("agent %s: high-water mark of %s rolled back from %d to %d", self.agent_id, sender, base, hwm)
+            self._inseq[sender] = hwm = base
         return hwm
 
     def _deliver_batch(self, base: int, items: list[bytes], epoch: int | None) -> bytes:

@@ -31,7 +31,7 @@ from ._config import AgentConfig, validated
 from ._directory import SPARE_PREFIX
 from ._host import RemoteAgentHost, lookup_agent
 from ._ref import AgentRef, translate_actor_error
-from ._spec import HostSpec, check_agent_id, check_writable_dir
+from ._spec import NODE_PLACEHOLDER, HostSpec, check_agent_id, check_writable_dir, per_node, per_node_root
 from .exceptions import (
     AgentAlreadyRunning,
     AgentNotFound,
@@ -55,6 +55,13 @@ class System:
     cluster.  ``data_dir`` is each node's local state directory;
     ``checkpoint_dir`` (default ``<data_dir>/checkpoints``) must be shared by
     every node that may host an agent.
+
+    Where nodes share a filesystem, give each its own local state with the
+    ``{node}`` placeholder (``data_dir="/shared/garrison/{node}"``): each host
+    expands it to its Ray node id, so an agent moved to another node restores
+    from the checkpoint store instead of reopening the old node's files.  The
+    driver checks (and with ``create`` makes) only the part above the
+    placeholder; ``checkpoint_dir`` must then be given, and hold no placeholder.
     """
 
     def __init__(
@@ -68,7 +75,13 @@ class System:
         ray_init: dict[str, Any] | None = None,
     ) -> None:
         self.namespace = namespace
-        self.data_dir = self._prepare_dir(data_dir, "data directory", create) if data_dir else None
+        self.data_dir = self._prepare_data_dir(data_dir, create) if data_dir else None
+        if checkpoint_dir is not None and per_node(checkpoint_dir):
+            raise ConfigError(f"checkpoint directory {checkpoint_dir} holds {NODE_PLACEHOLDER}: it must be one "
+                              "directory shared by every node, or a moved agent finds no checkpoint")
+        if checkpoint_dir is None and self.data_dir is not None and per_node(self.data_dir):
+            raise ConfigError(f"data directory {self.data_dir} is per node ({NODE_PLACEHOLDER}): give a "
+                              "checkpoint_dir shared by every node (the default would be per node too)")
         if checkpoint_dir is None and self.data_dir is not None:
             checkpoint_dir = self.data_dir / "checkpoints"
             create_ck = True
@@ -83,6 +96,15 @@ class System:
             ray.init(address=address, **kwargs)
             self._owns_ray = True
         self._spawned: dict[str, AgentRef] = {}
+
+    @classmethod
+    def _prepare_data_dir(cls, path: str | os.PathLike[str], create: bool) -> Path:
+        """The data directory, checked; for a per-node one, only the part above ``{node}``."""
+        if not per_node(path):
+            return cls._prepare_dir(path, "data directory", create)
+        p = Path(path).expanduser().resolve()
+        cls._prepare_dir(per_node_root(p), "data directory (the part above {node})", create)
+        return p
 
     @staticmethod
     def _prepare_dir(path: str | os.PathLike[str], what: str, create: bool) -> Path:
