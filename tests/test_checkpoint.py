@@ -193,3 +193,38 @@ def test_sweep_removes_what_an_interrupted_checkpoint_left(tmp_path):
     assert ckstore.sweep("a1") == 2
     assert ckstore.list_checkpoints("a1") == [kept.seq]
     assert (base / f"ckpt-{kept.seq:020d}.mdb").exists()
+
+
+def test_a_receiver_whose_high_water_mark_rolled_back_goes_on_from_the_senders_base(tmp_path):
+    """ASYNC durability, node lost before the journal shipped: the receiver restores a
+    high-water mark below what it acknowledged.  The sender, which deleted what was
+    acknowledged, sends from there on; the receiver must not wait for that gap forever."""
+    from protocols import encode_batch
+    from runtime._config import AgentConfig
+
+    from .agents import Add, GetCount
+
+    def batch(base, seqs):
+        envs = []
+        for seq in seqs:
+            env = make_envelope(Add(n=1), "rx", sender="tx")
+            env.seq = seq
+            envs.append(encode_envelope(env))
+        return encode_batch(base, envs)
+
+    quiet = AgentConfig(ship_interval=3600, checkpoint_interval=3600)
+    for node in ("a", "b"):
+        (tmp_path / node).mkdir()
+    (tmp_path / "ck").mkdir()
+    first = AgentCore(HostSpec("rx", Counter, str(tmp_path / "a"), str(tmp_path / "ck"), config=quiet))
+    assert decode_reply(first.deliver_batch(batch(0, [1, 2])))[1][0] == 2
+    first.checkpoint(force=True)
+    assert decode_reply(first.deliver_batch(batch(2, [3, 4, 5])))[1][0] == 5  # acknowledged, never shipped
+    first.close_files()  # the node is gone
+
+    second = AgentCore(HostSpec("rx", Counter, str(tmp_path / "b"), str(tmp_path / "ck"), config=quiet))
+    assert second.restore_report.source == "checkpoint"
+    assert decode_reply(second.deliver_batch(batch(5, [6, 7])))[1][0] == 7
+    ok, count = decode_reply(second.deliver(encode_envelope(make_envelope(GetCount(), "rx"))))
+    assert (ok, count) == (True, 4), "messages 3-5 were lost with the node (the ASYNC window); 6 and 7 were not"
+    second.stop()
