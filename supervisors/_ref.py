@@ -55,6 +55,10 @@ def start_supervisor(
     """
     if not isinstance(spec, SupervisorSpec):
         raise SpecError(f"expected a SupervisorSpec, got {type(spec).__name__}")
+    if checkpoint_dir is None and "{node}" in str(data_dir):
+        # As runtime.System: a per-node data directory needs one shared checkpoint directory.
+        raise SpecError(f"data directory {data_dir} is per node ({{node}}): give a checkpoint_dir shared by "
+                        "every node (the default would be per node too)", supervisor=spec.id)
     data = Path(data_dir).expanduser().resolve()
     ckpt = Path(checkpoint_dir).expanduser().resolve() if checkpoint_dir else data / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)

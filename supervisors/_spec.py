@@ -97,6 +97,19 @@ class ChildSpec(Frozen):
     shutdown: float | None = Field(None, ge=0)
     #: Hang detection for this child; ``None``: crash detection only.
     probe: ProbePolicy | None = None
+    #: Extra Ray actor options for an agent child's host, for placement
+    #: (``resources``, ``scheduling_strategy``, ``num_cpus``...).  Name, namespace,
+    #: lifetime and restarts are the supervisor's and cannot be set here.  A warm
+    #: spare that adopts the child was placed without them.
+    ray_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ray_options")
+    @classmethod
+    def _ray_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"name", "namespace", "lifetime", "max_restarts", "max_task_retries"} & set(value)
+        if reserved:
+            raise ValueError(f"ray_options may not set {sorted(reserved)}: the supervisor owns them")
+        return value
 
     @field_validator("id")
     @classmethod

@@ -284,7 +284,7 @@ class SupervisorActor(Operations, Probing, Standby):
         while True:
             try:
                 self._system.spawn(spec.agent, spec.id, config=spec.config, init=spec.init, detached=False,
-                                   ray_options={"max_restarts": 0})
+                                   ray_options={**spec.ray_options, "max_restarts": 0})
                 break
             except AgentAlreadyRunning:
                 # The previous incarnation's name is freed a moment after its death is reported.

@@ -69,6 +69,8 @@ def test_specs_are_frozen():
         (lambda: SupervisorSpec(id="p", flags=SupervisorFlags(strategy="simple_one_for_one")), "template"),
         (lambda: BackoffPolicy(initial=2, max_delay=1), "max_delay"),
         (lambda: ProbePolicy(missed_limit=0), "missed_limit"),
+        (lambda: ChildSpec(id="a", agent=Counter, ray_options={"name": "b"}), "supervisor owns them"),
+        (lambda: SupervisorFlags(standby=-1), "standby"),
     ],
 )
 def test_bad_configuration_fails_fast_with_a_typed_error(build, fragment):
