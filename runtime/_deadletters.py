@@ -17,6 +17,9 @@ Reasons (``DeadLetter.reason``):
 ``not_running``     the agent's lifecycle state refused it
 ``undeliverable``   the sender ran out of attempts
 ``mailbox_full``    an at-most-once send found the receiver's window full
+``overflow``        a driver's ref held its bound of tells while this agent was
+                    down; newer ones were not delivered (recorded here by the
+                    ref once the agent is back)
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from protocols import Envelope, WireError, new_id
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
 
-__all__ = ["DeadLetter", "dead_letter_op", "list_dead_letters", "reason_for"]
+__all__ = ["REASONS", "DeadLetter", "dead_letter_op", "list_dead_letters", "reason_for"]
 
 _REASONS = {
     "EncodingError": "malformed",
@@ -44,6 +47,9 @@ _REASONS = {
     "AgentNotRunning": "not_running",
     "MailboxFull": "mailbox_full",
 }
+
+#: Every reason a dead letter may have (see the module docstring).
+REASONS = frozenset({*_REASONS.values(), "undeliverable", "overflow"})
 
 
 def reason_for(exc: WireError) -> str:
