@@ -19,6 +19,9 @@ Reasons (``DeadLetter.reason``):
 ``mailbox_full``    an at-most-once send found the receiver's window full
 ``stale_epoch``     the sender's incarnation had been replaced (fencing)
 ``fenced``          this incarnation had been replaced when it tried to send
+``overflow``        a driver's ref held its bound of tells while this agent was
+                    down; newer ones were not delivered (recorded here by the
+                    ref once the agent is back)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from protocols import Envelope, WireError, new_id
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
 
-__all__ = ["DeadLetter", "dead_letter_op", "list_dead_letters", "reason_for"]
+__all__ = ["REASONS", "DeadLetter", "dead_letter_op", "list_dead_letters", "reason_for"]
 
 _REASONS = {
     "EncodingError": "malformed",
@@ -48,6 +51,9 @@ _REASONS = {
     "StaleEpoch": "stale_epoch",
     "Fenced": "fenced",
 }
+
+#: Every reason a dead letter may have (see the module docstring).
+REASONS = frozenset({*_REASONS.values(), "undeliverable", "overflow"})
 
 
 def reason_for(exc: WireError) -> str:

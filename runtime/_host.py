@@ -171,6 +171,11 @@ class AgentHost:
         return self._core().dead_letters(reason, limit)
 
     @ray.method(concurrency_group=CONTROL)
+    def record_dead_letters(self, reason: str, raws: list[bytes], why: str, uncounted: int = 0) -> int:
+        """Letters a sender gave up delivering here (a driver's held-tell overflow), recorded as dead letters."""
+        return self._core().record_dead_letters(reason, raws, why, uncounted)
+
+    @ray.method(concurrency_group=CONTROL)
     def metrics(self) -> str:
         return self._core().metrics.text()
 

@@ -14,12 +14,13 @@ import logging
 import time
 from typing import Any
 
-from protocols import ProtocolError, decode_envelope
+from protocols import Envelope, ProtocolError, decode_envelope
 
 from ._codec import pack, unpack
-from ._deadletters import list_dead_letters
+from ._deadletters import REASONS, dead_letter_op, list_dead_letters
 from ._lifecycle import AgentState
 from ._store import DELETE, PUT, Op
+from .exceptions import MailboxFull
 
 __all__ = ["HALT_KEY", "Operations"]
 
@@ -35,6 +36,32 @@ class Operations:
 
     def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return [d.model_dump() for d in list_dead_letters(self.store, reason=reason, limit=limit)]
+
+    def record_dead_letters(self, reason: str, raws: list[bytes], why: str, uncounted: int = 0) -> int:
+        """Record letters another party gave up delivering here (a driver's held-tell overflow); one commit.
+
+        ``uncounted`` more were given up without their envelopes: one more
+        letter says how many.  Returns how many letters were recorded.
+        """
+        if reason not in REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}; known: {sorted(REASONS)}")
+        err = MailboxFull(why, agent_id=self.agent_id)
+        now = time.time()
+        ops = []
+        for raw in raws:
+            try:
+                env: Envelope | None = decode_envelope(raw, max_bytes=self.config.max_message_bytes)
+            except ProtocolError:
+                env = None
+            ops.append(dead_letter_op(reason, err, raw=raw, env=env, now=now))
+        if uncounted:
+            more = MailboxFull(f"{why}; {uncounted} more were given up without their envelopes",
+                               agent_id=self.agent_id)
+            ops.append(dead_letter_op(reason, more, attempts=uncounted, now=now))
+        if ops:
+            self.store.commit(ops, now=now)
+            self.metrics.messages.labels(self.agent_id, reason).inc(len(raws) + uncounted)
+        return len(ops)
 
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
         """Deliver dead letters again (by id, or all of a reason); each is removed once replayed.

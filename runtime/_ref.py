@@ -4,6 +4,10 @@ Naming follows one pair convention: ``ask``/``tell`` block the calling thread,
 ``ask_async``/``tell_async`` are awaitable; ``timeout`` is relative seconds,
 turned at once into an absolute ``deadline`` carried in the envelope.
 
+Tells from a driver are held while the agent restarts, bounded, and
+delivered in order to the new incarnation (see ``_holding``); ``flush()``
+waits until every tell is answered.
+
 Retry rule: when the agent's process dies under a call, an ``ask`` is sent
 again with the same message id (attempt + 1) until its deadline, to the same
 actor once Ray restarts it, or to the new actor that took the agent's name
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -26,8 +31,9 @@ from protocols import Delivery, Envelope, Message, encode_envelope, error_from_w
 
 from . import _directory
 from ._agent import current_deadline, current_stage
+from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
-from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced, MailboxFull
+from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced
 
 __all__ = ["AgentRef"]
 
@@ -54,22 +60,53 @@ def translate_actor_error(exc: RayActorError, agent_id: str) -> Exception:
 
 
 class AgentRef:
-    """A handle on one agent by id; cheap to copy, safe to pass to other agents."""
+    """A handle on one agent by id; cheap to copy, safe to pass to other agents.
 
-    #: Tells from one ref that may wait in the agent's queue at once; past
-    #: it, ``tell`` raises MailboxFull instead of growing the queue.  (An
-    #: agent's own sends are bounded by its outbox ``window`` instead.)
-    max_unanswered: int = 10_000
+    A ref passed on (pickled) carries the agent's id and actor, not the
+    tells this ref still holds or has in flight: those stay with this ref.
+    """
 
     def __init__(self, agent_id: str, handle: Any, *, namespace: str, sender: str | None = None,
-                 epoch: int | None = None) -> None:
+                 epoch: int | None = None, max_held: int = DEFAULT_HOLD_LIMIT) -> None:
         self.agent_id = agent_id
         self._handle = handle
         self._namespace = namespace
         self._sender = sender
         self._epoch = epoch  # the sending agent incarnation's fencing epoch; None from drivers
         self._down: str | None = None  # why the last attempt failed, while retrying
-        self._unanswered: list[Any] = []  # tells from this ref not yet taken by the agent
+        self._tells = TellPipeline(_RayTransport(self), limit=max_held, agent_id=agent_id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "handle": self._handle, "namespace": self._namespace,
+                "sender": self._sender, "epoch": self._epoch, "max_held": self.max_held}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["agent_id"], state["handle"], namespace=state["namespace"],  # type: ignore[misc]
+                      sender=state["sender"], epoch=state["epoch"], max_held=state["max_held"])
+
+    @property
+    def max_unanswered(self) -> int:
+        """Tells from this ref that may wait in the agent's queue at once (default 10,000).
+
+        Past it, ``tell`` raises MailboxFull instead of growing the queue.
+        (An agent's own sends are bounded by its outbox ``window`` instead.)
+        """
+        return self._tells.max_in_flight
+
+    @max_unanswered.setter
+    def max_unanswered(self, value: int) -> None:
+        self._tells.max_in_flight = value
+
+    @property
+    def max_held(self) -> int:
+        """Tells this ref holds while the agent is down (default 1,000); newer ones overflow to dead letters."""
+        return self._tells.held.limit
+
+    @max_held.setter
+    def max_held(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_held must be at least 1, got {value}")
+        self._tells.held.limit = value
 
     def __repr__(self) -> str:
         return f"AgentRef({self.agent_id!r})"
@@ -95,15 +132,10 @@ class AgentRef:
             return value
         raise error_from_wire(value)
 
-    def _lookup_handle(self) -> Any:
-        """The handle of the actor hosting the agent now (through the agent directory)."""
-        return _directory.resolve(self.agent_id, namespace=self._namespace)
-
     def _follow(self) -> bool:
         """Point at the agent's current host if it is another actor; whether it moved."""
-        try:
-            handle = self._lookup_handle()
-        except AgentNotFound:
+        handle = self._lookup_handle()
+        if handle is None:
             return False  # not registered right now (being restarted): try again until the deadline
         if handle._actor_id == self._handle._actor_id:
             return False
@@ -126,10 +158,23 @@ class AgentRef:
         new actor under the same name (a supervisor's restart, a move to
         another node): the name is resolved again and a new actor is followed.
         """
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._tells.agent_failed(why)  # tells in flight go again before the next attempt
         if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
             return translate_actor_error(exc, self.agent_id)
-        self._down = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._down = why
         return self._follow()
+
+    def _lookup_handle(self) -> Any | None:
+        """The actor hosting the agent now (through the agent directory), or None if none is.
+
+        The one place a ref resolves its agent: asks following a restart and
+        held tells looking for the new incarnation both come here.
+        """
+        try:
+            return _directory.resolve(self.agent_id, namespace=self._namespace)
+        except AgentNotFound:
+            return None
 
     def _expired(self, env: Envelope) -> Exception:
         if self._down is not None:
@@ -144,36 +189,49 @@ class AgentRef:
     # -- tell -------------------------------------------------------------------
 
     def tell(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
-        """Send without waiting for the handler.
+        """Send without waiting for the handler; never blocks.
 
         Inside a handler this is ``Agent.send``: the message leaves with the
         handler's commit, through the durable outbox.  From a driver it is one
-        call, at most once: a refusal is recorded as a dead letter by the agent.
+        call; a refusal is recorded as a dead letter by the agent.  If the
+        agent's process dies, tells are held (at most ``max_held``) and go to
+        the new incarnation in order with this ref's next call (``tell``,
+        ``ask`` or ``flush``); a failed AT_LEAST_ONCE or EFFECTIVELY_ONCE tell
+        goes again with the same id, an AT_MOST_ONCE one does not.  Raises
+        MailboxFull when ``max_unanswered`` tells are queued at a live agent.
         """
         stage = current_stage.get()
         if stage is not None:
             env = self._envelope(msg, timeout, delivery, inherit=True)
             stage(self.agent_id, env)
             return
-        env = self._envelope(msg, timeout, delivery)
-        self._bound_unanswered()
-        self._unanswered.append(self._handle.deliver.remote(encode_envelope(env)))
-
-    def _bound_unanswered(self) -> None:
-        """Fail fast rather than queue without bound: at most ``max_unanswered`` tells in flight."""
-        if len(self._unanswered) < self.max_unanswered:
-            return
-        _, pending = ray.wait(self._unanswered, num_returns=len(self._unanswered), timeout=0)
-        self._unanswered = pending
-        if len(pending) >= self.max_unanswered:
-            raise MailboxFull(
-                f"{len(pending)} tells to {self.agent_id!r} are still queued (max_unanswered="
-                f"{self.max_unanswered}): the agent is not keeping up; retry later or ask instead",
-                agent_id=self.agent_id,
-            )
+        self._tells.tell(self._envelope(msg, timeout, delivery))
 
     async def tell_async(self, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None) -> None:
         self.tell(msg, delivery=delivery, timeout=timeout)
+
+    def flush(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Block until every tell from this ref is answered by the agent (held ones delivered first).
+
+        Raises AgentUnavailable if the agent is still down at the timeout
+        (the held tells stay held), AskTimeout if it is up but has not
+        answered them all.  A driver calls it before it exits, or whenever it
+        must know its tells arrived.
+        """
+        self._tells.flush(timeout)
+
+    def tell_stats(self) -> dict[str, Any]:
+        """This ref's tells: mode, in flight, held, overflowed, resent, lost (at most once), why down."""
+        return self._tells.stats()
+
+    def _settle_before(self, env: Envelope) -> None:
+        """Before an ask: nothing held may be overtaken, so held tells go first (within the ask's deadline)."""
+        if self._tells.settled(answered=False):
+            return
+        budget = max(0.0, (env.deadline or time.time()) - time.time())
+        if not self._tells.wait_until_settled(time.monotonic() + budget, answered=False):
+            self._down = self._tells.down or "not registered"
+            raise self._expired(env)
 
     # -- ask --------------------------------------------------------------------
 
@@ -195,6 +253,7 @@ class AgentRef:
         self._check_before_sending(env)
         self._down = None
         for backoff in _retries():
+            self._settle_before(env)
             remaining = env.deadline - time.time()
             if remaining <= 0:
                 raise self._expired(env)
@@ -229,6 +288,11 @@ class AgentRef:
         self._check_before_sending(env)
         self._down = None
         for backoff in _retries():
+            while not self._tells.settled(answered=False):  # as _settle_before, without blocking the loop
+                if time.time() >= env.deadline:
+                    raise self._expired(env)
+                await asyncio.sleep(0.01)
+                self._tells.pump()
             remaining = env.deadline - time.time()
             if remaining <= 0:
                 raise self._expired(env)
@@ -313,6 +377,58 @@ class AgentRef:
         if not ids and not reason:
             raise ValueError("name the dead letters to replay: ids=[...] or reason=...")
         return self._control("replay_dead_letters", ids, reason, timeout=timeout)
+
+
+class _RayTransport:
+    """Held tells' way to the agent (``_holding.Transport``): the ref's actor, through Ray."""
+
+    def __init__(self, ref: AgentRef) -> None:
+        self._ref = ref  # the ref owns its current actor; finding a new one updates it for asks too
+
+    def find(self) -> bool:
+        handle = self._ref._lookup_handle()
+        if handle is None:
+            return False
+        self._ref._handle = handle
+        return True
+
+    def send(self, env: Envelope) -> Any:
+        return self._ref._handle.deliver.remote(encode_envelope(env))
+
+    def poll(self, tokens: Sequence[Any]) -> list[Outcome]:
+        ready, _ = ray.wait(list(tokens), num_returns=len(tokens), timeout=0, fetch_local=False)
+        done = set(ready)
+        prefix = []
+        for token in tokens:
+            if token not in done:
+                break
+            prefix.append(token)
+        if not prefix:
+            return []
+        try:
+            ray.get(prefix)
+        except Exception:
+            return [_outcome(token) for token in prefix]
+        return [Outcome.DELIVERED] * len(prefix)
+
+    def wait(self, tokens: Sequence[Any], timeout: float) -> None:
+        ray.wait(list(tokens), num_returns=1, timeout=timeout, fetch_local=False)
+
+    def record(self, envs: list[Envelope], dropped: int, limit: int) -> Any:
+        why = (f"the driver's ref held {limit} tells (max_held) while agent {self._ref.agent_id!r} was down; "
+               "newer ones overflowed")
+        return self._ref._handle.record_dead_letters.remote(
+            "overflow", [encode_envelope(e) for e in envs], why, dropped)
+
+
+def _outcome(token: Any) -> Outcome:
+    try:
+        ray.get(token, timeout=0)
+    except RayActorError:
+        return Outcome.FAILED
+    except Exception:
+        return Outcome.DELIVERED  # the call ran and raised: nothing to send again
+    return Outcome.DELIVERED
 
 
 def _retries():

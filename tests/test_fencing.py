@@ -17,7 +17,7 @@ from runtime import AgentState, DirectoryStore, Fenced
 from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
-from runtime._store import LmdbStore, _U64
+from runtime._store import _U64, LmdbStore
 
 from .agents import Add, Counter, GetCount, Laggard, Linger, Report
 from .waiting import wait_for
