@@ -231,6 +231,13 @@ class System:
         except AgentNotFound:
             return None
         status = None
+        stats = ref.tell_stats()
+        if stats["held"] or stats["overflow_unrecorded"]:
+            # Tells this driver still holds (the agent restarted) go first, in order.
+            try:
+                ref.flush(timeout=min(timeout, 10.0))
+            except GarrisonError as exc:
+                log.warning("agent %s: held tells not delivered before the stop: %s", agent_id, exc)
         try:
             status = ray.get(ref._handle.stop.remote(), timeout=timeout)
         except (RayActorError, GetTimeoutError) as exc:
