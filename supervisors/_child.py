@@ -31,6 +31,8 @@ class Child:
     generation: int = 0
     #: The agent's own incarnation number (from its restore report); a sub-supervisor counts its starts.
     incarnation: int | None = None
+    #: The live incarnation's fencing epoch (see ``runtime._fence``); None for a sub-supervisor.
+    epoch: int | None = None
     pid: int | None = None
     #: Times this child was started again after the first start.
     restarts: int = 0
@@ -61,6 +63,7 @@ class Child:
             "state": self.state.value,
             "restart": self.spec.restart.value,
             "incarnation": self.incarnation,
+            "epoch": self.epoch,
             "pid": self.pid,
             "restarts": self.restarts,
             "last_failure": self.last_failure,

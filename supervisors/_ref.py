@@ -111,7 +111,7 @@ class SupervisorRef:
                                         supervisor=self.name) from exc
 
     def which_children(self) -> list[dict[str, Any]]:
-        """Children in start order: id, kind, state, incarnation, pid, restarts, last_failure, last_exit."""
+        """Children in start order: id, kind, state, incarnation, epoch, pid, restarts, last_failure, last_exit."""
         return self._call("which_children")
 
     def child(self, child_id: str) -> dict[str, Any]:

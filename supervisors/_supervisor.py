@@ -257,6 +257,7 @@ class SupervisorActor(Operations, Probing, Standby):
             ) from exc
         child.handle = handle
         child.incarnation = info.get("incarnation")
+        child.epoch = info.get("epoch")
         child.pid = info.get("pid")
         child.started_at = self._clock()
         halted = child.state is ChildState.HALTED or self.state is SupervisorState.HALTED

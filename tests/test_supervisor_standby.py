@@ -32,13 +32,14 @@ def test_a_spare_takes_over_a_crashed_agent_with_its_state_and_is_replaced(data_
         system.lookup(a).ask(Bump(), timeout=20)
     wait_for(lambda: sup.status()["spares"] == 1)
     spare_pids = {s["pid"] for s in sup.spares()}
-    old_pid = sup.child(a)["pid"]
+    old_pid, first_epoch = sup.child(a)["pid"], sup.child(a)["epoch"]
 
     os.kill(old_pid, signal.SIGKILL)
     wait_for(lambda: sup.child(a)["pid"] not in (None, old_pid) and sup.child(a)["state"] == "running")
     child = sup.child(a)
     assert child["pid"] in spare_pids, "the spare, started before the crash, took the agent over"
     assert child["restarts"] == 1
+    assert child["epoch"] > first_epoch, "the adopted incarnation holds a newer fencing epoch"
     ref = system.lookup(a)
     assert ref.ask(Read(), timeout=20) == 3, "state restored"
     assert ref.status()["restore"]["source"] == "local"
