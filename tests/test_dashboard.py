@@ -12,10 +12,12 @@ pytestmark = pytest.mark.ray
 
 
 def test_agent_is_listed_by_its_id_in_the_garrison_namespace(system, agent_id):
+    import ray
     from ray.util.state import list_actors
 
     system.spawn(Counter, agent_id)
-    (actor,) = list_actors(filters=[("name", "=", agent_id)])
+    # This session's cluster, by address: other Ray instances may run on the machine.
+    (actor,) = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("name", "=", agent_id)])
     assert (actor.ray_namespace, actor.class_name, actor.state) == (NAMESPACE, "AgentHost", "ALIVE")
 
 
