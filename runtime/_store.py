@@ -206,11 +206,12 @@ class LmdbStore:
             return self._commit(ops, now)
 
     def _commit(self, ops: Iterable[Op], now: float) -> int:
-        seq = self.seq
-        records = []
-        for table, kind, key, value in ops:
-            seq += 1
-            records.append(JournalRecord(seq, now, table, kind, key, value))
+        # Plain tuples in JournalRecord's layout: a NamedTuple per op costs
+        # more than the rest of the op's bookkeeping here.
+        records = [
+            (seq, now, table, kind, key, value) for seq, (table, kind, key, value) in enumerate(ops, self.seq + 1)
+        ]
+        seq = self.seq + len(records)
         try:
             with self.env.begin(write=True) as txn:
                 if records:
@@ -244,24 +245,26 @@ class LmdbStore:
             self.seq = seq
             return len(fresh)
 
-    def _write(self, txn: lmdb.Transaction, records: list[JournalRecord], *, append: bool) -> None:
-        """Apply records in order, then append their journal and transition entries.
+    def _write(self, txn: lmdb.Transaction, records: list[tuple[Any, ...]], *, append: bool) -> None:
+        """Apply records (``JournalRecord``s or tuples in its layout) in order,
+        then append their journal and transition entries.
 
         Runs of puts to one table go through ``putmulti`` (one C loop), which
         is most of a commit's cost at high message rates.
         """
         db = self._db
         pack_ = self._packer.pack
+        u64 = _U64.pack
+        agent_id = self.agent_id
         journal = []
         transitions = []
         run: list[tuple[bytes, bytes]] = []
         run_table: str | None = None
-        for rec in records:
-            seq, ts, table, kind, key, value = rec
-            k = _U64.pack(seq)
+        for seq, ts, table, kind, key, value in records:
+            k = u64(seq)
             journal.append((k, pack_([ts, table, kind, key, value])))
             if table == "data":
-                transitions.append((k, pack_([ts, self.agent_id, table, kind, key])))
+                transitions.append((k, pack_([ts, agent_id, table, kind, key])))
             if kind == PUT and table == run_table:
                 run.append((key, value))  # type: ignore[arg-type]
                 continue
@@ -280,7 +283,7 @@ class LmdbStore:
         txn.cursor(db=db["journal"]).putmulti(journal, append=append)
         if transitions:
             txn.cursor(db=db["transitions"]).putmulti(transitions, append=append)
-        txn.put(b"seq", _U64.pack(records[-1].seq), db=db["meta"])
+        txn.put(b"seq", _U64.pack(records[-1][0]), db=db["meta"])
 
     def put_meta(self, key: str, value: Any) -> None:
         try:
