@@ -155,7 +155,9 @@ class AgentCore:
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
                                      on_error=self._peer_refused)
         self._resolve = resolve
-        self._stage_fn = self._stage  # one bound method, so "is it set?" is an identity check
+        # What ``send`` calls to stage a message (the ``current_stage`` context
+        # variable); one bound method, so "is it set?" is an identity check.
+        self._stage_fn = self.state.stage_send
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id)
@@ -215,9 +217,6 @@ class AgentCore:
         self._commit(self.state.take(), [], time.time())
 
     # -- calling user code --------------------------------------------------------
-
-    def _stage(self, recipient: str, env: Envelope) -> None:
-        self.state.stage_send((recipient, env))
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
         """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
@@ -508,7 +507,7 @@ class AgentCore:
                 delete = Op("deadletters", DELETE, key, None)
                 if env.recipient != self.agent_id:
                     self.state.begin()
-                    self.state.stage_send((env.recipient, env))
+                    self.state.stage_send(env.recipient, env)
                     self._commit(self.state.take(), [delete], time.time())
                     results.append({"id": letter.id, "ok": True, "to": env.recipient})
                     continue

@@ -179,9 +179,9 @@ class State(ReadOnlyState):
         self._txn = None
         self._undo = None
 
-    def stage_send(self, send: Any) -> None:
+    def stage_send(self, recipient: str, envelope: Any) -> None:
         """Queue an outgoing message; it leaves only if this layer commits."""
-        self._top().sends.append(send)
+        self._top().sends.append((recipient, envelope))
 
     # -- handler side --------------------------------------------------------
 
