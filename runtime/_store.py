@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -132,15 +133,14 @@ class LmdbStore:
         try:
             with self.env.begin(db=self._db[table]) as txn:
                 cur = txn.cursor()
-                out = []
+                out: list[tuple[bytes, bytes]] = []
                 if not cur.set_range(start if start is not None else prefix):
                     return out
-                for k, v in cur:
+                rows = cur.iternext() if limit is None else itertools.islice(cur.iternext(), limit)
+                for k, v in rows:
                     if not k.startswith(prefix):
                         break
                     out.append((k, v))
-                    if limit is not None and len(out) >= limit:
-                        break
                 return out
         except lmdb.Error as exc:
             raise StateError(f"scan of {table}/{prefix!r} failed: {exc}") from exc
@@ -303,9 +303,9 @@ class LmdbStore:
             assert value is not None
             cur = txn.cursor(db=self._db[table])
             if cur.set_range(key):
-                while cur.key() and cur.key() < value:
-                    if not cur.delete():
-                        break
+                k = cur.key()
+                while k and k < value and cur.delete():  # delete() moves to the next key
+                    k = cur.key()
 
     def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
         """Trim a bounded number of old journal and dedup entries inside a commit."""
