@@ -5,7 +5,7 @@ This package depends on nothing else of Garrison's.
 
 from ._batch import decode_batch, encode_batch
 from ._delivery import Delivery
-from ._envelope import Envelope, decode_envelope, encode_envelope, make_envelope
+from ._envelope import Envelope, decode_envelope, encode_envelope, encode_envelopes, make_envelope
 from ._ids import id_time, new_id
 from ._message import Message
 from ._registry import Registry, default_registry
@@ -46,6 +46,7 @@ __all__ = [
     "default_registry",
     "encode_batch",
     "encode_envelope",
+    "encode_envelopes",
     "error_from_wire",
     "field_errors",
     "id_time",

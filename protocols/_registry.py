@@ -46,6 +46,10 @@ class Registry:
         self._classes: dict[tuple[str, int], type[Message]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._latest: dict[str, type[Message]] = {}
+        # tag -> class, for tags that name their name's latest version: the
+        # hot path of ``resolve``.  Replaced (not mutated) on every register,
+        # so a resolve racing a register can only fill a dict nobody reads.
+        self._current: dict[str, type[Message]] = {}
 
     def register(self, cls: type[Message]) -> None:
         key = (cls.__message_name__, cls.__message_version__)
@@ -64,6 +68,7 @@ class Registry:
             latest = self._latest.get(key[0])
             if latest is None or latest.__message_version__ <= key[1]:
                 self._latest[key[0]] = cls
+            self._current = {}
 
     def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: register ``fn(body_v) -> body_v+1`` for ``name``."""
@@ -92,11 +97,17 @@ class Registry:
         Raises UnknownMessageType when the name is unknown, or the version is
         neither registered nor reachable by upcasters.
         """
+        current = self._current
+        cls = current.get(tag) if type(tag) is str else None
+        if cls is not None:
+            return cls, body  # the common case: sender and receiver agree
         hit = _cached_split(tag)
         if hit is not None:
             latest = self._latest.get(hit[0])
             if latest is not None and latest.__message_version__ == hit[1]:
-                return latest, body  # the common case: sender and receiver agree
+                if len(current) < 4096:
+                    current[tag] = latest
+                return latest, body
         name, version = split_tag(tag)
         latest = self._latest.get(name)
         if latest is None or version > latest.__message_version__:

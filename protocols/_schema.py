@@ -29,7 +29,9 @@ def parse_message(env: Envelope, registry: Registry = default_registry) -> Messa
     """
     cls, body = registry.resolve(env.type, env.body)
     try:
-        return cls.model_validate(body)
+        # The class's validator directly: what ``model_validate`` calls,
+        # without its keyword-argument plumbing (half the cost of a small body).
+        return cls.__pydantic_validator__.validate_python(body)
     except ValidationError as exc:
         errors = field_errors(exc)
         paths = ", ".join(e["loc"] or "<body>" for e in errors)

@@ -176,7 +176,9 @@ class AgentCore(Background, Operations):
                                      on_error=self._peer_refused, epoch=self.epoch)
         self._peer_epochs = PeerEpochs(self.ckstore)
         self._resolve = resolve
-        self._stage_fn = self._stage  # one bound method, so "is it set?" is an identity check
+        # What ``send`` calls to stage a message (the ``current_stage`` context
+        # variable); one bound method, so "is it set?" is an identity check.
+        self._stage_fn = self.state.stage_send
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check)
@@ -238,14 +240,12 @@ class AgentCore(Background, Operations):
 
     # -- calling user code --------------------------------------------------------
 
-    def _stage(self, recipient: str, env: Envelope) -> None:
-        self.state.stage_send((recipient, env))
-
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
         """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
         self._handler_started = time.monotonic()
-        deadline_token = current_deadline.set(deadline)
-        # A batch sets the stage once for all its messages.
+        # Set only what differs: a batch sets the stage once for all its
+        # messages, and its messages mostly share one deadline (none).
+        deadline_token = current_deadline.set(deadline) if current_deadline.get() != deadline else None
         stage_token = current_stage.set(self._stage_fn) if current_stage.get() is not self._stage_fn else None
         try:
             result = fn(*args)
@@ -255,7 +255,8 @@ class AgentCore(Background, Operations):
         except Exception as exc:
             return False, exc
         finally:
-            current_deadline.reset(deadline_token)
+            if deadline_token is not None:
+                current_deadline.reset(deadline_token)
             if stage_token is not None:
                 current_stage.reset(stage_token)
             self._handler_started = None
@@ -452,6 +453,7 @@ class AgentCore(Background, Operations):
         sender: str | None = None
         hwm = start = 0
         handled = 0
+        where = f"agent {self.agent_id!r} before handling"
         txn = self.store.read_txn()
         stage_token = current_stage.set(self._stage_fn)
         try:
@@ -484,7 +486,8 @@ class AgentCore(Background, Operations):
                     break  # a gap: an earlier batch was lost; the sender resends from hwm + 1
                 hwm = env.seq
                 try:
-                    env.check_deadline(f"agent {self.agent_id!r} before handling")
+                    if env.deadline is not None:
+                        env.check_deadline(where)
                     msg, method = self._resolve_handler(env)
                 except WireError as exc:
                     self.metrics.outcome(f"rejected_{exc.code}")

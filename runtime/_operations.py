@@ -90,7 +90,7 @@ class Operations:
                 delete = Op("deadletters", DELETE, key, None)
                 if env.recipient != self.agent_id:
                     self.state.begin()
-                    self.state.stage_send((env.recipient, env))
+                    self.state.stage_send(env.recipient, env)
                     self._commit(self.state.take(), [delete], time.time())
                     results.append({"id": letter.id, "ok": True, "to": env.recipient})
                     continue

@@ -37,7 +37,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from protocols import Envelope, decode_envelope, encode_batch, encode_envelope, error_from_wire
+from protocols import Envelope, decode_envelope, encode_batch, encode_envelopes, error_from_wire
 
 from ._codec import unpack
 from ._config import AgentConfig
@@ -113,13 +113,19 @@ class Dispatcher:
 
     def stage(self, sends: list[tuple[str, Envelope]], now: float) -> tuple[list[Op], dict[str, int]]:
         """Ops that put ``sends`` in the outbox, and the seqs to publish after the commit."""
-        ops: list[Op] = []
         seqs: dict[str, int] = {}
+        keys: list[bytes] = []
+        prefixes: dict[str, bytes] = {}  # recipient -> its outbox key prefix
         for recipient, env in sends:
-            seq = seqs.get(recipient, self.last_seq.get(recipient, 0)) + 1
-            seqs[recipient] = seq
+            seq = seqs.get(recipient)
+            if seq is None:
+                seq = self.last_seq.get(recipient, 0)
+                prefixes[recipient] = recipient.encode() + b"\x00"
+            seq = seqs[recipient] = seq + 1
             env.seq = seq
-            ops.append(Op("outbox", PUT, outbox_key(recipient, seq), encode_envelope(env)))
+            keys.append(prefixes[recipient] + _U64.pack(seq))  # outbox_key(recipient, seq)
+        blobs = encode_envelopes([env for _, env in sends])  # after the seqs are set
+        ops: list[Op] = [("outbox", PUT, key, blob) for key, blob in zip(keys, blobs)]  # type: ignore[misc]
         for recipient, seq in seqs.items():
             ops.append(Op("outseq", PUT, recipient.encode(), _U64.pack(seq)))
         return ops, seqs

@@ -80,7 +80,7 @@ class ReadOnlyState:
 
     def get(self, key: str, default: Any = None, *, type: Any = None) -> Any:
         """The value under ``key`` (validated into ``type`` if given), or ``default``."""
-        raw = self._lookup(_key(key))
+        raw = self._lookup(key.encode() if key.__class__ is str else _key(key))
         return default if raw is None else decode_value(raw, type)
 
     def __contains__(self, key: str) -> bool:
@@ -179,9 +179,9 @@ class State(ReadOnlyState):
         self._txn = None
         self._undo = None
 
-    def stage_send(self, send: Any) -> None:
+    def stage_send(self, recipient: str, envelope: Any) -> None:
         """Queue an outgoing message; it leaves only if this layer commits."""
-        self._top().sends.append(send)
+        self._top().sends.append((recipient, envelope))
 
     # -- handler side --------------------------------------------------------
 
@@ -210,13 +210,15 @@ class State(ReadOnlyState):
 
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` to ``value`` (msgpack-able data or a pydantic model)."""
-        k = _key(key)
+        k = key.encode() if key.__class__ is str else _key(key)
         raw = encode_value(value)
         layer = self._top()
-        if self._undo is not None and len(self._layers) == 1 and k not in self._undo:
-            self._undo[k] = layer.overlay.get(k, _MISSING)
+        undo = self._undo
+        if undo is not None and k not in undo and len(self._layers) == 1:
+            undo[k] = layer.overlay.get(k, _MISSING)
         layer.overlay[k] = raw
-        layer.ops.append(Op("data", PUT, k, raw))
+        # An Op as a plain tuple: NamedTuple's __new__ is a Python-level call.
+        layer.ops.append(("data", PUT, k, raw))  # type: ignore[arg-type]
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; returns whether it existed."""

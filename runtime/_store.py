@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -134,15 +135,14 @@ class LmdbStore:
         try:
             with self.env.begin(db=self._db[table]) as txn:
                 cur = txn.cursor()
-                out = []
+                out: list[tuple[bytes, bytes]] = []
                 if not cur.set_range(start if start is not None else prefix):
                     return out
-                for k, v in cur:
+                rows = cur.iternext() if limit is None else itertools.islice(cur.iternext(), limit)
+                for k, v in rows:
                     if not k.startswith(prefix):
                         break
                     out.append((k, v))
-                    if limit is not None and len(out) >= limit:
-                        break
                 return out
         except lmdb.Error as exc:
             raise StateError(f"scan of {table}/{prefix!r} failed: {exc}") from exc
@@ -208,11 +208,12 @@ class LmdbStore:
             return self._commit(ops, now)
 
     def _commit(self, ops: Iterable[Op], now: float) -> int:
-        seq = self.seq
-        records = []
-        for table, kind, key, value in ops:
-            seq += 1
-            records.append(JournalRecord(seq, now, table, kind, key, value))
+        # Plain tuples in JournalRecord's layout: a NamedTuple per op costs
+        # more than the rest of the op's bookkeeping here.
+        records = [
+            (seq, now, table, kind, key, value) for seq, (table, kind, key, value) in enumerate(ops, self.seq + 1)
+        ]
+        seq = self.seq + len(records)
         try:
             with self.env.begin(write=True) as txn:
                 if self.epoch is not None:
@@ -273,24 +274,26 @@ class LmdbStore:
             self.seq = seq
             return len(fresh)
 
-    def _write(self, txn: lmdb.Transaction, records: list[JournalRecord], *, append: bool) -> None:
-        """Apply records in order, then append their journal and transition entries.
+    def _write(self, txn: lmdb.Transaction, records: list[tuple[Any, ...]], *, append: bool) -> None:
+        """Apply records (``JournalRecord``s or tuples in its layout) in order,
+        then append their journal and transition entries.
 
         Runs of puts to one table go through ``putmulti`` (one C loop), which
         is most of a commit's cost at high message rates.
         """
         db = self._db
         pack_ = self._packer.pack
+        u64 = _U64.pack
+        agent_id = self.agent_id
         journal = []
         transitions = []
         run: list[tuple[bytes, bytes]] = []
         run_table: str | None = None
-        for rec in records:
-            seq, ts, table, kind, key, value = rec
-            k = _U64.pack(seq)
+        for seq, ts, table, kind, key, value in records:
+            k = u64(seq)
             journal.append((k, pack_([ts, table, kind, key, value])))
             if table == "data":
-                transitions.append((k, pack_([ts, self.agent_id, table, kind, key])))
+                transitions.append((k, pack_([ts, agent_id, table, kind, key])))
             if kind == PUT and table == run_table:
                 run.append((key, value))  # type: ignore[arg-type]
                 continue
@@ -309,7 +312,7 @@ class LmdbStore:
         txn.cursor(db=db["journal"]).putmulti(journal, append=append)
         if transitions:
             txn.cursor(db=db["transitions"]).putmulti(transitions, append=append)
-        txn.put(b"seq", _U64.pack(records[-1].seq), db=db["meta"])
+        txn.put(b"seq", _U64.pack(records[-1][0]), db=db["meta"])
 
     def put_meta(self, key: str, value: Any) -> None:
         try:
@@ -329,9 +332,9 @@ class LmdbStore:
             assert value is not None
             cur = txn.cursor(db=self._db[table])
             if cur.set_range(key):
-                while cur.key() and cur.key() < value:
-                    if not cur.delete():
-                        break
+                k = cur.key()
+                while k and k < value and cur.delete():  # delete() moves to the next key
+                    k = cur.key()
 
     def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
         """Trim a bounded number of old journal and dedup entries inside a commit."""
