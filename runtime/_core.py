@@ -429,29 +429,43 @@ class AgentCore(Background, Operations):
             except Fenced as exc:
                 return self._fenced(exc)
 
-    def _hwm(self, sender: str, base: int) -> int:
-        hwm = self._inseq.get(sender)
-        if hwm is None:
+    def _mark(self, sender: str, base: int) -> tuple[int, int]:
+        """Where the pair stands: ``(epoch, seq)`` of the newest message from ``sender`` dealt with.
+
+        Positions order by the epoch that *numbered* a message (stamped when
+        its sender staged it), then by seq.  A sender restored from an older
+        point (ASYNC durability, node lost) numbers its new messages from its
+        restored seq, under a newer epoch: they rank after everything of the
+        older epoch, so they are not mistaken for duplicates.
+        """
+        mark = self._inseq.get(sender)
+        if mark is None:
             raw = self.store.get("inseq", sender.encode())
-            # No record (a new sender, or one idle past the dedup horizon):
-            # start from what the sender knows was acknowledged.
-            hwm = unpack(raw)[0] if raw is not None else base
-            self._inseq[sender] = hwm
-        if hwm < base:
+            if raw is None:
+                # No record (a new sender, or one idle past the dedup horizon):
+                # start from what the sender knows was acknowledged.
+                mark = (0, base)
+            else:
+                record = unpack(raw)
+                mark = (record[2] if len(record) > 2 else 0, record[0])
+            self._inseq[sender] = mark
+        if mark[1] < base:
             # Below what this agent already acknowledged: its state rolled back
             # (ASYNC durability, node lost before the journal shipped).  What it
             # acknowledged is gone from the sender's outbox; go on from there
             # rather than wait forever for a gap that will never fill.
-            log.warning("agent %s: high-water mark of %s rolled back from %d to %d", self.agent_id, sender, base, hwm)
-            self._inseq[sender] = hwm = base
-        return hwm
+            log.warning("agent %s: high-water mark of %s rolled back from %d to %d", self.agent_id, sender,
+                        base, mark[1])
+            self._inseq[sender] = mark = (mark[0], base)
+        return mark
 
     def _deliver_batch(self, base: int, items: list[bytes], epoch: int | None) -> bytes:
         now = time.time()
         errors: list[list[Any]] = []
         extra: list[Op] = []
         sender: str | None = None
-        hwm = start = 0
+        mark = start = (0, 0)
+        dealt: int | None = None  # seq of the last envelope of this batch dealt with, in order
         handled = 0
         where = f"agent {self.agent_id!r} before handling"
         txn = self.store.read_txn()
@@ -471,7 +485,7 @@ class AgentCore(Background, Operations):
                             self.metrics.outcome(f"rejected_{stale.code}")
                             return encode_error(stale)
                         sender = env.sender
-                        hwm = start = self._hwm(sender, base)
+                        mark = start = self._mark(sender, base)
                     elif env.sender != sender:
                         raise EncodingError(f"batch mixes senders {sender!r} and {env.sender!r}")
                 except ProtocolError as exc:
@@ -479,12 +493,15 @@ class AgentCore(Background, Operations):
                     extra.append(dead_letter_op(reason_for(exc), exc, raw=raw, now=now))
                     errors.append([None, exc.code, exc.message])
                     continue
-                if env.seq <= hwm:
+                position = (env.epoch or 0, env.seq)
+                if position <= mark:
                     self.metrics.outcome("duplicate")
+                    dealt = env.seq
                     continue
-                if env.seq > hwm + 1:
-                    break  # a gap: an earlier batch was lost; the sender resends from hwm + 1
-                hwm = env.seq
+                if env.seq > mark[1] + 1:
+                    break  # a gap: an earlier batch was lost; the sender resends after the reply's seq
+                mark = position
+                dealt = env.seq
                 try:
                     if env.deadline is not None:
                         env.check_deadline(where)
@@ -513,14 +530,18 @@ class AgentCore(Background, Operations):
             txn.abort()
             if self.state.depth():
                 self.state.discard()
-        if sender is not None and hwm > start:
-            extra.append(Op("inseq", PUT, sender.encode(), pack([hwm, now])))
+        if sender is not None and mark != start:
+            extra.append(Op("inseq", PUT, sender.encode(), pack([mark[1], now, mark[0]])))
         self._commit(layer, extra, now)
-        if sender is not None:
-            self._inseq[sender] = hwm
+        if sender is None:
+            return encode_ok([base, errors])
+        self._inseq[sender] = mark
         if handled:
             self.metrics.messages.labels(self.agent_id, "handled").inc(handled)
-        return encode_ok([hwm if sender is not None else base, errors])
+        # The acknowledgement is in the sender's numbering: up to the last
+        # envelope of this batch dealt with, or, if the first one is a gap,
+        # up to just before it.
+        return encode_ok([dealt if dealt is not None else min(mark[1], base), errors])
 
     def _fenced(self, exc: Fenced) -> bytes:
         """This incarnation was replaced: stop acting for good, and say so to the caller."""

@@ -123,6 +123,7 @@ class Dispatcher:
                 prefixes[recipient] = recipient.encode() + b"\x00"
             seq = seqs[recipient] = seq + 1
             env.seq = seq
+            env.epoch = self.epoch  # the epoch that numbered it: orders the pair across restores
             keys.append(prefixes[recipient] + _U64.pack(seq))  # outbox_key(recipient, seq)
         blobs = encode_envelopes([env for _, env in sends])  # after the seqs are set
         ops: list[Op] = [("outbox", PUT, key, blob) for key, blob in zip(keys, blobs)]  # type: ignore[misc]

@@ -228,3 +228,39 @@ def test_a_receiver_whose_high_water_mark_rolled_back_goes_on_from_the_senders_b
     ok, count = decode_reply(second.deliver(encode_envelope(make_envelope(GetCount(), "rx"))))
     assert (ok, count) == (True, 4), "messages 3-5 were lost with the node (the ASYNC window); 6 and 7 were not"
     second.stop()
+
+
+def test_a_sender_restored_from_an_older_point_is_not_taken_for_a_duplicate(tmp_path):
+    """ASYNC durability, the sender's node lost: its restored outbox numbers new messages
+    from an older seq than the receiver has seen.  Under the new epoch they rank after
+    everything the old epoch numbered, so they are handled, once each, in order."""
+    from protocols import encode_batch
+    from runtime._config import AgentConfig
+
+    from .agents import Append, GetItems
+
+    def batch(base, epoch, items):  # items: (numbering epoch, seq, value)
+        envs = []
+        for numbered, seq, value in items:
+            env = make_envelope(Append(item=value), "rx", sender="tx", epoch=numbered)
+            env.seq = seq
+            envs.append(encode_envelope(env))
+        return encode_batch(base, envs, epoch)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "ck").mkdir()
+    rx = AgentCore(HostSpec("rx", Counter, str(tmp_path / "a"), str(tmp_path / "ck"), config=AgentConfig()))
+    old = rx.ckstore.claim_epoch("tx", {})
+    # The old incarnation's messages 1-5 were handled (it then lost 4 and 5 to a rollback).
+    assert decode_reply(rx.deliver_batch(batch(0, old, [(old, s, s) for s in range(1, 6)])))[1][0] == 5
+    new = rx.ckstore.claim_epoch("tx", {})
+    # The new one resends its restored outbox (3, numbered by the old epoch), then new
+    # messages it numbered 4, 5, 6 under its own epoch.
+    reply = decode_reply(rx.deliver_batch(batch(2, new, [(old, 3, 3), (new, 4, 40), (new, 5, 50), (new, 6, 60)])))
+    assert reply[1][0] == 6
+    # A gap in the new numbering is still a gap: nothing past it is handled.
+    reply = decode_reply(rx.deliver_batch(batch(6, new, [(new, 8, 80)])))
+    assert reply[1][0] == 6
+    ok, items = decode_reply(rx.deliver(encode_envelope(make_envelope(GetItems(), "rx"))))
+    assert items == [1, 2, 3, 4, 5, 40, 50, 60], "old 3 once (a duplicate), every new one once, in order"
+    rx.stop()
