@@ -59,7 +59,7 @@ from ray.exceptions import RayActorError
 from runtime import AgentAlreadyRunning, System
 
 from ._backoff import consecutive_failures, restart_delay
-from ._calls import await_death, awaitable, first_line
+from ._calls import DEATH_WAIT, await_death, awaitable, first_line
 from ._child import Child
 from ._intensity import add_restart
 from ._lifecycle import ChildState, SupervisorState, require
@@ -348,7 +348,10 @@ class SupervisorActor(Operations, Probing, Standby):
         if handle is not None:
             # Stopped gracefully but still up, or dead: either way Ray keeps the name
             # taken until the actor is killed through a handle, so a restart could not reuse it.
-            ray.kill(handle, no_restart=True)
+            if reason is ExitReason.NORMAL:
+                self._spawn_task(self._kill_after_stop(handle))
+            else:
+                ray.kill(handle, no_restart=True)
         child.last_exit = reason.value
         if reason.abnormal:
             child.last_failure = failure
@@ -378,6 +381,19 @@ class SupervisorActor(Operations, Probing, Standby):
         self._emit("restarting", child.id, why=reason.value,
                    details={"delay": round(delay, 4), "stop": list(plan.stop), "start": list(plan.start)})
         self._spawn_task(self._restart(plan, delay))
+
+    async def _kill_after_stop(self, handle: Any) -> None:
+        """Kill a child that stopped of its own accord once whoever stopped it has its answer.
+
+        ``stop`` is idempotent and runs on the host's one handling thread, so
+        this one returns after the first has answered; a restart meanwhile
+        waits for the name (NAME_WAIT).
+        """
+        try:
+            await asyncio.wait_for(awaitable(handle.stop.remote()), DEATH_WAIT)
+        except Exception:
+            pass  # already dead, or stuck: killed below either way
+        ray.kill(handle, no_restart=True)
 
     async def _restart(self, plan: Plan, delay: float) -> None:
         await asyncio.sleep(delay)  # holds nothing: a stop meanwhile wins
