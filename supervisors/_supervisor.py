@@ -240,6 +240,7 @@ class SupervisorActor(Operations, Probing, Standby):
         child.state = ChildState.STARTING
         child.generation += 1
         gen = child.generation
+        spare = None
         try:
             if child.spec.is_supervisor:
                 handle, info = await self._spawn_supervisor(child)
@@ -264,7 +265,8 @@ class SupervisorActor(Operations, Probing, Standby):
         child.state = ChildState.RUNNING
         child.watch_ref = handle.watch.remote()
         child.tasks = [self._spawn_task(self._monitor(child, gen))]
-        self._emit("started", child.id, details={"incarnation": child.incarnation, "pid": child.pid})
+        self._emit("started", child.id, details={"incarnation": child.incarnation, "epoch": child.epoch,
+                                                 "pid": child.pid, "warm": spare is not None and handle is spare})
         if halted and self._halted_by is not None:
             # Invariant: a kill switch pulled while this child was being spawned still applies to it.
             await self._halt_child(child, *self._halted_by)

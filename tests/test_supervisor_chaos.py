@@ -30,7 +30,15 @@ pytestmark = pytest.mark.ray
 SECONDS = float(os.environ.get("GARRISON_CHAOS_SECONDS", "60"))
 
 
-def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkilled(ray_session, tmp_path):
+@pytest.mark.parametrize(
+    "standby, seconds",
+    [(0, SECONDS), (1, min(SECONDS, 20.0))],
+    ids=["cold-restarts", "warm-standby"],
+)
+def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkilled(
+        ray_session, tmp_path, standby, seconds):
+    """Cold restarts for the acceptance's full length; then a shorter run where warm spares
+    adopt the victims (outboxes and refs then follow agents to actors not named after them)."""
     data = tmp_path / "data"
     data.mkdir()
     tag = uuid.uuid4().hex[:4]
@@ -39,7 +47,8 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
     sender = {"retry_backoff": 0.05, "retry_backoff_max": 0.5, "max_batch": 50, "window": 100, "max_attempts": 0}
     spec = SupervisorSpec(
         id=f"chaos-{tag}",
-        flags=SupervisorFlags(intensity=100, period=10, backoff=BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0)),
+        flags=SupervisorFlags(intensity=100, period=10, standby=standby,
+                              backoff=BackoffPolicy(initial=0.0, max_delay=0.0, jitter=0)),
         children=[*(ChildSpec(id=s, agent=Sink, init={"delay": 0.001}) for s in sinks),
                   ChildSpec(id=prod, agent=Producer, config=sender)],
     )
@@ -65,7 +74,7 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
     thread = threading.Thread(target=killer, daemon=True)
     try:
         thread.start()
-        end = time.monotonic() + SECONDS
+        end = time.monotonic() + seconds
         while time.monotonic() < end:
             sink = rng.choice(sinks)
             emit = Emit(to=sink, start=sent[sink], count=per_round)
@@ -77,7 +86,7 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
             time.sleep(0.2)
         stop.set()
         thread.join()
-        assert len(kills) >= max(1, int(SECONDS / 2) - 1)
+        assert len(kills) >= max(1, int(seconds / 2) - 1)
         assert len(set(kills)) >= 3, f"several agents were victims: {kills}"
         expected = _fault_free(emits, sinks, prod)
         deadline = time.monotonic() + 60
@@ -91,6 +100,8 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
                 break
             time.sleep(0.5)
         assert states == expected, (_diff(states, expected), kills, sup.which_children())
+        warm = [e for e in sup.events() if e["kind"] == "started" and e["details"].get("warm")]
+        assert bool(warm) == bool(standby), f"{len(warm)} warm starts with standby={standby}"
         assert sup.status()["state"] == "running"
     finally:
         stop.set()
