@@ -13,7 +13,8 @@ per signal the supervisor judges (see ``supervisors/_health.py``):
 * ``stuck_process``: a handler is stuck in C holding the GIL (a regular
   expression backtracking without end), so the whole process answers
   nothing: suspect after ``missed_limit`` probes in a row time out.
-  Budget: ``missed_limit * (interval + timeout)``.
+  Budget: ``missed_limit * interval + timeout`` (probes go out on a fixed
+  cadence; the K-th one sent after the hang times out).
 
 Controls, with the same policies: an agent doing legitimate long work just
 under ``handler_limit``, back to back, and one kept CPU-busy with short
@@ -184,7 +185,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "policy": {"interval_s": INTERVAL, "timeout_s": TIMEOUT, "missed_limit": MISSED, "handler_limit_s": LIMIT},
         "stuck_handler": _summary(handler_runs, LIMIT + INTERVAL),
-        "stuck_process": _summary(process_runs, MISSED * (INTERVAL + TIMEOUT)),
+        "stuck_process": _summary(process_runs, MISSED * INTERVAL + TIMEOUT),
         "control_long_work_under_limit": long_work,
         "control_cpu_busy_short_handlers": short_work,
     }

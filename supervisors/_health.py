@@ -12,8 +12,11 @@ So two signals make a child *suspect*:
 
 A busy child whose handler runs for less than ``handler_limit`` is healthy.
 The supervisor then applies ``action``: restart it, or quarantine it.
-Worst-case detection time: ``interval + handler_limit`` for a stuck handler,
-``missed_limit * (interval + timeout)`` for a stuck process.
+Probes go out every ``interval`` whether or not earlier ones answered
+(``supervisors/_probing.py``).  Worst-case detection time, from the moment
+the hang starts: ``handler_limit + interval`` for a stuck handler,
+``missed_limit * interval + timeout`` for a stuck process; plus the time of
+the probe call itself (milliseconds).
 """
 
 from __future__ import annotations

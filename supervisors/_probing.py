@@ -4,19 +4,29 @@ Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin).  One
 prober task per child incarnation (only with a :class:`ProbePolicy`); probes
 are answered by the host off its handling thread, so a busy agent still
 answers and only a handler past ``handler_limit`` or missed probes make it
-suspect.  Invariant: a prober of a replaced incarnation (``generation``
-changed) reports nothing.
+suspect.
+
+Probes go out on a fixed cadence, one every ``interval`` whether or not the
+previous one has answered, each with its own ``timeout``; they are judged in
+the order they were sent.  So a process stuck from time ``t`` is suspect by
+``t + missed_limit * interval + timeout`` (the K-th probe sent after ``t``
+times out), not after K sequential waits.
+
+Invariants: a prober of a replaced incarnation (``generation`` changed)
+reports nothing; at most ``ceil(timeout / interval) + 1`` probes are
+outstanding; when the prober ends, its pending probes are cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from ray.exceptions import RayActorError
 
 from ._calls import awaitable
 from ._child import Child
-from ._health import HangAction, Verdict, judge_probe
+from ._health import HangAction, ProbePolicy, Verdict, judge_probe
 from ._lifecycle import ChildState
 from ._strategy import ExitReason
 
@@ -33,24 +43,51 @@ class Probing:
     async def _probe_loop(self, child: Child, gen: int) -> None:
         policy = child.spec.probe
         assert policy is not None
+        sent: asyncio.Queue[asyncio.Task[dict[str, Any] | None] | None] = asyncio.Queue()
+        launcher = asyncio.ensure_future(self._launch_probes(child, gen, policy, sent))
         missed = 0
+        try:
+            while True:
+                probe = await sent.get()
+                if probe is None:  # the launcher saw the incarnation replaced or not running
+                    return
+                answer = await probe
+                if child.generation != gen:
+                    return
+                missed, verdict = judge_probe(policy, missed, answer)
+                if verdict is Verdict.SUSPECT:
+                    break
+        finally:
+            launcher.cancel()
+            while not sent.empty():
+                pending = sent.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+        running = None if answer is None else answer.get("handler_running_for")
+        why = (f"{missed} probes in a row unanswered within {policy.timeout}s" if answer is None else
+               f"a handler has been running for {running:.2f}s (limit {policy.handler_limit}s)")
+        await self._suspect(child, why)
+
+    async def _launch_probes(self, child: Child, gen: int, policy: ProbePolicy,
+                             sent: asyncio.Queue[asyncio.Task[dict[str, Any] | None] | None]) -> None:
+        """Send a probe every ``interval`` (an absolute schedule: no drift), until the incarnation changes."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(policy.interval)
+            due += policy.interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
             if child.generation != gen or child.state is not ChildState.RUNNING:
+                sent.put_nowait(None)
                 return
-            try:
-                answer = await asyncio.wait_for(awaitable(child.handle.probe.remote()), policy.timeout)
-            except (asyncio.TimeoutError, RayActorError):
-                answer = None
-            if child.generation != gen:
-                return
-            missed, verdict = judge_probe(policy, missed, answer)
-            if verdict is Verdict.SUSPECT:
-                running = None if answer is None else answer.get("handler_running_for")
-                why = (f"{missed} probes in a row unanswered within {policy.timeout}s" if answer is None else
-                       f"a handler has been running for {running:.2f}s (limit {policy.handler_limit}s)")
-                await self._suspect(child, why)
-                return
+            sent.put_nowait(asyncio.ensure_future(self._probe_once(child, policy)))
+
+    @staticmethod
+    async def _probe_once(child: Child, policy: ProbePolicy) -> dict[str, Any] | None:
+        """One probe: the answer, or None if none came within ``timeout`` (or the process is dead)."""
+        try:
+            return await asyncio.wait_for(awaitable(child.handle.probe.remote()), policy.timeout)
+        except (asyncio.TimeoutError, RayActorError):
+            return None
 
     async def _suspect(self, child: Child, why: str) -> None:
         policy = child.spec.probe
