@@ -62,6 +62,11 @@ class Shipper:
             if self.fence is not None:
                 self.fence("journal shipping")
             self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
+            if self.fence is not None:
+                # Checked again after the write: a later incarnation that claimed its
+                # epoch meanwhile may not have seen this segment, so it does not count
+                # as shipped (nothing waiting on it, e.g. a SYNC reply, goes out).
+                self.fence("journal shipping")
             self.shipped = info.last
             self.shipments += 1
             return self.shipped
