@@ -54,9 +54,11 @@ class Checkpointer:
         retention: float,
         summarize: Summarize | None = None,
         fence: Callable[[str], None] | None = None,
+        epoch: int = 0,
     ) -> None:
         self.store = store
         self.fence = fence
+        self.epoch = epoch
         self.ckstore = ckstore
         self.shipper = shipper
         self.agent_id = agent_id
@@ -96,6 +98,7 @@ class Checkpointer:
             checksum=sha256_file(body),
             summary=summary,
             summary_type=summary_type,
+            epoch=self.epoch,
         )
         if self.fence is not None:
             try:

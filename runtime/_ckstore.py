@@ -8,9 +8,10 @@ Layout of :class:`DirectoryStore`::
 
     <root>/<agent_id>/ckpt-<seq>.mdb          compacted LMDB copy (the body)
     <root>/<agent_id>/ckpt-<seq>.manifest     "sha256:<hex>\\n" + JSON manifest
-    <root>/<agent_id>/journal/seg-<first>-<last>-<last_ms>.jnl
+    <root>/<agent_id>/journal/seg-<first>-<last>-<last_ms>-e<epoch>.jnl
     <root>/<agent_id>/staging/                 temporary files, same filesystem
     <root>/<agent_id>/epochs/<epoch>           one file per claimed fencing epoch (who, when)
+    <root>/<agent_id>/epochs/<epoch>.base      the seq that epoch's host restored to
 
 Invariant: a checkpoint exists iff its manifest exists; the manifest is
 written (temp file, fsync, rename, fsync of the directory) only after its body
@@ -25,14 +26,17 @@ superseded" is the existence of file ``e + 1`` (one ``stat``).
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .exceptions import CheckpointCorrupt, CheckpointError, DataDirectoryError
 
-__all__ = ["CheckpointStore", "DirectoryStore", "Manifest", "SegmentInfo", "atomic_write", "sha256_file"]
+__all__ = [
+    "CheckpointStore",
+    "Cutoff",
+    "DirectoryStore",
+    "Manifest",
+    "SegmentInfo",
+    "atomic_write",
+    "epoch_cutoff",
+    "sha256_file",
+]
 
-_SEG = re.compile(r"^seg-(\d{20})-(\d{20})-(\d+)\.jnl$")
+_SEG = re.compile(r"^seg-(\d{20})-(\d{20})-(\d+)(?:-e(\d+))?\.jnl$")
 _CKPT = re.compile(r"^ckpt-(\d{20})\.manifest$")
 
 
@@ -62,6 +75,8 @@ class Manifest(BaseModel):
     checksum: str
     summary: Any = None
     summary_type: str | None = None
+    #: The fencing epoch of the incarnation that took it (0: before epochs).
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,29 @@ class SegmentInfo:
     first: int
     last: int
     last_time: float
+    #: The fencing epoch of the incarnation that shipped it (0: before epochs).
+    epoch: int = 0
+
+
+#: ``cutoff(epoch)``: the highest seq written by ``epoch`` that later history includes.
+Cutoff = Callable[[int], float]
+
+
+def epoch_cutoff(bases: dict[int, int]) -> Cutoff:
+    """From every epoch's restore point, ``cutoff(e)``: the lowest base of any epoch newer than ``e``.
+
+    What epoch ``e`` wrote past ``cutoff(e)`` no newer incarnation restored:
+    a fork, never to be restored or counted as shipped (see ``_restore``).
+    """
+    epochs = sorted(bases)
+    lowest_from: list[float] = [math.inf] * (len(epochs) + 1)  # min of the bases of epochs[i:]
+    for i in range(len(epochs) - 1, -1, -1):
+        lowest_from[i] = min(lowest_from[i + 1], bases[epochs[i]])
+
+    def cutoff(epoch: int) -> float:
+        return lowest_from[bisect.bisect_right(epochs, epoch)]
+
+    return cutoff
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -175,6 +213,14 @@ class CheckpointStore(abc.ABC):
     def superseded(self, agent_id: str, epoch: int) -> bool:
         """Whether a later epoch than ``epoch`` has been claimed for the agent."""
 
+    @abc.abstractmethod
+    def record_base(self, agent_id: str, epoch: int, seq: int) -> None:
+        """Record that epoch ``epoch``'s host restored the agent to ``seq`` (before it writes anything)."""
+
+    @abc.abstractmethod
+    def bases(self, agent_id: str) -> dict[int, int]:
+        """Every recorded ``epoch -> seq it restored to``."""
+
 
 class DirectoryStore(CheckpointStore):
     """A checkpoint store in a directory (local disk or a shared mount)."""
@@ -256,7 +302,8 @@ class DirectoryStore(CheckpointStore):
             (base / f"ckpt-{seq:020d}{suffix}").unlink(missing_ok=True)
 
     def _segment_path(self, agent_id: str, info: SegmentInfo) -> Path:
-        return self.root / agent_id / "journal" / f"seg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}.jnl"
+        name = f"seg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}"
+        return self.root / agent_id / "journal" / (f"{name}-e{info.epoch}.jnl" if info.epoch else f"{name}.jnl")
 
     def put_segment(self, agent_id: str, info: SegmentInfo, payload: bytes) -> None:
         self._agent(agent_id)
@@ -270,7 +317,7 @@ class DirectoryStore(CheckpointStore):
         if not base.is_dir():
             return []
         out = [
-            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0)
+            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0, int(m.group(4) or 0))
             for p in base.iterdir()
             if (m := _SEG.match(p.name))
         ]
@@ -309,6 +356,25 @@ class DirectoryStore(CheckpointStore):
 
     def superseded(self, agent_id: str, epoch: int) -> bool:
         return os.path.exists(f"{self.root}/{agent_id}/epochs/{epoch + 1:020d}")
+
+    def record_base(self, agent_id: str, epoch: int, seq: int) -> None:
+        path = self._agent(agent_id) / "epochs" / f"{epoch:020d}.base"
+        try:
+            atomic_write(path, str(seq).encode())
+        except OSError as exc:
+            raise CheckpointError(f"cannot record the restore point of {agent_id} epoch {epoch}: {exc}") from exc
+
+    def bases(self, agent_id: str) -> dict[int, int]:
+        base = self.root / agent_id / "epochs"
+        if not base.is_dir():
+            return {}
+        out = {}
+        for p in base.glob("*.base"):
+            try:
+                out[int(p.stem)] = int(p.read_text())
+            except (OSError, ValueError):
+                continue  # torn or foreign: that epoch gives no cut-off
+        return out
 
     def sweep(self, agent_id: str) -> int:
         base = self.root / agent_id

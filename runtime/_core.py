@@ -144,6 +144,9 @@ class AgentCore(Background, Operations):
             raise
         try:
             self.store.take_epoch(self.epoch)
+            # Before this epoch writes anything: what older epochs publish past this
+            # point is a fork this incarnation never saw, and later restores skip it.
+            self.ckstore.record_base(self.agent_id, self.epoch, self.store.seq)
         except BaseException:
             self.store.close()
             self._host_lock.release()
@@ -181,13 +184,14 @@ class AgentCore(Background, Operations):
         self._stage_fn = self.state.stage_send
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
-        self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check)
+        self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check, epoch=self.epoch)
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
             keep=cfg.keep_checkpoints, retention=cfg.journal_retention,
             summarize=self.agent.summary if type(self.agent).summary is not Agent.summary else None,
             fence=self.fence.check,
+            epoch=self.epoch,
         )
         self._lock = threading.RLock()
         self._loop = LoopThread(f"garrison-loop-{self.agent_id}")

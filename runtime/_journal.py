@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from ._ckstore import CheckpointStore, SegmentInfo
+from ._ckstore import CheckpointStore, SegmentInfo, epoch_cutoff
 from ._store import JournalRecord, LmdbStore
 
 __all__ = ["Shipper", "decode_segment", "encode_segment"]
@@ -40,14 +40,17 @@ class Shipper:
     """Moves new journal records into the checkpoint store; thread-safe."""
 
     def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str,
-                 fence: Callable[[str], None] | None = None) -> None:
+                 fence: Callable[[str], None] | None = None, epoch: int = 0) -> None:
         self.store = store
         self.fence = fence  # raises once a later incarnation exists: it ships nothing more
+        self.epoch = epoch  # stamped on every segment (see _restore: cut-offs by epoch)
         self.ckstore = ckstore
         self.agent_id = agent_id
         self._lock = threading.Lock()
-        segments = ckstore.list_segments(agent_id)
-        self.shipped = max((s.last for s in segments), default=0)
+        # Shipped so far: what the segments hold, up to their epoch's cut-off (an
+        # older epoch's fork past a newer base does not count: it was never restored).
+        cutoff = epoch_cutoff(ckstore.bases(agent_id))
+        self.shipped = int(max((min(s.last, cutoff(s.epoch)) for s in ckstore.list_segments(agent_id)), default=0))
         self.shipments = 0
 
     def ship(self) -> int:
@@ -58,7 +61,7 @@ class Shipper:
             records = self.store.journal_raw_since(self.shipped)
             if not records:
                 return self.shipped
-            info = SegmentInfo(records[0][0], records[-1][0], time.time())
+            info = SegmentInfo(records[0][0], records[-1][0], time.time(), self.epoch)
             if self.fence is not None:
                 self.fence("journal shipping")
             self.ckstore.put_segment(self.agent_id, info, encode_segment(records))

@@ -12,6 +12,14 @@ Order of preference:
 
 Invariant: journal replay stops at the first gap or corrupt segment, and the
 report says so (``gap``), rather than apply records past a hole.
+
+Forks (fencing, see ``_fence``): every epoch records the seq it restored to
+(its *base*) before it writes anything.  Whatever an older epoch wrote past
+the base of a newer one (a local LMDB, a checkpoint, journal records) is a
+fork the newer incarnation never saw: a replaced incarnation that kept going,
+or work lost with a node under ASYNC durability.  It is never restored on top
+of the newer history: such a local copy is set aside, such a checkpoint
+skipped, such records not replayed (``forks`` in the report says what).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._ckstore import CheckpointStore, Manifest
+from ._ckstore import CheckpointStore, Cutoff, Manifest, epoch_cutoff
 from ._journal import decode_segment
 from ._store import LmdbStore
 from .exceptions import CheckpointCorrupt, CheckpointError, RestoreError, StateError
@@ -46,6 +54,8 @@ class RestoreReport(BaseModel):
     ops_replayed: int = 0
     corrupt: list[str] = []
     gap: bool = False
+    #: What an older epoch wrote past a newer one's restore point, and was left out.
+    forks: list[str] = []
     set_aside: str | None = None
     duration_s: float
     time: float
@@ -78,10 +88,15 @@ def _open_local(path: Path, agent_id: str, agent_class: str, **kw: Any) -> LmdbS
     return store
 
 
-def _replay(store: LmdbStore, ckstore: CheckpointStore, agent_id: str, corrupt: list[str]) -> tuple[int, bool]:
-    """Apply shipped segments after ``store.seq``; return (ops applied, gap?)."""
+def _replay(store: LmdbStore, ckstore: CheckpointStore, agent_id: str, corrupt: list[str],
+            cutoff: Cutoff, forks: list[str]) -> tuple[int, bool]:
+    """Apply shipped segments after ``store.seq``, none past its epoch's cut-off; return (ops applied, gap?)."""
     applied = 0
     for seg in ckstore.list_segments(agent_id):
+        limit = cutoff(seg.epoch)
+        if seg.first > limit:
+            forks.append(f"journal {seg.first}-{seg.last} of epoch {seg.epoch} (a newer epoch restored to {limit})")
+            continue
         if seg.last <= store.seq:
             continue
         if seg.first > store.seq + 1:
@@ -92,13 +107,16 @@ def _replay(store: LmdbStore, ckstore: CheckpointStore, agent_id: str, corrupt: 
         except CheckpointCorrupt as exc:
             corrupt.append(str(exc))
             return applied, True
+        if seg.last > limit:
+            forks.append(f"journal {int(limit) + 1}-{seg.last} of epoch {seg.epoch} (past a newer epoch's base)")
+            records = [r for r in records if r.seq <= limit]
         applied += store.replay(records)
     return applied, False
 
 
-def _shipped_head(ckstore: CheckpointStore, agent_id: str) -> int:
-    head = max((s.last for s in ckstore.list_segments(agent_id)), default=0)
-    return max(head, max(ckstore.list_checkpoints(agent_id), default=0))
+def _shipped_head(ckstore: CheckpointStore, agent_id: str, cutoff: Cutoff) -> int:
+    head = max((min(s.last, cutoff(s.epoch)) for s in ckstore.list_segments(agent_id)), default=0)
+    return int(max(head, max(ckstore.list_checkpoints(agent_id), default=0)))
 
 
 def restore(
@@ -113,8 +131,10 @@ def restore(
     """Open or rebuild the agent's LMDB at ``path``; see the module docstring."""
     t0 = time.perf_counter()
     corrupt: list[str] = []
+    forks: list[str] = []
     set_aside: str | None = None
-    head = _shipped_head(ckstore, agent_id)
+    cutoff = epoch_cutoff(ckstore.bases(agent_id))
+    head = _shipped_head(ckstore, agent_id, cutoff)
 
     if (path / "data.mdb").exists():
         try:
@@ -124,14 +144,24 @@ def restore(
             set_aside = _set_aside(path, "corrupt")
         else:
             applied, gap = 0, False
-            if store.seq < head:
-                applied, gap = _replay(store, ckstore, agent_id, corrupt)
-            if not gap or store.seq >= head:
-                return store, _report(store, "local", None, applied, corrupt, gap, set_aside, t0, incarnation), None
-            # The local copy is older than what was shipped and cannot be caught
-            # up from the journal: it is stale (the agent ran elsewhere since).
-            store.close()
-            set_aside = _set_aside(path, "stale")
+            local_epoch = store.stamped_epoch()
+            if store.seq > cutoff(local_epoch):
+                # Written past a newer epoch's restore point: a fork (this node's copy
+                # went on after the agent was restored elsewhere).  Never the base.
+                forks.append(f"local state of epoch {local_epoch} at seq {store.seq} "
+                             f"(a newer epoch restored to {int(cutoff(local_epoch))})")
+                store.close()
+                set_aside = _set_aside(path, "forked")
+            else:
+                if store.seq < head:
+                    applied, gap = _replay(store, ckstore, agent_id, corrupt, cutoff, forks)
+                if not gap or store.seq >= head:
+                    return store, _report(store, "local", None, applied, corrupt, gap, set_aside, t0, incarnation,
+                                          forks), None
+                # The local copy is older than what was shipped and cannot be caught
+                # up from the journal: it is stale (the agent ran elsewhere since).
+                store.close()
+                set_aside = _set_aside(path, "stale")
 
     base: Manifest | None = None
     for seq in ckstore.list_checkpoints(agent_id):
@@ -139,6 +169,10 @@ def restore(
             manifest = ckstore.read_manifest(agent_id, seq)
             if manifest.agent_id != agent_id:
                 raise CheckpointCorrupt(f"checkpoint {seq} names agent {manifest.agent_id!r}")
+            if manifest.seq > cutoff(manifest.epoch):
+                forks.append(f"checkpoint {seq} of epoch {manifest.epoch} "
+                             f"(a newer epoch restored to {int(cutoff(manifest.epoch))})")
+                continue
             ckstore.fetch_checkpoint(manifest, path / "data.mdb")
         except (CheckpointCorrupt, CheckpointError) as exc:
             log.error("%s: checkpoint %d unusable, trying the previous one: %s", agent_id, seq, exc)
@@ -150,11 +184,11 @@ def restore(
         store = LmdbStore(path, agent_id=agent_id, **store_kw)
     except StateError as exc:
         raise RestoreError(f"cannot open state for {agent_id} at {path}: {exc}") from exc
-    applied, gap = _replay(store, ckstore, agent_id, corrupt)
+    applied, gap = _replay(store, ckstore, agent_id, corrupt, cutoff, forks)
     source = "checkpoint" if base is not None else "fresh"
     if base is None and applied:
         source = "journal"
-    return store, _report(store, source, base, applied, corrupt, gap, set_aside, t0, incarnation), base
+    return store, _report(store, source, base, applied, corrupt, gap, set_aside, t0, incarnation, forks), base
 
 
 def _report(
@@ -167,6 +201,7 @@ def _report(
     set_aside: str | None,
     t0: float,
     incarnation: int | None,
+    forks: list[str],
 ) -> RestoreReport:
     previous = store.meta("incarnation", 0)
     inc = incarnation if incarnation is not None else previous + 1
@@ -179,6 +214,7 @@ def _report(
         ops_replayed=applied,
         corrupt=corrupt,
         gap=gap,
+        forks=forks,
         set_aside=set_aside,
         duration_s=time.perf_counter() - t0,
         time=time.time(),

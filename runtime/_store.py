@@ -226,6 +226,12 @@ class LmdbStore:
         self.seq = seq
         return seq
 
+    def stamped_epoch(self) -> int:
+        """The fencing epoch of the last host that took these files (0: none did)."""
+        with self.env.begin(db=self._db["meta"]) as txn:
+            raw = txn.get(b"epoch")
+        return _U64.unpack(raw)[0] if raw is not None else 0
+
     def take_epoch(self, epoch: int) -> None:
         """Stamp these files with ``epoch``; later commits by an older epoch's writer are refused.
 

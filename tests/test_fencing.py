@@ -14,6 +14,7 @@ import pytest
 
 from protocols import StaleEpoch, encode_batch, encode_envelope, error_from_wire, make_envelope
 from runtime import AgentState, DirectoryStore, Fenced
+from runtime._ckstore import epoch_cutoff
 from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
@@ -28,10 +29,12 @@ def _reply(raw: bytes):
     return value if ok else error_from_wire(value)
 
 
-def _spec(tmp_path, node: str, agent: str = "f-1", cls=Counter) -> HostSpec:
+def _spec(tmp_path, node: str, agent: str = "f-1", cls=Counter, **config) -> HostSpec:
+    from runtime import AgentConfig
+
     (tmp_path / node).mkdir(exist_ok=True)
     (tmp_path / "ck").mkdir(exist_ok=True)
-    return HostSpec(agent, cls, str(tmp_path / node), str(tmp_path / "ck"))
+    return HostSpec(agent, cls, str(tmp_path / node), str(tmp_path / "ck"), config=AgentConfig(**config))
 
 
 def test_epochs_are_claimed_once_each_even_when_racing(tmp_path):
@@ -69,6 +72,47 @@ def test_a_replaced_incarnation_can_neither_commit_nor_publish(tmp_path):
     assert _reply(new.deliver(encode_envelope(make_envelope(Add(n=1), "f-1")))) == 6
     old.stop()
     new.stop()
+
+
+def test_epoch_cutoff_is_the_lowest_restore_point_of_any_newer_epoch():
+    cutoff = epoch_cutoff({1: 0, 2: 100, 3: 80, 5: 200})
+    assert [cutoff(e) for e in (0, 1, 2, 3, 4)] == [0, 80, 80, 200, 200]
+    assert cutoff(5) == cutoff(9) == float("inf")
+    assert epoch_cutoff({})(1) == float("inf")
+
+
+def test_what_a_replaced_incarnation_wrote_past_its_successors_base_is_never_restored(tmp_path):
+    """The race fencing cannot close with a plain directory: the old incarnation passed its
+    checks just before the new one claimed its epoch, and publishes a segment after.  Later
+    restores leave that fork out, from the store and from the old node's local files."""
+    quiet = {"ship_interval": 3600, "checkpoint_interval": 3600}  # no background shipping: the test drives it
+    old = AgentCore(_spec(tmp_path, "node-a", cls=Laggard, **quiet))
+    for _ in range(5):
+        _reply(old.deliver(encode_envelope(make_envelope(Add(n=1), "f-1"))))
+    old.checkpoint(force=True)
+    new = AgentCore(_spec(tmp_path, "node-b", cls=Laggard, **quiet))
+    assert _reply(new.deliver(encode_envelope(make_envelope(Add(n=1), "f-1")))) == 6
+
+    # As if the old one had passed its checks just before the claim:
+    old.fence.check = old.shipper.fence = lambda where: None
+    assert _reply(old.deliver(encode_envelope(make_envelope(Add(n=100), "f-1")))) == 105
+    old.shipper.ship()  # the fork reaches the store
+    new.shipper.ship()
+    new.close_files()  # both processes die
+    old.close_files()
+
+    elsewhere = AgentCore(_spec(tmp_path, "node-c", cls=Laggard))
+    report = elsewhere.restore_report
+    assert report.source == "checkpoint" and any("of epoch 1" in f for f in report.forks), report
+    assert _reply(elsewhere.deliver(encode_envelope(make_envelope(Report(), "f-1"))))["count"] == 6
+    elsewhere.close_files()
+
+    back_home = AgentCore(_spec(tmp_path, "node-a", cls=Laggard))  # the old node's files went on to 105
+    report = back_home.restore_report
+    assert report.set_aside and "forked" in report.set_aside, report
+    assert any("local state of epoch 1" in f for f in report.forks), report
+    assert _reply(back_home.deliver(encode_envelope(make_envelope(Report(), "f-1"))))["count"] == 6
+    back_home.stop()
 
 
 def test_stale_writer_on_the_same_files_is_refused_inside_the_transaction(tmp_path):
