@@ -8,11 +8,13 @@ records ``agent id -> (actor name, epoch)`` here, and every lookup (drivers'
 ``AgentRef``, outboxes, supervisors) reads the record, falling back to the
 actor named like the agent when there is none.
 
-Invariants: a record names the host of the newest epoch that registered (a
-host registers only while it is not fenced, after its restore); a host that
-stops removes its record only if the record is still its own.  Ray's KV API
-is private (``ray.experimental.internal_kv``); it is used here and nowhere
-else, and its errors are translated to ours.
+Invariants: each host writes its own record, keyed ``<agent id>@<epoch>``,
+and never another's; a lookup takes the newest epoch's record.  So two hosts
+registering at once (a replaced one and its successor) cannot overwrite each
+other: the successor wins whatever the order.  A host removes the records of
+older epochs when it registers, and its own when it stops.  Ray's KV API is
+private (``ray.experimental.internal_kv``); it is used here and nowhere
+else.
 """
 
 from __future__ import annotations
@@ -35,21 +37,25 @@ def _kv_namespace(namespace: str) -> str:
     return f"garrison-directory/{namespace}"
 
 
-def register(agent_id: str, actor_name: str, epoch: int, *, namespace: str) -> None:
-    """Record that ``actor_name`` hosts ``agent_id`` from ``epoch`` on."""
-    value = msgpack.packb({"actor": actor_name, "epoch": epoch})
-    internal_kv._internal_kv_put(agent_id, value, overwrite=True, namespace=_kv_namespace(namespace))
+def _key(agent_id: str, epoch: int) -> str:
+    # Agent ids never hold "@" (see check_agent_id), so "<id>@" prefixes only that agent's keys.
+    return f"{agent_id}@{epoch:020d}"
 
 
-def forget(agent_id: str, actor_name: str, *, namespace: str) -> None:
-    """Remove the record if it still names ``actor_name`` (a later host's record stays)."""
-    record = _record(agent_id, namespace)
-    if record is not None and record.get("actor") == actor_name:
-        internal_kv._internal_kv_del(agent_id, namespace=_kv_namespace(namespace))
+def _records(agent_id: str, namespace: str) -> list[tuple[int, str]]:
+    """``(epoch, key)`` of every record of ``agent_id``, oldest first."""
+    keys = internal_kv._internal_kv_list(f"{agent_id}@", namespace=_kv_namespace(namespace))
+    out = []
+    for key in keys:
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        _, _, epoch = text.rpartition("@")
+        if epoch.isdigit():
+            out.append((int(epoch), text))
+    return sorted(out)
 
 
-def _record(agent_id: str, namespace: str) -> dict[str, Any] | None:
-    raw = internal_kv._internal_kv_get(agent_id, namespace=_kv_namespace(namespace))
+def _read(key: str, namespace: str) -> dict[str, Any] | None:
+    raw = internal_kv._internal_kv_get(key, namespace=_kv_namespace(namespace))
     if raw is None:
         return None
     try:
@@ -57,6 +63,33 @@ def _record(agent_id: str, namespace: str) -> dict[str, Any] | None:
     except Exception:  # a foreign or torn value: as if there were none
         return None
     return record if isinstance(record, dict) else None
+
+
+def register(agent_id: str, actor_name: str, epoch: int, *, namespace: str) -> None:
+    """Record that ``actor_name`` hosts ``agent_id`` from ``epoch`` on; drop older epochs' records."""
+    ns = _kv_namespace(namespace)
+    value = msgpack.packb({"actor": actor_name, "epoch": epoch})
+    internal_kv._internal_kv_put(_key(agent_id, epoch), value, overwrite=True, namespace=ns)
+    for older, key in _records(agent_id, namespace):
+        if older < epoch:
+            internal_kv._internal_kv_del(key, namespace=ns)
+
+
+def forget(agent_id: str, actor_name: str, *, namespace: str) -> None:
+    """Remove this host's records of ``agent_id`` (a later host's record stays)."""
+    for _, key in _records(agent_id, namespace):
+        record = _read(key, namespace)
+        if record is not None and record.get("actor") == actor_name:
+            internal_kv._internal_kv_del(key, namespace=_kv_namespace(namespace))
+
+
+def _record(agent_id: str, namespace: str) -> dict[str, Any] | None:
+    """The newest epoch's record of ``agent_id``, if any."""
+    for _, key in reversed(_records(agent_id, namespace)):
+        record = _read(key, namespace)
+        if record is not None:
+            return record
+    return None
 
 
 def actor_name(agent_id: str, *, namespace: str) -> str:
@@ -80,12 +113,17 @@ def resolve(agent_id: str, *, namespace: str) -> Any:
 
 
 def entries(*, namespace: str) -> dict[str, str]:
-    """Every recorded agent id and the actor name its record gives."""
+    """Every recorded agent id and the actor name its newest record gives."""
     keys = internal_kv._internal_kv_list("", namespace=_kv_namespace(namespace))
-    out = {}
+    newest: dict[str, tuple[int, str]] = {}
     for key in keys:
-        agent_id = key.decode() if isinstance(key, bytes) else str(key)
-        record = _record(agent_id, namespace)
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        agent_id, _, epoch = text.rpartition("@")
+        if agent_id and epoch.isdigit() and int(epoch) > newest.get(agent_id, (-1, ""))[0]:
+            newest[agent_id] = (int(epoch), text)
+    out = {}
+    for agent_id, (_, key) in newest.items():
+        record = _read(key, namespace)
         if record is not None:
             out[agent_id] = str(record.get("actor", agent_id))
     return out

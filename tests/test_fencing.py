@@ -191,3 +191,17 @@ def test_a_hung_incarnation_that_wakes_after_its_replacement_is_fenced(ray_sessi
     finally:
         node_b.shutdown()
         node_a.shutdown()
+
+
+def test_the_directory_names_the_newest_epoch_whatever_the_order_of_registration(ray_session, agent_id):
+    from runtime import _directory
+
+    ns = "fencing-directory-test"
+    _directory.register(agent_id, "successor", 2, namespace=ns)
+    _directory.register(agent_id, "replaced", 1, namespace=ns)  # the replaced host, late
+    assert _directory.actor_name(agent_id, namespace=ns) == "successor"
+    assert _directory.entries(namespace=ns)[agent_id] == "successor"
+    _directory.register(agent_id, "third", 3, namespace=ns)  # takes over and clears older records
+    _directory.forget(agent_id, "third", namespace=ns)
+    assert _directory.actor_name(agent_id, namespace=ns) == agent_id, "no record left: the plain name"
+    assert agent_id not in _directory.entries(namespace=ns)
