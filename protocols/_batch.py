@@ -5,16 +5,17 @@ complete, self-describing envelope, so a receiver can refuse one bad envelope
 and handle the rest) that share sender and recipient and carry consecutive
 ``seq`` numbers, and ``base``, the highest seq the sender knows to be
 acknowledged, and ``epoch``, the fencing epoch of the sender's incarnation
-that sends the batch (nil outside a fenced runtime).  The epoch rides on the
-batch, not on its envelopes, because an outbox written by one incarnation is
-sent by the next: what is fenced is the process that sends.  A receiver with
+that sends the batch (nil outside a fenced runtime).  That epoch rides on the
+batch because an outbox written by one incarnation is sent by the next: what
+is fenced is the process that sends.  (Each envelope's own ``epoch`` is the
+one that numbered it, which orders the pair across restores.)  A receiver with
 no record of the sender (new, or trimmed past the dedup horizon) starts from
 ``base``, so it still sees a gap when a later batch overtakes an earlier one.
 
-The receiver acknowledges with ``[hwm, errors]``: ``hwm`` is the highest
-``seq`` from this sender it has durably dealt with (handled, or
-dead-lettered with a reason); everything up to it may leave the sender's
-outbox.  ``errors`` lists ``[seq, code, message]`` for envelopes it refused.
+The receiver acknowledges with ``[hwm, errors]``: ``hwm`` is the ``seq`` of
+the last envelope of this batch it has durably dealt with, in order (handled,
+a duplicate, or dead-lettered with a reason), or ``base`` if the first one is
+a gap; everything up to it may leave the sender's outbox.  ``errors`` lists ``[seq, code, message]`` for envelopes it refused.
 """
 
 from __future__ import annotations

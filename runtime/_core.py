@@ -15,9 +15,9 @@ Threads and invariants:
   and dropped if it raises.  Its reply is sent only after that commit (and,
   under SYNC durability, after the journal is shipped), so an acknowledged
   message is never lost with the process.
-* A batch from another agent's outbox is handled in ``seq`` order with one
-  group commit; the sender's high-water mark is part of that commit, so a
-  redelivered message has no second effect.
+* A batch from another agent's outbox is handled in order with one group
+  commit; where the pair stands (numbering epoch, seq) is part of that
+  commit, so a redelivered message has no second effect.
 * A background thread ships the journal every ``ship_interval`` and takes a
   checkpoint every ``checkpoint_interval``; it only reads LMDB (snapshot
   isolation), so it never stalls a handler on a lock.
@@ -183,7 +183,7 @@ class AgentCore(Background, Operations):
         # variable); one bound method, so "is it set?" is an identity check.
         self._stage_fn = self.state.stage_send
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
-        self._inseq: dict[str, int] = {}  # cache of the ``inseq`` table
+        self._inseq: dict[str, tuple[int, int]] = {}  # cache of the ``inseq`` table: sender -> (epoch, seq)
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check, epoch=self.epoch)
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,

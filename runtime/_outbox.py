@@ -19,8 +19,11 @@ A dispatcher thread moves the outbox to the recipients:
   recipient's pending messages move to dead letters (``undeliverable``).
 
 Invariant: per (sender, recipient), messages are offered in ``seq`` order,
-and the receiver applies ``seq = hwm + 1`` only, so order holds across
-retries and restarts of either side.
+and the receiver applies only the next one, so order holds across retries
+and restarts of either side.  Each message carries the epoch that numbered
+it (stamped here, at staging): a sender restored from an older point numbers
+new messages from its restored seq under a newer epoch, and the receiver
+ranks them after everything the older epoch numbered (``_core._mark``).
 """
 
 from __future__ import annotations

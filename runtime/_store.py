@@ -9,7 +9,7 @@ One LMDB environment per agent, with named tables:
 ``dedup_time``   index of ``dedup_keys`` by time, for trimming
 ``outbox``       messages to other agents not yet acknowledged, by (recipient, seq)
 ``outseq``       last sequence number used per recipient
-``inseq``        last sequence number applied per sender (effectively-once), with its time
+``inseq``        where each sender stands (effectively-once): last seq applied, its time, the epoch that numbered it
 ``deadletters``  messages that could not be delivered or handled, by time-ordered id
 ``control``      the runtime's own durable flags (a pulled kill switch)
 ``journal``      op records by sequence number: the rolling op buffer
