@@ -544,7 +544,7 @@ class AgentCore(Background, Operations):
             self.metrics.messages.labels(self.agent_id, "handled").inc(handled)
         # The acknowledgement is in the sender's numbering: up to the last
         # envelope of this batch dealt with, or, if the first one is a gap,
-        # up to just before it.
+        # no further than what the sender already knows (``base``).
         return encode_ok([dealt if dealt is not None else min(mark[1], base), errors])
 
     def _fenced(self, exc: Fenced) -> bytes:

@@ -42,16 +42,17 @@ def _key(agent_id: str, epoch: int) -> str:
     return f"{agent_id}@{epoch:020d}"
 
 
+def _parse(key: bytes | str) -> tuple[str, int, str] | None:
+    """``(agent id, epoch, key)`` of a record's key; None for a key that is not one."""
+    text = key.decode() if isinstance(key, bytes) else str(key)
+    agent_id, _, epoch = text.rpartition("@")
+    return (agent_id, int(epoch), text) if agent_id and epoch.isdigit() else None
+
+
 def _records(agent_id: str, namespace: str) -> list[tuple[int, str]]:
     """``(epoch, key)`` of every record of ``agent_id``, oldest first."""
     keys = internal_kv._internal_kv_list(f"{agent_id}@", namespace=_kv_namespace(namespace))
-    out = []
-    for key in keys:
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        _, _, epoch = text.rpartition("@")
-        if epoch.isdigit():
-            out.append((int(epoch), text))
-    return sorted(out)
+    return sorted((epoch, text) for _, epoch, text in filter(None, map(_parse, keys)))
 
 
 def _read(key: str, namespace: str) -> dict[str, Any] | None:
@@ -116,11 +117,9 @@ def entries(*, namespace: str) -> dict[str, str]:
     """Every recorded agent id and the actor name its newest record gives."""
     keys = internal_kv._internal_kv_list("", namespace=_kv_namespace(namespace))
     newest: dict[str, tuple[int, str]] = {}
-    for key in keys:
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        agent_id, _, epoch = text.rpartition("@")
-        if agent_id and epoch.isdigit() and int(epoch) > newest.get(agent_id, (-1, ""))[0]:
-            newest[agent_id] = (int(epoch), text)
+    for agent_id, epoch, text in filter(None, map(_parse, keys)):
+        if epoch > newest.get(agent_id, (-1, ""))[0]:
+            newest[agent_id] = (epoch, text)
     out = {}
     for agent_id, (_, key) in newest.items():
         record = _read(key, namespace)

@@ -228,8 +228,11 @@ class LmdbStore:
 
     def stamped_epoch(self) -> int:
         """The fencing epoch of the last host that took these files (0: none did)."""
-        with self.env.begin(db=self._db["meta"]) as txn:
-            raw = txn.get(b"epoch")
+        with self.env.begin() as txn:
+            return self._epoch_in(txn)
+
+    def _epoch_in(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"epoch", db=self._db["meta"])
         return _U64.unpack(raw)[0] if raw is not None else 0
 
     def take_epoch(self, epoch: int) -> None:
@@ -249,11 +252,11 @@ class LmdbStore:
                 raise StateError(f"cannot record epoch {epoch}: {exc}") from exc
 
     def _check_epoch(self, txn: lmdb.Transaction) -> None:
-        raw = txn.get(b"epoch", db=self._db["meta"])
-        if raw is not None and _U64.unpack(raw)[0] > self.epoch:  # type: ignore[operator]
+        taken = self._epoch_in(txn)
+        if taken > self.epoch:  # type: ignore[operator]
             raise Fenced(
                 f"agent {self.agent_id!r} epoch {self.epoch}: these files were taken by epoch "
-                f"{_U64.unpack(raw)[0]}; commit refused",
+                f"{taken}; commit refused",
                 agent_id=self.agent_id, epoch=self.epoch, where="local state",
             )
 

@@ -140,15 +140,7 @@ class System:
         the constructor, restore or ``on_start`` failed.
         """
         spec = self.host_spec(agent_cls, agent_id, config=config, init=init)
-        options = {
-            "name": agent_id,
-            "namespace": self.namespace,
-            "lifetime": "detached" if detached else None,
-            "max_restarts": -1,
-            "max_task_retries": 0,
-            "num_cpus": 0,
-        }
-        options.update(ray_options or {})
+        options = self._host_options(agent_id, detached=detached, max_restarts=-1, ray_options=ray_options)
         try:
             handle = RemoteAgentHost.options(**options).remote(spec, self.namespace)
         except ValueError as exc:  # Ray: the name is taken
@@ -184,16 +176,22 @@ class System:
         ``adopt`` hands it an agent.  Its name starts with ``SPARE_PREFIX``, so
         it is never listed as an agent.
         """
-        options = {
-            "name": f"{SPARE_PREFIX}{uuid.uuid4().hex[:12]}",
+        options = self._host_options(f"{SPARE_PREFIX}{uuid.uuid4().hex[:12]}", detached=False, max_restarts=0,
+                                     ray_options=ray_options)
+        return RemoteAgentHost.options(**options).remote(None, self.namespace)
+
+    def _host_options(self, name: str, *, detached: bool, max_restarts: int,
+                      ray_options: dict[str, Any] | None) -> dict[str, Any]:
+        """Ray actor options of a host: named in this namespace, no task retries, no CPU reserved."""
+        return {
+            "name": name,
             "namespace": self.namespace,
-            "lifetime": None,
-            "max_restarts": 0,
+            "lifetime": "detached" if detached else None,
+            "max_restarts": max_restarts,
             "max_task_retries": 0,
             "num_cpus": 0,
+            **(ray_options or {}),
         }
-        options.update(ray_options or {})
-        return RemoteAgentHost.options(**options).remote(None, self.namespace)
 
     def adopt(self, spare: Any, spec: HostSpec, *, timeout: float = 60.0) -> AgentRef:
         """Have ``spare`` take over ``spec.agent_id``: restore its state, serve, register as its host."""
