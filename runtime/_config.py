@@ -20,7 +20,9 @@ class Durability(enum.Enum):
            checkpoint store within ``ship_interval``.  Losing the node loses at
            most that window.
     SYNC   the journal is shipped (written and fsynced in the checkpoint store)
-           before the reply; losing the node loses nothing acknowledged.
+           before the reply, and before anything the handler sent leaves; losing
+           the node loses nothing acknowledged, and no receiver has acted on a
+           message its sender forgot.  A failed shipment answers ``NotDurable``.
     """
 
     ASYNC = "async"

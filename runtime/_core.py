@@ -13,8 +13,9 @@ Threads and invariants:
 * A handler's state changes, journal records, effectively-once record and
   outgoing messages are committed in one LMDB transaction after it returns,
   and dropped if it raises.  Its reply is sent only after that commit (and,
-  under SYNC durability, after the journal is shipped), so an acknowledged
-  message is never lost with the process.
+  under SYNC durability, after the journal is shipped, as are its sends:
+  the outbox holds them until then), so an acknowledged message is never
+  lost with the process.
 * A batch from another agent's outbox is handled in order with one group
   commit; where the pair stands (numbering epoch, seq) is part of that
   commit, so a redelivered message has no second effect.
@@ -77,11 +78,13 @@ from ._store import PUT, Op, dedup_time_key
 from .exceptions import (
     AgentNotRunning,
     AgentStartError,
+    CheckpointError,
     DataDirectoryError,
     Fenced,
     HandlerError,
     MailboxFull,
     NoHandler,
+    NotDurable,
     StateError,
 )
 
@@ -175,8 +178,11 @@ class AgentCore(Background, Operations):
         self.agent.context = None
         self.agent.log = logging.getLogger(f"garrison.agent.{self.agent_id}")
 
+        # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
+        # from this node may hold commits a crash kept from shipping).
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
-                                     on_error=self._peer_refused, epoch=self.epoch)
+                                     on_error=self._peer_refused, epoch=self.epoch,
+                                     held_until=self.store.seq if cfg.durability is Durability.SYNC else None)
         self._peer_epochs = PeerEpochs(self.ckstore)
         self._resolve = resolve
         # What ``send`` calls to stage a message (the ``current_stage`` context
@@ -184,7 +190,8 @@ class AgentCore(Background, Operations):
         self._stage_fn = self.state.stage_send
         self._direct: dict[str, list[Any]] = {}  # at-most-once sends in flight, per recipient
         self._inseq: dict[str, tuple[int, int]] = {}  # cache of the ``inseq`` table: sender -> (epoch, seq)
-        self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check, epoch=self.epoch)
+        self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check, epoch=self.epoch,
+                              on_shipped=self.dispatcher.shipped)
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
@@ -232,6 +239,7 @@ class AgentCore(Background, Operations):
                 self.failure = f"halted by {record['who']}: {record['why']}"
                 return
             self.lifecycle = AgentState.RUNNING
+            self.dispatcher.shipped(self.shipper.shipped)
             self.dispatcher.start()
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
@@ -301,14 +309,35 @@ class AgentCore(Background, Operations):
         out_ops, seqs = self.dispatcher.stage(durable, now) if durable else ([], {})
         ops = layer.ops + extra + out_ops if (extra or out_ops) else layer.ops
         seq = self.store.commit(ops, now=now) if ops else self.store.seq
-        self.dispatcher.published(seqs)
-        if len(durable) != len(layer.sends):
-            for recipient, env in layer.sends:
-                if env.delivery is Delivery.AT_MOST_ONCE:
-                    self._send_once(recipient, env)
-        if ops and self.config.durability is Durability.SYNC:
-            self.shipper.ship_until(seq)
+        sync = self.config.durability is Durability.SYNC
+        # Under SYNC nothing this commit sent leaves before its journal is shipped:
+        # a receiver never acts on a message that its sender, should its node be
+        # lost now, would not remember sending (and might send again, differently).
+        self.dispatcher.published(seqs, at=seq if sync else None)
+        once = [s for s in layer.sends if s[1].delivery is Delivery.AT_MOST_ONCE] if len(durable) != len(
+            layer.sends) else []
+        if sync:
+            try:
+                # Every reply waits for this, even one that committed nothing (a
+                # duplicate): what it acknowledges may not have been shipped yet.
+                self._ship_until(seq)  # then releases what the commit sent (``on_shipped``)
+            except NotDurable as exc:
+                if once:
+                    self.store.commit([dead_letter_op("not_durable", exc, raw=encode_envelope(env), env=env)
+                                       for _, env in once])
+                raise
+        for recipient, env in once:
+            self._send_once(recipient, env)
         return seq
+
+    def _ship_until(self, seq: int) -> None:
+        try:
+            self.shipper.ship_until(seq)
+        except CheckpointError as exc:
+            raise NotDurable(
+                f"agent {self.agent_id!r} handled and committed up to seq {seq}, but could not ship it "
+                f"to the checkpoint store (SYNC durability): {exc.message}; asking again with the same "
+                "message id is safe", agent_id=self.agent_id, seq=seq) from exc
 
     def _send_once(self, recipient: str, env: Envelope) -> None:
         """At-most-once: one call, no retry; refused at once if the window is full."""
@@ -364,7 +393,10 @@ class AgentCore(Background, Operations):
             return self._refuse(exc, raw=raw)
         self.ensure_started()
         with self._lock:
-            return self._deliver_one(env, raw)
+            try:
+                return self._deliver_one(env, raw)
+            except NotDurable as exc:
+                return self._not_durable(exc)
 
     def _deliver_one(self, env: Envelope, raw: bytes) -> bytes:
         if self.lifecycle is AgentState.FENCED:
@@ -383,8 +415,12 @@ class AgentCore(Background, Operations):
                 cached = self.store.get(*_dedup_slot(env))
                 if cached is not None:
                     self.metrics.outcome("duplicate")
+                    if self.config.durability is Durability.SYNC:
+                        self._ship_until(self.store.seq)  # the first reply may have failed to ship
                     return unpack(cached)[1]
             msg, method = self._resolve_handler(env)
+        except NotDurable:
+            raise  # handled: not a refusal (``deliver`` answers it)
         except WireError as exc:
             return self._refuse(exc, raw=raw, env=env)
 
@@ -432,6 +468,8 @@ class AgentCore(Background, Operations):
                 return self._deliver_batch(base, items, epoch)
             except Fenced as exc:
                 return self._fenced(exc)
+            except NotDurable as exc:
+                return self._not_durable(exc)  # the sender keeps the batch and retries
 
     def _mark(self, sender: str, base: int) -> tuple[int, int]:
         """Where the pair stands: ``(epoch, seq)`` of the newest message from ``sender`` dealt with.
@@ -536,7 +574,13 @@ class AgentCore(Background, Operations):
                 self.state.discard()
         if sender is not None and mark != start:
             extra.append(Op("inseq", PUT, sender.encode(), pack([mark[1], now, mark[0]])))
-        self._commit(layer, extra, now)
+        try:
+            self._commit(layer, extra, now)
+        except BaseException:
+            # Committed or not (SYNC: committed, then shipping failed), the store
+            # knows where the pair stands; the cache may be behind it.
+            self._inseq.pop(sender, None)  # type: ignore[arg-type]
+            raise
         if sender is None:
             return encode_ok([base, errors])
         self._inseq[sender] = mark
@@ -546,6 +590,12 @@ class AgentCore(Background, Operations):
         # envelope of this batch dealt with, or, if the first one is a gap,
         # no further than what the sender already knows (``base``).
         return encode_ok([dealt if dealt is not None else min(mark[1], base), errors])
+
+    def _not_durable(self, exc: NotDurable) -> bytes:
+        """Handled and committed, not shipped (SYNC): the caller may ask again; nothing is lost here."""
+        self.metrics.outcome("not_durable")
+        log.warning("agent %s: %s", self.agent_id, exc.message)
+        return encode_error(exc)
 
     def _fenced(self, exc: Fenced) -> bytes:
         """This incarnation was replaced: stop acting for good, and say so to the caller."""

@@ -19,6 +19,8 @@ Reasons (``DeadLetter.reason``):
 ``mailbox_full``    an at-most-once send found the receiver's window full
 ``stale_epoch``     the sender's incarnation had been replaced (fencing)
 ``fenced``          this incarnation had been replaced when it tried to send
+``not_durable``     an at-most-once send of a SYNC agent whose commit could not be
+                    shipped: it was not sent, as the sender might forget it
 ``overflow``        a driver's ref held its bound of tells while this agent was
                     down; newer ones were not delivered (recorded here by the
                     ref once the agent is back)
@@ -50,6 +52,7 @@ _REASONS = {
     "MailboxFull": "mailbox_full",
     "StaleEpoch": "stale_epoch",
     "Fenced": "fenced",
+    "NotDurable": "not_durable",
 }
 
 #: Every reason a dead letter may have (see the module docstring).

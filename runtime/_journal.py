@@ -40,8 +40,10 @@ class Shipper:
     """Moves new journal records into the checkpoint store; thread-safe."""
 
     def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str,
-                 fence: Callable[[str], None] | None = None, epoch: int = 0) -> None:
+                 fence: Callable[[str], None] | None = None, epoch: int = 0,
+                 on_shipped: Callable[[int], None] | None = None) -> None:
         self.store = store
+        self.on_shipped = on_shipped  # told the new ``shipped`` after each shipment
         self.fence = fence  # raises once a later incarnation exists: it ships nothing more
         self.epoch = epoch  # stamped on every segment (see _restore: cut-offs by epoch)
         self.ckstore = ckstore
@@ -70,9 +72,11 @@ class Shipper:
                 # epoch meanwhile may not have seen this segment, so it does not count
                 # as shipped (nothing waiting on it, e.g. a SYNC reply, goes out).
                 self.fence("journal shipping")
-            self.shipped = info.last
+            self.shipped = shipped = info.last
             self.shipments += 1
-            return self.shipped
+        if self.on_shipped is not None:
+            self.on_shipped(shipped)
+        return shipped
 
     def ship_until(self, seq: int, deadline: float | None = None) -> None:
         """Block until ``seq`` is shipped (SYNC durability)."""

@@ -20,7 +20,7 @@ from ._codec import pack, unpack
 from ._deadletters import REASONS, dead_letter_op, list_dead_letters
 from ._lifecycle import AgentState
 from ._store import DELETE, PUT, Op
-from .exceptions import MailboxFull
+from .exceptions import MailboxFull, NotDurable
 
 __all__ = ["HALT_KEY", "Operations"]
 
@@ -88,14 +88,18 @@ class Operations:
                 # An operator's replay is deliberate: no old deadline, and no epoch to fence.
                 env.deadline, env.seq, env.attempt, env.epoch = None, None, letter.attempts + 1, None
                 delete = Op("deadletters", DELETE, key, None)
-                if env.recipient != self.agent_id:
-                    self.state.begin()
-                    self.state.stage_send(env.recipient, env)
-                    self._commit(self.state.take(), [delete], time.time())
-                    results.append({"id": letter.id, "ok": True, "to": env.recipient})
-                    continue
-                env.reply_to = "replay"  # the operator waits for the outcome: no new dead letter
-                ok = unpack(self._deliver_one(env, letter.envelope))[0] == 0
+                try:
+                    if env.recipient != self.agent_id:
+                        self.state.begin()
+                        self.state.stage_send(env.recipient, env)
+                        self._commit(self.state.take(), [delete], time.time())
+                        results.append({"id": letter.id, "ok": True, "to": env.recipient})
+                        continue
+                    env.reply_to = "replay"  # the operator waits for the outcome: no new dead letter
+                    ok = unpack(self._deliver_one(env, letter.envelope))[0] == 0
+                except NotDurable as exc:  # committed here, not shipped: stop, say so
+                    results.append({"id": letter.id, "ok": False, "error": f"{exc.code}: {exc.message}"})
+                    break
                 if ok:
                     self.store.commit([delete])
                 results.append({"id": letter.id, "ok": ok})

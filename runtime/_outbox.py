@@ -92,6 +92,7 @@ class Dispatcher:
         resolve: Callable[[str], Any] | None,
         on_error: Callable[[str, list[Any]], None] | None = None,
         epoch: int | None = None,
+        held_until: int | None = None,
     ) -> None:
         self.store = store
         self.epoch = epoch  # stamped on every batch: receivers refuse a replaced sender's
@@ -105,12 +106,20 @@ class Dispatcher:
         self.last_seq: dict[str, int] = {
             k.decode(): _U64.unpack(v)[0] for k, v in store.scan("outseq")
         }
+        # recipient -> last seq that may leave (<= last_seq).  Under SYNC durability a
+        # message leaves only once the commit that staged it is shipped, so no receiver
+        # ever acts on a message its sender could lose with its node; until then the
+        # seqs wait in ``_held`` as (store seq of the commit, seqs), in commit order.
+        self.ready: dict[str, int] = {}
+        self._held: list[tuple[int, dict[str, int]]] = []
         self._peers: dict[str, _Peer] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.dead_lettered = 0
+        if self.last_seq:  # a restart: what the outbox holds is offered again
+            self.published(dict(self.last_seq), at=held_until)
 
     # -- staging (the committing thread) -----------------------------------------
 
@@ -134,11 +143,36 @@ class Dispatcher:
             ops.append(Op("outseq", PUT, recipient.encode(), _U64.pack(seq)))
         return ops, seqs
 
-    def published(self, seqs: dict[str, int]) -> None:
-        """The commit carrying ``seqs`` succeeded: hand them to the dispatcher."""
-        if seqs:
-            self.last_seq.update(seqs)
-            self._wake.set()
+    def published(self, seqs: dict[str, int], *, at: int | None = None) -> None:
+        """The commit carrying ``seqs`` succeeded: the next sends are numbered after them.
+
+        They may leave at once, or, given ``at`` (the commit's store seq, SYNC
+        durability), once the journal is shipped up to it (:meth:`shipped`).
+        """
+        if not seqs:
+            return
+        self.last_seq.update(seqs)
+        with self._lock:
+            if at is None:
+                self._release(seqs)
+            else:
+                self._held.append((at, seqs))
+
+    def shipped(self, upto: int) -> None:
+        """The journal is in the checkpoint store up to ``upto``: held sends of commits up to it may leave."""
+        if not self._held:
+            return
+        with self._lock:
+            while self._held and self._held[0][0] <= upto:
+                self._release(self._held.pop(0)[1])
+
+    def _release(self, seqs: dict[str, int]) -> None:
+        # Under ``_lock``: the committing and the background thread both release.
+        ready = self.ready
+        for recipient, seq in seqs.items():
+            if seq > ready.get(recipient, 0):
+                ready[recipient] = seq
+        self._wake.set()
 
     # -- dispatching (the dispatcher thread) ---------------------------------------
 
@@ -210,10 +244,10 @@ class Dispatcher:
         return max(0.0, min(waits)) if waits else 1.0
 
     def _has_pending(self, peer: _Peer) -> bool:
-        return self.last_seq.get(peer.name, 0) > peer.sent
+        return self.ready.get(peer.name, 0) > peer.sent
 
     def _offer_all(self) -> None:
-        for recipient, last in list(self.last_seq.items()):
+        for recipient, last in list(self.ready.items()):
             peer = self._peers.get(recipient)
             if peer is None:
                 peer = self._peers[recipient] = _Peer(recipient)

@@ -14,7 +14,8 @@ Class tree::
     ├── StateError                  the LMDB working state failed (wraps lmdb.Error)
     │   └── StateDecodeError        a stored value cannot be decoded to the asked type
     ├── CheckpointError             writing or reading a checkpoint failed
-    │   └── CheckpointCorrupt       a checkpoint or journal segment failed its checksum
+    │   ├── CheckpointCorrupt       a checkpoint or journal segment failed its checksum
+    │   └── NotDurable              SYNC: handled and committed here, but not yet shipped
     ├── RestoreError                no consistent state could be rebuilt for an agent
     ├── AgentError
     │   ├── AgentNotFound           no live agent has that id
@@ -50,6 +51,7 @@ __all__ = [
     "HandlerError",
     "MailboxFull",
     "NoHandler",
+    "NotDurable",
     "RestoreError",
     "StateDecodeError",
     "StateError",
@@ -82,6 +84,15 @@ class CheckpointError(GarrisonError):
 
 class CheckpointCorrupt(CheckpointError):
     """A checkpoint or journal segment failed its checksum; nothing in it was deserialized."""
+
+
+class NotDurable(CheckpointError):
+    """SYNC durability: the message was handled and committed on this node, but its journal
+    could not be shipped to the checkpoint store, so the effect would not survive the node.
+
+    Nothing it sent has left.  Asking again with the same message id is safe: it is not
+    handled twice, and the reply comes once the journal is shipped.
+    """
 
 
 class RestoreError(GarrisonError):

@@ -1,0 +1,135 @@
+"""SYNC durability: nothing an agent sends leaves before the commit that sent it is shipped.
+
+Otherwise a node lost between the commit and its shipment takes the sender's
+memory of the message with it while the receiver has already acted on it: the
+restored sender handles the retried request again and numbers a second copy
+under its new epoch, which the receiver rightly takes for a new message (the
+duplicate ``tests/test_node_loss.py`` once caught, one run in a few).
+
+Two agent cores in this process (no actors); the outbox reaches the receiver
+through a handle that calls it directly and hands the reply to Ray, as a Ray
+call would.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from protocols import encode_envelope, error_from_wire, make_envelope
+from runtime import CheckpointError, NotDurable
+from runtime._config import AgentConfig
+from runtime._core import AgentCore
+from runtime._reply import decode_reply
+from runtime._spec import HostSpec
+
+from .agents import Append, Report, Sink
+from .node_agents import Relay
+
+#: Shipping only when a commit asks for it (SYNC), never in the background.
+SYNC = AgentConfig(durability="sync", ship_interval=3600, checkpoint_interval=3600)
+
+
+class _Direct:
+    """``handle.deliver_batch.remote(blob)`` for an agent core in this process; counts the calls."""
+
+    def __init__(self, core: AgentCore) -> None:
+        self.core, self.calls = core, 0
+        self.deliver_batch = self
+
+    def remote(self, blob: bytes):
+        self.calls += 1
+        return ray.put(self.core.deliver_batch(blob))
+
+
+def _until(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "not within the timeout"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def pair(ray_session, tmp_path):
+    for d in ("tx", "rx", "ck"):
+        (tmp_path / d).mkdir()
+    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
+    rx.ensure_started()
+    handle = _Direct(rx)
+    tx = AgentCore(HostSpec("tx", Relay, str(tmp_path / "tx"), str(tmp_path / "ck"), config=SYNC,
+                            init={"to": "rx"}), resolve=lambda name: handle)
+    yield tx, rx, handle
+    tx.stop()
+    rx.stop()
+
+
+def _ask(core, msg, env=None):
+    return decode_reply(core.deliver(encode_envelope(env or make_envelope(msg, core.agent_id))))
+
+
+def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatch):
+    tx, rx, handle = pair
+    assert _ask(tx, Append(item=0)) == (True, 1)
+    _until(lambda: _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0}))
+
+    # The checkpoint store becomes unreachable: item 1 commits locally, but is not shipped.
+    real_put = tx.ckstore.put_segment
+
+    def unreachable(*args, **kwargs):
+        raise CheckpointError("checkpoint store unreachable")
+
+    monkeypatch.setattr(tx.ckstore, "put_segment", unreachable)
+    second = make_envelope(Append(item=1), "tx")
+    ok, err = _ask(tx, None, second)
+    assert not ok, "a SYNC reply waits for the shipment, which failed"
+    err = error_from_wire(err)
+    assert isinstance(err, NotDurable), err
+    assert "asking again with the same message id is safe" in err.message
+    calls = handle.calls
+    time.sleep(0.3)  # the dispatcher had every chance to send it
+    assert handle.calls == calls and tx.dispatcher.pending() == {"rx": 1}
+    assert _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0})
+    # Asked again while still unreachable: not handled twice, still not acknowledged.
+    ok, err = _ask(tx, None, second)
+    assert not ok and isinstance(error_from_wire(err), NotDurable)
+
+    # Reachable again: the same ask is answered (handled once), and the send leaves, once, in order.
+    monkeypatch.setattr(tx.ckstore, "put_segment", real_put)
+    assert _ask(tx, None, second) == (True, 2)
+    _until(lambda: _ask(rx, Report()) == (True, {"count": 2, "dups": 0, "out_of_order": 0}))
+    _until(lambda: tx.dispatcher.pending() == {})
+    assert _ask(tx, Report())[1]["dups"] == 0
+
+
+def test_a_batch_committed_but_not_shipped_is_not_handled_again_when_resent(ray_session, tmp_path, monkeypatch):
+    """The receiver's side: its reply to the batch is ``NotDurable``, so the sender sends it
+    again; the receiver already committed it, and must take it for a duplicate."""
+    from protocols import encode_batch
+
+    from .agents import Item
+
+    def batch(base, seqs):
+        envs = []
+        for seq in seqs:
+            env = make_envelope(Item(n=seq - 1), "rx", sender="tx")
+            env.seq = seq
+            envs.append(encode_envelope(env))
+        return encode_batch(base, envs)
+
+    for d in ("rx", "ck"):
+        (tmp_path / d).mkdir()
+    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
+    real_put = rx.ckstore.put_segment
+
+    def unreachable(*args, **kwargs):
+        raise CheckpointError("checkpoint store unreachable")
+
+    monkeypatch.setattr(rx.ckstore, "put_segment", unreachable)
+    ok, err = decode_reply(rx.deliver_batch(batch(0, [1, 2])))
+    assert not ok and isinstance(error_from_wire(err), NotDurable)
+    monkeypatch.setattr(rx.ckstore, "put_segment", real_put)
+    assert decode_reply(rx.deliver_batch(batch(0, [1, 2, 3]))) == (True, [3, []])
+    assert _ask(rx, Report()) == (True, {"count": 3, "dups": 0, "out_of_order": 0})
+    rx.stop()
