@@ -314,8 +314,9 @@ class AgentCore(Background, Operations):
         # a receiver never acts on a message that its sender, should its node be
         # lost now, would not remember sending (and might send again, differently).
         self.dispatcher.published(seqs, at=seq if sync else None)
-        once = [s for s in layer.sends if s[1].delivery is Delivery.AT_MOST_ONCE] if len(durable) != len(
-            layer.sends) else []
+        once = []  # at-most-once sends: not in the outbox, sent once below
+        if len(durable) < len(layer.sends):
+            once = [s for s in layer.sends if s[1].delivery is Delivery.AT_MOST_ONCE]
         if sync:
             try:
                 # Every reply waits for this, even one that committed nothing (a
