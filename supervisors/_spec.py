@@ -74,7 +74,9 @@ class SupervisorFlags(Frozen):
     backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
     #: Warm spares kept started for this supervisor's agent children: a restart
     #: hands the agent to a spare (which restores its state and takes over its
-    #: id) instead of starting a new process.  0: cold restarts only.
+    #: id) instead of starting a new process.  0: cold restarts only.  Spares
+    #: are placed as the first agent child (a pool's template) asks in its
+    #: ``ray_options``; a child placed otherwise always restarts cold.
     standby: int = Field(0, ge=0, le=64)
 
 

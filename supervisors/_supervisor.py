@@ -21,8 +21,9 @@ Warm standby (``flags.standby``): the supervisor keeps that many spare hosts
 started (processes with Ray and the runtime loaded, hosting nothing).  An
 agent child is started by handing its spec to a spare when one is ready
 (``adopt``: restore, serve, record itself in the agent directory), and the
-spare is replaced in the background; with no spare ready, or if the adoption
-fails, the start is a cold one as before.
+spare is replaced in the background; with no spare ready, a child placed
+otherwise than the spares (``ray_options``), or if the adoption fails, the
+start is a cold one as before.
 
 On an exit the supervisor asks :func:`plan_restart` what to do, counts the
 restart with :func:`add_restart` (too many: escalate), waits the backoff
@@ -67,7 +68,7 @@ from ._notifier import Event, Notifier, notify_all
 from ._operations import Operations
 from ._probing import Probing
 from ._spec import ChildSpec, Strategy, SupervisorSpec
-from ._standby import Standby
+from ._standby import Standby, placement_key, spare_placement
 from ._strategy import ExitReason, Plan, plan_restart
 from .exceptions import ChildNotFound, ChildStartError, SpecError, SupervisorError
 
@@ -127,6 +128,8 @@ class SupervisorActor(Operations, Probing, Standby):
         #: Warm spares ready to adopt an agent, and how many are being started.
         self._spares: list[Any] = []
         self._spares_starting = 0
+        self._spare_options = spare_placement(list(spec.children))
+        self._spare_key = placement_key(self._spare_options)
 
     # -- public calls --------------------------------------------------------------
 
@@ -245,9 +248,7 @@ class SupervisorActor(Operations, Probing, Standby):
             if child.spec.is_supervisor:
                 handle, info = await self._spawn_supervisor(child)
             else:
-                spare = self._spares.pop(0) if self._spares else None
-                if spare is not None:
-                    self._replenish_spares()
+                spare = self._take_spare(child.spec)
                 handle, info = await asyncio.to_thread(self._spawn_agent, child.spec, spare)
         except Exception as exc:
             child.state = ChildState.STOPPED

@@ -248,3 +248,28 @@ def test_a_handler_past_its_limit_is_suspect_but_a_busy_one_under_it_is_healthy(
     assert judge_probe(policy, 0, _answer(1.9))[1] is Verdict.HEALTHY
     assert judge_probe(policy, 0, _answer(2.1))[1] is Verdict.SUSPECT
     assert judge_probe(ProbePolicy(), 0, _answer(1e6))[1] is Verdict.HEALTHY  # no limit configured
+
+
+def test_spares_are_placed_as_the_first_agent_child_and_match_only_the_same_placement():
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from supervisors._standby import placement_key, spare_placement
+    from tests.agents import Counter
+
+    node = "ab" * 28  # a node id is 28 bytes of hex
+
+    def pinned(soft):
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=soft), "resources": {"gpu_box": 1}}
+
+    sub = ChildSpec(id="sub", supervisor=SupervisorSpec(id="sub"))
+    first = ChildSpec(id="a", agent=Counter, ray_options=pinned(False))
+    other = ChildSpec(id="b", agent=Counter)
+    assert spare_placement([sub, first, other]) == first.ray_options  # supervisors are skipped
+    assert spare_placement([sub]) == {}
+    # Built separately, alike: the same placement (Ray's strategies define no equality).
+    assert placement_key(pinned(False)) == placement_key(first.ray_options)
+    assert placement_key({"resources": {"gpu_box": 1}, "scheduling_strategy": pinned(False)["scheduling_strategy"]}) \
+        == placement_key(pinned(False)), "key order does not matter"
+    assert placement_key(pinned(True)) != placement_key(pinned(False))
+    assert placement_key(other.ray_options) != placement_key(first.ray_options)
+    assert placement_key({"resources": {"gpu_box": 2}}) != placement_key({"resources": {"gpu_box": 1}})

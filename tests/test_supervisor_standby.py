@@ -52,3 +52,30 @@ def test_a_spare_takes_over_a_crashed_agent_with_its_state_and_is_replaced(data_
     os.kill(child["pid"], signal.SIGKILL)
     wait_for(lambda: sup.child(a)["pid"] not in (None, child["pid"]) and sup.child(a)["state"] == "running")
     assert system.lookup(a).ask(Read(), timeout=20) == 4
+
+
+def test_a_spare_adopts_only_a_child_placed_as_it_is(data_dir, refs):
+    """Spares are placed as the first agent child asks; a child with other ``ray_options``
+    (here a small memory reservation) restarts cold, where its own options place it."""
+    a, b = uid("w"), uid("w")
+    spec = SupervisorSpec(
+        id=uid("sup"), flags=SupervisorFlags(intensity=5, period=10, backoff=FAST, standby=1),
+        children=[ChildSpec(id=a, agent=Worker), ChildSpec(id=b, agent=Worker, ray_options={"memory": 1 << 20})],
+    )
+    sup = start_supervisor(spec, data_dir=data_dir, seed=1)
+    refs.append(sup)
+    system = System(data_dir)
+    wait_for(lambda: sup.status()["spares"] == 1)
+    spare_pids = {s["pid"] for s in sup.spares()}
+
+    old_b = sup.child(b)["pid"]
+    os.kill(old_b, signal.SIGKILL)
+    wait_for(lambda: sup.child(b)["pid"] not in (None, old_b) and sup.child(b)["state"] == "running")
+    assert sup.child(b)["pid"] not in spare_pids, "placed otherwise than the spare: a cold start"
+    assert system.lookup(b).ask(Read(), timeout=20) == 0
+    assert {s["pid"] for s in sup.spares()} == spare_pids, "the spare is still there, unused"
+
+    old_a = sup.child(a)["pid"]
+    os.kill(old_a, signal.SIGKILL)
+    wait_for(lambda: sup.child(a)["pid"] not in (None, old_a) and sup.child(a)["state"] == "running")
+    assert sup.child(a)["pid"] in spare_pids, "placed as the spare: it took the agent over"
