@@ -56,7 +56,17 @@ class Shipper:
         self.shipments = 0
 
     def ship(self) -> int:
-        """Ship everything committed so far; return the highest shipped seq."""
+        """Ship everything committed so far; return the highest shipped seq.
+
+        ``on_shipped`` hears the result every time, even when there was nothing
+        new: whoever waits on a seq may have started waiting after it shipped.
+        """
+        shipped = self._ship()
+        if self.on_shipped is not None:
+            self.on_shipped(shipped)
+        return shipped
+
+    def _ship(self) -> int:
         with self._lock:
             if self.store.seq <= self.shipped:
                 return self.shipped
@@ -72,15 +82,12 @@ class Shipper:
                 # epoch meanwhile may not have seen this segment, so it does not count
                 # as shipped (nothing waiting on it, e.g. a SYNC reply, goes out).
                 self.fence("journal shipping")
-            self.shipped = shipped = info.last
+            self.shipped = info.last
             self.shipments += 1
-        if self.on_shipped is not None:
-            self.on_shipped(shipped)
-        return shipped
+            return self.shipped
 
     def ship_until(self, seq: int, deadline: float | None = None) -> None:
-        """Block until ``seq`` is shipped (SYNC durability)."""
-        while self.shipped < seq:
-            self.ship()
+        """Block until ``seq`` is shipped (SYNC durability); ships at least once."""
+        while self.ship() < seq:
             if deadline is not None and time.time() > deadline:
                 break

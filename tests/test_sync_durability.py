@@ -133,3 +133,24 @@ def test_a_batch_committed_but_not_shipped_is_not_handled_again_when_resent(ray_
     assert decode_reply(rx.deliver_batch(batch(0, [1, 2, 3]))) == (True, [3, []])
     assert _ask(rx, Report()) == (True, {"count": 3, "dups": 0, "out_of_order": 0})
     rx.stop()
+
+
+def test_sends_held_for_a_commit_the_background_shipped_first_are_released(tmp_path):
+    """The background thread may ship a commit between the LMDB commit and ``ship_until``:
+    the sends held for it must still be released (no Ray: dispatcher and shipper alone)."""
+    from runtime import DirectoryStore
+    from runtime._journal import Shipper
+    from runtime._outbox import Dispatcher
+    from runtime._store import PUT, LmdbStore
+
+    (tmp_path / "ck").mkdir()
+    store = LmdbStore(tmp_path / "tx", agent_id="tx", map_size=64 << 20, sync=False)
+    dispatcher = Dispatcher(store, agent_id="tx", config=SYNC, resolve=None)
+    shipper = Shipper(store, DirectoryStore(tmp_path / "ck"), "tx", on_shipped=dispatcher.shipped)
+    seq = store.commit([("data", PUT, b"k", b"v")])
+    assert shipper.ship() == seq  # the background thread, first
+    dispatcher.published({"rx": 1}, at=seq)
+    assert dispatcher.ready == {}
+    shipper.ship_until(seq)  # nothing left to ship
+    assert dispatcher.ready == {"rx": 1}
+    store.close()
