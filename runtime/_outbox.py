@@ -16,7 +16,9 @@ A dispatcher thread moves the outbox to the recipients:
 * a failed call (receiver dead or restarting, not found, timed out) is
   retried from the oldest unacknowledged message after an exponential
   backoff with full jitter; after ``max_attempts`` failures in a row the
-  recipient's pending messages move to dead letters (``undeliverable``).
+  recipient's pending messages move to dead letters (``undeliverable``),
+  except when the receiver answered ``NotDurable`` (it committed the batch
+  but cannot ship it yet): that is retried for as long as it lasts.
 
 Invariant: per (sender, recipient), messages are offered in ``seq`` order,
 and the receiver applies only the next one, so order holds across retries
@@ -294,7 +296,10 @@ class Dispatcher:
         parts = unpack(reply)
         if parts[0] != 0:
             err = error_from_wire(parts[1:])
-            self._failed(peer, f"{err.code}: {err.message}")
+            # NotDurable: the receiver handled and committed the batch, but cannot
+            # ship it yet (SYNC).  Retried, never given up on: dead letters of
+            # messages that took effect would be replayed with a second effect.
+            self._failed(peer, f"{err.code}: {err.message}", may_give_up=err.code != "NotDurable")
             return
         hwm, errors = parts[1]
         if errors and self.on_error is not None:
@@ -318,12 +323,13 @@ class Dispatcher:
         peer.inflight.clear()
         peer.sent = peer.acked
 
-    def _failed(self, peer: _Peer, why: str) -> None:
+    def _failed(self, peer: _Peer, why: str, *, may_give_up: bool = True) -> None:
+        """A failed attempt: retry after a backoff; after ``max_attempts`` in a row, give up (if ``may_give_up``)."""
         cfg = self.config
         peer.failures += 1
         self._rewind(peer)
         peer.handle = None  # re-resolve: the agent may have been spawned anew elsewhere
-        if cfg.max_attempts and peer.failures >= cfg.max_attempts:
+        if may_give_up and cfg.max_attempts and peer.failures >= cfg.max_attempts:
             self._give_up(peer, why)
             return
         peer.retry_at = time.monotonic() + backoff(peer.failures, cfg.retry_backoff, cfg.retry_backoff_max, self._rng)

@@ -154,3 +154,34 @@ def test_sends_held_for_a_commit_the_background_shipped_first_are_released(tmp_p
     shipper.ship_until(seq)  # nothing left to ship
     assert dispatcher.ready == {"rx": 1}
     store.close()
+
+
+def test_a_sender_never_gives_up_on_a_receiver_that_committed_but_cannot_ship(ray_session, tmp_path,
+                                                                              monkeypatch):
+    """A SYNC receiver's store stays down past the sender's ``max_attempts``: its answers are
+    ``NotDurable`` (it committed), so the sender keeps retrying instead of dead-lettering
+    messages that took effect; once the store is back, every one is acknowledged, once."""
+    for d in ("tx", "rx", "ck"):
+        (tmp_path / d).mkdir()
+    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
+    rx.ensure_started()
+    handle = _Direct(rx)
+    impatient = SYNC.model_copy(update={"max_attempts": 2, "retry_backoff": 0.01, "retry_backoff_max": 0.02})
+    tx = AgentCore(HostSpec("tx", Relay, str(tmp_path / "tx"), str(tmp_path / "ck"), config=impatient,
+                            init={"to": "rx"}), resolve=lambda name: handle)
+    real_put = rx.ckstore.put_segment
+
+    def unreachable(*args, **kwargs):
+        raise CheckpointError("checkpoint store unreachable")
+
+    monkeypatch.setattr(rx.ckstore, "put_segment", unreachable)
+    for i in range(3):
+        assert _ask(tx, Append(item=i)) == (True, i + 1)
+    _until(lambda: handle.calls >= 6 or tx.dispatcher.dead_lettered)  # three times max_attempts
+    assert tx.dispatcher.dead_lettered == 0 and tx.dispatcher.pending() == {"rx": 3}
+    monkeypatch.setattr(rx.ckstore, "put_segment", real_put)
+    _until(lambda: tx.dispatcher.pending() == {})
+    assert _ask(rx, Report()) == (True, {"count": 3, "dups": 0, "out_of_order": 0})
+    assert tx.dispatcher.dead_lettered == 0
+    tx.stop()
+    rx.stop()
