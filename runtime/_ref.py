@@ -33,7 +33,7 @@ from . import _directory
 from ._agent import current_deadline, current_stage
 from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
-from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced
+from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced, NotDurable
 
 __all__ = ["AgentRef"]
 
@@ -278,7 +278,18 @@ class AgentRef:
                 if not self._follow():
                     time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
                 env.attempt += 1
+            except NotDurable:
+                if not self._retry_not_durable(env, backoff):
+                    raise
+                time.sleep(backoff)
+                env.attempt += 1
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _retry_not_durable(env: Envelope, backoff: float) -> bool:
+        """Ask again after ``backoff``?  Handled and committed, not yet shipped (SYNC): the same id
+        is not handled twice, so yes while the deadline allows; never at most once (no record)."""
+        return env.delivery is not Delivery.AT_MOST_ONCE and time.time() + backoff < env.deadline
 
     async def ask_async(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
         """Awaitable ``ask``, for use inside async handlers and async drivers (deadline as ``ask``)."""
@@ -316,6 +327,11 @@ class AgentRef:
                 self._down = "a replaced incarnation answered"
                 if not await asyncio.to_thread(self._follow):
                     await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
+                env.attempt += 1
+            except NotDurable:
+                if not self._retry_not_durable(env, backoff):
+                    raise
+                await asyncio.sleep(backoff)
                 env.attempt += 1
         raise AssertionError("unreachable")
 

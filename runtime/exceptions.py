@@ -91,7 +91,8 @@ class NotDurable(CheckpointError):
     could not be shipped to the checkpoint store, so the effect would not survive the node.
 
     Nothing it sent has left.  Asking again with the same message id is safe: it is not
-    handled twice, and the reply comes once the journal is shipped.
+    handled twice, and the reply comes once the journal is shipped.  ``AgentRef.ask`` does
+    so until the deadline, then raises this; an outbox retries it without giving up.
     """
 
 

@@ -185,3 +185,31 @@ def test_a_sender_never_gives_up_on_a_receiver_that_committed_but_cannot_ship(ra
     assert tx.dispatcher.dead_lettered == 0
     tx.stop()
     rx.stop()
+
+
+def test_an_ask_rides_out_a_checkpoint_store_outage_within_its_deadline(system, agent_id):
+    """A real agent: its checkpoint store refuses shipments for a moment (the agent's journal
+    directory is replaced by a file).  The driver's ask is answered ``NotDurable`` meanwhile,
+    asks again with the same id, and returns once the store is back: handled once."""
+    import shutil
+    import threading
+
+    from .agents import Counter, GetItems
+
+    ref = system.spawn(Counter, agent_id, config={"durability": "sync"})
+    assert ref.ask(Append(item=0), timeout=20) == 1
+    journal = system.checkpoint_dir / agent_id / "journal"
+    aside = journal.with_name("journal.aside")
+    journal.rename(aside)
+    journal.write_bytes(b"not a directory")
+    timer = threading.Timer(1.0, lambda: (journal.unlink(), aside.rename(journal)))
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        assert ref.ask(Append(item=1), timeout=20) == 2
+        assert time.monotonic() - t0 >= 0.9, "answered only once the store was back"
+    finally:
+        timer.join()
+    assert ref.ask(GetItems(), timeout=20) == [0, 1]
+    assert 'outcome="not_durable"' in ref.metrics(), "the store really refused: the agent answered NotDurable"
+    shutil.rmtree(aside, ignore_errors=True)
