@@ -348,12 +348,25 @@ class AgentRef:
     # -- control ------------------------------------------------------------------
 
     def _control(self, method: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        try:
-            return ray.get(getattr(self._handle, method).remote(*args), timeout=timeout)
-        except GetTimeoutError as exc:
-            raise AskTimeout(f"{method} on {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
-        except RayActorError as exc:
-            raise translate_actor_error(exc, self.agent_id) from exc
+        """An operator's call, made to the agent's current host.
+
+        The host is looked up anew first (the agent may have moved to a spare
+        or another node since this ref last spoke to it, and a replaced host
+        that is still alive answers only for itself: a kill switch pulled
+        there would stop nothing).  It does not wait for a restart: while no
+        host serves the agent, AgentUnavailable at once.
+        """
+        self._follow()
+        for last in (False, True):
+            try:
+                return ray.get(getattr(self._handle, method).remote(*args), timeout=timeout)
+            except GetTimeoutError as exc:
+                raise AskTimeout(f"{method} on {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
+            except RayActorError as exc:
+                # Died between the lookup and the call: once more, if a new host is there.
+                if last or "creation task" in str(exc) or not self._follow():
+                    raise translate_actor_error(exc, self.agent_id) from exc
+        raise AssertionError("unreachable")
 
     def status(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """Lifecycle state, incarnation, pid, sequence numbers, last checkpoint, last restore."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import ray
 
 from protocols import StaleEpoch, encode_batch, encode_envelope, error_from_wire, make_envelope
 from runtime import AgentState, DirectoryStore, Fenced
@@ -174,14 +175,18 @@ def test_a_hung_incarnation_that_wakes_after_its_replacement_is_fenced(ray_sessi
         old.tell(Linger(flag=str(flag), peer=f"{agent_id}-peer"))
         wait_for(lambda: old.status()["handler_running_for"] is not None)
 
+        # The replaced host itself (a ref follows the agent to its new host, for control calls too).
+        old_host = old._handle
+        old_status = lambda: ray.get(old_host.status.remote(), timeout=30)  # noqa: E731
         spare = node_b.spawn_spare()
         new = node_b.adopt(spare, node_b.host_spec(Laggard, agent_id))
-        assert new.status()["epoch"] > old.status()["epoch"]
+        assert new.status()["epoch"] > old_status()["epoch"]
+        assert old.status()["pid"] == new.status()["pid"], "the old ref's control calls reach the new host"
         assert new.ask(Report()) == {"late": None, "count": 3}
 
         flag.touch()  # the old incarnation wakes up
-        wait_for(lambda: old.status()["handler_running_for"] is None)
-        status = old.status()
+        wait_for(lambda: old_status()["handler_running_for"] is None)
+        status = old_status()
         assert status["state"] == "fenced", status
         assert peer.ask(GetCount()) == 0, "the late message had no effect"
         assert 'outcome="rejected_StaleEpoch"' in peer.metrics()
