@@ -151,19 +151,36 @@ class AgentRef:
             attempts=env.attempt,
         )
 
-    def _retryable(self, exc: RayActorError, env: Envelope) -> Exception | bool:
-        """The error to raise; else whether the agent moved to another actor (retry at once if so).
+    def _after_failure(self, exc: Exception, env: Envelope, backoff: float) -> bool:
+        """An attempt of ``env`` failed with ``exc``: raise, or say whether to look for a new host.
 
-        A dead process may come back as the same actor (Ray's restart) or as a
-        new actor under the same name (a supervisor's restart, a move to
-        another node): the name is resolved again and a new actor is followed.
+        The one retry policy of ``ask`` and ``ask_async`` (which differ only
+        in how they wait).  Every retry carries the same id, so the agent
+        handles it once; an AT_MOST_ONCE message keeps no such record, so it
+        is never sent again.
+
+        * The process died (RayActorError): it may come back as the same actor
+          (Ray's restart) or as a new actor under the same name (a supervisor's
+          restart, a spare, a move to another node): look for a new host.
+        * A replaced incarnation answered (Fenced): look for its successor.
+        * Handled and committed, not yet shipped (NotDurable, SYNC): wait and
+          ask again while the deadline allows, then raise it.
         """
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        self._tells.agent_failed(why)  # tells in flight go again before the next attempt
-        if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
-            return translate_actor_error(exc, self.agent_id)
-        self._down = why
-        return self._follow()
+        if isinstance(exc, RayActorError):
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._tells.agent_failed(why)  # tells in flight go again before the next attempt
+            if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
+                raise translate_actor_error(exc, self.agent_id) from exc
+            self._down = why
+            return True
+        if env.delivery is Delivery.AT_MOST_ONCE:
+            raise exc
+        if isinstance(exc, Fenced):
+            self._down = "a replaced incarnation answered"
+            return True
+        if time.time() + backoff >= env.deadline:  # NotDurable
+            raise exc
+        return False
 
     def _lookup_handle(self) -> Any | None:
         """The actor hosting the agent now (through the agent directory), or None if none is.
@@ -259,37 +276,14 @@ class AgentRef:
                 raise self._expired(env)
             try:
                 raw = ray.get(self._handle.deliver.remote(encode_envelope(env)), timeout=remaining + DEADLINE_GRACE)
+                return self._result(raw)
             except GetTimeoutError as exc:
                 raise self._timeout(env) from exc
-            except RayActorError as exc:
-                moved = self._retryable(exc, env)
-                if isinstance(moved, Exception):
-                    raise moved from exc
-                if not moved:
+            except (RayActorError, Fenced, NotDurable) as exc:
+                if not (self._after_failure(exc, env, backoff) and self._follow()):
                     time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
-                env.attempt += 1
-                continue
-            try:
-                return self._result(raw)
-            except Fenced:
-                if env.delivery is Delivery.AT_MOST_ONCE:
-                    raise
-                self._down = "a replaced incarnation answered"  # follow the new one, same id
-                if not self._follow():
-                    time.sleep(min(backoff, max(0.0, env.deadline - time.time())))
-                env.attempt += 1
-            except NotDurable:
-                if not self._retry_not_durable(env, backoff):
-                    raise
-                time.sleep(backoff)
                 env.attempt += 1
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _retry_not_durable(env: Envelope, backoff: float) -> bool:
-        """Ask again after ``backoff``?  Handled and committed, not yet shipped (SYNC): the same id
-        is not handled twice, so yes while the deadline allows; never at most once (no record)."""
-        return env.delivery is not Delivery.AT_MOST_ONCE and time.time() + backoff < env.deadline
 
     async def ask_async(self, msg: Message, *, timeout: float | None = None, delivery: Delivery | None = None) -> Any:
         """Awaitable ``ask``, for use inside async handlers and async drivers (deadline as ``ask``)."""
@@ -309,29 +303,12 @@ class AgentRef:
                 raise self._expired(env)
             try:
                 raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining + DEADLINE_GRACE)
+                return self._result(raw)
             except (asyncio.TimeoutError, GetTimeoutError) as exc:
                 raise self._timeout(env) from exc
-            except RayActorError as exc:
-                moved = self._retryable(exc, env)
-                if isinstance(moved, Exception):
-                    raise moved from exc
-                if not moved:
+            except (RayActorError, Fenced, NotDurable) as exc:
+                if not (self._after_failure(exc, env, backoff) and await asyncio.to_thread(self._follow)):
                     await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
-                env.attempt += 1
-                continue
-            try:
-                return self._result(raw)
-            except Fenced:
-                if env.delivery is Delivery.AT_MOST_ONCE:
-                    raise
-                self._down = "a replaced incarnation answered"
-                if not await asyncio.to_thread(self._follow):
-                    await asyncio.sleep(min(backoff, max(0.0, env.deadline - time.time())))
-                env.attempt += 1
-            except NotDurable:
-                if not self._retry_not_durable(env, backoff):
-                    raise
-                await asyncio.sleep(backoff)
                 env.attempt += 1
         raise AssertionError("unreachable")
 
