@@ -406,6 +406,7 @@ class AgentCore(Background, Operations):
             return self._refuse(self._not_running(env.type), raw=raw, env=env)
         t0 = time.monotonic()
         remember = env.delivery is not Delivery.AT_MOST_ONCE
+        cached = None
         try:
             if env.epoch is not None:
                 stale = self._peer_epochs.refusal(env.sender, env.epoch)
@@ -414,16 +415,15 @@ class AgentCore(Background, Operations):
             env.check_deadline(f"agent {self.agent_id!r} before handling")
             if remember:
                 cached = self.store.get(*_dedup_slot(env))
-                if cached is not None:
-                    self.metrics.outcome("duplicate")
-                    if self.config.durability is Durability.SYNC:
-                        self._ship_until(self.store.seq)  # the first reply may have failed to ship
-                    return unpack(cached)[1]
-            msg, method = self._resolve_handler(env)
-        except NotDurable:
-            raise  # handled: not a refusal (``deliver`` answers it)
+            if cached is None:
+                msg, method = self._resolve_handler(env)
         except WireError as exc:
             return self._refuse(exc, raw=raw, env=env)
+        if cached is not None:
+            self.metrics.outcome("duplicate")
+            if self.config.durability is Durability.SYNC:
+                self._ship_until(self.store.seq)  # the first reply may have failed to ship
+            return unpack(cached)[1]
 
         self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
         self.state.begin()
