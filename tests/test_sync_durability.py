@@ -51,15 +51,31 @@ def _until(pred, timeout=10.0):
         time.sleep(0.02)
 
 
+def _core(tmp_path, agent_id, cls, config=SYNC, *, init=None, resolve=None):
+    """An agent core with its own data directory and the shared checkpoint directory ``ck``."""
+    for d in (agent_id, "ck"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    spec = HostSpec(agent_id, cls, str(tmp_path / agent_id), str(tmp_path / "ck"), config=config, init=init or {})
+    return AgentCore(spec, resolve=resolve)
+
+
+def _store_down(monkeypatch, core):
+    """``core``'s checkpoint store refuses shipments until the returned callable is called."""
+    real_put = core.ckstore.put_segment
+
+    def unreachable(*args, **kwargs):
+        raise CheckpointError("checkpoint store unreachable")
+
+    monkeypatch.setattr(core.ckstore, "put_segment", unreachable)
+    return lambda: monkeypatch.setattr(core.ckstore, "put_segment", real_put)
+
+
 @pytest.fixture
 def pair(ray_session, tmp_path):
-    for d in ("tx", "rx", "ck"):
-        (tmp_path / d).mkdir()
-    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
+    rx = _core(tmp_path, "rx", Sink)
     rx.ensure_started()
     handle = _Direct(rx)
-    tx = AgentCore(HostSpec("tx", Relay, str(tmp_path / "tx"), str(tmp_path / "ck"), config=SYNC,
-                            init={"to": "rx"}), resolve=lambda name: handle)
+    tx = _core(tmp_path, "tx", Relay, init={"to": "rx"}, resolve=lambda name: handle)
     yield tx, rx, handle
     tx.stop()
     rx.stop()
@@ -75,12 +91,7 @@ def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatc
     _until(lambda: _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0}))
 
     # The checkpoint store becomes unreachable: item 1 commits locally, but is not shipped.
-    real_put = tx.ckstore.put_segment
-
-    def unreachable(*args, **kwargs):
-        raise CheckpointError("checkpoint store unreachable")
-
-    monkeypatch.setattr(tx.ckstore, "put_segment", unreachable)
+    store_back = _store_down(monkeypatch, tx)
     second = make_envelope(Append(item=1), "tx")
     ok, err = _ask(tx, None, second)
     assert not ok, "a SYNC reply waits for the shipment, which failed"
@@ -96,7 +107,7 @@ def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatc
     assert not ok and isinstance(error_from_wire(err), NotDurable)
 
     # Reachable again: the same ask is answered (handled once), and the send leaves, once, in order.
-    monkeypatch.setattr(tx.ckstore, "put_segment", real_put)
+    store_back()
     assert _ask(tx, None, second) == (True, 2)
     _until(lambda: _ask(rx, Report()) == (True, {"count": 2, "dups": 0, "out_of_order": 0}))
     _until(lambda: tx.dispatcher.pending() == {})
@@ -118,18 +129,11 @@ def test_a_batch_committed_but_not_shipped_is_not_handled_again_when_resent(ray_
             envs.append(encode_envelope(env))
         return encode_batch(base, envs)
 
-    for d in ("rx", "ck"):
-        (tmp_path / d).mkdir()
-    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
-    real_put = rx.ckstore.put_segment
-
-    def unreachable(*args, **kwargs):
-        raise CheckpointError("checkpoint store unreachable")
-
-    monkeypatch.setattr(rx.ckstore, "put_segment", unreachable)
+    rx = _core(tmp_path, "rx", Sink)
+    store_back = _store_down(monkeypatch, rx)
     ok, err = decode_reply(rx.deliver_batch(batch(0, [1, 2])))
     assert not ok and isinstance(error_from_wire(err), NotDurable)
-    monkeypatch.setattr(rx.ckstore, "put_segment", real_put)
+    store_back()
     assert decode_reply(rx.deliver_batch(batch(0, [1, 2, 3]))) == (True, [3, []])
     assert _ask(rx, Report()) == (True, {"count": 3, "dups": 0, "out_of_order": 0})
     rx.stop()
@@ -161,25 +165,17 @@ def test_a_sender_never_gives_up_on_a_receiver_that_committed_but_cannot_ship(ra
     """A SYNC receiver's store stays down past the sender's ``max_attempts``: its answers are
     ``NotDurable`` (it committed), so the sender keeps retrying instead of dead-lettering
     messages that took effect; once the store is back, every one is acknowledged, once."""
-    for d in ("tx", "rx", "ck"):
-        (tmp_path / d).mkdir()
-    rx = AgentCore(HostSpec("rx", Sink, str(tmp_path / "rx"), str(tmp_path / "ck"), config=SYNC))
+    rx = _core(tmp_path, "rx", Sink)
     rx.ensure_started()
     handle = _Direct(rx)
     impatient = SYNC.model_copy(update={"max_attempts": 2, "retry_backoff": 0.01, "retry_backoff_max": 0.02})
-    tx = AgentCore(HostSpec("tx", Relay, str(tmp_path / "tx"), str(tmp_path / "ck"), config=impatient,
-                            init={"to": "rx"}), resolve=lambda name: handle)
-    real_put = rx.ckstore.put_segment
-
-    def unreachable(*args, **kwargs):
-        raise CheckpointError("checkpoint store unreachable")
-
-    monkeypatch.setattr(rx.ckstore, "put_segment", unreachable)
+    tx = _core(tmp_path, "tx", Relay, impatient, init={"to": "rx"}, resolve=lambda name: handle)
+    store_back = _store_down(monkeypatch, rx)
     for i in range(3):
         assert _ask(tx, Append(item=i)) == (True, i + 1)
     _until(lambda: handle.calls >= 6 or tx.dispatcher.dead_lettered)  # three times max_attempts
     assert tx.dispatcher.dead_lettered == 0 and tx.dispatcher.pending() == {"rx": 3}
-    monkeypatch.setattr(rx.ckstore, "put_segment", real_put)
+    store_back()
     _until(lambda: tx.dispatcher.pending() == {})
     assert _ask(rx, Report()) == (True, {"count": 3, "dups": 0, "out_of_order": 0})
     assert tx.dispatcher.dead_lettered == 0
