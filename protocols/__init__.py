@@ -13,6 +13,7 @@ from ._schema import field_errors, parse_message
 from .exceptions import (
     DeadlineExpired,
     EncodingError,
+    GarrisonError,
     MessageValidationError,
     PayloadTooLarge,
     ProtocolError,
@@ -30,6 +31,7 @@ __all__ = [
     "Delivery",
     "EncodingError",
     "Envelope",
+    "GarrisonError",
     "Message",
     "MessageValidationError",
     "PayloadTooLarge",

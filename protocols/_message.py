@@ -5,15 +5,51 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+from pydantic._internal._model_construction import ModelMetaclass
 
 from ._delivery import Delivery
-from ._registry import Registry, default_registry
+from ._registry import Registry, default_registry, split_tag
 from .exceptions import RegistrationError
 
 __all__ = ["Message"]
 
+#: Set in the namespace of a class that is being rebuilt from a pickle rather
+#: than defined by a class statement (see ``_MessageMeta``).
+_REBUILT = "__message_rebuilt__"
 
-class Message(BaseModel):
+
+class _MessageMeta(ModelMetaclass):
+    """Keeps a message class's registered tag when the class travels by value.
+
+    A class defined in a driver's ``__main__`` reaches Ray workers by value:
+    cloudpickle rebuilds it as an empty skeleton (``type(name, bases,
+    {"__module__": ...})``, no class keywords, so ``name=``/``version=`` are
+    lost) and then sets the original class's attributes on it one by one.
+
+    Invariants:
+    - A class statement's namespace always holds ``__qualname__``; a
+      skeleton's does not.  A skeleton is never registered under the default
+      tag its bare class name would give (that tag may be another class's).
+    - A skeleton is registered when its real tag is set on it, under that
+      tag, so a receiver resolves ``counter.get@1`` to the class the sender
+      meant, whichever way the class arrived.
+    """
+
+    def __new__(mcs, cls_name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
+        if bases and "__qualname__" not in namespace and not kwargs:
+            namespace[_REBUILT] = True
+        return super().__new__(mcs, cls_name, bases, namespace, **kwargs)
+
+    def __setattr__(cls, attr: str, value: Any) -> None:
+        super().__setattr__(attr, value)
+        if attr == "__message_tag__" and value and cls.__dict__.get(_REBUILT):
+            name, version = split_tag(value)
+            type.__setattr__(cls, "__message_name__", name)
+            type.__setattr__(cls, "__message_version__", version)
+            default_registry.register(cls)
+
+
+class Message(BaseModel, metaclass=_MessageMeta):
     """A typed message.  Subclass it and name the type in the class line::
 
         class Refund(Message, name="billing.refund", version=2, delivery=Delivery.AT_LEAST_ONCE):
@@ -52,8 +88,8 @@ class Message(BaseModel):
         **kwargs: Any,
     ) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if abstract:
-            return
+        if abstract or cls.__dict__.get(_REBUILT):
+            return  # a skeleton registers when its tag is set (see _MessageMeta)
         if not isinstance(version, int) or version < 1:
             raise RegistrationError(f"{cls.__qualname__}: version must be an int >= 1, got {version!r}")
         name = name or cls.__name__

@@ -1,13 +1,23 @@
-"""Exceptions raised by the wire protocol.
+"""Exceptions raised by the wire protocol, and the root of every Garrison error.
 
-Every error here can cross the wire: a receiver that rejects a message sends
-the error back as ``[code, message, details]`` and the sender raises the same
-class again (:func:`error_from_wire`).  Errors defined in other packages join
-the same table by subclassing :class:`WireError`.
+Every error Garrison raises is a :class:`GarrisonError`: one ``except
+GarrisonError`` catches the protocol's, the runtime's and the supervisors'
+errors alike (each package keeps one exceptions module whose classes hang
+under it).  Every one of them can cross the wire: a receiver that rejects a
+message sends the error back as ``[code, message, details]`` and the sender
+raises the same class again (:func:`error_from_wire`).
 
-Class tree::
+The whole tree, once (each package's module draws its own part)::
 
-    WireError                       (mixin: anything that can travel in a reply)
+    GarrisonError                   root: catch this one
+    ├── ProtocolError               the message itself was wrong or late (this module)
+    ├── ConfigError, DataDirectoryError, StateError, CheckpointError, RestoreError,
+    │   ClusterUnavailable, InternalError, AgentError, AskTimeout   (runtime.exceptions)
+    └── SupervisorError             (supervisors.exceptions)
+
+This module's part::
+
+    GarrisonError                   (``WireError`` is its former name, kept as an alias)
     ProtocolError
     ├── EncodingError               bytes are not a well-formed envelope
     ├── PayloadTooLarge             envelope is bigger than the receiver accepts
@@ -27,6 +37,7 @@ from typing import Any, ClassVar
 __all__ = [
     "DeadlineExpired",
     "EncodingError",
+    "GarrisonError",
     "MessageValidationError",
     "PayloadTooLarge",
     "ProtocolError",
@@ -39,18 +50,19 @@ __all__ = [
     "error_from_wire",
 ]
 
-# code -> class; filled by WireError.__init_subclass__.
-_WIRE_CODES: dict[str, type[WireError]] = {}
+# code -> class; filled by GarrisonError.__init_subclass__.
+_WIRE_CODES: dict[str, type[GarrisonError]] = {}
 
 
-class WireError(Exception):
-    """Base of every error that can be sent back to a sender.
+class GarrisonError(Exception):
+    """Root of every error Garrison raises; each can be sent back to a sender.
 
-    ``details`` holds only msgpack-friendly values (str, int, float, bool,
-    None, lists and dicts of those) so the error survives the trip intact.
+    ``message`` is the human text, ``details`` holds only msgpack-friendly
+    values (str, int, float, bool, None, lists and dicts of those) so the
+    error survives the trip intact, and ``code`` names the class on the wire.
     """
 
-    code: ClassVar[str] = "error"
+    code: ClassVar[str] = "GarrisonError"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,11 +84,16 @@ class WireError(Exception):
         return (_rebuild, (type(self), self.message, self.details))
 
 
+#: The root's former name: "anything that can travel in a reply" is every Garrison error.
+WireError = GarrisonError
+_WIRE_CODES[GarrisonError.code] = GarrisonError
+
+
 def _rebuild(cls: type[WireError], message: str, details: dict[str, Any]) -> WireError:
     return cls(message, **details)
 
 
-class ProtocolError(WireError):
+class ProtocolError(GarrisonError):
     """Root of the protocol's errors: the message itself was wrong or late."""
 
 

@@ -16,7 +16,13 @@ from the parameter's annotation or given as ``@handler(Add)``) and returns
 the reply of an ``ask`` (ignored for a ``tell``): msgpack-able data or a
 pydantic model.  Handlers may be ``async``.  A handler's state changes commit
 atomically with the handling of its message; if it raises, they are rolled
-back, the sender gets :class:`HandlerError`, and the agent goes on.
+back, the sender gets :class:`HandlerError`, and the agent goes on.  A reply
+that cannot be encoded (an arbitrary object) counts as raising: rolled back,
+and the sender gets :class:`UnencodableReply` (a HandlerError).
+
+Agents and messages may be defined in the driver script itself (``python
+driver.py``): Ray ships such classes to its workers by value, and their
+registered names, versions and handler tables travel with them.
 
 Lifecycle hooks, all optional, all may be ``async``, all may change state
 (committed like a handler's changes):

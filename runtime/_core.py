@@ -72,7 +72,7 @@ from ._operations import HALT_KEY, Operations
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
 from ._restore import restore
-from ._spec import HostSpec, check_agent_id, check_writable_dir, local_data_dir
+from ._spec import SHIP_CODE_HINT, HostSpec, check_agent_id, check_writable_dir, local_data_dir
 from ._state import State
 from ._store import PUT, Op, dedup_time_key
 from .exceptions import (
@@ -86,6 +86,7 @@ from .exceptions import (
     NoHandler,
     NotDurable,
     StateError,
+    UnencodableReply,
 )
 
 __all__ = ["AgentCore"]
@@ -110,6 +111,11 @@ class AgentCore(Background, Operations):
         #: Done once the agent has stopped gracefully, with its final status (any thread may wait on it).
         self.stopped: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self.agent_id = check_agent_id(spec.agent_id)
+        if spec.agent_cls is None:  # this worker could not load the code the driver used
+            raise AgentStartError(
+                f"agent {self.agent_id!r}: class {spec.class_path} cannot be loaded here "
+                f"({spec.load_error}); {SHIP_CODE_HINT}",
+                agent_id=self.agent_id, cause=spec.load_error)
         self.config = cfg = spec.config
         self.lifecycle = AgentState.STARTING
         self.failure: str | None = None
@@ -177,6 +183,10 @@ class AgentCore(Background, Operations):
         self.agent.state = self.state
         self.agent.context = None
         self.agent.log = logging.getLogger(f"garrison.agent.{self.agent_id}")
+        # Handlers by type tag, not by class object: a message class that reached
+        # this process by value (defined in a driver's ``__main__``) may be a
+        # different object from the one the agent class was pickled with.
+        self._handlers = {cls.type_tag(): method for cls, method in type(self.agent).__handlers__.items()}
 
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
@@ -281,7 +291,7 @@ class AgentCore(Background, Operations):
 
     def _resolve_handler(self, env: Envelope) -> tuple[Any, str]:
         msg = parse_message(env)
-        method = self.agent.__handlers__.get(type(msg))
+        method = self._handlers.get(type(msg).__message_tag__)
         if method is None:
             raise NoHandler(
                 f"agent {self.agent_id!r} ({type(self.agent).__qualname__}) has no handler for "
@@ -290,6 +300,12 @@ class AgentCore(Background, Operations):
                 handles=self.agent.handled_types(),
             )
         return msg, method
+
+    def _unencodable(self, method: str, result: Any, exc: Exception) -> UnencodableReply:
+        return UnencodableReply(
+            f"{type(self.agent).__qualname__}.{method} returned a {type(result).__name__} that cannot be "
+            f"encoded as a reply ({exc}); its changes were rolled back. Return msgpack-able data or a "
+            "pydantic model", handler=method, value_type=type(result).__name__)
 
     def _handler_error(self, method: str, exc: Exception) -> WireError:
         if isinstance(exc, WireError):
@@ -433,7 +449,13 @@ class AgentCore(Background, Operations):
             self.state.discard()
             self.metrics.outcome("handler_error")
             return self._refuse(self._handler_error(method, result), raw=raw, env=env)
-        reply = encode_ok(result)
+        try:
+            reply = encode_ok(result)
+        except (TypeError, ValueError, OverflowError) as exc:
+            # As if the handler raised: nothing it changed or sent is kept.
+            self.state.discard()
+            self.metrics.outcome("handler_error")
+            return self._refuse(self._unencodable(method, result, exc), raw=raw, env=env)
         now = time.time()
         extra: list[Op] = []
         if remember:

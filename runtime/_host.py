@@ -16,6 +16,13 @@ path.  Concurrency groups keep concerns apart:
 ``control`` (2 threads) status, probe, checkpoint, introspection: they answer
                         while a handler is busy or stuck.
 ``watch``   (16 threads) ``watch`` calls that stay pending until the agent stops.
+
+Invariants: every actor method returns an encoded reply or raises a Garrison
+error (``_boundary.guarded``).  The constructor never raises for a start that
+failed (a class the worker cannot import, a constructor or restore that
+raises): Ray would restart the actor for ever (``max_restarts=-1``).  It keeps
+the failure instead; ``ready`` raises it, ``probe`` and the repr say "failed",
+and ``System.spawn`` kills the actor, so no host is left restarting.
 """
 
 from __future__ import annotations
@@ -26,15 +33,20 @@ import os
 import time
 from typing import Any
 
+import logging
+
 import ray
 
 from . import _directory
+from ._boundary import guarded, start_failed
 from ._core import AgentCore
 from ._ref import AgentRef
 from ._spec import HostSpec
-from .exceptions import AgentAlreadyRunning, AgentNotRunning
+from .exceptions import AgentAlreadyRunning, AgentNotRunning, AgentStartError
 
 __all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost", "lookup_agent"]
+
+log = logging.getLogger("garrison.host")
 
 CONTROL = "control"
 WATCH = "watch"
@@ -57,11 +69,25 @@ class AgentHost:
         self._namespace = namespace
         self._spec = spec
         self.core: AgentCore | None = None
+        #: Why this host could not start its agent (see the module invariants).
+        self.start_failure: AgentStartError | None = None
         if spec is not None:
-            self._host(spec)
+            try:
+                self._host(spec)
+            except AgentStartError as exc:
+                self.start_failure = exc
+                log.error("agent %s failed to start: %s", spec.agent_id, exc.message)
 
     def _host(self, spec: HostSpec) -> None:
+        """Build and start ``spec``'s agent here; AgentStartError naming the cause if that fails."""
         self._spec = spec
+        try:
+            self._build(spec)
+        except Exception as exc:
+            self.core = None
+            raise start_failed(spec.agent_id, exc) from exc
+
+    def _build(self, spec: HostSpec) -> None:
         core = AgentCore(spec, resolve=functools.partial(_directory.resolve, namespace=self._namespace))
         core.agent._lookup = functools.partial(lookup_agent, namespace=self._namespace, sender=spec.agent_id,
                                                epoch=core.epoch)
@@ -75,6 +101,7 @@ class AgentHost:
         _directory.register(spec.agent_id, ray.get_runtime_context().get_actor_name() or spec.agent_id,
                             core.epoch, namespace=self._namespace)
 
+    @guarded
     def adopt(self, spec: HostSpec) -> dict[str, Any]:
         """A spare takes over ``spec.agent_id``: restore its state, serve, and record itself as its host."""
         if self.core is not None:
@@ -86,6 +113,8 @@ class AgentHost:
         return self.core.status()
 
     def _core(self) -> AgentCore:
+        if self.core is None and self.start_failure is not None:
+            raise self.start_failure
         if self.core is None:
             raise AgentNotRunning("this host is a spare: it hosts no agent until one is adopted", state="spare")
         return self.core
@@ -94,23 +123,28 @@ class AgentHost:
         core = getattr(self, "core", None)
         if self._spec is None:
             return "Agent(spare)"
+        name = self._spec.class_path.rpartition(":")[2]
         if core is None:
-            return f"Agent({self._spec.agent_id}, {self._spec.agent_cls.__qualname__}, starting)"
+            return f"Agent({self._spec.agent_id}, {name}, {'failed' if self.start_failure else 'starting'})"
         return (
-            f"Agent({core.agent_id}, {self._spec.agent_cls.__qualname__}, "
+            f"Agent({core.agent_id}, {name}, "
             f"incarnation={core.incarnation}, state={core.lifecycle.name})"
         )
 
+    @guarded
     def deliver(self, raw: bytes) -> bytes:
         return self._core().deliver(raw)
 
+    @guarded
     def deliver_batch(self, blob: bytes) -> bytes:
         return self._core().deliver_batch(blob)
 
+    @guarded
     def ready(self) -> dict[str, Any]:
         self._core().ensure_started()
         return self._core().status()
 
+    @guarded
     def stop(self) -> dict[str, Any]:
         if self.core is None:
             return {"state": "stopped", "spare": True}
@@ -120,26 +154,34 @@ class AgentHost:
                           namespace=self._namespace)
         return self.core.stop()
 
+    @guarded
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
         return self._core().replay_dead_letters(ids, reason)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def status(self) -> dict[str, Any]:
         return self._core().status()
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def describe(self) -> str:
         """The repr the dashboard and Ray's log prefixes use."""
         return repr(self)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def probe(self) -> dict[str, Any]:
         """Liveness, answered off the handling thread: a busy agent still answers."""
+        if self.core is None and self.start_failure is not None:
+            return {"state": "failed", "pid": os.getpid(), "handler_running_for": None,
+                    "failure": self.start_failure.message}
         if self.core is None:
             return {"state": "spare", "pid": os.getpid(), "handler_running_for": None}
         return self.core.probe()
 
     @ray.method(concurrency_group=WATCH)
+    @guarded
     def watch(self) -> dict[str, Any]:
         """Pending until the agent stops; fails with Ray's actor error if the process dies.
 
@@ -150,50 +192,61 @@ class AgentHost:
         return self._core().stopped.result()
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def checkpoint(self, force: bool = True) -> dict[str, Any] | None:
         return self._core().checkpoint(force=force)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def handling_times(self) -> dict[str, Any]:
         """Recent handling durations (monotonic start, seconds) and this process's monotonic now."""
         return {"now": time.monotonic(), "recent": list(self._core().recent_handling)}
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def restore_history(self) -> list[dict[str, Any]]:
         return self._core().restore_history()
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         return self._core().store.transitions(after_seq, limit)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._core().dead_letters(reason, limit)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def record_dead_letters(self, reason: str, raws: list[bytes], why: str, uncounted: int = 0) -> int:
         """Letters a sender gave up delivering here (a driver's held-tell overflow), recorded as dead letters."""
         return self._core().record_dead_letters(reason, raws, why, uncounted)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def metrics(self) -> str:
         return self._core().metrics.text()
 
     # -- supervisors: quarantine and kill switch (see supervisors/) ---------------------
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def quarantine(self, why: str) -> dict[str, Any]:
         return self._core().quarantine(why)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def release(self) -> dict[str, Any]:
         return self._core().release()
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def halt(self, who: str, why: str) -> dict[str, Any]:
         return self._core().halt(who, why)
 
     @ray.method(concurrency_group=CONTROL)
+    @guarded
     def unhalt(self, who: str) -> dict[str, Any]:
         return self._core().unhalt(who)
 

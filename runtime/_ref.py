@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from protocols import Delivery, Envelope, Message, encode_envelope, error_from_wire, make_envelope
 
 from . import _directory
 from ._agent import current_deadline, current_stage
+from ._boundary import creation_failed, from_ray
 from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
 from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced, NotDurable
@@ -47,16 +48,6 @@ _BACKOFF = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.4)
 #: caller gives that typed answer this long to arrive before it reports its
 #: own AskTimeout ("expired at the caller").
 DEADLINE_GRACE = 0.5
-
-
-def translate_actor_error(exc: RayActorError, agent_id: str) -> Exception:
-    """Ray's actor errors, as ours."""
-    text = str(exc)
-    if "creation task" in text or "__init__" in text:
-        tail = text.strip().splitlines()[-1] if text.strip() else text
-        return AgentStartError(f"agent {agent_id!r} failed to start: {tail}", agent_id=agent_id)
-    return AgentUnavailable(f"agent {agent_id!r} is unavailable: {text.splitlines()[0] if text else exc!r}",
-                            agent_id=agent_id)
 
 
 class AgentRef:
@@ -169,8 +160,8 @@ class AgentRef:
         if isinstance(exc, RayActorError):
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._tells.agent_failed(why)  # tells in flight go again before the next attempt
-            if env.delivery is Delivery.AT_MOST_ONCE or "creation task" in str(exc):
-                raise translate_actor_error(exc, self.agent_id) from exc
+            if env.delivery is Delivery.AT_MOST_ONCE or creation_failed(exc):
+                raise from_ray(exc, self.agent_id, what="ask") from exc
             self._down = why
             return True
         if env.delivery is Delivery.AT_MOST_ONCE:
@@ -319,7 +310,7 @@ class AgentRef:
         except GetTimeoutError as exc:
             raise AskTimeout(f"raw send to {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
         except RayActorError as exc:
-            raise translate_actor_error(exc, self.agent_id) from exc
+            raise from_ray(exc, self.agent_id, what="raw send") from exc
         return self._result(reply)
 
     # -- control ------------------------------------------------------------------
@@ -341,8 +332,10 @@ class AgentRef:
                 raise AskTimeout(f"{method} on {self.agent_id!r} got no reply in {timeout}s", where="caller") from exc
             except RayActorError as exc:
                 # Died between the lookup and the call: once more, if a new host is there.
-                if last or "creation task" in str(exc) or not self._follow():
-                    raise translate_actor_error(exc, self.agent_id) from exc
+                if last or creation_failed(exc) or not self._follow():
+                    raise from_ray(exc, self.agent_id, what=method) from exc
+            except RayTaskError as exc:  # the host raised one of ours: as itself, not Ray's wrapper
+                raise from_ray(exc, self.agent_id, what=method) from exc
         raise AssertionError("unreachable")
 
     def status(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:

@@ -115,18 +115,58 @@ def local_data_dir(path: str | os.PathLike[str], node_id: str | None = None) -> 
     return check_writable_dir(expanded, "data directory")
 
 
+#: What an operator should do when a worker cannot load the agent's code.
+SHIP_CODE_HINT = (
+    "the Ray workers cannot import the code the driver used; ship it with the cluster: "
+    "System(..., ray_init={'runtime_env': {'working_dir': '.'}}) for a project directory, or "
+    "{'runtime_env': {'py_modules': [my_package]}} for a package (or install it on every node)"
+)
+
+
 @dataclass(frozen=True)
 class HostSpec:
-    """Everything a host needs to (re)build its agent; Ray replays it on restart."""
+    """Everything a host needs to (re)build its agent; Ray replays it on restart.
+
+    Invariant: unpickling a spec never raises.  The agent class and its
+    ``init`` travel as one blob of their own; a worker that cannot load them
+    (a module only the driver's ``sys.path`` has) gets a spec with
+    ``agent_cls=None`` and ``load_error`` saying why, so the host reports a
+    start failure instead of Ray failing (and restarting, for ever) before any
+    of our code runs.
+    """
 
     agent_id: str
-    agent_cls: type[Agent]
+    agent_cls: type[Agent] | None
     #: The local state directory; may hold ``{node}`` (see ``local_data_dir``).
     data_dir: str
     checkpoint_dir: str
     config: AgentConfig = field(default_factory=AgentConfig)
     init: dict[str, Any] = field(default_factory=dict)
+    #: Why this process could not load ``agent_cls``; None when it could.
+    load_error: str | None = None
+    #: ``module:qualname`` of the class, kept for messages when it cannot be loaded.
+    class_name: str = ""
 
     @property
     def class_path(self) -> str:
+        if self.agent_cls is None:
+            return self.class_name
         return f"{self.agent_cls.__module__}:{self.agent_cls.__qualname__}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from ray import cloudpickle
+
+        code = cloudpickle.dumps((self.agent_cls, self.init))
+        return (_load_spec, (self.agent_id, self.class_path, code, self.data_dir, self.checkpoint_dir, self.config))
+
+
+def _load_spec(agent_id: str, class_name: str, code: bytes, data_dir: str, checkpoint_dir: str,
+               config: AgentConfig) -> HostSpec:
+    import pickle
+
+    try:
+        agent_cls, init = pickle.loads(code)
+    except Exception as exc:  # noqa: BLE001 - whatever the unpickling raised is the user's cause
+        return HostSpec(agent_id, None, data_dir, checkpoint_dir, config, {},
+                        load_error=f"{type(exc).__name__}: {exc}", class_name=class_name)
+    return HostSpec(agent_id, agent_cls, data_dir, checkpoint_dir, config, init, class_name=class_name)

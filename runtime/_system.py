@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from . import _directory
 from ._agent import Agent
 from ._config import AgentConfig, validated
 from ._directory import SPARE_PREFIX
 from ._host import RemoteAgentHost, lookup_agent
-from ._ref import AgentRef, translate_actor_error
+from ._boundary import from_ray, start_failed
+from ._ref import AgentRef
 from ._spec import NODE_PLACEHOLDER, HostSpec, check_agent_id, check_writable_dir, per_node, per_node_root
 from .exceptions import (
     AgentAlreadyRunning,
     AgentNotFound,
     AgentStartError,
+    ClusterUnavailable,
     ConfigError,
     DataDirectoryError,
     GarrisonError,
@@ -93,7 +95,13 @@ class System:
         if not ray.is_initialized():
             kwargs = {"namespace": namespace, "include_dashboard": False, "log_to_driver": False}
             kwargs.update(ray_init or {})
-            ray.init(address=address, **kwargs)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:  # Ray's ways of saying "no cluster"
+                raise ClusterUnavailable(
+                    f"cannot {'start' if address is None else f'join the Ray cluster at {address!r}'}: {exc}"
+                    + ("" if address is None else " (start one with `ray start --head`, or leave address=None "
+                       "for an embedded local Ray)"), address=address) from exc
             self._owns_ray = True
         self._spawned: dict[str, AgentRef] = {}
 
@@ -198,15 +206,16 @@ class System:
         return self._await_ready(spare, spare.adopt.remote(spec), spec.agent_id, timeout)
 
     def _await_ready(self, handle: Any, ready: Any, agent_id: str, timeout: float) -> AgentRef:
+        # Invariant: a host that did not start is killed (no Ray restarts) before
+        # the error is raised, so a failed spawn leaves no actor behind.
         try:
             status = ray.get(ready, timeout=timeout)
-        except RayActorError as exc:
-            raise translate_actor_error(exc, agent_id) from exc
         except GetTimeoutError as exc:
             ray.kill(handle, no_restart=True)
             raise AgentStartError(f"agent {agent_id!r} was not ready within {timeout}s", agent_id=agent_id) from exc
-        except GarrisonError as exc:  # adopt() raised one of ours (Ray re-raises it as a subclass)
-            raise AgentStartError(f"agent {agent_id!r} failed to start: {exc.message}", agent_id=agent_id) from exc
+        except (RayError, GarrisonError) as exc:
+            ray.kill(handle, no_restart=True)
+            raise start_failed(agent_id, from_ray(exc, agent_id, what="start")) from exc
         if status["state"] == "failed":
             ray.kill(handle, no_restart=True)
             raise AgentStartError(f"agent {agent_id!r} failed to start: {status['failure']}", agent_id=agent_id)

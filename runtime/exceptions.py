@@ -1,14 +1,19 @@
 """Exceptions raised by the runtime.
 
-Errors from Ray, LMDB and pydantic never escape the runtime's API: they are
-translated here, at the boundary, with the original kept as ``__cause__``.
-Errors about the message itself (malformed, unknown type, invalid body,
-expired) are the protocol's own classes from :mod:`protocols.exceptions`, raised
-unchanged so a caller can tell "my message was wrong" from "the runtime failed".
+Errors from Ray, LMDB, the filesystem and pydantic never escape the runtime's
+API: they are translated at the boundary (``_boundary`` for Ray's, by type),
+with the original kept as ``__cause__``.  Errors about the message itself
+(malformed, unknown type, invalid body, expired) are the protocol's own classes
+from :mod:`protocols.exceptions`, raised unchanged so a caller can tell "my
+message was wrong" from "the runtime failed".  Both hang under one root,
+:class:`GarrisonError` (defined in ``protocols.exceptions``, where the whole
+tree is drawn): ``except GarrisonError`` catches every error Garrison raises.
 
-Class tree::
+The runtime's part of the tree::
 
-    GarrisonError
+    GarrisonError                   (root of every Garrison error; ProtocolError is a sibling below it)
+    ├── ClusterUnavailable          Ray could not be started or joined
+    ├── InternalError               an unexpected error inside the runtime (a bug): type and text in details
     ├── ConfigError                 a config value is out of range or inconsistent
     ├── DataDirectoryError          the data or checkpoint directory is missing or unwritable
     ├── StateError                  the LMDB working state failed (wraps lmdb.Error)
@@ -26,13 +31,14 @@ Class tree::
     │   ├── MailboxFull             the window towards the agent is full; an at-most-once send is refused
     │   ├── NoHandler               the agent has no handler for a registered message type
     │   ├── HandlerError            the agent's handler raised; the state change was rolled back
+    │   │   └── UnencodableReply    the handler returned a value that cannot be encoded; rolled back too
     │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
 """
 
 from __future__ import annotations
 
-from protocols.exceptions import WireError
+from protocols.exceptions import GarrisonError
 
 __all__ = [
     "AgentAlreadyRunning",
@@ -44,22 +50,29 @@ __all__ = [
     "AskTimeout",
     "CheckpointCorrupt",
     "CheckpointError",
+    "ClusterUnavailable",
     "ConfigError",
     "DataDirectoryError",
     "Fenced",
     "GarrisonError",
     "HandlerError",
+    "InternalError",
     "MailboxFull",
     "NoHandler",
     "NotDurable",
     "RestoreError",
     "StateDecodeError",
     "StateError",
+    "UnencodableReply",
 ]
 
 
-class GarrisonError(WireError):
-    """Root of the runtime's errors."""
+class ClusterUnavailable(GarrisonError):
+    """Ray could not be started, or the cluster at the given address could not be joined."""
+
+
+class InternalError(GarrisonError):
+    """An unexpected error inside the runtime (a bug to report); ``details`` name its type and where."""
 
 
 class ConfigError(GarrisonError):
@@ -134,6 +147,16 @@ class NoHandler(AgentError):
 
 class HandlerError(AgentError):
     """The agent's handler raised; its state changes were rolled back and the agent goes on."""
+
+
+class UnencodableReply(HandlerError):
+    """The handler returned a value that cannot be encoded as a reply (an arbitrary object, say).
+
+    It counts as the handler raising: its state changes were rolled back and its sends
+    dropped; ``details`` name the handler and the value's type.  Return msgpack-able data
+    (dicts, lists, str, int, float, bool, None, bytes; sets and tuples become lists) or a
+    pydantic model.
+    """
 
 
 class Fenced(AgentError):

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-from runtime import AgentStartError, AgentUnavailable, ConfigError, StateError
+from ray.exceptions import GetTimeoutError
+
+from runtime import (
+    AgentNotRunning,
+    AgentStartError,
+    AgentUnavailable,
+    AskTimeout,
+    ConfigError,
+    DataDirectoryError,
+    InternalError,
+    StateError,
+)
+from runtime._boundary import guarded
 from runtime._config import AgentConfig, validated
-from runtime._ref import translate_actor_error
+from runtime._boundary import from_ray
 from runtime._store import LmdbStore
 
 
@@ -26,12 +38,55 @@ def test_lmdb_error_becomes_state_error(tmp_path):
     assert type(err.value.__cause__).__module__.startswith("lmdb")
 
 
-class _CreationFailed(ActorDiedError):
-    def __str__(self):
-        return "The actor died because of an error raised in its creation task\nDataDirectoryError: gone"
+def _creation_failed() -> ActorDiedError:
+    """Ray's error for an actor whose constructor raised, built as Ray builds it."""
+    task = RayTaskError("AgentHost.__init__", "Traceback (most recent call last):\nDataDirectoryError: gone",
+                        DataDirectoryError("gone"))
+    return ActorDiedError.from_task_error(task)
 
 
-def test_ray_actor_errors_become_ours():
-    assert isinstance(translate_actor_error(ActorUnavailableError("gone for now", b"x" * 16), "a"), AgentUnavailable)
-    started = translate_actor_error(_CreationFailed(), "a")
+def test_ray_actor_errors_become_ours_by_type():
+    assert isinstance(from_ray(ActorUnavailableError("gone for now", b"x" * 16), "a"), AgentUnavailable)
+    # An actor death whose text mentions a creation task is still only a death: the type decides.
+    assert isinstance(from_ray(ActorDiedError(), "a"), AgentUnavailable)
+    started = from_ray(_creation_failed(), "a")
     assert isinstance(started, AgentStartError) and "DataDirectoryError: gone" in str(started)
+    assert isinstance(from_ray(GetTimeoutError("slow"), "a"), AskTimeout)
+
+
+def test_a_remote_garrison_error_comes_back_as_itself():
+    remote = RayTaskError("AgentHost.status", "tb", AgentNotRunning("halted", state="halted"))
+    wrapped = remote.as_instanceof_cause()  # what ray.get raises: a subclass of both
+    mine = from_ray(wrapped, "a")
+    assert type(mine) is AgentNotRunning and mine.details == {"state": "halted"}
+
+
+def test_anything_else_is_an_internal_error_never_raw():
+    err = from_ray(RayTaskError("AgentHost.status", "tb", KeyError("x")), "a", what="status")
+    assert isinstance(err, InternalError) and err.details["exception"] == "KeyError"
+
+
+def test_guarded_lets_only_garrison_errors_out():
+    class Host:
+        @guarded
+        def boom(self):
+            raise ValueError("bad")
+
+        @guarded
+        def refuse(self):
+            raise AgentNotRunning("no", state="halted")
+
+    with pytest.raises(InternalError, match="ValueError: bad"):
+        Host().boom()
+    with pytest.raises(AgentNotRunning):
+        Host().refuse()
+
+
+def test_one_root_catches_protocol_runtime_and_supervisor_errors():
+    import protocols
+    import supervisors
+    from runtime import GarrisonError
+
+    assert protocols.GarrisonError is GarrisonError
+    for cls in (protocols.ProtocolError, protocols.UnknownMessageType, StateError, supervisors.SupervisorError):
+        assert issubclass(cls, GarrisonError)
