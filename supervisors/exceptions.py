@@ -30,6 +30,7 @@ __all__ = [
     "ChildNotFound",
     "ChildStartError",
     "DuplicateChildId",
+    "GarrisonError",
     "SpecError",
     "SupervisorError",
     "SupervisorNotRunning",

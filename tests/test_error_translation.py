@@ -87,6 +87,6 @@ def test_one_root_catches_protocol_runtime_and_supervisor_errors():
     import supervisors
     from runtime import GarrisonError
 
-    assert protocols.GarrisonError is GarrisonError
+    assert protocols.GarrisonError is GarrisonError is supervisors.GarrisonError
     for cls in (protocols.ProtocolError, protocols.UnknownMessageType, StateError, supervisors.SupervisorError):
         assert issubclass(cls, GarrisonError)
