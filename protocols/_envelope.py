@@ -7,7 +7,7 @@ On the wire an envelope is one msgpack array, positional for speed::
 
 Field by field:
 
-``format``           int, always 2 for this layout; anything else is refused.
+``format``           int, always 2 for this layout; anything else (2.0 too) is refused.
 ``id``               16 bytes, time-ordered and unique (see ``_ids``).
 ``type``             str ``"name@version"``: which registered class the body is.
 ``sender``           str or nil: the sending agent's id, or ``driver:<hex>`` for
@@ -16,7 +16,8 @@ Field by field:
 ``correlation_id``   16 bytes or nil: on a reply, the id of the request.
 ``reply_to``         str or nil: where a reply goes if not to ``sender``.
 ``deadline``         float or nil: absolute Unix time after which the message
-                     must not be handled.  Absolute, so it survives hops: each
+                     must not be handled; finite (NaN would never expire, and
+                     would poison every onward deadline computed from it).  Absolute, so it survives hops: each
                      hop's remaining budget is ``deadline - now``.
 ``attempt``          int >= 1: 1 on the first send, +1 per redelivery.
 ``idempotency_key``  bytes or nil: what the receiver deduplicates on;
@@ -50,6 +51,7 @@ __all__ = ["Envelope", "decode_envelope", "encode_envelope", "encode_envelopes",
 
 FORMAT = 2
 _FIELDS = 15
+_INF = float("inf")
 _DELIVERY_BY_VALUE = {d.value: d for d in Delivery}
 
 
@@ -179,6 +181,8 @@ def _explain(parts: list[Any]) -> None:
     _expect(corr, bytes, "correlation_id", nullable=True)
     _expect(reply_to, str, "reply_to", nullable=True)
     _expect(deadline, (int, float), "deadline", nullable=True)
+    if deadline is not None and not -_INF < deadline < _INF:
+        raise EncodingError(f"envelope field 'deadline' must be a finite time, got {deadline!r}", field="deadline")
     _expect(attempt, int, "attempt")
     if attempt < 1:
         raise EncodingError(f"envelope field 'attempt' must be >= 1, got {attempt}", field="attempt")
@@ -214,7 +218,7 @@ def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
             f"envelope must be a {_FIELDS}-element array, got {type(parts).__name__}"
             + (f" of {len(parts)}" if isinstance(parts, list) else "")
         )
-    if parts[0] != FORMAT:
+    if type(parts[0]) is not int or parts[0] != FORMAT:
         raise EncodingError(f"unknown envelope format {parts[0]!r}; this build reads format {FORMAT}")
     (_, mid, tag, sender, recipient, corr, reply_to, deadline, attempt, ikey, tp, seq, delivery, body, epoch) = parts
     level = _DELIVERY_BY_VALUE.get(delivery) if type(delivery) is str else None
@@ -224,7 +228,7 @@ def decode_envelope(raw: Any, *, max_bytes: int | None = None) -> Envelope:
         type(mid) is bytes and len(mid) == 16 and type(tag) is str and type(recipient) is str
         and (sender is None or type(sender) is str) and (corr is None or type(corr) is bytes)
         and (reply_to is None or type(reply_to) is str)
-        and (deadline is None or type(deadline) is float or type(deadline) is int)
+        and (deadline is None or type(deadline) is float and -_INF < deadline < _INF or type(deadline) is int)
         and type(attempt) is int and attempt >= 1 and (ikey is None or type(ikey) is bytes)
         and (tp is None or type(tp) is str) and (seq is None or type(seq) is int) and level is not None
         and (epoch is None or type(epoch) is int and epoch >= 1)

@@ -33,7 +33,9 @@ def split_tag(tag: str) -> tuple[str, int]:
     if not isinstance(tag, str):
         raise UnknownMessageType(f"message type tag must be a string, got {type(tag).__name__}", tag=repr(tag))
     name, sep, version = tag.rpartition("@")
-    if not sep or not name or not version.isdigit():
+    # ASCII digits only: str.isdigit() also passes "²" (which int() refuses) and
+    # "١" (which int() reads as 1, so a foreign spelling would alias a real tag).
+    if not sep or not name or not (version.isascii() and version.isdigit()):
         raise UnknownMessageType(f"malformed message type tag {tag!r}; expected 'name@version'", tag=tag)
     return name, int(version)
 

@@ -52,6 +52,10 @@ def test_ids_are_unique_and_time_ordered():
         (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, None, 1, None, None, None, "twice", {}, None]), "'delivery'"),
         (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, None, 1, None, None, None, "at_most_once", {}, 0]), "'epoch'"),
         (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, None, 1, None, None, None, "at_most_once", {}, "1"]), "'epoch'"),
+        (msgpack.packb([2.0, b"x" * 16, "t@1", None, "r", None, None, None, 1, None, None, None, "at_most_once", {}, None]), "unknown envelope format"),
+        (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, float("nan"), 1, None, None, None, "at_most_once", {}, None]), "'deadline' must be a finite"),
+        (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, float("inf"), 1, None, None, None, "at_most_once", {}, None]), "'deadline' must be a finite"),
+        (msgpack.packb([2, b"x" * 16, "t@1", None, "r", None, None, float("-inf"), 1, None, None, None, "at_most_once", {}, None]), "'deadline' must be a finite"),
         ("not bytes", "must be bytes"),
     ],
 )

@@ -52,7 +52,8 @@ def test_older_version_without_upcaster_and_unknown_version_are_refused():
     with pytest.raises(UnknownMessageType, match="known: a@2") as err:
         parse_message(env, reg)
     assert err.value.details["known"] == ["a@2"]
-    for bad in ("a", "a@", "@1", "a@x"):
+    # Non-ASCII digits: "²" passes str.isdigit() but not int(); "٢" would alias a@2.
+    for bad in ("a", "a@", "@1", "a@x", "a@²", "a@٢", "a@ 2"):
         env.type = bad
         with pytest.raises(UnknownMessageType):
             parse_message(env, reg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from runtime import System
 from supervisors import BackoffPolicy, ChildSpec, SupervisorFlags, SupervisorSpec, start_supervisor
 from tests.agents import Emit, Producer, Report, Sink
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -37,25 +37,37 @@ def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_
         for s in sinks:
             system.lookup(prod).ask(Emit(to=s, start=0, count=per_sink), timeout=20)
         rng = random.Random(4)
+
+        def count(sink: str) -> int:
+            return System(data).lookup(sink).ask(Report(), timeout=20)["count"]
+
         mid_stream = 0
-        for _ in range(3):  # a random receiver is SIGKILLed, three times
-            time.sleep(0.5)
-            victim = rng.choice(sinks)
-            sup.wait_until(lambda s: s.child(victim)["state"] == "running")
-            seen = System(data).lookup(victim).ask(Report(), timeout=20)["count"]
+        for _ in range(3):  # a random receiver still receiving is SIGKILLed, three times
+            counts = {s: count(s) for s in sinks}
+            behind = [s for s in sinks if counts[s] < per_sink * 3 // 4] or [s for s in sinks if counts[s] < per_sink]
+            victim = rng.choice(behind or sinks)  # none behind: the stream is over, and mid_stream says so
+            # Killed only once the stream is seen reaching it (or it has everything already).
+            seen = wait_for(lambda: c if (c := count(victim)) > counts[victim] or c >= per_sink else None)
             mid_stream += seen < per_sink
-            os.kill(sup.child(victim)["pid"], signal.SIGKILL)
+            pid = sup.child(victim)["pid"]
+            os.kill(pid, signal.SIGKILL)
+            # The supervisor saw the crash and a new incarnation is up (not the dead one still listed as running).
+            sup.wait_until(lambda s: (c := s.child(victim))["state"] == "running" and c["pid"] not in (None, pid),
+                           timeout=60)
         assert mid_stream >= 2  # the kills really hit receivers with messages still coming
-        deadline = time.monotonic() + 90
-        reports = {}
-        while time.monotonic() < deadline:
+
+        last: dict = {}
+
+        def all_delivered() -> dict:
             try:
-                reports = {s: System(data).lookup(s).ask(Report(), timeout=10) for s in sinks}
-            except Exception:
-                reports = {}
-            if reports and all(r["count"] >= per_sink for r in reports.values()):
-                break
-            time.sleep(0.3)
+                last["reports"] = {s: System(data).lookup(s).ask(Report(), timeout=10) for s in sinks}
+            except Exception as exc:  # a receiver being restarted: look again
+                last["reports"] = repr(exc)
+                return {}
+            reports = last["reports"]
+            return reports if all(r["count"] >= per_sink for r in reports.values()) else {}
+
+        reports = wait_for(all_delivered, timeout=90, every=0.3, describe=lambda: last)
         assert reports == {s: {"count": per_sink, "dups": 0, "out_of_order": 0} for s in sinks}
         assert sum(c["restarts"] for c in sup.which_children()) >= 2
     finally:
