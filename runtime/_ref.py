@@ -364,9 +364,25 @@ class AgentRef:
         """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts."""
         return self._control("halt", who, why)
 
-    def unhalt(self, who: str) -> dict[str, Any]:
-        """Lift this agent's kill switch."""
-        return self._control("unhalt", who)
+    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's kill switch (recorded with who and why); it resumes unless quarantined."""
+        return self._control("unhalt", who, why)
+
+    def quarantine(self, who: str, why: str) -> dict[str, Any]:
+        """Stop this agent handling (messages refused, state kept) until ``release``; survives restarts.
+
+        For a supervised agent prefer its supervisor's ``quarantine`` (or
+        ``supervisors.quarantine``), so the supervisor stops probing it too.
+        """
+        return self._control("quarantine", why, who)
+
+    def release(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's quarantine (recorded with who and why): it handles messages again."""
+        return self._control("release", who, why)
+
+    def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest operator actions on this agent (action, who, why, time), oldest first."""
+        return self._control("operator_log", limit)
 
     def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters kept by the agent, oldest first (optionally of one reason)."""

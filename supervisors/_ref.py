@@ -148,8 +148,10 @@ class SupervisorRef:
         """Stop a child for good and forget it; its state stays on disk."""
         return self._call("retire", child, who, why, timeout=timeout)
 
-    def release(self, child: str | None = None, *, who: str = "operator", timeout: float = 60.0) -> dict[str, Any]:
-        return self._call("release", child, who, timeout=timeout)
+    def release(self, child: str | None = None, *, who: str = "operator", why: str = "",
+                timeout: float = 60.0) -> dict[str, Any]:
+        """Lift a quarantine: one child's, or (``child=None``) a quarantined supervisor's."""
+        return self._call("release", child, who, why, timeout=timeout)
 
     def stop(self, *, timeout: float = 120.0, kill: bool = True) -> dict[str, Any] | None:
         """Stop the children in reverse order, then (``kill``) end the supervisor's process."""
