@@ -140,6 +140,10 @@ class SupervisorRef:
         """Kill switch on one child or the whole subtree (see :func:`supervisors.halt`)."""
         return self._call("halt", who, why, child, timeout=timeout)
 
+    def unhalt(self, who: str, why: str = "", *, child: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Lift the kill switch on one halted child or the halted subtree (see :func:`supervisors.unhalt`)."""
+        return self._call("unhalt", who, why, child, timeout=timeout)
+
     def quarantine(self, child: str, *, who: str, why: str, timeout: float = 30.0) -> dict[str, Any]:
         """Quarantine one child by hand (it keeps its state and refuses messages until released or retired)."""
         return self._call("quarantine", child, who, why, timeout=timeout)

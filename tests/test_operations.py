@@ -165,3 +165,46 @@ def test_a_quarantined_child_that_died_comes_back_quarantined_and_its_release_li
     assert agent.ask(Read(), timeout=20) == 5  # ... which the release then lifted
     assert [(r["action"], r["who"]) for r in agent.operator_log()] == [("quarantine", "dave"), ("release", "erin")]
     assert [(e["who"], e["why"]) for e in sup.events() if e["kind"] == "released"] == [("erin", "replies checked")]
+
+
+@pytest.mark.ray
+def test_unhalting_a_subtree_resumes_its_agents_from_their_state_and_notifies(data_dir, refs, tmp_path):
+    import ray
+
+    from runtime import System
+    from supervisors import (
+        ChildSpec,
+        JsonlNotifier,
+        SupervisorNotRunning,
+        SupervisorSpec,
+        halt,
+        start_supervisor,
+        unhalt,
+    )
+    from tests.sup_agents import Bump, Read, Worker, uid
+
+    leaf, other, sub_id = uid("leaf"), uid("other"), uid("sub")
+    sub = SupervisorSpec(id=sub_id, children=[ChildSpec(id=leaf, agent=Worker)])
+    root = SupervisorSpec(id=uid("root"), children=[ChildSpec(id=other, agent=Worker),
+                                                      ChildSpec(id=sub_id, supervisor=sub)])
+    sup = start_supervisor(root, data_dir=data_dir)
+    refs.append(sup)
+    system = System(data_dir)
+    system.lookup(leaf).ask(Bump(n=4), timeout=20)
+    halt("bob", "bad deploy", supervisor=root.id)
+    os.kill(ray.get(ray.get_actor(other, namespace="garrison").probe.remote())["pid"], signal.SIGKILL)
+    sup.wait_until(lambda s: s.child(other)["last_exit"] == "crash")
+    assert sup.child(other)["state"] == "halted", "a halted child is not restarted"
+
+    log = JsonlNotifier(tmp_path / "events.jsonl")
+    result = unhalt("bob", "fixed in v2", supervisor=root.id, notifiers=[log])
+    assert result[root.id]["state"] == "running"
+    assert [c["state"] for c in sup.which_children()] == ["running", "running"]
+    assert system.lookup(leaf).ask(Read(), timeout=20) == 4
+    assert system.lookup(other).ask(Read(), timeout=20) == 0, "started again, from its record, and unhalted"
+    for agent in (leaf, other):
+        assert [r["action"] for r in system.lookup(agent).operator_log()] == ["halt", "unhalt"]
+    assert [(e["kind"], e["who"], e["why"]) for e in log.read()] == [("unhalted", "bob", "fixed in v2")]
+    assert [e["who"] for e in sup.events() if e["kind"] == "unhalted"] == ["bob"]
+    with pytest.raises(SupervisorNotRunning, match="cannot unhalt while RUNNING"):
+        sup.unhalt("bob", "again")
