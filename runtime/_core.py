@@ -68,7 +68,7 @@ from ._journal import Shipper
 from ._lifecycle import AgentState
 from ._loop import LoopThread
 from ._metrics import AgentMetrics
-from ._operations import HALT_KEY, Operations
+from ._operations import HALT_KEY, QUARANTINE_KEY, Operations
 from ._outbox import Dispatcher
 from ._reply import encode_error, encode_ok
 from ._restore import restore
@@ -248,7 +248,12 @@ class AgentCore(Background, Operations):
                 self.lifecycle = AgentState.HALTED
                 self.failure = f"halted by {record['who']}: {record['why']}"
                 return
-            self.lifecycle = AgentState.RUNNING
+            quarantined = self.store.get("control", QUARANTINE_KEY)
+            if quarantined is not None:  # so does a quarantine: handle nothing until released
+                self.lifecycle = AgentState.QUARANTINED
+                self.failure = f"quarantined: {unpack(quarantined)['why']}"
+            else:
+                self.lifecycle = AgentState.RUNNING
             self.dispatcher.shipped(self.shipper.shipped)
             self.dispatcher.start()
 

@@ -64,6 +64,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from protocols import Delivery, Envelope
 
+from ._backoff import Backoff
 from .exceptions import AgentUnavailable, AskTimeout, MailboxFull
 
 __all__ = [
@@ -174,10 +175,11 @@ class HoldBuffer(Generic[T]):
 class RetrySchedule:
     """When to look for a missing agent again: growing delays after each miss, reset once it answers."""
 
-    STEPS = (0.02, 0.05, 0.1, 0.2, 0.4)
+    #: 0.025, 0.05, 0.1, 0.2, then 0.4 s between looks.
+    POLICY = Backoff(initial=0.025, factor=2.0, cap=0.4)
 
-    def __init__(self, steps: Sequence[float] = STEPS) -> None:
-        self._steps = tuple(steps)
+    def __init__(self, policy: Backoff = POLICY) -> None:
+        self._policy = policy
         self._misses = 0
         self._next = 0.0
 
@@ -186,7 +188,7 @@ class RetrySchedule:
 
     def missed(self, now: float) -> float:
         """Record a miss at ``now``; returns the delay until the next try."""
-        delay = self._steps[min(self._misses, len(self._steps) - 1)]
+        delay = self._policy.delay(self._misses)
         self._misses += 1
         self._next = now + delay
         return delay

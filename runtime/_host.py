@@ -232,13 +232,13 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def quarantine(self, why: str) -> dict[str, Any]:
-        return self._core().quarantine(why)
+    def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
+        return self._core().quarantine(why, who)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def release(self) -> dict[str, Any]:
-        return self._core().release()
+    def release(self, who: str = "operator", why: str = "") -> dict[str, Any]:
+        return self._core().release(who, why)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
@@ -247,8 +247,13 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def unhalt(self, who: str) -> dict[str, Any]:
-        return self._core().unhalt(who)
+    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+        return self._core().unhalt(who, why)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._core().operator_log(limit)
 
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

@@ -1,16 +1,21 @@
 """Operators' calls on an agent: dead letters and their replay, quarantine, the kill switch.
 
 Part of :class:`runtime._core.AgentCore` (a mixin: it uses the core's store,
-handling lock, dispatcher and lifecycle).  Invariants: a halt is recorded in
-the journaled ``control`` table before it is acknowledged, so it outlives the
-incarnation; quarantine and halt keep every byte of state, outbox and dead
-letters; a replayed dead letter is removed only once it was handled or
-re-queued.
+handling lock, dispatcher and lifecycle).  Invariants: a halt and a
+quarantine are recorded in the journaled ``control`` table before they are
+acknowledged, so they outlive the incarnation (a restart, on this node or
+another, comes back HALTED or QUARANTINED until ``unhalt`` or ``release``);
+each operator action (quarantine, release, halt, unhalt) leaves a record
+with who, why and when in the same commit (``operator_log``); quarantine
+and halt keep every byte of state, outbox and dead letters; a replayed dead
+letter is removed only once it was handled or re-queued.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import time
 from typing import Any
 
@@ -19,16 +24,33 @@ from protocols import Envelope, ProtocolError, decode_envelope
 from ._codec import pack, unpack
 from ._deadletters import REASONS, dead_letter_op, list_dead_letters
 from ._lifecycle import AgentState
-from ._store import DELETE, PUT, Op
+from ._store import DELETE, DELETE_RANGE, PUT, Op
 from .exceptions import MailboxFull, NotDurable
 
-__all__ = ["HALT_KEY", "Operations"]
+__all__ = ["ACTIONS_KEPT", "HALT_KEY", "QUARANTINE_KEY", "Operations"]
 
 log = logging.getLogger("garrison.agent")
 
 #: Where a pulled kill switch is recorded: the journaled ``control`` table,
 #: so it is checkpointed, shipped and restored with everything else.
 HALT_KEY = b"halted"
+#: Where a quarantine is recorded (same table, same reasons).
+QUARANTINE_KEY = b"quarantined"
+#: Prefix of the operator log's records: ``_ACTION`` + time in ns (big-endian) + 4 random bytes.
+_ACTION = b"action\x00"
+_NS = struct.Struct(">Q")
+#: Operator log records kept per agent; the oldest are trimmed in the commit that adds one.
+ACTIONS_KEPT = 200
+
+
+def _action_ops(store: Any, action: str, who: str, why: str, now: float) -> list[Op]:
+    """Ops adding one operator-log record (and trimming the oldest past ``ACTIONS_KEPT``)."""
+    key = _ACTION + _NS.pack(int(now * 1e9)) + os.urandom(4)
+    ops = [Op("control", PUT, key, pack({"action": action, "who": who, "why": why, "time": now}))]
+    keys = [k for k, _ in store.scan("control", _ACTION)]
+    if len(keys) >= ACTIONS_KEPT:
+        ops.append(Op("control", DELETE_RANGE, keys[0], keys[len(keys) - ACTIONS_KEPT + 1]))
+    return ops
 
 
 class Operations:
@@ -105,23 +127,47 @@ class Operations:
                 results.append({"id": letter.id, "ok": ok})
         return results
 
-    def quarantine(self, why: str) -> dict[str, Any]:
+    def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` operator actions on this agent (quarantine, release, halt, unhalt), oldest first."""
+        rows = self.store.scan("control", _ACTION)
+        return [unpack(v) for _, v in rows[-limit:]] if limit > 0 else []
+
+    def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
         """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
 
-        The process stays up for investigation; ``release`` resumes it.  A
-        handler already running (a hung one, say) is not interrupted.
+        Recorded (who, why, when) before it returns, so a restart comes back
+        QUARANTINED.  The process stays up for investigation; ``release``
+        resumes it.  A handler already running (a hung one, say) is not
+        interrupted.  No effect unless RUNNING or QUARANTINED.
         """
         if self.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
             self.lifecycle = AgentState.QUARANTINED
             self.failure = f"quarantined: {why}"
+            now = time.time()
+            record = pack({"who": who, "why": why, "time": now})
+            self.store.commit([Op("control", PUT, QUARANTINE_KEY, record),
+                               *_action_ops(self.store, "quarantine", who, why, now)], now=now)
             self.checkpoint(force=True)
+            log.warning("agent %s quarantined by %s: %s", self.agent_id, who, why)
         return self.status()
 
-    def release(self) -> dict[str, Any]:
-        """Resume a quarantined agent (no effect in any other state)."""
+    def release(self, who: str = "operator", why: str = "") -> dict[str, Any]:
+        """Lift a quarantine: clear its record; a QUARANTINED agent resumes handling.
+
+        No effect if there is no quarantine.  A HALTED agent stays halted (its
+        quarantine is lifted, so ``unhalt`` then resumes it to RUNNING).
+        """
+        if self.lifecycle in (AgentState.STOPPED, AgentState.FENCED):
+            return self.status()
+        if self.lifecycle is not AgentState.QUARANTINED and self.store.get("control", QUARANTINE_KEY) is None:
+            return self.status()
+        now = time.time()
+        self.store.commit([Op("control", DELETE, QUARANTINE_KEY, None),
+                           *_action_ops(self.store, "release", who, why, now)], now=now)
         if self.lifecycle is AgentState.QUARANTINED:
             self.failure = None
             self.lifecycle = AgentState.RUNNING
+        log.warning("agent %s released by %s: %s", self.agent_id, who, why)
         return self.status()
 
     def halt(self, who: str, why: str, *, grace: float = 2.0) -> dict[str, Any]:
@@ -140,7 +186,9 @@ class Operations:
         self.dispatcher.stop()
         acquired = self._lock.acquire(timeout=grace)
         try:
-            self.store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": time.time()}))])
+            now = time.time()
+            self.store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": now})),
+                               *_action_ops(self.store, "halt", who, why, now)], now=now)
         finally:
             if acquired:
                 self._lock.release()
@@ -148,13 +196,20 @@ class Operations:
         log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
         return self.status()
 
-    def unhalt(self, who: str) -> dict[str, Any]:
-        """Lift the kill switch: clear the record and resume handling and sending."""
+    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift the kill switch: clear the record and resume sending; handling resumes unless quarantined."""
         if self.lifecycle is AgentState.HALTED:
             with self._lock:
-                self.store.commit([Op("control", DELETE, HALT_KEY, None)])
-                self.failure = None
-                self.lifecycle = AgentState.RUNNING
+                now = time.time()
+                self.store.commit([Op("control", DELETE, HALT_KEY, None),
+                                   *_action_ops(self.store, "unhalt", who, why, now)], now=now)
+                quarantined = self.store.get("control", QUARANTINE_KEY)
+                if quarantined is None:
+                    self.failure = None
+                    self.lifecycle = AgentState.RUNNING
+                else:  # halted while quarantined: back to the quarantine, which has its own release
+                    self.failure = f"quarantined: {unpack(quarantined)['why']}"
+                    self.lifecycle = AgentState.QUARANTINED
                 self.dispatcher.resume()
-            log.warning("agent %s resumed by %s", self.agent_id, who)
+            log.warning("agent %s resumed by %s: %s", self.agent_id, who, why)
         return self.status()

@@ -44,6 +44,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from protocols import Envelope, decode_envelope, encode_batch, encode_envelopes, error_from_wire
 
+from ._backoff import Backoff
 from ._codec import unpack
 from ._config import AgentConfig
 from ._deadletters import dead_letter_op
@@ -64,9 +65,9 @@ def _seq_of(key: bytes) -> int:
     return _U64.unpack(key[-8:])[0]
 
 
-def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+def retry_policy(config: AgentConfig) -> Backoff:
+    """Full-jitter exponential backoff between attempts to one peer: uniform in (0, min(cap, base * 2**failures)]."""
+    return Backoff(initial=config.retry_backoff, factor=2.0, cap=config.retry_backoff_max, jitter=1.0)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Dispatcher:
         self.resolve = resolve
         self.on_error = on_error
         self._rng = random.Random()
+        self._retry = retry_policy(config)
         self._lock = threading.Lock()
         # recipient -> last seq allocated; only the committing thread writes it.
         self.last_seq: dict[str, int] = {
@@ -332,7 +334,7 @@ class Dispatcher:
         if may_give_up and cfg.max_attempts and peer.failures >= cfg.max_attempts:
             self._give_up(peer, why)
             return
-        peer.retry_at = time.monotonic() + backoff(peer.failures, cfg.retry_backoff, cfg.retry_backoff_max, self._rng)
+        peer.retry_at = time.monotonic() + self._retry.delay(peer.failures, self._rng.random())
         log.warning("agent %s: delivery to %s failed (%d): %s", self.agent_id, peer.name, peer.failures, why)
 
     def _give_up(self, peer: _Peer, why: str) -> None:

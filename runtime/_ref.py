@@ -20,8 +20,9 @@ once.  AT_MOST_ONCE asks are never retried.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ray
@@ -31,17 +32,18 @@ from protocols import Delivery, Envelope, Message, encode_envelope, error_from_w
 
 from . import _directory
 from ._agent import current_deadline, current_stage
+from ._backoff import Backoff
 from ._boundary import creation_failed, from_ray
 from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
-from .exceptions import AgentNotFound, AgentStartError, AgentUnavailable, AskTimeout, Fenced, NotDurable
+from .exceptions import AgentNotFound, AgentUnavailable, AskTimeout, Fenced, NotDurable
 
 __all__ = ["AgentRef"]
 
 DEFAULT_TIMEOUT = 30.0
 #: Seconds between attempts while the agent is down and no new host is found
 #: (none when a new host is found: the retry goes there at once).
-_BACKOFF = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.4)
+_RETRY = Backoff(initial=0.01, factor=2.0, cap=0.4)  # 0.01, 0.02, ... 0.32, then 0.4
 
 #: Seconds past the deadline a caller still waits for an answer.  A hop that
 #: finds the deadline expired answers with DeadlineExpired saying where; the
@@ -295,7 +297,7 @@ class AgentRef:
             try:
                 raw = await asyncio.wait_for(self._handle.deliver.remote(encode_envelope(env)), remaining + DEADLINE_GRACE)
                 return self._result(raw)
-            except (asyncio.TimeoutError, GetTimeoutError) as exc:
+            except (TimeoutError, GetTimeoutError) as exc:
                 raise self._timeout(env) from exc
             except (RayActorError, Fenced, NotDurable) as exc:
                 if not (self._after_failure(exc, env, backoff) and await asyncio.to_thread(self._follow)):
@@ -362,9 +364,25 @@ class AgentRef:
         """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts."""
         return self._control("halt", who, why)
 
-    def unhalt(self, who: str) -> dict[str, Any]:
-        """Lift this agent's kill switch."""
-        return self._control("unhalt", who)
+    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's kill switch (recorded with who and why); it resumes unless quarantined."""
+        return self._control("unhalt", who, why)
+
+    def quarantine(self, who: str, why: str) -> dict[str, Any]:
+        """Stop this agent handling (messages refused, state kept) until ``release``; survives restarts.
+
+        For a supervised agent prefer its supervisor's ``quarantine`` (or
+        ``supervisors.quarantine``), so the supervisor stops probing it too.
+        """
+        return self._control("quarantine", why, who)
+
+    def release(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's quarantine (recorded with who and why): it handles messages again."""
+        return self._control("release", who, why)
+
+    def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest operator actions on this agent (action, who, why, time), oldest first."""
+        return self._control("operator_log", limit)
 
     def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters kept by the agent, oldest first (optionally of one reason)."""
@@ -430,8 +448,6 @@ def _outcome(token: Any) -> Outcome:
     return Outcome.DELIVERED
 
 
-def _retries():
-    i = 0
-    while True:
-        yield _BACKOFF[min(i, len(_BACKOFF) - 1)]
-        i += 1
+def _retries() -> Iterator[float]:
+    """The delays between an ask's attempts: ``_RETRY``'s, for ever (the deadline ends the loop)."""
+    return (_RETRY.delay(attempt) for attempt in itertools.count())

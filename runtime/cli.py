@@ -1,89 +1,163 @@
-"""The ``garrison`` command line.
+"""The runtime's ``garrison`` commands (a click group; ``supervisors.cli`` adds the operators' switches).
 
     garrison demo [--data-dir DIR] [--tickets N]     run the customer-service demo locally
-    garrison agents   [--address A]                  list live agents
+    garrison agents [--address A]                    list live agents
     garrison status ID [--address A]                 an agent's lifecycle, sequence numbers, last restore
     garrison checkpoint ID [--address A]             take a checkpoint now
     garrison restores ID [--address A]               restore history of an agent
-    garrison deadletters ID [--reason R]             list an agent's dead letters
+    garrison actions ID [--limit N]                  an agent's operator log: who did what, why, when
+    garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
 
-``garrison kill`` (the kill switch) is added by ``supervisors.cli``, the
-console script's entry point.
+The console script is ``supervisors.cli:main``: this group plus ``kill``,
+``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
+runtime never imports them).  A command that fails with one of Garrison's
+errors prints ``garrison: <ErrorType>: <message>`` on stderr and exits 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["main"]
+import click
+
+__all__ = ["address_option", "commands", "emit", "main", "reports_errors", "run_group"]
+
+#: Every command that talks to a cluster takes ``--address``.
+address_option = click.option("--address", default="auto", show_default=True, help="Ray cluster address.")
 
 
-def _system(args: argparse.Namespace) -> Any:
+def emit(value: Any) -> None:
+    """Print a command's result as indented JSON on stdout."""
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a GarrisonError into ``garrison: <ErrorType>: <message>`` on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .exceptions import GarrisonError
+
+        try:
+            return fn(*args, **kwargs)
+        except GarrisonError as exc:
+            click.echo(f"garrison: {type(exc).__name__}: {exc}", err=True)
+            raise click.exceptions.Exit(2) from exc
+
+    return wrapper
+
+
+def _system(address: str) -> Any:
     from ._system import System
 
-    return System(address=args.address)
+    return System(address=address)
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+@click.group(name="garrison", context_settings={"help_option_names": ["-h", "--help"]})
+def commands() -> None:
+    """Garrison: agents on Ray that survive production."""
+
+
+@commands.command()
+@click.option("--data-dir", default="./garrison-data", show_default=True, help="Where the demo keeps its state.")
+@click.option("--tickets", type=int, default=40, show_default=True, help="How many support tickets to run.")
+def demo(data_dir: str, tickets: int) -> None:
+    """Run the customer-service demo on an embedded local Ray."""
+    from .demo import run
+
+    raise click.exceptions.Exit(0 if run(data_dir, tickets)["ok"] else 1)
+
+
+@commands.command()
+@address_option
+@reports_errors
+def agents(address: str) -> None:
+    """List live agents."""
+    emit(_system(address).agents())
+
+
+@commands.command()
+@click.argument("agent_id")
+@address_option
+@reports_errors
+def status(agent_id: str, address: str) -> None:
+    """Show an agent's status."""
+    emit(_system(address).lookup(agent_id).status())
+
+
+@commands.command()
+@click.argument("agent_id")
+@address_option
+@reports_errors
+def checkpoint(agent_id: str, address: str) -> None:
+    """Take a checkpoint of an agent now."""
+    emit(_system(address).lookup(agent_id).checkpoint())
+
+
+@commands.command()
+@click.argument("agent_id")
+@address_option
+@reports_errors
+def restores(agent_id: str, address: str) -> None:
+    """Show an agent's restore history."""
+    emit(_system(address).lookup(agent_id).restore_history())
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--limit", type=int, default=100, show_default=True, help="The newest this many.")
+@address_option
+@reports_errors
+def actions(agent_id: str, limit: int, address: str) -> None:
+    """Show an agent's operator log.
+
+    Each quarantine, release, halt and unhalt with who did it, why, and when.
+    """
+    emit(_system(address).lookup(agent_id).operator_log(limit))
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--reason", help="Only dead letters of this reason (e.g. expired, undeliverable).")
+@click.option("--limit", type=int, default=100, show_default=True)
+@address_option
+@reports_errors
+def deadletters(agent_id: str, reason: str | None, limit: int, address: str) -> None:
+    """List an agent's dead letters."""
+    letters = _system(address).lookup(agent_id).dead_letters(reason=reason, limit=limit)
+    emit([{k: v for k, v in d.items() if k != "envelope"} for d in letters])
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--id", "ids", multiple=True, help="A dead letter id (repeatable).")
+@click.option("--reason", help="Every dead letter of this reason.")
+@address_option
+@reports_errors
+def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str) -> None:
+    """Deliver dead letters again."""
+    if not ids and not reason:
+        raise click.UsageError("replay needs --id or --reason")
+    emit(_system(address).lookup(agent_id).replay_dead_letters(ids=list(ids) or None, reason=reason))
+
+
+def run_group(group: click.Group, argv: list[str] | None) -> int:
+    """Run ``group`` on ``argv`` (default: the process's arguments); its exit status."""
+    try:
+        group.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="garrison", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo"]:
-        from .demo import main as demo_main
-
-        return demo_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="garrison", description="Garrison: agents on Ray that survive production.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the customer-service demo on an embedded local Ray")
-    for name, help_ in (
-        ("agents", "list live agents"),
-        ("status", "show an agent's status"),
-        ("checkpoint", "take a checkpoint of an agent now"),
-        ("restores", "show an agent's restore history"),
-        ("deadletters", "list an agent's dead letters"),
-        ("replay", "deliver dead letters again"),
-    ):
-        p = sub.add_parser(name, help=help_)
-        if name != "agents":
-            p.add_argument("agent_id")
-        p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
-        if name in ("deadletters", "replay"):
-            p.add_argument("--reason", help="only dead letters of this reason (e.g. expired, undeliverable)")
-        if name == "deadletters":
-            p.add_argument("--limit", type=int, default=100)
-        if name == "replay":
-            p.add_argument("--id", dest="ids", action="append", help="a dead letter id (repeatable)")
-    args = parser.parse_args(argv)
-
-    from .exceptions import GarrisonError
-
-    try:
-        system = _system(args)
-        if args.command == "agents":
-            _print(system.agents())
-        elif args.command == "status":
-            _print(system.lookup(args.agent_id).status())
-        elif args.command == "checkpoint":
-            _print(system.lookup(args.agent_id).checkpoint())
-        elif args.command == "restores":
-            _print(system.lookup(args.agent_id).restore_history())
-        elif args.command == "deadletters":
-            letters = system.lookup(args.agent_id).dead_letters(reason=args.reason, limit=args.limit)
-            _print([{k: v for k, v in d.items() if k != "envelope"} for d in letters])
-        elif args.command == "replay":
-            if not args.ids and not args.reason:
-                parser.error("replay needs --id or --reason")
-            _print(system.lookup(args.agent_id).replay_dead_letters(ids=args.ids, reason=args.reason))
-    except GarrisonError as exc:
-        print(f"garrison: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """The runtime's commands alone (``python -m runtime.cli``)."""
+    return run_group(commands, argv)
 
 
 if __name__ == "__main__":

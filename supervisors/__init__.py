@@ -8,7 +8,7 @@ Policy is frozen data (:class:`ChildSpec`, :class:`SupervisorFlags`,
 
 from ._backoff import BackoffPolicy
 from ._health import HangAction, ProbePolicy
-from ._killswitch import halt
+from ._killswitch import halt, quarantine, release, unhalt
 from ._lifecycle import ChildState, SupervisorState
 from ._monitor import Down, Monitor, monitor, wait_down
 from ._notifier import Event, JsonlNotifier, LogNotifier, Notifier, WebhookNotifier
@@ -56,6 +56,9 @@ __all__ = [
     "WebhookNotifier",
     "halt",
     "monitor",
+    "quarantine",
+    "release",
     "start_supervisor",
+    "unhalt",
     "wait_down",
 ]

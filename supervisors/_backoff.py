@@ -1,12 +1,18 @@
 """Delay between a child's failure and its restart: exponential, jittered, reset when stable.
 
 Pure functions of a policy, a count, a clock reading and a random number, so
-tests pass both and sleep never.
+tests pass both and sleep never.  The delay itself is the runtime's one
+backoff formula (``runtime._backoff.Backoff``); this module adds what only a
+supervisor needs: a validated, serialisable policy (part of a supervisor's
+spec, so a pydantic model with a ``reset_after``) and the count of
+consecutive failures that resets once a child was stable.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
+
+from runtime._backoff import Backoff
 
 from ._frozen import Frozen
 
@@ -44,9 +50,7 @@ def restart_delay(policy: BackoffPolicy, consecutive: int, rand: float) -> float
         raise ValueError("consecutive counts the failure being handled: it is at least 1")
     if not 0.0 <= rand < 1.0:
         raise ValueError("rand must be in [0, 1)")
-    # Invariant: exponent capped so a long crash loop never overflows a float.
-    base = min(policy.max_delay, policy.initial * policy.factor ** min(consecutive - 1, 64))
-    return base * (1.0 - policy.jitter * rand)
+    return Backoff(policy.initial, policy.factor, policy.max_delay, policy.jitter).delay(consecutive - 1, rand)
 
 
 def consecutive_failures(policy: BackoffPolicy, previous: int, started_at: float | None, now: float) -> int:

@@ -1,16 +1,32 @@
-"""The kill switch: halt one agent, a subtree, or everything in a namespace, now.
+"""Operators' switches: halt and unhalt (the kill switch), quarantine and release.
 
 A halted agent runs no handler from then on (new messages are refused with
 ``AgentNotRunning``), sends nothing more from its outbox, takes a final
 checkpoint and keeps its state, journal and dead letters; its process stays up
-for inspection.  A halted supervisor restarts nothing.  Every halt is
-recorded with who pulled it and why, and sent to the notifiers.
+for inspection.  A halted supervisor restarts nothing.  A quarantined agent
+refuses messages (kept as dead letters) and keeps its state; its supervisor
+neither probes nor restarts it.  Halt and quarantine are recorded in the
+agent's state, so they outlive a restart; ``unhalt`` and ``release`` lift
+them.  Every action is recorded with who took it and why (in the agent's
+operator log, and as a supervisor event when it goes through one), and sent to
+the notifiers.
 
-This is the function behind ``garrison kill`` (the CLI is wired elsewhere)::
+These are the functions behind ``garrison kill | unhalt | quarantine |
+release`` (the CLI is wired elsewhere)::
 
     halt("alice@ops", "runaway spend", agent="trader-7")          # one agent
     halt("alice@ops", "bad deploy", supervisor="billing")         # a subtree
     halt("alice@ops", "incident 4312", everything=True)           # the namespace
+    unhalt("alice@ops", "fixed in v2", supervisor="billing")      # lift it again
+    quarantine("dave", "odd replies", agent="trader-7", supervisor="billing")
+    release("dave", "replies checked", agent="trader-7", supervisor="billing")
+
+``agent`` with ``supervisor``: through that supervisor, which adjusts what it
+does for the child (never restarts a halted one, stops probing a quarantined
+one).  ``agent`` alone: straight to the agent's host (an unsupervised agent,
+or when its supervisor is unknown).  ``supervisor`` alone: its whole subtree
+(for ``release``: a root quarantined by exceeding its restart intensity).
+``everything``: every agent and supervisor in ``namespace``.
 """
 
 from __future__ import annotations
@@ -19,13 +35,17 @@ from typing import Any
 
 import ray
 
-from runtime import NAMESPACE, host_of, live_ids
+from runtime import NAMESPACE, AgentRef, host_of, live_ids
 
 from ._notifier import Event, LogNotifier, Notifier, notify_all
 from ._ref import SupervisorRef
 from .exceptions import SpecError
 
-__all__ = ["halt"]
+__all__ = ["halt", "quarantine", "release", "unhalt"]
+
+Notifiers = list[Notifier] | tuple[Notifier, ...]
+#: The notifiers an operator's action is sent to unless told otherwise: the log.
+_LOG: Notifiers = (LogNotifier(),)
 
 
 def halt(
@@ -36,44 +56,149 @@ def halt(
     supervisor: str | None = None,
     everything: bool = False,
     namespace: str = NAMESPACE,
-    notifiers: list[Notifier] | tuple[Notifier, ...] = (LogNotifier(),),
+    notifiers: Notifiers = _LOG,
     timeout: float = 30.0,
 ) -> dict[str, Any]:
     """Pull the kill switch (see module docstring); returns what was halted, per actor name.
 
-    ``agent`` with ``supervisor``: through that supervisor, which then never
-    restarts the agent.  ``agent`` alone: straight to the agent's host (for an
-    unsupervised agent, or when its supervisor is unknown).  ``supervisor``
-    alone: its whole subtree.  ``everything``: every agent and supervisor in
-    ``namespace``.  Exactly one target must be given.
+    Exactly one target must be given: ``agent`` (optionally with its
+    ``supervisor``), ``supervisor``, or ``everything``.
     """
-    if not who or not why:
-        raise SpecError("a kill switch needs who pulls it and why")
-    if everything == bool(agent or supervisor):
-        raise SpecError("give exactly one target: agent=, supervisor= (optionally with agent=) or everything=True")
+    _check(who, why, "a kill switch")
+    _one_target(agent, supervisor, everything)
     if supervisor is not None:
         result = SupervisorRef.lookup(supervisor, namespace=namespace).halt(who, why, child=agent, timeout=timeout)
         target = f"{supervisor}/{agent}" if agent else supervisor
         results = {target: result}
     elif agent is not None:
-        results = _halt_actors([agent], who, why, namespace, timeout)
+        results = _call_actors([agent], "halt", (who, why), namespace, timeout)
         target = agent
     else:
         names = live_ids(namespace=namespace)
-        results = _halt_actors(names, who, why, namespace, timeout)
+        results = _call_actors(names, "halt", (who, why), namespace, timeout)
         target = f"namespace {namespace}"
     notify_all(tuple(notifiers), Event("halted", "kill-switch", target, who, why,
                                        details={"targets": sorted(results)}))
     return results
 
 
-def _halt_actors(names: list[str], who: str, why: str, namespace: str, timeout: float) -> dict[str, Any]:
-    """Call ``halt(who, why)`` on each named actor (agent hosts and supervisors both have it), at once."""
+def unhalt(
+    who: str,
+    why: str,
+    *,
+    agent: str | None = None,
+    supervisor: str | None = None,
+    everything: bool = False,
+    namespace: str = NAMESPACE,
+    notifiers: Notifiers = _LOG,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Lift the kill switch (targets as :func:`halt`); returns what was unhalted, per actor name.
+
+    Each agent resumes from its state (an agent halted while quarantined goes
+    back to its quarantine); the record of who lifted it and why is kept in
+    the agent's operator log.
+    """
+    _check(who, why, "lifting a kill switch")
+    _one_target(agent, supervisor, everything)
+    if supervisor is not None:
+        result = SupervisorRef.lookup(supervisor, namespace=namespace).unhalt(who, why, child=agent, timeout=timeout)
+        target = f"{supervisor}/{agent}" if agent else supervisor
+        results = {target: result}
+    elif agent is not None:
+        results = _call_actors([agent], "unhalt", (who, why), namespace, timeout)
+        target = agent
+    else:
+        # Agents and supervisors both have ``unhalt(who, why)``; a supervisor that
+        # is not halted says so in its entry, and its children are lifted anyway.
+        results = _call_actors(live_ids(namespace=namespace), "unhalt", (who, why), namespace, timeout)
+        target = f"namespace {namespace}"
+    notify_all(tuple(notifiers), Event("unhalted", "kill-switch", target, who, why,
+                                       details={"targets": sorted(results)}))
+    return results
+
+
+def quarantine(
+    who: str,
+    why: str,
+    *,
+    agent: str,
+    supervisor: str | None = None,
+    namespace: str = NAMESPACE,
+    notifiers: Notifiers = _LOG,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Quarantine one agent (through its ``supervisor`` if given); returns its status (or its child entry)."""
+    _check(who, why, "a quarantine")
+    if not agent:
+        raise SpecError("a quarantine needs the agent to quarantine (agent=...)")
+    if supervisor is not None:
+        result = SupervisorRef.lookup(supervisor, namespace=namespace).quarantine(agent, who=who, why=why,
+                                                                                  timeout=timeout)
+        target = f"{supervisor}/{agent}"
+    else:
+        result = _agent(agent, namespace).quarantine(who, why)
+        target = agent
+    notify_all(tuple(notifiers), Event("quarantined", "operator", target, who, why))
+    return result
+
+
+def release(
+    who: str,
+    why: str,
+    *,
+    agent: str | None = None,
+    supervisor: str | None = None,
+    namespace: str = NAMESPACE,
+    notifiers: Notifiers = _LOG,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Lift a quarantine: one agent's (through its ``supervisor`` if given), or a quarantined supervisor's.
+
+    Returns the agent's status, the child's entry, or the supervisor's status.
+    """
+    _check(who, why, "a release")
+    if not (agent or supervisor):
+        raise SpecError("give what to release: agent= (optionally with supervisor=), or supervisor=")
+    if supervisor is not None:
+        result = SupervisorRef.lookup(supervisor, namespace=namespace).release(agent, who=who, why=why,
+                                                                               timeout=timeout)
+        target = f"{supervisor}/{agent}" if agent else supervisor
+    else:
+        assert agent is not None
+        result = _agent(agent, namespace).release(who, why)
+        target = agent
+    notify_all(tuple(notifiers), Event("released", "operator", target, who, why))
+    return result
+
+
+def _agent(agent_id: str, namespace: str) -> AgentRef:
+    """A ref to the agent's current host (AgentNotFound if none): its errors arrive as ours."""
+    return AgentRef(agent_id, host_of(agent_id, namespace=namespace), namespace=namespace)
+
+
+def _check(who: str, why: str, what: str) -> None:
+    if not who or not why:
+        raise SpecError(f"{what} needs who does it and why (both are recorded and notified)")
+
+
+def _one_target(agent: str | None, supervisor: str | None, everything: bool) -> None:
+    if everything == bool(agent or supervisor):
+        raise SpecError("give exactly one target: agent=, supervisor= (optionally with agent=) or everything=True")
+
+
+def _call_actors(names: list[str], method: str, args: tuple[Any, ...], namespace: str,
+                 timeout: float) -> dict[str, Any]:
+    """Call ``method(*args)`` on each named actor (agent hosts and supervisors), at once; per name, its answer.
+
+    An actor that is gone, not one of ours, or raises gets ``{"error": ...}``
+    in its entry, so one bad target does not hide what happened to the rest.
+    """
     pending: dict[str, Any] = {}
     results: dict[str, Any] = {}
     for name in names:
         try:
-            pending[name] = host_of(name, namespace=namespace).halt.remote(who, why)
+            pending[name] = getattr(host_of(name, namespace=namespace), method).remote(*args)
         except Exception as exc:  # gone meanwhile, or not one of ours
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     for name, ref in pending.items():

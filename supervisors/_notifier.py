@@ -31,7 +31,7 @@ class Event:
     """Something a supervisor did or saw."""
 
     #: What happened: started, exited, restarting, restarted, restart_failed, stopped, killed,
-    #: suspect, escalated, quarantined, released, halted.
+    #: suspect, escalated, quarantined, released, halted, unhalted.
     kind: str
     #: The supervisor that reports it.
     supervisor: str

@@ -1,4 +1,4 @@
-"""Operators' calls on a supervisor: the kill switch, quarantine, release, retire.
+"""Operators' calls on a supervisor: the kill switch and its lifting, quarantine, release, retire.
 
 Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin: it uses the
 supervisor's children, restart lock and events).  Invariants: a halted or
@@ -23,7 +23,7 @@ log = logging.getLogger("garrison.supervisor")
 
 
 class Operations:
-    """The kill switch, quarantine, release and retire (see module docstring)."""
+    """The kill switch, unhalt, quarantine, release and retire (see module docstring)."""
 
     async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
         """Kill switch on one child or (``child=None``) the whole subtree.
@@ -42,22 +42,27 @@ class Operations:
         self._emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
         return {"supervisor": self.name, "state": self.state.value, "halted": dict(zip([c.id for c in targets], results))}
 
-    async def release(self, child: str | None = None, who: str = "operator") -> dict[str, Any]:
-        """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree."""
+    async def release(self, child: str | None = None, who: str = "operator", why: str = "") -> dict[str, Any]:
+        """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree.
+
+        A child whose process died while quarantined is started again; it
+        comes back QUARANTINED from its durable record, which the release
+        then lifts (recorded in the agent with who and why).
+        """
         if child is not None:
             c = self._child(child)
             if c.state is not ChildState.QUARANTINED:
                 raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not QUARANTINED",
                                       supervisor=self.name, child=child)
-            if c.running:
-                await c.handle.release.remote()
-                c.state = ChildState.RUNNING
-                self._start_prober(c, c.generation)
-            else:
+            if not c.running:
                 c.state = ChildState.STOPPED
                 async with self._restart_lock:
                     await self._start_child(c)
-            self._emit("released", child, who=who)
+            if c.running and c.state is ChildState.QUARANTINED:
+                await c.handle.release.remote(who, why)
+                c.state = ChildState.RUNNING
+                self._start_prober(c, c.generation)
+            self._emit("released", child, who=who, why=why)
             return c.describe()
         require(self.state, (SupervisorState.QUARANTINED,), "release", self.name)
         self._restarts = ()
@@ -67,15 +72,39 @@ class Operations:
                 c.state = ChildState.STOPPED
                 if not c.running and self.state is SupervisorState.RUNNING:
                     await self._start_child(c)
-        self._emit("released", None, who=who)
+        self._emit("released", None, who=who, why=why)
         return self.status()
 
     async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
         """Quarantine one child by hand: it refuses messages, keeps its state, is neither probed nor restarted."""
         c = self._child(child)
-        await self._quarantine_child(c, f"{why} (by {who})")
+        await self._quarantine_child(c, why, who=who)
         self._emit("quarantined", child, who=who, why=why)
         return c.describe()
+
+    async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
+        """Lift the kill switch on one halted child or (``child=None``) the halted supervisor's whole subtree.
+
+        A halted child still running is unhalted in place (recorded in the
+        agent with who and why) and probed again; one whose process died while
+        halted is started again (it comes back HALTED from its record) and then
+        unhalted.  Nested supervisors lift their own subtrees.  An agent halted
+        while quarantined goes back to its quarantine.
+        """
+        if child is None:
+            require(self.state, (SupervisorState.HALTED,), "unhalt", self.name)
+            self.state = SupervisorState.RUNNING
+            self._halted_by = None
+            targets = [c for c in self._children.values() if c.state is ChildState.HALTED]
+        else:
+            c = self._child(child)
+            if c.state is not ChildState.HALTED:
+                raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not HALTED",
+                                      supervisor=self.name, child=child)
+            targets = [c]
+        results = {c.id: await self._unhalt_child(c, who, why) for c in targets}
+        self._emit("unhalted", child, who=who, why=why, details={"children": list(results)})
+        return {"supervisor": self.name, "state": self.state.value, "unhalted": results}
 
     async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
         """Remove a child for good: stop it (graceful, then kill; final checkpoint kept) and forget its spec.
@@ -91,18 +120,36 @@ class Operations:
         self._emit("retired", child, who=who, why=why)
         return c.describe()
 
-    async def _quarantine_child(self, child: Child, why: str) -> None:
+    async def _quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:
         child.state = ChildState.QUARANTINED
-        child.last_failure = why
+        child.last_failure = why if who == "supervisor" else f"{why} (by {who})"
         for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
             if task is not asyncio.current_task():
                 task.cancel()
         del child.tasks[1:]
         if child.running:
             try:
-                await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why)), DEATH_WAIT)
+                await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why, who)), DEATH_WAIT)
             except Exception as exc:
                 log.warning("supervisor %s: quarantine of %s failed: %s", self.name, child.id, exc)
+
+    async def _unhalt_child(self, child: Child, who: str, why: str) -> Any:
+        if not child.running:
+            child.state = ChildState.STOPPED
+            async with self._restart_lock:
+                await self._start_child(child)  # an agent restores its halt: lifted below
+        if not child.running:
+            return child.describe()
+        try:
+            result = await asyncio.wait_for(awaitable(child.handle.unhalt.remote(who, why)), DEATH_WAIT)
+        except Exception as exc:
+            return {"error": first_line(exc)}
+        if not child.spec.is_supervisor and result.get("state") == "quarantined":
+            child.state = ChildState.QUARANTINED  # halted while quarantined: back to that, not probed
+        else:
+            child.state = ChildState.RUNNING
+            self._start_prober(child, child.generation)
+        return result
 
     async def _halt_child(self, child: Child, who: str, why: str) -> Any:
         child.state = ChildState.HALTED

@@ -140,6 +140,10 @@ class SupervisorRef:
         """Kill switch on one child or the whole subtree (see :func:`supervisors.halt`)."""
         return self._call("halt", who, why, child, timeout=timeout)
 
+    def unhalt(self, who: str, why: str = "", *, child: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Lift the kill switch on one halted child or the halted subtree (see :func:`supervisors.unhalt`)."""
+        return self._call("unhalt", who, why, child, timeout=timeout)
+
     def quarantine(self, child: str, *, who: str, why: str, timeout: float = 30.0) -> dict[str, Any]:
         """Quarantine one child by hand (it keeps its state and refuses messages until released or retired)."""
         return self._call("quarantine", child, who, why, timeout=timeout)
@@ -148,8 +152,10 @@ class SupervisorRef:
         """Stop a child for good and forget it; its state stays on disk."""
         return self._call("retire", child, who, why, timeout=timeout)
 
-    def release(self, child: str | None = None, *, who: str = "operator", timeout: float = 60.0) -> dict[str, Any]:
-        return self._call("release", child, who, timeout=timeout)
+    def release(self, child: str | None = None, *, who: str = "operator", why: str = "",
+                timeout: float = 60.0) -> dict[str, Any]:
+        """Lift a quarantine: one child's, or (``child=None``) a quarantined supervisor's."""
+        return self._call("release", child, who, why, timeout=timeout)
 
     def stop(self, *, timeout: float = 120.0, kill: bool = True) -> dict[str, Any] | None:
         """Stop the children in reverse order, then (``kill``) end the supervisor's process."""

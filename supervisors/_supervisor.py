@@ -272,6 +272,12 @@ class SupervisorActor(Operations, Probing, Standby):
             # Invariant: a kill switch pulled while this child was being spawned still applies to it.
             await self._halt_child(child, *self._halted_by)
             return
+        if not child.spec.is_supervisor and info.get("state") == "quarantined":
+            # Its durable record says so (quarantined by an operator before it died):
+            # kept as it is, neither probed nor restarted, until a release.
+            child.state = ChildState.QUARANTINED
+            child.last_failure = "came back quarantined (its record in the agent's state)"
+            return
         self._start_prober(child, gen)
 
     def _spawn_agent(self, spec: ChildSpec, spare: Any = None) -> tuple[Any, dict[str, Any]]:

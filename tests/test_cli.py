@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from runtime import AgentUnavailable
+
 from .agents import Add, Counter, GetCount
+from .waiting import wait_for
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +65,91 @@ def test_kill_switch_from_the_cli(system, agent_id, ray_session):
 
     with pytest.raises(AgentNotRunning, match="halted by alice@ops"):
         ref.ask(GetCount())
+
+
+# -- the console script -------------------------------------------------------------------
+
+GARRISON = str(Path(sys.executable).parent / "garrison")  # installed next to this interpreter
+
+
+def console(*args: str, address: str | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``garrison`` console script (the one users run)."""
+    return subprocess.run(
+        [GARRISON, *args, *(["--address", address] if address else [])],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ},
+    )
+
+
+def _events(stderr: str) -> list[dict]:
+    """The notifications the command printed (one JSON object per line on stderr)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_garrison_help_lists_every_command():
+    out = console("--help")
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == {"actions", "agents", "checkpoint", "deadletters", "demo", "kill", "quarantine", "release",
+                      "replay", "restores", "status", "unhalt"}
+
+
+def test_a_switch_without_who_why_or_target_is_a_usage_error_that_touches_no_cluster():
+    for args in (["quarantine", "--agent", "x", "--who", "me"], ["kill", "--who", "me", "--why", "w"],
+                 ["release", "--who", "me", "--why", "w"], ["unhalt", "--agent", "x", "--all", "--who", "me",
+                                                              "--why", "w"]):
+        out = console(*args, address="127.0.0.1:1")  # nothing listens there: a connection would fail otherwise
+        assert out.returncode == 2 and "Usage: garrison" in out.stderr, (args, out.stderr[-500:])
+
+
+def test_quarantine_survives_a_restart_and_release_is_recorded_from_the_console_script(system, agent_id,
+                                                                                       ray_session):
+    address = ray_session.get_runtime_context().gcs_address
+    ref = system.spawn(Counter, agent_id)
+    ref.ask(Add(n=2))
+    out = console("quarantine", "--agent", agent_id, "--who", "dave@ops", "--why", "odd replies", address=address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    before = json.loads(out.stdout)
+    assert before["state"] == "quarantined"
+    assert [(e["kind"], e["child"], e["who"], e["why"]) for e in _events(out.stderr)] == [
+        ("quarantined", agent_id, "dave@ops", "odd replies")]
+
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted():
+        try:
+            status = ref.status()
+        except AgentUnavailable:
+            return None
+        return status if status["incarnation"] == before["incarnation"] + 1 else None
+
+    assert wait_for(restarted)["state"] == "quarantined"
+    out = console("release", "--agent", agent_id, "--who", "erin@ops", "--why", "replies checked", address=address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert json.loads(out.stdout)["state"] == "running"
+    assert [(e["kind"], e["who"], e["why"]) for e in _events(out.stderr)] == [
+        ("released", "erin@ops", "replies checked")]
+    assert ref.ask(GetCount()) == 2
+
+    out = console("actions", agent_id, address=address)
+    assert [(r["action"], r["who"], r["why"]) for r in json.loads(out.stdout)] == [
+        ("quarantine", "dave@ops", "odd replies"), ("release", "erin@ops", "replies checked")]
+    assert all(r["time"] > 0 for r in json.loads(out.stdout))
+
+
+def test_kill_then_unhalt_from_the_console_script(system, agent_id, ray_session):
+    address = ray_session.get_runtime_context().gcs_address
+    ref = system.spawn(Counter, agent_id)
+    ref.ask(Add(n=5))
+    out = console("kill", "--agent", agent_id, "--who", "alice@ops", "--why", "runaway spend", address=address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert ref.status()["state"] == "halted"
+    out = console("unhalt", "--agent", agent_id, "--who", "alice@ops", "--why", "spend capped", address=address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert json.loads(out.stdout)[agent_id]["state"] == "running"
+    assert [(e["kind"], e["who"], e["why"]) for e in _events(out.stderr)] == [
+        ("unhalted", "alice@ops", "spend capped")]
+    assert ref.ask(GetCount()) == 5
+    assert [(r["action"], r["who"], r["why"]) for r in ref.operator_log()] == [
+        ("halt", "alice@ops", "runaway spend"), ("unhalt", "alice@ops", "spend capped")]
+    out = console("quarantine", "--agent", "no-such-agent", "--who", "d", "--why", "w", address=address)
+    assert out.returncode == 2 and "AgentNotFound" in out.stderr

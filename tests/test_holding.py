@@ -10,6 +10,7 @@ import pytest
 
 from protocols import Delivery, Message, make_envelope
 from runtime import AgentUnavailable, AskTimeout, MailboxFull
+from runtime._backoff import Backoff
 from runtime._holding import HoldBuffer, Mode, Outcome, RetrySchedule, TellPipeline
 
 
@@ -88,7 +89,7 @@ def test_a_bound_below_one_is_refused():
 
 
 def test_the_retry_schedule_grows_then_resets():
-    sched = RetrySchedule((0.1, 0.5))
+    sched = RetrySchedule(Backoff(initial=0.1, factor=5.0, cap=0.5))
     assert sched.due(0.0)
     assert sched.missed(0.0) == 0.1 and not sched.due(0.05) and sched.due(0.1)
     assert sched.missed(0.1) == 0.5 and sched.missed(0.6) == 0.5  # capped at the last step
