@@ -114,7 +114,7 @@ class Operations:
         if self.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
             self.lifecycle = AgentState.QUARANTINED
             self.failure = f"quarantined: {why}"
-            self.checkpoint(force=True)
+            self._final_checkpoint("quarantine", force=True)  # a failure is recorded, not raised
         return self.status()
 
     def release(self) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class Operations:
         finally:
             if acquired:
                 self._lock.release()
-        self.checkpoint(force=True)
+        self._final_checkpoint("halt", force=True)  # halted even if the store refuses: the record is local
         log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
         return self.status()
 
