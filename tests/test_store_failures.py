@@ -24,7 +24,7 @@ import pytest
 import ray
 
 from protocols import encode_envelope, make_envelope
-from runtime import AgentAlreadyRunning, AgentConfig, CheckpointError, System, host_of
+from runtime import AgentAlreadyRunning, AgentConfig, AgentNotRunning, CheckpointError, System, host_of
 from runtime._core import AgentCore
 from runtime._degraded import RetryPolicy, retry_delay
 from runtime._reply import decode_reply
@@ -286,3 +286,36 @@ def test_quarantine_halt_and_stop_finish_when_their_final_checkpoint_fails_and_l
         assert _deliver(core, GetItems()) == (True, list(range(10)))
     finally:
         core.stop()
+
+
+@pytest.mark.ray
+def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release_resumes_it(
+        data_dir, small_fs, refs):
+    ck = small_fs.root / "ck"
+    ck.mkdir()
+    wid = uid("w")
+    probe = ProbePolicy(interval=0.1, timeout=2.0, on_degraded=DegradedAction.QUARANTINE)
+    spec = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(intensity=5, period=60, backoff=FAST),
+                          children=[ChildSpec(id=wid, agent=Counter, config=QUICK, probe=probe)])
+    sup = start_supervisor(spec, data_dir=data_dir, checkpoint_dir=ck)
+    refs.append(sup)
+    agent = System(data_dir, checkpoint_dir=ck).lookup(wid)
+    for i in range(5):
+        assert agent.ask(Append(item=i), timeout=20) == i + 1
+
+    small_fs.fill()
+    assert agent.ask(Append(item=5), timeout=20) == 6  # accepted until the supervisor acts
+    sup.wait_until(lambda s: s.child(wid)["state"] == "quarantined", timeout=30)
+    quarantined = [e for e in sup.events() if e["kind"] == "quarantined" and e["child"] == wid]
+    assert quarantined and quarantined[0]["why"].startswith("degraded: ")
+    # The quarantine completed although its final checkpoint could not be written.
+    status = agent.status()
+    assert status["state"] == "quarantined" and status["degraded"]["reason"] == "store_full"
+    assert sup.child(wid)["restarts"] == 0
+    with pytest.raises(AgentNotRunning):
+        agent.ask(Append(item=99), timeout=20)
+
+    small_fs.free()
+    wait_for(lambda: agent.status()["degraded"] is None, timeout=60)
+    sup.release(wid)
+    assert agent.ask(GetItems(), timeout=20) == list(range(6))
