@@ -61,10 +61,11 @@ class Background:
         next_checkpoint = time.monotonic() + cfg.checkpoint_interval
 
         def periodic() -> bool:
-            """Ship; take a checkpoint if one is due (a failed one stays due); True if it took one."""
+            """Ship; take a checkpoint if one is due (a failed one stays due) or to end a degraded
+            episode (only a checkpoint does: nothing if nothing changed since the last one); True if it did."""
             self.metrics.shipped.labels(self.agent_id).set(self.shipper.ship())
             self.metrics.seq.labels(self.agent_id).set(self.store.seq)
-            if time.monotonic() >= next_checkpoint:
+            if self.degraded.active or time.monotonic() >= next_checkpoint:
                 self._checkpoint_now(False)
                 return True
             return False
