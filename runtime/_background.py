@@ -79,7 +79,7 @@ class Background:
                 while not self._bg_requests.empty():
                     force, where, future = self._bg_requests.get_nowait()
                     try:
-                        future.set_result(self._attempt(lambda: self._checkpoint_now(force), where))
+                        future.set_result(self._attempt(lambda force=force: self._checkpoint_now(force), where))
                     except Exception as exc:
                         future.set_exception(exc)
                 if self._stop_bg.is_set():
@@ -92,7 +92,7 @@ class Background:
                 self._fenced(exc)
                 break
             except Exception:  # recorded by ``_attempt``; keep the thread alive and retry later
-                pass
+                continue
 
     def _attempt(self, work: Callable[[], T], where: str) -> T:
         """Run store work: a failure is recorded (degraded) and re-raised; a success ends the episode."""

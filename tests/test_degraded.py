@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+import lmdb
 import pytest
 
 from runtime import CheckpointError
@@ -70,12 +71,12 @@ def test_store_error_carries_errno_and_path_and_reads_lmdbs_strerror():
     exc = _full()
     assert (exc.errno, exc.details["errno_name"], exc.path) == (errno.ENOSPC, "ENOSPC", "/ck/a/staging/x")
 
-    class LmdbLike(Exception):  # py-lmdb says "call: strerror", without the number
-        pass
-
-    exc = store_error("snapshot failed", LmdbLike("mdb_env_copy3: Read-only file system"), "/ck/a")
-    assert (exc.errno, exc.path) == (errno.EROFS, "/ck/a")
-    assert store_error("x", LmdbLike("no errno here")).errno is None
+    # py-lmdb says "call: strerror", without the number (as it raised on a full tmpfs).
+    exc = store_error("snapshot failed", lmdb.DiskError("mdb_env_copy3: No space left on device"), "/ck/a")
+    assert (exc.errno, exc.details["errno_name"], exc.path) == (errno.ENOSPC, "ENOSPC", "/ck/a")
+    assert isinstance(exc, CheckpointError) and "No space left" in exc.message
+    assert store_error("x", lmdb.Error("mdb_env_copy3: File exists")).errno == errno.EEXIST
+    assert store_error("x", lmdb.Error("no errno here")).errno is None
 
 
 # -- the record ----------------------------------------------------------------------------

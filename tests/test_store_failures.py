@@ -38,7 +38,7 @@ from supervisors import (
     SupervisorSpec,
     start_supervisor,
 )
-from tests.agents import Append, Counter, GetCount, GetItems
+from tests.agents import Append, Counter, Fill, GetCount, GetItems
 from tests.sup_agents import FAST, uid
 from tests.waiting import wait_for
 
@@ -75,10 +75,15 @@ class SmallFs:
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
 
+    def make_room(self, size: int) -> None:
+        """Give ``size`` bytes back: room for a small write, not for a big one."""
+        os.truncate(self.filler, self.filler.stat().st_size - size)
+
     def _remount(self, mode: str) -> None:
         # EBUSY while a file is open for writing on it (an atomic write in flight): try again.
         def remounted() -> bool:
-            done = subprocess.run(["mount", "-o", f"remount,{mode}", str(self.root)], capture_output=True)
+            done = subprocess.run(["mount", "-o", f"remount,{mode}", str(self.root)],
+                                  capture_output=True, check=False)
             return done.returncode == 0
         wait_for(remounted, timeout=20, every=0.01)
 
@@ -98,21 +103,22 @@ def small_fs(tmp_path):
         pytest.skip("mounting a small tmpfs (a real full / read-only filesystem) needs root")
     root = tmp_path / "store"
     root.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)],
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     fs = SmallFs(root)
     try:
         yield fs
     finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(root)], capture_output=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(root)], capture_output=True, check=False)
         fs.free()
-        if subprocess.run(["umount", str(root)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        if subprocess.run(["umount", str(root)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(root)], capture_output=True, check=False)
 
 
 def _gauge(metrics: str, agent_id: str) -> float:
-    match = re.search(rf'^garrison_degraded\{{agent="{re.escape(agent_id)}"\}} (\S+)$', metrics, re.M)
+    match = re.search(rf'^garrison_degraded\{{agent="{re.escape(agent_id)}"\}} (\S+)$', metrics, re.MULTILINE)
     assert match, metrics
     return float(match.group(1))
 
@@ -170,7 +176,7 @@ def test_a_full_store_degrades_the_agent_visibly_and_nothing_acknowledged_is_los
     assert (probed["since"], probed["reason"], probed["errno"]) == (episode["since"], "store_full", "ENOSPC")
     metrics = ref.metrics()
     assert _gauge(metrics, agent_id) == 1
-    assert re.search(rf'^garrison_background_errors_total\{{agent="{agent_id}"\}} ([1-9]\S*)$', metrics, re.M)
+    assert re.search(rf'^garrison_background_errors_total\{{agent="{agent_id}"\}} ([1-9]\S*)$', metrics, re.MULTILINE)
 
     small_fs.free()
     status = wait_for(lambda: (s := ref.status())["degraded"] is None and s, timeout=60)
@@ -250,14 +256,17 @@ def test_quarantine_halt_and_stop_finish_when_their_final_checkpoint_fails_and_l
     core.ensure_started()
     for i in range(5):
         assert _deliver(core, Append(item=i)) == (True, i + 1)
+    assert _deliver(core, Fill(start=0, count=20, size=100_000)) == (True, 20)  # a 2 MB body
     assert core.checkpoint() is not None
 
     small_fs.fill()
+    small_fs.make_room(256 << 10)  # the journal still ships; the checkpoint's copy does not fit
     for i in range(5, 10):
         assert _deliver(core, Append(item=i)) == (True, i + 1)  # ASYNC: accepted, committed locally
     with pytest.raises(CheckpointError) as failed:
         core.checkpoint(force=True)
     assert failed.value.errno == errno.ENOSPC and failed.value.path.startswith(str(ck))
+    assert "snapshot" in failed.value.message and core.shipper.shipped == core.store.seq
     agent_dir = ck / "core-full"
     # No debris on the full disk: no staging copy, no body without a manifest.
     assert list((agent_dir / "staging").iterdir()) == []
@@ -319,3 +328,45 @@ def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release
     wait_for(lambda: agent.status()["degraded"] is None, timeout=60)
     sup.release(wid)
     assert agent.ask(GetItems(), timeout=20) == list(range(6))
+
+
+def test_every_write_of_the_directory_store_on_a_read_only_mount_is_a_checkpoint_error_with_errno_and_path(
+        small_fs):
+    from runtime import DirectoryStore
+    from runtime._ckstore import SegmentInfo
+
+    (small_fs.root / "ck").mkdir()
+    store = DirectoryStore(small_fs.root / "ck")
+    store.claim_epoch("a", {"pid": 1})  # the layout of an agent that started while the store was writable
+    small_fs.read_only()
+    attempts = {
+        "staging": lambda: store.staging("a"),
+        "put_segment": lambda: store.put_segment("a", SegmentInfo(1, 2, 1.0, 1), b"payload"),
+        "claim_epoch": lambda: store.claim_epoch("a", {"pid": 1}),
+        "record_base": lambda: store.record_base("a", 1, 0),
+        "new agent": lambda: store.staging("b"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(CheckpointError) as refused:
+            attempt()
+        assert refused.value.errno == errno.EROFS, what
+        assert refused.value.details["errno_name"] == "EROFS", what
+        assert refused.value.path.startswith(str(small_fs.root / "ck")), (what, refused.value.path)
+
+
+def test_a_checkpoint_whose_manifest_does_not_fit_leaves_no_body_behind(small_fs):
+    from runtime import DirectoryStore, Manifest
+
+    store = DirectoryStore(small_fs.root)
+    staging = store.staging("a")
+    body = staging / "data.mdb"
+    body.write_bytes(os.urandom(1 << 20))  # written while there was room
+    small_fs.fill()
+    manifest = Manifest(agent_id="a", agent_class="x:Y", config_version="1", seq=7, time=1.0, size=1 << 20,
+                        checksum="sha256:0")
+    with pytest.raises(CheckpointError) as refused:
+        store.put_checkpoint(manifest, body)  # the body is renamed in place; its manifest finds no room
+    assert refused.value.errno == errno.ENOSPC
+    agent_dir = small_fs.root / "a"
+    assert list(agent_dir.glob("ckpt-*")) == [] and list((agent_dir / "staging").iterdir()) == []
+    assert store.list_checkpoints("a") == []
