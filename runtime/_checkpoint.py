@@ -27,11 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._ckstore import CheckpointStore, Manifest, sha256_file
+from ._ckstore import CheckpointStore, Manifest, sha256_file, store_error
 from ._journal import Shipper
 from ._state import ReadOnlyState
 from ._store import LmdbStore
-from .exceptions import CheckpointCorrupt, CheckpointError
+from .exceptions import CheckpointCorrupt
 
 __all__ = ["Checkpointer"]
 
@@ -86,7 +86,9 @@ class Checkpointer:
             self.store.env.copy(str(staging))
             seq, summary, summary_type = self._describe(staging)
         except Exception as exc:
-            raise CheckpointError(f"snapshot of {self.agent_id} failed: {exc}") from exc
+            # A half-written copy would only fill a full store further.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise store_error(f"snapshot of {self.agent_id} failed", exc, staging) from exc
         body = staging / "data.mdb"
         manifest = Manifest(
             agent_id=self.agent_id,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import bisect
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -54,6 +55,7 @@ __all__ = [
     "atomic_write",
     "epoch_cutoff",
     "sha256_file",
+    "store_error",
 ]
 
 _SEG = re.compile(r"^seg-(\d{20})-(\d{20})-(\d+)(?:-e(\d+))?\.jnl$")
@@ -119,6 +121,24 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while n := f.readinto(buf):
             h.update(view[:n])  # hashlib drops the GIL for large updates
     return "sha256:" + h.hexdigest()
+
+
+#: ``strerror`` text -> errno: LMDB reports an OS error as ``"call: strerror"``, without the number.
+_STRERRORS = {os.strerror(n): n for n in errno.errorcode}
+
+
+def store_error(what: str, exc: BaseException, path: str | os.PathLike[str] | None = None) -> CheckpointError:
+    """Translate a filesystem (or LMDB) error into a CheckpointError carrying ``errno``, ``errno_name``, ``path``.
+
+    Raise it ``from exc``.  ``path`` is used when the error names no file.
+    """
+    err = exc.errno if isinstance(exc, OSError) else None
+    if err is None:
+        err = _STRERRORS.get(str(exc).rpartition(": ")[2].strip())
+    where = getattr(exc, "filename", None) or path
+    details: dict[str, Any] = {"errno": err, "errno_name": errno.errorcode.get(err) if err is not None else None,
+                               "path": os.fspath(where) if where is not None else None}
+    return CheckpointError(f"{what}: {exc}", **{k: v for k, v in details.items() if v is not None})
 
 
 def _fsync_dir(path: Path) -> None:
@@ -238,25 +258,34 @@ class DirectoryStore(CheckpointStore):
         try:
             (path / "journal").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CheckpointError(f"cannot create {path}: {exc}", path=str(path)) from exc
+            raise store_error(f"cannot create {path}", exc, path) from exc
         return path
 
     def staging(self, agent_id: str) -> Path:
         path = self._agent(agent_id) / "staging" / uuid.uuid4().hex
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise store_error(f"cannot create the staging directory {path}", exc, path) from exc
         return path
 
     def put_checkpoint(self, manifest: Manifest, body: Path) -> None:
         base = self._agent(manifest.agent_id)
         name = f"ckpt-{manifest.seq:020d}"
+        published = base / f"{name}.mdb"
         try:
             with open(body, "rb+") as f:
                 os.fsync(f.fileno())
-            os.replace(body, base / f"{name}.mdb")
+            os.replace(body, published)
             _fsync_dir(base)
             atomic_write(base / f"{name}.manifest", seal(manifest.model_dump_json().encode()))
         except OSError as exc:
-            raise CheckpointError(f"cannot publish checkpoint {name} of {manifest.agent_id}: {exc}") from exc
+            # A body without its manifest is no checkpoint: do not leave it filling a full store
+            # (unless a manifest of that seq exists already: then the body is that checkpoint's).
+            if not (base / f"{name}.manifest").exists():
+                with contextlib.suppress(OSError):
+                    published.unlink(missing_ok=True)
+            raise store_error(f"cannot publish checkpoint {name} of {manifest.agent_id}", exc, base) from exc
         finally:
             shutil.rmtree(body.parent, ignore_errors=True)
 
@@ -310,7 +339,8 @@ class DirectoryStore(CheckpointStore):
         try:
             atomic_write(self._segment_path(agent_id, info), seal(payload))
         except OSError as exc:
-            raise CheckpointError(f"cannot ship journal segment {info.first}-{info.last} of {agent_id}: {exc}") from exc
+            raise store_error(f"cannot ship journal segment {info.first}-{info.last} of {agent_id}", exc,
+                              self.root / agent_id / "journal") from exc
 
     def list_segments(self, agent_id: str) -> list[SegmentInfo]:
         base = self.root / agent_id / "journal"
@@ -351,8 +381,7 @@ class DirectoryStore(CheckpointStore):
                 _fsync_dir(base)
                 return epoch
         except OSError as exc:
-            raise CheckpointError(f"cannot claim a fencing epoch for {agent_id} in {base}: {exc}",
-                                  path=str(base)) from exc
+            raise store_error(f"cannot claim a fencing epoch for {agent_id} in {base}", exc, base) from exc
 
     def superseded(self, agent_id: str, epoch: int) -> bool:
         return os.path.exists(f"{self.root}/{agent_id}/epochs/{epoch + 1:020d}")
@@ -362,7 +391,7 @@ class DirectoryStore(CheckpointStore):
         try:
             atomic_write(path, str(seq).encode())
         except OSError as exc:
-            raise CheckpointError(f"cannot record the restore point of {agent_id} epoch {epoch}: {exc}") from exc
+            raise store_error(f"cannot record the restore point of {agent_id} epoch {epoch}", exc, path) from exc
 
     def bases(self, agent_id: str) -> dict[int, int]:
         base = self.root / agent_id / "epochs"

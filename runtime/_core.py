@@ -214,14 +214,14 @@ class AgentCore(Background, Operations):
         self._loop = LoopThread(f"garrison-loop-{self.agent_id}")
         self._checkpoint_lock = threading.Lock()
         self._started = False
-        self.background_error: str | None = None
+        self._init_background()  # failure bookkeeping: background_error, degraded state, retry schedule
         self._handler_started: float | None = None
         #: (monotonic start, seconds) of recently handled single messages, for
         #: operators and benchmarks: how long handling took, from taking the
         #: message to its commit.
         self.recent_handling: collections.deque[tuple[float, float]] = collections.deque(maxlen=20_000)
         self._bg_wake = threading.Event()
-        self._bg_requests: queue.SimpleQueue[tuple[bool, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        self._bg_requests: queue.SimpleQueue[tuple[bool, str, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
         self._bg = threading.Thread(target=self._background, name=f"garrison-bg-{self.agent_id}", daemon=True)
         self._bg.start()
 
@@ -653,6 +653,8 @@ class AgentCore(Background, Operations):
             "epoch": self.epoch,
             "pid": os.getpid(),
             "handler_running_for": None if started is None else time.monotonic() - started,
+            # None, or the current episode of failing background work (``_degraded``).
+            "degraded": self.degraded.probe(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -673,6 +675,7 @@ class AgentCore(Background, Operations):
             "delivered": self.dispatcher.delivered,
             "dead_letters": self.store.count("deadletters") if open_ else None,
             "background_error": self.background_error,
+            **self.degraded.status(),  # degraded (current episode), degraded_cleared (last ended one)
             "failure": self.failure,
             "restore": self.restore_report.model_dump(mode="json"),
         }
@@ -700,7 +703,7 @@ class AgentCore(Background, Operations):
             self._bg_wake.set()
             self._bg.join()
             if not fenced:  # a replaced incarnation publishes nothing, not even a last checkpoint
-                self.checkpoint()
+                self._final_checkpoint("stop")  # a failure is recorded (degraded), not raised: it still stops
             status = self.status()
             self.lifecycle = AgentState.STOPPED
             status["state"] = self.lifecycle.value

@@ -35,6 +35,11 @@ class AgentMetrics:
         self.background_errors = Counter(
             "garrison_background_errors", "Failures of shipping or checkpointing.", labels, registry=self.registry
         )
+        self.degraded = Gauge(
+            "garrison_degraded", "1 while the checkpoint store refuses shipping or checkpoints (see status).",
+            labels, registry=self.registry,
+        )
+        self.degraded.labels(agent_id).set(0)
         self.agent_id = agent_id
 
     def outcome(self, outcome: str) -> None:

@@ -147,7 +147,7 @@ class Operations:
             record = pack({"who": who, "why": why, "time": now})
             self.store.commit([Op("control", PUT, QUARANTINE_KEY, record),
                                *_action_ops(self.store, "quarantine", who, why, now)], now=now)
-            self.checkpoint(force=True)
+            self._final_checkpoint("quarantine", force=True)  # a failure is recorded, not raised
             log.warning("agent %s quarantined by %s: %s", self.agent_id, who, why)
         return self.status()
 
@@ -192,7 +192,7 @@ class Operations:
         finally:
             if acquired:
                 self._lock.release()
-        self.checkpoint(force=True)
+        self._final_checkpoint("halt", force=True)  # halted even if the store refuses: the record is local
         log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
         return self.status()
 

@@ -92,7 +92,22 @@ class StateDecodeError(StateError):
 
 
 class CheckpointError(GarrisonError):
-    """Writing, listing or reading a checkpoint or journal segment failed."""
+    """Writing, listing or reading a checkpoint or journal segment failed.
+
+    When the filesystem refused (disk full, read-only, quota, permission),
+    ``details`` carry ``errno`` (the number), ``errno_name`` (``ENOSPC``...)
+    and ``path``; so do the ``errno`` and ``path`` properties.
+    """
+
+    @property
+    def errno(self) -> int | None:
+        value = self.details.get("errno")
+        return value if isinstance(value, int) else None
+
+    @property
+    def path(self) -> str | None:
+        value = self.details.get("path")
+        return value if isinstance(value, str) else None
 
 
 class CheckpointCorrupt(CheckpointError):

@@ -7,7 +7,7 @@ Policy is frozen data (:class:`ChildSpec`, :class:`SupervisorFlags`,
 """
 
 from ._backoff import BackoffPolicy
-from ._health import HangAction, ProbePolicy
+from ._health import DegradedAction, HangAction, ProbePolicy
 from ._killswitch import halt, quarantine, release, unhalt
 from ._lifecycle import ChildState, SupervisorState
 from ._monitor import Down, Monitor, monitor, wait_down
@@ -32,6 +32,7 @@ __all__ = [
     "ChildSpec",
     "ChildStartError",
     "ChildState",
+    "DegradedAction",
     "Down",
     "DuplicateChildId",
     "Event",

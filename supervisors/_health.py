@@ -17,18 +17,28 @@ Probes go out every ``interval`` whether or not earlier ones answered
 the hang starts: ``handler_limit + interval`` for a stuck handler,
 ``missed_limit * interval + timeout`` for a stuck process; plus the time of
 the probe call itself (milliseconds).
+
+A probe answer also says whether the agent is *degraded* (its checkpoint
+store refuses shipping or checkpoints; see ``runtime._degraded``): the agent
+still accepts messages, but what it accepts lives on its node only.  Each
+episode (told apart by its ``since``) gets ``on_degraded`` once, as decided by
+:func:`judge_degraded`: ignore it, notify (a ``degraded`` alert, and a
+``recovered`` event when it clears), restart the child (exit reason
+``degraded``, counted toward the intensity), or quarantine it.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
 from ._frozen import Frozen
 
-__all__ = ["HangAction", "ProbePolicy", "Verdict", "judge_probe"]
+__all__ = ["DegradedAction", "DegradedJudgement", "HangAction", "ProbePolicy", "Verdict", "judge_degraded",
+           "judge_probe"]
 
 
 class HangAction(enum.Enum):
@@ -37,6 +47,19 @@ class HangAction(enum.Enum):
     #: Kill the process and start a new incarnation (counts toward intensity).
     RESTART = "restart"
     #: Stop routing to it and keep it, state and all, for investigation.
+    QUARANTINE = "quarantine"
+
+
+class DegradedAction(enum.Enum):
+    """What the supervisor does, once per episode, with a child whose checkpoint store fails."""
+
+    #: Nothing (the agent's status, probe and metrics still show it).
+    IGNORE = "ignore"
+    #: A ``degraded`` alert to the notifiers; a ``recovered`` event when it clears.
+    NOTIFY = "notify"
+    #: Notify, then kill and restart it (exit reason ``degraded``; counts toward intensity).
+    RESTART = "restart"
+    #: Notify, then quarantine it: it refuses messages and keeps its state.
     QUARANTINE = "quarantine"
 
 
@@ -63,6 +86,8 @@ class ProbePolicy(Frozen):
     #: Seconds one handler may run before the child is suspect; None: no limit.
     handler_limit: float | None = Field(None, gt=0)
     action: HangAction = HangAction.RESTART
+    #: What a degraded child gets (see module docstring).
+    on_degraded: DegradedAction = DegradedAction.NOTIFY
 
 
 def judge_probe(policy: ProbePolicy, missed: int, answer: dict[str, Any] | None) -> tuple[int, Verdict]:
@@ -77,3 +102,32 @@ def judge_probe(policy: ProbePolicy, missed: int, answer: dict[str, Any] | None)
     if policy.handler_limit is not None and running is not None and running > policy.handler_limit:
         return 0, Verdict.SUSPECT
     return 0, Verdict.HEALTHY
+
+
+@dataclass(frozen=True)
+class DegradedJudgement:
+    """One probe answer's consequence for the degraded policy."""
+
+    #: ``since`` of the episode acted on so far (None: none, or it cleared); pass it to the next call.
+    known: float | None
+    #: What to do now: None when nothing is new (healthy, the same episode, or no answer).
+    action: DegradedAction | None = None
+    #: The episode acted on before has cleared (tell the notifiers unless ignored).
+    cleared: bool = False
+
+
+def judge_degraded(policy: ProbePolicy, known: float | None, answer: dict[str, Any] | None) -> DegradedJudgement:
+    """Act on each degraded episode once: a new ``since`` gets ``policy.on_degraded``.
+
+    ``known`` is the ``since`` of the episode already acted on (None at first);
+    an unanswered probe (``answer`` None) changes nothing.
+    """
+    if answer is None:
+        return DegradedJudgement(known)
+    degraded = answer.get("degraded")
+    if not degraded:
+        return DegradedJudgement(None, cleared=known is not None)
+    since = degraded.get("since")
+    if since == known:
+        return DegradedJudgement(known)
+    return DegradedJudgement(since, action=policy.on_degraded)

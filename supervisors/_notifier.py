@@ -1,7 +1,8 @@
 """Telling humans: the notifier interface and three senders (log, JSON-lines file, webhook).
 
 A notifier receives :class:`Event` records: restarts, escalations, quarantines,
-suspect (hung) children, kill switches (with who pulled them and why).
+suspect (hung) children, degraded ones (their checkpoint store fails), kill
+switches (with who pulled them and why).
 Notifiers run in the supervisor's process, off its event loop; one that raises
 is logged and skipped, never allowed to stop supervision.  They are pickled
 to the supervisor's actor, so they hold only plain data (paths, URLs).
@@ -23,7 +24,7 @@ __all__ = ["Event", "JsonlNotifier", "LogNotifier", "Notifier", "WebhookNotifier
 log = logging.getLogger("garrison.supervisor.notify")
 
 #: Event kinds worth waking a human for; the others are informational.
-ALERTS = frozenset({"escalated", "quarantined", "halted", "suspect", "start_failed"})
+ALERTS = frozenset({"escalated", "quarantined", "halted", "suspect", "start_failed", "degraded"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Event:
     """Something a supervisor did or saw."""
 
     #: What happened: started, exited, restarting, restarted, restart_failed, stopped, killed,
-    #: suspect, escalated, quarantined, released, halted, unhalted.
+    #: suspect, escalated, quarantined, released, halted, unhalted, degraded (the child's checkpoint
+    #: store fails; ``details`` say since when, why, errno), recovered (it works again).
     kind: str
     #: The supervisor that reports it.
     supervisor: str

@@ -4,7 +4,9 @@ Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin).  One
 prober task per child incarnation (only with a :class:`ProbePolicy`); probes
 are answered by the host off its handling thread, so a busy agent still
 answers and only a handler past ``handler_limit`` or missed probes make it
-suspect.
+suspect.  An answer that says the agent is degraded (its checkpoint store
+fails) gets the policy's ``on_degraded``, once per episode
+(:func:`judge_degraded`).
 
 Probes go out on a fixed cadence, one every ``interval`` whether or not the
 previous one has answered, each with its own ``timeout``; they are judged in
@@ -26,7 +28,7 @@ from ray.exceptions import RayActorError
 
 from ._calls import awaitable
 from ._child import Child
-from ._health import HangAction, ProbePolicy, Verdict, judge_probe
+from ._health import DegradedAction, HangAction, ProbePolicy, Verdict, judge_degraded, judge_probe
 from ._lifecycle import ChildState
 from ._strategy import ExitReason
 
@@ -46,6 +48,8 @@ class Probing:
         sent: asyncio.Queue[asyncio.Task[dict[str, Any] | None] | None] = asyncio.Queue()
         launcher = asyncio.ensure_future(self._launch_probes(child, gen, policy, sent))
         missed = 0
+        known: float | None = None  # ``since`` of the degraded episode already acted on
+        degraded: tuple[DegradedAction, str] | None = None  # restart or quarantine it, and why
         try:
             while True:
                 probe = await sent.get()
@@ -57,12 +61,26 @@ class Probing:
                 missed, verdict = judge_probe(policy, missed, answer)
                 if verdict is Verdict.SUSPECT:
                     break
+                judged = judge_degraded(policy, known, answer)
+                known = judged.known
+                if judged.cleared and policy.on_degraded is not DegradedAction.IGNORE:
+                    self._emit("recovered", child.id, why="its checkpoint store works again")
+                if judged.action is None or judged.action is DegradedAction.IGNORE:
+                    continue
+                assert answer is not None
+                why = self._degraded_event(child, answer["degraded"], judged.action)
+                if judged.action is not DegradedAction.NOTIFY:
+                    degraded = judged.action, why
+                    break
         finally:
             launcher.cancel()
             while not sent.empty():
                 pending = sent.get_nowait()
                 if pending is not None:
                     pending.cancel()
+        if degraded is not None:
+            await self._act_on_degraded(child, *degraded)
+            return
         running = None if answer is None else answer.get("handler_running_for")
         why = (f"{missed} probes in a row unanswered within {policy.timeout}s" if answer is None else
                f"a handler has been running for {running:.2f}s (limit {policy.handler_limit}s)")
@@ -99,3 +117,18 @@ class Probing:
             return
         await self._kill(child)
         self._exited(child, ExitReason.HUNG, f"hung: {why}")
+
+    def _degraded_event(self, child: Child, info: dict[str, Any], action: DegradedAction) -> str:
+        """The ``degraded`` alert (once per episode); returns the why."""
+        why = (f"checkpoint store failing ({info.get('reason')}, {info.get('errno') or 'no errno'}) "
+               f"for {info.get('attempts')} attempt(s): {info.get('last_error')}")
+        self._emit("degraded", child.id, why=why, details={**info, "action": action.value})
+        return why
+
+    async def _act_on_degraded(self, child: Child, action: DegradedAction, why: str) -> None:
+        if action is DegradedAction.QUARANTINE:
+            await self._quarantine_child(child, f"degraded: {why}")
+            self._emit("quarantined", child.id, why=f"degraded: {why}")
+            return
+        await self._kill(child)
+        self._exited(child, ExitReason.DEGRADED, f"degraded: {why}")

@@ -42,6 +42,8 @@ class ExitReason(enum.Enum):
     HUNG = "hung"
     #: It failed to start (constructor, restore or on_start).
     START_FAILED = "start_failed"
+    #: Its checkpoint store failed (degraded) and its probe policy says restart; the supervisor killed it.
+    DEGRADED = "degraded"
 
     @property
     def abnormal(self) -> bool:

@@ -14,6 +14,7 @@ from runtime import GarrisonError
 from supervisors import (
     BackoffPolicy,
     ChildSpec,
+    DegradedAction,
     DuplicateChildId,
     ExitReason,
     HangAction,
@@ -26,7 +27,7 @@ from supervisors import (
     SupervisorSpec,
 )
 from supervisors._backoff import consecutive_failures, restart_delay
-from supervisors._health import Verdict, judge_probe
+from supervisors._health import DegradedJudgement, Verdict, judge_degraded, judge_probe
 from supervisors._intensity import add_restart
 from supervisors._strategy import ChildView, Plan, plan_restart, should_restart
 from tests.agents import Counter
@@ -130,6 +131,7 @@ RESTARTS = {
     (TR, ExitReason.HUNG): True, (TR, ExitReason.START_FAILED): True,
     (TE, ExitReason.NORMAL): False, (TE, ExitReason.SHUTDOWN): False, (TE, ExitReason.CRASH): False,
     (TE, ExitReason.HUNG): False, (TE, ExitReason.START_FAILED): False,
+    (P, ExitReason.DEGRADED): True, (TR, ExitReason.DEGRADED): True, (TE, ExitReason.DEGRADED): False,
 }
 
 #: Children a (permanent), b (the one that exits), c (transient), d (temporary), all running.
@@ -248,6 +250,46 @@ def test_a_handler_past_its_limit_is_suspect_but_a_busy_one_under_it_is_healthy(
     assert judge_probe(policy, 0, _answer(1.9))[1] is Verdict.HEALTHY
     assert judge_probe(policy, 0, _answer(2.1))[1] is Verdict.SUSPECT
     assert judge_probe(ProbePolicy(), 0, _answer(1e6))[1] is Verdict.HEALTHY  # no limit configured
+
+
+def _degraded(since, attempts=1):
+    return {"state": "running", "handler_running_for": None,
+            "degraded": {"since": since, "reason": "store_full", "attempts": attempts, "errno": "ENOSPC"}}
+
+
+def test_a_degraded_child_is_notified_by_default():
+    assert ProbePolicy().on_degraded is DegradedAction.NOTIFY
+    assert judge_degraded(ProbePolicy(), None, _degraded(10.0)) == DegradedJudgement(10.0, DegradedAction.NOTIFY)
+
+
+@pytest.mark.parametrize("action", list(DegradedAction), ids=lambda a: a.value)
+def test_each_degraded_episode_gets_the_policy_once_and_its_end_is_seen(action):
+    policy = ProbePolicy(on_degraded=action)
+    healthy = _answer(None)
+    assert judge_degraded(policy, None, healthy) == DegradedJudgement(None)  # healthy: nothing
+    first = judge_degraded(policy, None, _degraded(10.0))
+    assert first == DegradedJudgement(10.0, action)
+    # The same episode, more attempts: acted on already.
+    assert judge_degraded(policy, first.known, _degraded(10.0, attempts=5)) == DegradedJudgement(10.0)
+    # An unanswered probe says nothing about the store.
+    assert judge_degraded(policy, first.known, None) == DegradedJudgement(10.0)
+    # It clears: said once, then healthy again.
+    cleared = judge_degraded(policy, first.known, healthy)
+    assert cleared == DegradedJudgement(None, cleared=True)
+    assert judge_degraded(policy, cleared.known, healthy) == DegradedJudgement(None)
+    # A later episode is a new one.
+    assert judge_degraded(policy, cleared.known, _degraded(99.0)) == DegradedJudgement(99.0, action)
+
+
+def test_a_spare_or_failed_hosts_answer_without_the_field_is_not_degraded():
+    answer = {"state": "spare", "pid": 1, "handler_running_for": None}
+    assert judge_degraded(ProbePolicy(on_degraded=DegradedAction.RESTART), None, answer) == DegradedJudgement(None)
+
+
+def test_the_degraded_policy_is_validated_data():
+    assert ProbePolicy(on_degraded="quarantine").on_degraded is DegradedAction.QUARANTINE
+    with pytest.raises(SpecError, match="on_degraded"):
+        ProbePolicy(on_degraded="reboot")
 
 
 def test_spares_are_placed_as_the_first_agent_child_and_match_only_the_same_placement():
