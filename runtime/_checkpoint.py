@@ -16,6 +16,9 @@ Retention rule, for the journal in the store and locally: with checkpoints
 
 With one checkpoint nothing is trimmed: if it were corrupt, the full journal
 is the only way back.
+
+After each checkpoint, transition records up to the shipped seq go to the
+store as a transition segment and are trimmed locally (see ``_transitions``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ._ckstore import CheckpointStore, Manifest, sha256_file
 from ._journal import Shipper
 from ._state import ReadOnlyState
 from ._store import LmdbStore
+from ._transitions import TransitionLog
 from .exceptions import CheckpointCorrupt, CheckpointError
 
 __all__ = ["Checkpointer"]
@@ -55,8 +59,10 @@ class Checkpointer:
         summarize: Summarize | None = None,
         fence: Callable[[str], None] | None = None,
         epoch: int = 0,
+        transitions: TransitionLog | None = None,
     ) -> None:
         self.store = store
+        self.transitions = transitions
         self.fence = fence
         self.epoch = epoch
         self.ckstore = ckstore
@@ -110,6 +116,9 @@ class Checkpointer:
         self.last = manifest
         self.taken += 1
         self.trim()
+        if self.transitions is not None:  # after publication: its failure costs no checkpoint
+            # Up to what the store now holds (this checkpoint, the shipped journal).
+            self.transitions.ship(max(manifest.seq, self.shipper.shipped))
         return manifest
 
     def _describe(self, staging: Path) -> tuple[int, Any, str | None]:

@@ -1,0 +1,165 @@
+"""Soak: storage stays bounded under a long effectively-once stream between two agents.
+
+An ``Emitter`` agent sends N ``Tick`` messages (effectively-once, through its
+outbox, batched) to a ``SlotSink`` agent that writes one state key per
+message into a ring of 65,536 keys, so its working state is flat while every
+message leaves a journal record and a state-transition record.  Checkpoint,
+shipping and retention intervals are short, so many trims happen in the run.
+
+Sampled every ``SAMPLE_S`` seconds: each agent's local LMDB use (``(last
+page number + 1) * page size`` from ``env.info()``, and the data file's size)
+and the checkpoint store's size on disk (``du``: allocated blocks of every
+file under it).  After a warm-up (the first ``WARMUP`` share of the
+messages) the samples are split into thirds; reported is the growth ratio of
+the median of the last third over the median of the first (aim: < 1.1).
+
+Message count: ``GARRISON_SOAK_MESSAGES`` (default 3,000,000; ``--quick``
+200,000).  Run: ``python -m benchmarks.runner soak``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from ._ray import data_dir, ensure_ray
+
+__all__ = ["run"]
+
+SAMPLE_S = 2.0
+WARMUP = 0.2
+CHUNK = 10_000
+#: Largest number of sent-but-unhandled messages the driver lets build up (pacing, not a bound of the runtime).
+AHEAD = 60_000
+CONFIG = {
+    "checkpoint_interval": 3.0,
+    "ship_interval": 0.25,
+    "journal_retention": 2.0,
+    "transition_retention": 15.0,
+    "keep_checkpoints": 2,
+    "dedup_horizon": 30.0,
+}
+TABLES = ("data", "journal", "transitions", "outbox", "inseq", "dedup", "deadletters")
+
+
+def lmdb_usage(path: Path) -> dict[str, int]:
+    """Bytes LMDB uses at ``path`` (pages up to the last one written), file size, entries per table.
+
+    A read-only environment opened and closed at once: a read transaction held
+    open would keep the writer from reusing freed pages.
+    """
+    env = lmdb.open(str(path), readonly=True, lock=True, max_dbs=32, readahead=False)
+    try:
+        out = {"used_bytes": (env.info()["last_pgno"] + 1) * env.stat()["psize"],
+               "file_bytes": (path / "data.mdb").stat().st_size}
+        with env.begin() as txn:
+            for name in TABLES:
+                out[name] = txn.stat(env.open_db(name.encode(), txn=txn, create=False))["entries"]
+        return out
+    finally:
+        env.close()
+
+
+def du(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass  # trimmed while we walked
+    return total
+
+
+def growth(values: list[float]) -> float | None:
+    third = len(values) // 3
+    if third < 1:
+        return None
+    first, last = statistics.median(values[:third]), statistics.median(values[-third:])
+    return round(last / first, 3) if first else None
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    ensure_ray()
+    from runtime import System
+
+    from ._agents import Burst, Count, Emitter, SlotSink
+
+    n = int(os.environ.get("GARRISON_SOAK_MESSAGES", 200_000 if quick else 3_000_000))
+    tag = uuid.uuid4().hex[:6]
+    samples: list[dict[str, Any]] = []
+    with data_dir() as path, System(path) as system:
+        sink = system.spawn(SlotSink, f"soak-sink-{tag}", config=CONFIG)
+        source = system.spawn(Emitter, f"soak-src-{tag}", config=CONFIG)
+        agents = {"sender": source.agent_id, "receiver": sink.agent_id}
+        state_dirs = {role: Path(path) / "agents" / aid / "state" for role, aid in agents.items()}
+        store_dir = Path(system.checkpoint_dir)
+        handled = [0]
+        stop = threading.Event()
+        t0 = time.perf_counter()
+
+        def sample() -> None:
+            while not stop.wait(SAMPLE_S):
+                row: dict[str, Any] = {"t": round(time.perf_counter() - t0, 1), "handled": handled[0],
+                                       "store_bytes": du(store_dir)}
+                for role, folder in state_dirs.items():
+                    row[role] = lmdb_usage(folder)
+                samples.append(row)
+                print(f"  soak {row['t']:7.1f}s {handled[0]:>9} msgs  receiver lmdb "
+                      f"{row['receiver']['used_bytes'] >> 20} MiB (journal {row['receiver']['journal']}, "
+                      f"transitions {row['receiver']['transitions']})  sender lmdb "
+                      f"{row['sender']['used_bytes'] >> 20} MiB  store {row['store_bytes'] >> 20} MiB",
+                      file=sys.stderr, flush=True)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            for start in range(0, n, CHUNK):
+                while start - handled[0] > AHEAD:
+                    handled[0] = sink.ask(Count())
+                    if start - handled[0] > AHEAD:
+                        time.sleep(0.02)
+                source.ask(Burst(to=sink.agent_id, start=start, count=min(CHUNK, n - start)), timeout=120)
+            while handled[0] < n:
+                handled[0] = sink.ask(Count())
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - t0
+        finally:
+            stop.set()
+            sampler.join()
+        status = {role: ref.status() for role, ref in (("sender", source), ("receiver", sink))}
+        # The history is still whole from seq 1 (most of it now served from segments in the store).
+        first = sink.transitions(0, 3)
+        for ref in (source, sink):
+            system.stop(ref.agent_id)
+
+    steady = [s for s in samples if s["handled"] >= WARMUP * n]
+    series = {
+        "receiver_lmdb_used_bytes": [s["receiver"]["used_bytes"] for s in steady],
+        "sender_lmdb_used_bytes": [s["sender"]["used_bytes"] for s in steady],
+        "store_bytes": [s["store_bytes"] for s in steady],
+    }
+    return {
+        "messages": n,
+        "seconds": round(elapsed, 1),
+        "messages_per_s": round(n / elapsed),
+        "config": CONFIG,
+        "samples": len(samples),
+        "steady_samples": len(steady),
+        "growth_last_over_first_third": {k: growth(v) for k, v in series.items()},
+        "max_bytes": {k: max(v, default=0) for k, v in series.items()},
+        "final": {role: {k: status[role][k] for k in ("seq", "journal_entries", "transition_entries",
+                                                       "checkpoints_taken", "dead_letters")}
+                  for role in status},
+        "first_transition_seqs": [t["seq"] for t in first],
+        "series": samples,
+        "aim": {"growth": 1.1},
+    }
