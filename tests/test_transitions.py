@@ -170,3 +170,16 @@ def test_local_table_is_bounded_and_ref_reads_the_full_history(system, agent_id)
     system.stop(agent_id)
     ref = system.spawn(Counter, agent_id, config=cfg)
     assert ref.transitions(0, 10_000_000) == history
+
+
+def test_dead_letters_stay_at_their_limit_under_large_commits(tmp_path):
+    """The dead-letter trim keeps up when one commit adds more than the old fixed budget of 256."""
+    store = LmdbStore(tmp_path / "s", agent_id="a1", **KW)
+    store.dead_letter_limit = 100
+    from runtime._store import PUT, Op
+
+    for c in range(5):
+        store.commit([Op("deadletters", PUT, f"{c:04d}-{i:06d}".encode(), b"x") for i in range(1000)])
+        assert store.count("deadletters") == 100
+    assert store.scan("deadletters")[0][0] == b"0004-000900", "the oldest went first"
+    store.close()
