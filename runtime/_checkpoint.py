@@ -34,8 +34,9 @@ from ._ckstore import CheckpointStore, Manifest, sha256_file
 from ._journal import Shipper
 from ._state import ReadOnlyState
 from ._store import LmdbStore
-from ._transitions import TransitionLog
 from .exceptions import CheckpointCorrupt, CheckpointError
+
+from ._transitions import TransitionLog
 
 __all__ = ["Checkpointer"]
 
