@@ -218,8 +218,8 @@ class LmdbStore:
                         break
             return first, out
 
-    def transitions_raw_since(self, after_seq: int, upto: int) -> list[tuple[int, bytes]]:
-        """``(seq, encoded record)`` of local transitions in ``(after_seq, upto]``, undecoded (for shipping)."""
+    def transitions_raw_since(self, after_seq: int, upto: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """``(seq, encoded record)`` of local transitions in ``(after_seq, upto]``, at most ``limit``, undecoded."""
         with self.env.begin(db=self._db["transitions"]) as txn:
             cur = txn.cursor()
             out: list[tuple[int, bytes]] = []
@@ -227,7 +227,7 @@ class LmdbStore:
                 return out
             for k, v in cur:
                 seq = _U64.unpack(k)[0]
-                if seq > upto:
+                if seq > upto or len(out) == limit:
                     break
                 out.append((seq, v))
             return out

@@ -39,7 +39,11 @@ from ._ckstore import CheckpointStore, SegmentInfo, epoch_cutoff
 from ._codec import unpack
 from ._store import LmdbStore, transition_record
 
-__all__ = ["TransitionLog", "decode_transitions", "encode_transitions"]
+__all__ = ["SEGMENT_RECORDS", "TransitionLog", "decode_transitions", "encode_transitions"]
+
+#: Most records in one segment (about 7 MB): a shipment of a long interval at a
+#: high rate becomes several segments, never one list of millions in memory.
+SEGMENT_RECORDS = 100_000
 
 
 def encode_transitions(records: list[tuple[int, bytes]]) -> bytes:
@@ -56,7 +60,8 @@ class TransitionLog:
 
     def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str, *,
                  retention: float, epoch: int = 0, fence: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, segment_records: int = SEGMENT_RECORDS) -> None:
+        self.segment_records = segment_records
         self.store = store
         self.ckstore = ckstore
         self.agent_id = agent_id
@@ -78,8 +83,7 @@ class TransitionLog:
         journal's shipped seq): it never holds a transition whose op it could lose.
         """
         with self._lock:
-            records = self.store.transitions_raw_since(self.shipped, upto)
-            if records:
+            while records := self.store.transitions_raw_since(self.shipped, upto, self.segment_records):
                 # Named by the newest record's own time: a retry writes the same name and bytes.
                 info = SegmentInfo(records[0][0], records[-1][0], unpack(records[-1][1])[0], self.epoch)
                 if self.fence is not None:

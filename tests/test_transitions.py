@@ -29,13 +29,13 @@ class Clock:
         return self.now
 
 
-def make(tmp_path, agent="a1", retention=1e9, clock=time.time):
+def make(tmp_path, agent="a1", retention=1e9, clock=time.time, segment_records=100_000):
     ck = tmp_path / "ck"
     ck.mkdir(exist_ok=True)
     ckstore = DirectoryStore(ck)
     store = LmdbStore(tmp_path / agent / "state", agent_id=agent, **KW)
     shipper = Shipper(store, ckstore, agent)
-    log = TransitionLog(store, ckstore, agent, retention=retention, clock=clock)
+    log = TransitionLog(store, ckstore, agent, retention=retention, clock=clock, segment_records=segment_records)
     cp = Checkpointer(store, ckstore, shipper, agent_id=agent, agent_class="x:Y", config_version="7",
                       keep=2, retention=0.0, transitions=log)
     return store, ckstore, log, cp
@@ -76,10 +76,13 @@ def test_local_transitions_are_trimmed_and_history_is_read_from_segments(tmp_pat
 
 
 def test_trimming_keeps_up_with_large_commits(tmp_path):
-    store, ckstore, log, cp = make(tmp_path)
+    store, ckstore, log, cp = make(tmp_path, segment_records=1000)
     rounds(store, cp, 6, 3000, per_commit=1000)  # 3 commits a round, each over the fixed budget of 256
     write(store, 2000, 20_000, per_commit=1000)
     assert store.count("transitions") == 2000, "only what the last shipment did not cover"
+    segs = ckstore.list_transitions("a1")
+    assert [(s.first, s.last) for s in segs[:4]] == [(1, 1000), (1001, 2000), (2001, 3000), (3001, 4000)]
+    assert len(segs) == 18, "a shipment larger than a segment's cap becomes several segments"
     assert [t["seq"] for t in log.read(0, 10**7)] == list(range(1, 20_001))
 
 
