@@ -68,15 +68,19 @@ def lmdb_usage(path: Path) -> dict[str, int]:
         env.close()
 
 
-def du(root: Path) -> int:
+def du(root: Path) -> tuple[int, dict[str, int]]:
+    """Bytes allocated under ``root``, and how many files of each kind (by suffix) it holds."""
     total = 0
+    kinds: dict[str, int] = {}
     for folder, _, files in os.walk(root):
         for name in files:
             try:
                 total += os.lstat(os.path.join(folder, name)).st_blocks * 512
             except FileNotFoundError:
-                pass  # trimmed while we walked
-    return total
+                continue  # trimmed while we walked
+            kind = os.path.splitext(name)[1] or "other"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return total, kinds
 
 
 def growth(values: list[float]) -> float | None:
@@ -108,15 +112,16 @@ def run(quick: bool = False) -> dict[str, Any]:
 
         def sample() -> None:
             while not stop.wait(SAMPLE_S):
+                store_bytes, store_files = du(store_dir)
                 row: dict[str, Any] = {"t": round(time.perf_counter() - t0, 1), "handled": handled[0],
-                                       "store_bytes": du(store_dir)}
+                                       "store_bytes": store_bytes, "store_files": store_files}
                 for role, folder in state_dirs.items():
                     row[role] = lmdb_usage(folder)
                 samples.append(row)
                 print(f"  soak {row['t']:7.1f}s {handled[0]:>9} msgs  receiver lmdb "
                       f"{row['receiver']['used_bytes'] >> 20} MiB (journal {row['receiver']['journal']}, "
                       f"transitions {row['receiver']['transitions']})  sender lmdb "
-                      f"{row['sender']['used_bytes'] >> 20} MiB  store {row['store_bytes'] >> 20} MiB",
+                      f"{row['sender']['used_bytes'] >> 20} MiB  store {row['store_bytes'] >> 20} MiB {store_files}",
                       file=sys.stderr, flush=True)
 
         sampler = threading.Thread(target=sample, daemon=True)
