@@ -17,8 +17,8 @@ Retention rule, for the journal in the store and locally: with checkpoints
 With one checkpoint nothing is trimmed: if it were corrupt, the full journal
 is the only way back.
 
-After each checkpoint, transition records up to the shipped seq go to the
-store as a transition segment and are trimmed locally (see ``_transitions``).
+After each checkpoint, transition records up to its seq go to the store as
+transition segments and are trimmed locally (see ``_transitions``).
 """
 
 from __future__ import annotations

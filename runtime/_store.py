@@ -26,8 +26,9 @@ Bounds (what keeps each table from growing with the message count):
   about one checkpoint interval of them is kept.
 * ``dedup``, ``dedup_keys``, ``dedup_time``: entries older than ``dedup_horizon``.
 * ``deadletters``: at most ``dead_letter_limit`` entries, the oldest go first.
-* ``outbox``: at most ``window`` unacknowledged messages per recipient (the
-  dispatcher's flow control); ``outseq``/``inseq``: one entry per peer.
+* ``outbox``: what was staged and not yet acknowledged (deleted on each
+  acknowledgement; by the recipients' lag, see ``_outbox``);
+  ``outseq``/``inseq``: one entry per peer.
 * ``meta``: a fixed set of keys; the restore history keeps ``restore_history`` reports.
 
 Each commit deletes up to ``max(256, 2 * ops in the commit)`` trimmable entries
@@ -205,8 +206,9 @@ class LmdbStore:
         """Local transition records after ``after_seq`` (only the part not yet trimmed)."""
         return self.transitions_window(after_seq, limit)[1]
 
-    def transitions_window(self, after_seq: int = 0, limit: int = 1000) -> tuple[int | None, list[dict[str, Any]]]:
-        """From one snapshot: the first local transition seq (None: none) and up to ``limit`` records after ``after_seq``."""
+    def transitions_window(self, after_seq: int = 0,
+                           limit: int = 1000) -> tuple[int | None, list[dict[str, Any]]]:
+        """From one snapshot: the first local seq (None: none) and up to ``limit`` records after ``after_seq``."""
         with self.env.begin(db=self._db["transitions"]) as txn:
             cur = txn.cursor()
             first = _U64.unpack(cur.key())[0] if cur.first() else None
