@@ -62,3 +62,18 @@ class Emitter(Agent):
         for n in range(msg.start, msg.start + msg.count):
             self.send(msg.to, Tick(n=n))
         return msg.count
+
+
+class SlotSink(Agent):
+    """Writes one state key per tick, in a ring of ``SLOTS`` keys: state stays flat, transitions do not."""
+
+    SLOTS = 65_536
+
+    @handler
+    def tick(self, msg: Tick) -> None:
+        self.state.put(f"slot/{msg.n % self.SLOTS:05d}", msg.n)
+        self.state.increment("count")
+
+    @handler
+    def count(self, msg: Count) -> int:
+        return self.state.get("count", 0)

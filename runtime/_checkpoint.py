@@ -16,6 +16,9 @@ Retention rule, for the journal in the store and locally: with checkpoints
 
 With one checkpoint nothing is trimmed: if it were corrupt, the full journal
 is the only way back.
+
+After each checkpoint, transition records up to its seq go to the store as
+transition segments and are trimmed locally (see ``_transitions``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from ._journal import Shipper
 from ._state import ReadOnlyState
 from ._store import LmdbStore
 from .exceptions import CheckpointCorrupt
+
+from ._transitions import TransitionLog
 
 __all__ = ["Checkpointer"]
 
@@ -55,8 +60,10 @@ class Checkpointer:
         summarize: Summarize | None = None,
         fence: Callable[[str], None] | None = None,
         epoch: int = 0,
+        transitions: TransitionLog | None = None,
     ) -> None:
         self.store = store
+        self.transitions = transitions
         self.fence = fence
         self.epoch = epoch
         self.ckstore = ckstore
@@ -112,6 +119,9 @@ class Checkpointer:
         self.last = manifest
         self.taken += 1
         self.trim()
+        if self.transitions is not None:  # after publication: its failure costs no checkpoint
+            # Up to what the store now holds (this checkpoint, the shipped journal).
+            self.transitions.ship(max(manifest.seq, self.shipper.shipped))
         return manifest
 
     def _describe(self, staging: Path) -> tuple[int, Any, str | None]:

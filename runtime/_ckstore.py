@@ -9,6 +9,7 @@ Layout of :class:`DirectoryStore`::
     <root>/<agent_id>/ckpt-<seq>.mdb          compacted LMDB copy (the body)
     <root>/<agent_id>/ckpt-<seq>.manifest     "sha256:<hex>\\n" + JSON manifest
     <root>/<agent_id>/journal/seg-<first>-<last>-<last_ms>-e<epoch>.jnl
+    <root>/<agent_id>/transitions/tseg-<first>-<last>-<last_ms>-e<epoch>.trn
     <root>/<agent_id>/staging/                 temporary files, same filesystem
     <root>/<agent_id>/epochs/<epoch>           one file per claimed fencing epoch (who, when)
     <root>/<agent_id>/epochs/<epoch>.base      the seq that epoch's host restored to
@@ -21,6 +22,21 @@ ignorable orphan body.
 Invariant: epoch files are created with ``O_CREAT | O_EXCL`` and never
 deleted, so each epoch is claimed by exactly one host and "epoch ``e`` is
 superseded" is the existence of file ``e + 1`` (one ``stat``).
+
+Invariant: transition segments are immutable and append-only: each is
+written once (temp file, fsync, hard link to its final name, which fails
+rather than replace an existing file, fsync of the directory) and never
+rewritten; only whole segments past ``transition_retention`` are deleted,
+oldest first.  Its name is a function of its content, so a retried write
+of the same segment finds it in place and leaves it alone.
+
+Bounds of what the store holds per agent: ``keep_checkpoints`` checkpoints;
+journal segments down to the trim horizon (see ``_checkpoint``); transition
+segments of the last ``transition_retention`` seconds; ``staging`` only while
+a checkpoint runs (``sweep`` clears leftovers).  Epoch files: two small files
+(about 100 bytes) per host start, never trimmed: deleting ``e + 1`` would let
+a surviving incarnation of epoch ``e`` pass as current.  They grow with
+restarts and failovers, not with messages.
 """
 
 from __future__ import annotations
@@ -54,11 +70,13 @@ __all__ = [
     "SegmentInfo",
     "atomic_write",
     "epoch_cutoff",
+    "write_once",
     "sha256_file",
     "store_error",
 ]
 
 _SEG = re.compile(r"^seg-(\d{20})-(\d{20})-(\d+)(?:-e(\d+))?\.jnl$")
+_TSEG = re.compile(r"^tseg-(\d{20})-(\d{20})-(\d+)-e(\d+)\.trn$")
 _CKPT = re.compile(r"^ckpt-(\d{20})\.manifest$")
 
 
@@ -165,6 +183,30 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def write_once(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; return whether it was created.
+
+    Temp file, fsync, hard link to the final name (``link`` never replaces an
+    existing file, unlike ``rename``), fsync of the directory: readers see no
+    file or the whole file, and a written file is never rewritten.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return True
+
+
 def seal(payload: bytes) -> bytes:
     """Prefix ``payload`` with its checksum line."""
     return b"sha256:" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
@@ -224,6 +266,22 @@ class CheckpointStore(abc.ABC):
     def sweep(self, agent_id: str) -> int:
         """Remove leftovers of interrupted checkpoints (call when no checkpoint runs); returns how many."""
         return 0
+
+    @abc.abstractmethod
+    def put_transitions(self, agent_id: str, info: SegmentInfo, payload: bytes) -> None:
+        """Durably store one transition segment, once: never replaces an existing one."""
+
+    @abc.abstractmethod
+    def list_transitions(self, agent_id: str) -> list[SegmentInfo]:
+        """The agent's transition segments, in order of ``first``."""
+
+    @abc.abstractmethod
+    def read_transitions(self, agent_id: str, info: SegmentInfo) -> bytes:
+        """The transition segment's payload; CheckpointCorrupt if it fails its checksum."""
+
+    @abc.abstractmethod
+    def delete_transitions(self, agent_id: str, info: SegmentInfo) -> None:
+        """Remove a whole transition segment (retention only: segments are never rewritten)."""
 
     @abc.abstractmethod
     def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
@@ -363,6 +421,45 @@ class DirectoryStore(CheckpointStore):
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
         self._segment_path(agent_id, info).unlink(missing_ok=True)
 
+    def _transitions_path(self, agent_id: str, info: SegmentInfo) -> Path:
+        return (self.root / agent_id / "transitions"
+                / f"tseg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}-e{info.epoch}.trn")
+
+    def put_transitions(self, agent_id: str, info: SegmentInfo, payload: bytes) -> None:
+        path = self._transitions_path(agent_id, info)
+        data = seal(payload)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not write_once(path, data):
+                # Written before (a retry after a failure past the link): the same
+                # name is the same content; anything else is a foreign file.
+                if path.read_bytes() != data:
+                    raise CheckpointCorrupt(f"transition segment {path} exists with other content", path=str(path))
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot ship transition segment {info.first}-{info.last} of {agent_id}: {exc}") from exc
+
+    def list_transitions(self, agent_id: str) -> list[SegmentInfo]:
+        base = self.root / agent_id / "transitions"
+        if not base.is_dir():
+            return []
+        out = [
+            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0, int(m.group(4)))
+            for p in base.iterdir()
+            if (m := _TSEG.match(p.name))
+        ]
+        return sorted(out, key=lambda s: (s.first, s.last))
+
+    def read_transitions(self, agent_id: str, info: SegmentInfo) -> bytes:
+        path = self._transitions_path(agent_id, info)
+        try:
+            return unseal(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise CheckpointCorrupt(f"transition segment {path} is unreadable: {exc}") from exc
+
+    def delete_transitions(self, agent_id: str, info: SegmentInfo) -> None:
+        self._transitions_path(agent_id, info).unlink(missing_ok=True)
+
     def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
         base = self._agent(agent_id) / "epochs"
         try:
@@ -413,6 +510,7 @@ class DirectoryStore(CheckpointStore):
         leftovers = [p for p in base.glob("ckpt-*.mdb") if p.stem not in manifests]
         staging = base / "staging"
         leftovers += list(staging.iterdir()) if staging.is_dir() else []
+        leftovers += list((base / "transitions").glob(".tseg-*"))  # temp files of interrupted writes
         for path in leftovers:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

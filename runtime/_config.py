@@ -40,6 +40,10 @@ class AgentConfig(BaseModel):
     ship_interval: float = Field(1.0, gt=0)
     #: Journal entries are kept this long past the newest checkpoint's time.
     journal_retention: float = Field(30.0, ge=0)
+    #: Seconds the checkpoint store keeps shipped state-transition segments
+    #: (``ref.transitions`` history; locally only about one checkpoint interval
+    #: of it is kept).  Default 30 days; whole segments are deleted, oldest first.
+    transition_retention: float = Field(30 * 86400.0, ge=0)
     #: How many checkpoints the store keeps per agent.
     keep_checkpoints: int = Field(3, ge=1)
     durability: Durability = Durability.ASYNC

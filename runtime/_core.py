@@ -75,6 +75,7 @@ from ._restore import restore
 from ._spec import SHIP_CODE_HINT, HostSpec, check_agent_id, check_writable_dir, local_data_dir
 from ._state import State
 from ._store import PUT, Op, dedup_time_key
+from ._transitions import TransitionLog
 from .exceptions import (
     AgentNotRunning,
     AgentStartError,
@@ -202,6 +203,9 @@ class AgentCore(Background, Operations):
         self._inseq: dict[str, tuple[int, int]] = {}  # cache of the ``inseq`` table: sender -> (epoch, seq)
         self.shipper = Shipper(self.store, self.ckstore, self.agent_id, fence=self.fence.check, epoch=self.epoch,
                               on_shipped=self.dispatcher.shipped)
+        self.transition_log = TransitionLog(self.store, self.ckstore, self.agent_id,
+                                            retention=cfg.transition_retention, epoch=self.epoch,
+                                            fence=self.fence.check)
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
@@ -209,6 +213,7 @@ class AgentCore(Background, Operations):
             summarize=self.agent.summary if type(self.agent).summary is not Agent.summary else None,
             fence=self.fence.check,
             epoch=self.epoch,
+            transitions=self.transition_log,
         )
         self._lock = threading.RLock()
         self._loop = LoopThread(f"garrison-loop-{self.agent_id}")
@@ -667,6 +672,8 @@ class AgentCore(Background, Operations):
             "seq": self.store.seq,
             "shipped_seq": self.shipper.shipped,
             "journal_entries": self.store.count("journal") if open_ else None,
+            "transition_entries": self.store.count("transitions") if open_ else None,
+            "transitions_shipped_seq": self.transition_log.shipped,
             "last_checkpoint_seq": last.seq if last else None,
             "last_checkpoint_time": last.time if last else None,
             "checkpoints_taken": self.checkpointer.taken,

@@ -24,6 +24,11 @@ Reasons (``DeadLetter.reason``):
 ``overflow``        a driver's ref held its bound of tells while this agent was
                     down; newer ones were not delivered (recorded here by the
                     ref once the agent is back)
+
+Bound: at most ``dead_letter_limit`` records (default 100,000); past it each
+commit deletes the oldest (see ``LmdbStore._housekeep``), so the table stays
+at the limit under any rate of failures.  Each record keeps the message's
+bytes (up to ``max_message_bytes``): lower the limit for large messages.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ class AgentHost:
     @ray.method(concurrency_group=CONTROL)
     @guarded
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._core().store.transitions(after_seq, limit)
+        return self._core().transition_log.read(after_seq, limit)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

@@ -26,6 +26,15 @@ and restarts of either side.  Each message carries the epoch that numbered
 it (stamped here, at staging): a sender restored from an older point numbers
 new messages from its restored seq under a newer epoch, and the receiver
 ranks them after everything the older epoch numbered (``_core._mark``).
+
+Bound: the ``outbox`` table holds what was staged and not yet acknowledged;
+each acknowledgement deletes up to the receiver's ``hwm`` (one range delete),
+and a recipient that fails ``max_attempts`` calls in a row has its pending
+messages moved to dead letters (bounded there, see ``_deadletters``).  So it
+is bounded by the recipients' lag, not by the messages sent: at most
+``window`` in flight per recipient, plus what handlers staged faster than the
+recipient takes it (a sender that outruns its receiver for good grows it; the
+``outbox_pending`` status shows it).  ``outseq`` holds one entry per recipient.
 """
 
 from __future__ import annotations

@@ -353,7 +353,11 @@ class AgentRef:
         return self._control("restore_history", timeout=timeout)
 
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """State-transition records (agent, seq, time, op, key) after ``after_seq``."""
+        """State-transition records (agent, seq, time, op, key) after ``after_seq``, in seq order.
+
+        The whole history within ``transition_retention``: recent records from the
+        agent's LMDB, older ones from the segments shipped to the checkpoint store.
+        """
         return self._control("transitions", after_seq, limit)
 
     def metrics(self) -> str:

@@ -20,6 +20,11 @@ fork the newer incarnation never saw: a replaced incarnation that kept going,
 or work lost with a node under ASYNC durability.  It is never restored on top
 of the newer history: such a local copy is set aside, such a checkpoint
 skipped, such records not replayed (``forks`` in the report says what).
+
+Bound: each host start appends one report to the ``restores`` history in
+``meta``; the host keeps the newest ``restore_history`` of them (default 20,
+see ``_core``).  A report's lists name at most the store's checkpoints and
+segments, which are bounded by retention.
 """
 
 from __future__ import annotations

@@ -14,7 +14,26 @@ One LMDB environment per agent, with named tables:
 ``control``      the runtime's own durable flags (a pulled kill switch)
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
+                 (its older part lives in segments in the checkpoint store, see ``_transitions``)
 ``meta``         identity, last sequence number, restore history (not journaled)
+
+Bounds (what keeps each table from growing with the message count):
+
+* ``journal``: entries up to ``trim_upto`` (set by the checkpointer: covered by
+  the previous checkpoint, shipped, older than ``journal_retention``) are deleted.
+* ``transitions``: entries up to ``transitions_trim_upto`` (set once they are in
+  shipped transition segments, see ``_transitions``) are deleted, so locally
+  about one checkpoint interval of them is kept.
+* ``dedup``, ``dedup_keys``, ``dedup_time``: entries older than ``dedup_horizon``.
+* ``deadletters``: at most ``dead_letter_limit`` entries, the oldest go first.
+* ``outbox``: what was staged and not yet acknowledged (deleted on each
+  acknowledgement; by the recipients' lag, see ``_outbox``);
+  ``outseq``/``inseq``: one entry per peer.
+* ``meta``: a fixed set of keys; the restore history keeps ``restore_history`` reports.
+
+Each commit deletes up to ``max(256, 2 * ops in the commit)`` trimmable entries
+per table, so trimming keeps up with any commit rate (old entries go a batch at
+a time, never in one long transaction).
 
 Invariants:
 
@@ -113,6 +132,9 @@ class LmdbStore:
         # checkpointer); the deletes ride along with later commits, a few at a time.
         self.trim_upto = 0
         self._trimmed_to = 0
+        # The same for transition records (set once they are in shipped segments).
+        self.transitions_trim_upto = 0
+        self._transitions_trimmed_to = 0
         self.dedup_horizon = 600.0
         self.dead_letter_limit = 100_000
         self._write_lock = threading.Lock()
@@ -181,18 +203,35 @@ class LmdbStore:
             return [(_U64.unpack(k)[0], v) for k, v in cur]
 
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Local transition records after ``after_seq`` (only the part not yet trimmed)."""
+        return self.transitions_window(after_seq, limit)[1]
+
+    def transitions_window(self, after_seq: int = 0,
+                           limit: int = 1000) -> tuple[int | None, list[dict[str, Any]]]:
+        """From one snapshot: the first local seq (None: none) and up to ``limit`` records after ``after_seq``."""
         with self.env.begin(db=self._db["transitions"]) as txn:
             cur = txn.cursor()
+            first = _U64.unpack(cur.key())[0] if cur.first() else None
             out: list[dict[str, Any]] = []
-            if cur.set_range(seq_key(after_seq + 1)):
+            if limit > 0 and cur.set_range(seq_key(after_seq + 1)):
                 for k, v in cur:
-                    ts, agent, table, kind, key = unpack(v)
-                    out.append(
-                        {"agent": agent, "seq": _U64.unpack(k)[0], "time": ts, "table": table,
-                         "op": "put" if kind == PUT else "delete", "key": key}
-                    )
+                    out.append(transition_record(_U64.unpack(k)[0], v))
                     if len(out) >= limit:
                         break
+            return first, out
+
+    def transitions_raw_since(self, after_seq: int, upto: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """``(seq, encoded record)`` of local transitions in ``(after_seq, upto]``, at most ``limit``, undecoded."""
+        with self.env.begin(db=self._db["transitions"]) as txn:
+            cur = txn.cursor()
+            out: list[tuple[int, bytes]] = []
+            if not cur.set_range(seq_key(after_seq + 1)):
+                return out
+            for k, v in cur:
+                seq = _U64.unpack(k)[0]
+                if seq > upto or len(out) == limit:
+                    break
+                out.append((seq, v))
             return out
 
     def read_txn(self) -> lmdb.Transaction:
@@ -220,7 +259,7 @@ class LmdbStore:
                     self._check_epoch(txn)
                 if records:
                     self._write(txn, records, append=True)
-                self._housekeep(txn, now)
+                self._housekeep(txn, now, max(256, 2 * len(records)))
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
         self.seq = seq
@@ -346,20 +385,12 @@ class LmdbStore:
                     k = cur.key()
 
     def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
-        """Trim a bounded number of old journal and dedup entries inside a commit."""
-        if self.trim_upto > self._trimmed_to:
-            cur = txn.cursor(db=self._db["journal"])
-            done = True
-            if cur.first():
-                for _ in range(budget):
-                    k = cur.key()
-                    if not k or _U64.unpack(k)[0] > self.trim_upto:
-                        break
-                    cur.delete()
-                else:
-                    done = False
-            if done:
-                self._trimmed_to = self.trim_upto
+        """Trim a bounded number of old journal, transition and dedup entries inside a commit."""
+        if self.trim_upto > self._trimmed_to and self._trim_seqs(txn, "journal", self.trim_upto, budget):
+            self._trimmed_to = self.trim_upto
+        if self.transitions_trim_upto > self._transitions_trimmed_to and self._trim_seqs(
+                txn, "transitions", self.transitions_trim_upto, budget):
+            self._transitions_trimmed_to = self.transitions_trim_upto
         horizon_ms = int((now - self.dedup_horizon) * 1000)
         cur = txn.cursor(db=self._db["dedup"])
         if cur.first():
@@ -384,8 +415,27 @@ class LmdbStore:
                     if not cur.delete():
                         break
 
+    def _trim_seqs(self, txn: lmdb.Transaction, table: str, upto: int, budget: int) -> bool:
+        """Delete up to ``budget`` entries of a seq-keyed table with seq <= ``upto``; True once none is left."""
+        cur = txn.cursor(db=self._db[table])
+        if not cur.first():
+            return True
+        for _ in range(budget):
+            k = cur.key()
+            if not k or _U64.unpack(k)[0] > upto:
+                return True
+            cur.delete()
+        return False
+
     def close(self) -> None:
         self.env.close()
+
+
+def transition_record(seq: int, raw: bytes) -> dict[str, Any]:
+    """A user-facing transition record from its stored encoding."""
+    ts, agent, table, kind, key = unpack(raw)
+    return {"agent": agent, "seq": seq, "time": ts, "table": table,
+            "op": "put" if kind == PUT else "delete", "key": key}
 
 
 def dedup_time_key(ts: float, key: bytes) -> bytes:
