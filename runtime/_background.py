@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._degraded import DegradedEpisode, DegradedState, RetryPolicy, retry_delay
+from ._degraded import DegradedEpisode, DegradedState, retry_backoff
 from ._lifecycle import AgentState
 from .exceptions import Fenced
 
@@ -46,7 +46,7 @@ class Background:
         self.background_error: str | None = None
         gauge = self.metrics.degraded.labels(self.agent_id)
         self.degraded = DegradedState(on_change=lambda on: gauge.set(1 if on else 0))
-        self._retry_policy = RetryPolicy.for_agent(self.config.ship_interval, self.config.checkpoint_interval)
+        self._retry_backoff = retry_backoff(self.config.ship_interval, self.config.checkpoint_interval)
         self._retry_rng = random.Random()
         #: While degraded: monotonic time the background work is tried again.
         self._retry_at = 0.0
@@ -114,7 +114,7 @@ class Background:
         episode = self.degraded.failed(exc, where)
         self.background_error = f"{type(exc).__name__}: {exc}"
         self.metrics.background_errors.labels(self.agent_id).inc()
-        delay = retry_delay(self._retry_policy, episode.attempts, self._retry_rng.random())
+        delay = self._retry_backoff.delay(episode.attempts - 1, self._retry_rng.random())
         self._retry_at = time.monotonic() + delay
         if episode.attempts == 1:
             log.error("agent %s: %s failed; degraded (%s), retrying in %.2fs", self.agent_id, where,

@@ -2,8 +2,9 @@
 
 Used by a ref's ask retries (``_ref``), a driver's search for a missing
 agent (``_holding``) and the outbox's redelivery to a peer (``_outbox``);
-the supervisors' restart delay (``supervisors._backoff``) computes through it
-too.  It is data plus one pure function: the caller passes the attempt number
+the supervisors' restart delay (``supervisors._backoff``) and a degraded
+agent's retries of its background work (``_degraded.retry_backoff``) compute
+through it too.  It is data plus one pure function: the caller passes the attempt number
 and (for jitter) a random number, so tests drive it without sleeping and
 without a random source.
 

@@ -12,8 +12,8 @@ needs checkpoints), so the local LMDB grows.  That is the *degraded* state:
   ``since`` is its wall time) and records what failed: a reason derived from
   the error (:func:`reason_of`), the error's type, errno and path, how many
   attempts failed and the last error.
-* While degraded, the work is retried after :func:`retry_delay`: exponential
-  in the attempts, with jitter, capped (``RetryPolicy``); not every
+* While degraded, the work is retried after :func:`retry_backoff`: exponential
+  in the attempts, with jitter, capped (the runtime's one ``Backoff``); not every
   ``ship_interval`` as when healthy.
 * It ends (``cleared_at``) when the background work succeeds again: a
   shipment and, if one was due, a checkpoint.  The last ended episode is kept
@@ -36,9 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ._backoff import Backoff
 from .exceptions import CheckpointError
 
-__all__ = ["DegradedEpisode", "DegradedState", "RetryPolicy", "reason_of", "retry_delay"]
+__all__ = ["DegradedEpisode", "DegradedState", "reason_of", "retry_backoff"]
 
 #: Reasons by errno (the rest of the store's errors are ``store_error``).
 _REASONS = {
@@ -59,33 +60,14 @@ def reason_of(exc: BaseException) -> str:
     return "background_error"
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When a failing background work is tried again.
+def retry_backoff(ship_interval: float, checkpoint_interval: float) -> Backoff:
+    """When failing background work is tried again: the runtime's one retry policy (``_backoff``).
 
-    The n-th retry (``attempts`` = n failures so far) waits
-    ``min(cap, base * 2 ** (n - 1))``, scaled by a random factor in
-    ``[1 - jitter, 1]`` so that agents sharing a store do not retry in step.
+    Retry ``n`` (counting from 0) waits ``min(checkpoint_interval, ship_interval * 2 ** n)``,
+    up to half of it taken off at random so agents sharing a store do not retry in step:
+    it starts at the shipping cadence and never waits longer than a checkpoint interval.
     """
-
-    #: Seconds before the first retry (the agent's ``ship_interval``).
-    base: float
-    #: Longest wait between two retries, in seconds.
-    cap: float
-    #: Fraction of the wait that is random (0: none; 1: anywhere in ``[0, wait]``).
-    jitter: float = 0.5
-
-    @classmethod
-    def for_agent(cls, ship_interval: float, checkpoint_interval: float) -> RetryPolicy:
-        """Start at the shipping cadence; never wait longer than a checkpoint interval."""
-        return cls(base=ship_interval, cap=max(ship_interval, checkpoint_interval))
-
-
-def retry_delay(policy: RetryPolicy, attempts: int, rand: float) -> float:
-    """Seconds to wait after ``attempts`` failures in a row (``attempts >= 1``); ``rand`` in ``[0, 1)``."""
-    exponent = min(max(attempts, 1) - 1, 62)  # 2**62 is far past any cap
-    wait = min(policy.cap, policy.base * 2.0**exponent)
-    return wait * (1.0 - policy.jitter * (1.0 - rand))
+    return Backoff(initial=ship_interval, factor=2.0, cap=max(ship_interval, checkpoint_interval), jitter=0.5)
 
 
 class DegradedEpisode(BaseModel):

@@ -9,7 +9,7 @@ import pytest
 
 from runtime import CheckpointError
 from runtime._ckstore import store_error
-from runtime._degraded import DegradedState, RetryPolicy, reason_of, retry_delay
+from runtime._degraded import DegradedState, reason_of, retry_backoff
 
 
 class Clock:
@@ -24,30 +24,21 @@ def _full(path: str = "/ck/a/staging/x") -> CheckpointError:
     return store_error("snapshot failed", OSError(errno.ENOSPC, "No space left on device", path))
 
 
-# -- retry_delay ------------------------------------------------------------------------------
+# -- retry_backoff -----------------------------------------------------------------------------
 
 
-def test_the_delay_doubles_with_each_failure_up_to_the_cap():
-    policy = RetryPolicy(base=1.0, cap=30.0, jitter=0.0)
-    assert [retry_delay(policy, n, 0.5) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+def test_the_retry_wait_doubles_from_the_ship_interval_up_to_the_checkpoint_interval():
+    backoff = retry_backoff(ship_interval=1.0, checkpoint_interval=30.0)
+    assert [backoff.delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff.delay(10_000) == 30.0
+    assert retry_backoff(ship_interval=5.0, checkpoint_interval=5.0).cap == 5.0
 
 
-def test_jitter_scales_the_wait_between_one_minus_jitter_and_one():
-    policy = RetryPolicy(base=2.0, cap=100.0, jitter=0.5)
-    assert retry_delay(policy, 3, 0.0) == pytest.approx(4.0)  # 8 * (1 - 0.5)
-    assert retry_delay(policy, 3, 0.999999) == pytest.approx(8.0, rel=1e-5)
-    assert retry_delay(policy, 3, 0.5) == pytest.approx(6.0)
-
-
-def test_a_huge_attempt_count_stays_at_the_cap_without_overflow():
-    policy = RetryPolicy(base=1.0, cap=60.0, jitter=0.0)
-    assert retry_delay(policy, 10_000, 0.3) == 60.0
-
-
-def test_the_agent_policy_starts_at_the_ship_interval_and_caps_at_the_checkpoint_interval():
-    policy = RetryPolicy.for_agent(ship_interval=1.0, checkpoint_interval=30.0)
-    assert (policy.base, policy.cap) == (1.0, 30.0)
-    assert RetryPolicy.for_agent(ship_interval=5.0, checkpoint_interval=5.0).cap == 5.0
+def test_up_to_half_of_the_retry_wait_is_random():
+    backoff = retry_backoff(ship_interval=2.0, checkpoint_interval=100.0)
+    assert backoff.delay(2, 0.0) == pytest.approx(8.0)
+    assert backoff.delay(2, 0.999999) == pytest.approx(4.0, rel=1e-5)
+    assert backoff.delay(2, 0.5) == pytest.approx(6.0)
 
 
 # -- reasons --------------------------------------------------------------------------------

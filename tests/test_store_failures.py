@@ -26,7 +26,7 @@ import ray
 from protocols import encode_envelope, make_envelope
 from runtime import AgentAlreadyRunning, AgentConfig, AgentNotRunning, CheckpointError, System, host_of
 from runtime._core import AgentCore
-from runtime._degraded import RetryPolicy, retry_delay
+from runtime._degraded import retry_backoff
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
 from supervisors import (
@@ -139,8 +139,8 @@ def _spawn(system: System, agent_id: str, config: AgentConfig):
 
 def _check_backoff(episode: dict, config: AgentConfig) -> None:
     """n failed attempts took at least the shortest backoff allows (retrying every ship_interval would not)."""
-    policy = RetryPolicy.for_agent(config.ship_interval, config.checkpoint_interval)
-    shortest = sum(retry_delay(policy, k, 0.0) for k in range(1, episode["attempts"]))
+    backoff = retry_backoff(config.ship_interval, config.checkpoint_interval)
+    shortest = sum(backoff.delay(k) * (1 - backoff.jitter) for k in range(episode["attempts"] - 1))
     assert episode["last_attempt"] - episode["since"] >= shortest * 0.99, episode
 
 
