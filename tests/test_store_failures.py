@@ -370,3 +370,42 @@ def test_a_checkpoint_whose_manifest_does_not_fit_leaves_no_body_behind(small_fs
     agent_dir = small_fs.root / "a"
     assert list(agent_dir.glob("ckpt-*")) == [] and list((agent_dir / "staging").iterdir()) == []
     assert store.list_checkpoints("a") == []
+
+
+@pytest.mark.ray
+def test_a_restart_policy_restarts_a_degraded_child_and_the_restarts_count_toward_the_intensity(
+        data_dir, small_fs, refs):
+    ck = small_fs.root / "ck"
+    ck.mkdir()
+    wid = uid("w")
+    probe = ProbePolicy(interval=0.1, timeout=2.0, on_degraded=DegradedAction.RESTART)
+    spec = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(intensity=1, period=60, backoff=FAST),
+                          children=[ChildSpec(id=wid, agent=Counter, config=QUICK, probe=probe)])
+    sup = start_supervisor(spec, data_dir=data_dir, checkpoint_dir=ck)
+    refs.append(sup)
+    agent = System(data_dir, checkpoint_dir=ck).lookup(wid)
+    for i in range(3):
+        assert agent.ask(Append(item=i), timeout=20) == i + 1
+    assert agent.ask(Fill(start=0, count=20, size=100_000), timeout=20) == 20  # a 2 MB checkpoint body
+    wait_for(lambda: (s := agent.status())["last_checkpoint_seq"] == s["seq"], timeout=30)
+
+    # Room for the journal and a new incarnation's epoch files, not for a checkpoint: every
+    # incarnation degrades (its first checkpoint fails), so restarting does not help.
+    small_fs.fill()
+    small_fs.make_room(256 << 10)
+    assert agent.ask(Append(item=3), timeout=20) == 4
+    sup.wait_until(lambda s: s.status()["state"] == "quarantined", timeout=90)
+    events = sup.events()
+    exits = [e["details"]["reason"] for e in events if e["kind"] == "exited" and e["child"] == wid]
+    assert exits == ["degraded", "degraded"]
+    assert len([e for e in events if e["kind"] == "restarted" and e["child"] == wid]) == 1
+    assert "more than 1 restart(s) in 60" in sup.status()["escalation"]
+    assert "(degraded:" in sup.status()["escalation"]
+
+    # Nothing acknowledged was lost: the next incarnation has all of it.
+    small_fs.free()
+    system = System(data_dir, checkpoint_dir=ck)
+    try:
+        assert system.spawn(Counter, wid, config=QUICK, detached=False).ask(GetItems(), timeout=30) == [0, 1, 2, 3]
+    finally:
+        system.stop(wid)
