@@ -420,11 +420,13 @@ class LmdbStore:
         cur = txn.cursor(db=self._db[table])
         if not cur.first():
             return True
+        end = _U64.pack(upto)  # big-endian keys: byte order is seq order
+        key, delete = cur.key, cur.delete
         for _ in range(budget):
-            k = cur.key()
-            if not k or _U64.unpack(k)[0] > upto:
+            k = key()
+            if not k or k > end:
                 return True
-            cur.delete()
+            delete()
         return False
 
     def close(self) -> None:
