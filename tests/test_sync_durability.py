@@ -51,6 +51,30 @@ def _until(pred, timeout=10.0):
         time.sleep(0.02)
 
 
+class _Rounds:
+    """Counts the dispatcher's offer rounds (each looks at everything ready to send)."""
+
+    def __init__(self, monkeypatch, dispatcher) -> None:
+        self.dispatcher, self.n = dispatcher, 0
+        real = dispatcher._offer_all
+
+        def counted() -> None:
+            real()
+            self.n += 1
+
+        monkeypatch.setattr(dispatcher, "_offer_all", counted)
+
+    def wait(self, more: int = 2) -> None:
+        """Until ``more`` further rounds have run (woken each time, not left to its idle wait)."""
+        target = self.n + more
+
+        def woken() -> bool:
+            self.dispatcher._wake.set()
+            return self.n >= target
+
+        _until(woken)
+
+
 def _core(tmp_path, agent_id, cls, config=SYNC, *, init=None, resolve=None):
     """An agent core with its own data directory and the shared checkpoint directory ``ck``."""
     for d in (agent_id, "ck"):
@@ -87,6 +111,7 @@ def _ask(core, msg, env=None):
 
 def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatch):
     tx, rx, handle = pair
+    rounds = _Rounds(monkeypatch, tx.dispatcher)
     assert _ask(tx, Append(item=0)) == (True, 1)
     _until(lambda: _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0}))
 
@@ -99,7 +124,7 @@ def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatc
     assert isinstance(err, NotDurable), err
     assert "asking again with the same message id is safe" in err.message
     calls = handle.calls
-    time.sleep(0.3)  # the dispatcher had every chance to send it
+    rounds.wait()  # the dispatcher had every chance to send it: two full rounds since
     assert handle.calls == calls and tx.dispatcher.pending() == {"rx": 1}
     assert _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0})
     # Asked again while still unreachable: not handled twice, still not acknowledged.
