@@ -386,7 +386,11 @@ class DirectoryStore(CheckpointStore):
         base = self.root / agent_id
         # Manifest first: once it is gone the checkpoint no longer exists.
         for suffix in (".manifest", ".mdb"):
-            (base / f"ckpt-{seq:020d}{suffix}").unlink(missing_ok=True)
+            path = base / f"ckpt-{seq:020d}{suffix}"
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise store_error(f"cannot delete checkpoint {seq} of {agent_id}", exc, path) from exc
 
     def _segment_path(self, agent_id: str, info: SegmentInfo) -> Path:
         name = f"seg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}"
@@ -419,7 +423,12 @@ class DirectoryStore(CheckpointStore):
             raise CheckpointCorrupt(f"journal segment {path} is unreadable: {exc}") from exc
 
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
-        self._segment_path(agent_id, info).unlink(missing_ok=True)
+        path = self._segment_path(agent_id, info)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise store_error(f"cannot delete journal segment {info.first}-{info.last} of {agent_id}",
+                              exc, path) from exc
 
     def _transitions_path(self, agent_id: str, info: SegmentInfo) -> Path:
         return (self.root / agent_id / "transitions"
@@ -436,8 +445,8 @@ class DirectoryStore(CheckpointStore):
                 if path.read_bytes() != data:
                     raise CheckpointCorrupt(f"transition segment {path} exists with other content", path=str(path))
         except OSError as exc:
-            raise CheckpointError(
-                f"cannot ship transition segment {info.first}-{info.last} of {agent_id}: {exc}") from exc
+            raise store_error(f"cannot ship transition segment {info.first}-{info.last} of {agent_id}",
+                              exc, path) from exc
 
     def list_transitions(self, agent_id: str) -> list[SegmentInfo]:
         base = self.root / agent_id / "transitions"
@@ -458,7 +467,12 @@ class DirectoryStore(CheckpointStore):
             raise CheckpointCorrupt(f"transition segment {path} is unreadable: {exc}") from exc
 
     def delete_transitions(self, agent_id: str, info: SegmentInfo) -> None:
-        self._transitions_path(agent_id, info).unlink(missing_ok=True)
+        path = self._transitions_path(agent_id, info)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise store_error(f"cannot delete transition segment {info.first}-{info.last} of {agent_id}",
+                              exc, path) from exc
 
     def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
         base = self._agent(agent_id) / "epochs"
