@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -95,13 +96,14 @@ class System:
         if not ray.is_initialized():
             kwargs = {"namespace": namespace, "include_dashboard": False, "log_to_driver": False}
             kwargs.update(ray_init or {})
+            if address is not None:
+                _use_cluster_token()
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:  # Ray's ways of saying "no cluster"
                 raise ClusterUnavailable(
                     f"cannot {'start' if address is None else f'join the Ray cluster at {address!r}'}: {exc}"
-                    + ("" if address is None else " (start one with `ray start --head`, or leave address=None "
-                       "for an embedded local Ray)"), address=address) from exc
+                    + ("" if address is None else _join_hint(exc)), address=address) from exc
             self._owns_ray = True
         self._spawned: dict[str, AgentRef] = {}
 
@@ -270,3 +272,32 @@ class System:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+
+
+def _use_cluster_token() -> None:
+    """Present the cluster's auth token when joining one.
+
+    ``ray start --head`` turns Ray's token authentication on when a token
+    exists (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``),
+    but a driver given the address explicitly (``RAY_ADDRESS``) does not pick
+    the token up early enough and is refused.  Ray's own helper does what a
+    driver found by ``address="auto"`` gets; an explicit ``RAY_AUTH_MODE`` is
+    respected.  It is private API: if a Ray version lacks it, nothing changes.
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._private.authentication import authentication_token_setup
+
+        authentication_token_setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _join_hint(exc: BaseException) -> str:
+    """What to do about a failed join, from the cause Ray chained (by type)."""
+    auth_error = getattr(ray.exceptions, "AuthenticationError", None)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if auth_error is not None and isinstance(cause, auth_error):
+            return (" (the cluster refused this driver's authentication token: it uses Ray's token "
+                    "authentication; give this driver the cluster's token in ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN, and set RAY_AUTH_MODE=token)")
+        cause = cause.__cause__ or cause.__context__
+    return " (start one with `ray start --head`, or leave address=None for an embedded local Ray)"
