@@ -12,7 +12,7 @@ class AgentState(enum.Enum):
 
         STARTING -> RESTORING -> RUNNING -> DRAINING -> STOPPED
                          |           |
-                         v           +--> QUARANTINED / HALTED  (supervisors)
+                         v           +--> QUARANTINED / HALTED  (supervisors, operators) -> RUNNING (release / unhalt)
                        FAILED        +--> FENCED  (a later incarnation exists; final)
     """
 
@@ -26,9 +26,11 @@ class AgentState(enum.Enum):
     DRAINING = "draining"
     #: Final checkpoint written, files closed; handles nothing.
     STOPPED = "stopped"
-    #: Routing stopped by a supervisor; state, mailbox and checkpoint kept for investigation.
+    #: Routing stopped by a supervisor or an operator; state, mailbox and checkpoint kept for
+    #: investigation.  Recorded in the agent's state: a restart comes back QUARANTINED until ``release``.
     QUARANTINED = "quarantined"
-    #: A kill switch was pulled: no handler runs, no outgoing action leaves.
+    #: A kill switch was pulled: no handler runs, no outgoing action leaves.  Recorded in the
+    #: agent's state: a restart comes back HALTED until ``unhalt`` (then QUARANTINED if it was).
     HALTED = "halted"
     #: A later incarnation claimed a newer epoch: nothing is handled, written or sent, ever again.
     FENCED = "fenced"

@@ -59,7 +59,10 @@ class Operations:
                 async with self._restart_lock:
                     await self._start_child(c)
             if c.running and c.state is ChildState.QUARANTINED:
-                await c.handle.release.remote(who, why)
+                if c.spec.is_supervisor:  # a nested supervisor's release(child, who, why): all of it
+                    await c.handle.release.remote(None, who, why)
+                else:
+                    await c.handle.release.remote(who, why)
                 c.state = ChildState.RUNNING
                 self._start_prober(c, c.generation)
             self._emit("released", child, who=who, why=why)

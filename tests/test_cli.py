@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_kill_switch_from_the_cli(system, agent_id, ray_session):
 
 # -- the console script -------------------------------------------------------------------
 
-GARRISON = str(Path(sys.executable).parent / "garrison")  # installed next to this interpreter
+# The console script pip installed: next to this interpreter (a venv), else on PATH.
+_BESIDE = Path(sys.executable).parent / "garrison"
+GARRISON = str(_BESIDE) if _BESIDE.exists() else (shutil.which("garrison") or "garrison")
 
 
 def console(*args: str, address: str | None = None) -> subprocess.CompletedProcess:

@@ -117,6 +117,21 @@ def test_the_operator_log_keeps_the_newest_records(tmp_path, monkeypatch):
     core.stop()
 
 
+def test_switches_need_who_why_and_a_target():
+    from supervisors import SpecError, quarantine, release, unhalt
+
+    with pytest.raises(SpecError, match="who does it and why"):
+        quarantine("dave", "", agent="x")
+    with pytest.raises(SpecError, match="agent to quarantine"):
+        quarantine("dave", "odd", agent="")
+    with pytest.raises(SpecError, match="what to release"):
+        release("dave", "ok")
+    with pytest.raises(SpecError, match="exactly one target"):
+        unhalt("dave", "ok", agent="x", everything=True)
+    with pytest.raises(SpecError, match="who does it and why"):
+        unhalt("", "ok", everything=True)
+
+
 @pytest.mark.ray
 def test_a_quarantined_agent_sigkilled_and_restarted_by_ray_comes_back_quarantined(system, agent_id):
     ref = system.spawn(Counter, agent_id)
@@ -145,7 +160,15 @@ def test_a_quarantined_agent_sigkilled_and_restarted_by_ray_comes_back_quarantin
 @pytest.mark.ray
 def test_a_quarantined_child_that_died_comes_back_quarantined_and_its_release_lifts_the_record(data_dir, refs):
     from runtime import System
-    from supervisors import ChildSpec, SupervisorFlags, SupervisorSpec, start_supervisor
+    from supervisors import (
+        ChildSpec,
+        JsonlNotifier,
+        SupervisorFlags,
+        SupervisorSpec,
+        quarantine,
+        release,
+        start_supervisor,
+    )
     from tests.sup_agents import FAST, Bump, Read, Worker, uid
 
     wid = uid("w")
@@ -155,16 +178,20 @@ def test_a_quarantined_child_that_died_comes_back_quarantined_and_its_release_li
     refs.append(sup)
     agent = System(data_dir).lookup(wid)
     agent.ask(Bump(n=5), timeout=20)
-    sup.quarantine(wid, who="dave", why="odd replies")
+    log = JsonlNotifier(data_dir / "events.jsonl")
+    assert quarantine("dave", "odd replies", agent=wid, supervisor=spec.id, notifiers=[log])["state"] == "quarantined"
     os.kill(sup.child(wid)["pid"], signal.SIGKILL)
     sup.wait_until(lambda s: s.child(wid)["last_exit"] == "crash")
     assert sup.child(wid)["state"] == "quarantined" and sup.child(wid)["pid"] is None
 
-    released = sup.release(wid, who="erin", why="replies checked")  # starts it: it restores its quarantine...
+    # The release starts it again: it restores its quarantine, which the release then lifts.
+    released = release("erin", "replies checked", agent=wid, supervisor=spec.id, notifiers=[log])
     assert released["state"] == "running"
-    assert agent.ask(Read(), timeout=20) == 5  # ... which the release then lifted
+    assert agent.ask(Read(), timeout=20) == 5
     assert [(r["action"], r["who"]) for r in agent.operator_log()] == [("quarantine", "dave"), ("release", "erin")]
     assert [(e["who"], e["why"]) for e in sup.events() if e["kind"] == "released"] == [("erin", "replies checked")]
+    assert [(e["kind"], e["child"], e["who"]) for e in log.read()] == [
+        ("quarantined", f"{spec.id}/{wid}", "dave"), ("released", f"{spec.id}/{wid}", "erin")]
 
 
 @pytest.mark.ray
