@@ -11,7 +11,7 @@ One LMDB environment per agent, with named tables:
 ``outseq``       last sequence number used per recipient
 ``inseq``        where each sender stands (effectively-once): last seq applied, its time, the epoch that numbered it
 ``deadletters``  messages that could not be delivered or handled, by time-ordered id
-``control``      the runtime's own durable flags (a pulled kill switch)
+``control``      the runtime's own durable flags and records: a pulled kill switch, a quarantine, the operator log
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
                  (its older part lives in segments in the checkpoint store, see ``_transitions``)
