@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,7 @@ def test_status_dead_letters_and_replay_from_the_cli(system, agent_id, ray_sessi
     address = ray_session.get_runtime_context().gcs_address
     ref = system.spawn(Counter, agent_id)
     ref.tell(Add(n=7), timeout=-1)  # expires before it is handled: a dead letter
-    for _ in range(100):
-        if ref.dead_letters():
-            break
-        time.sleep(0.05)
+    wait_for(ref.dead_letters, timeout=30)
     out = garrison("status", agent_id, address=address)
     assert out.returncode == 0, out.stderr[-1500:]
     assert json.loads(out.stdout)["state"] == "running"

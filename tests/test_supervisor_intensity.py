@@ -19,6 +19,7 @@ from supervisors import (
     start_supervisor,
 )
 from tests.sup_agents import FAST, Bump, FlakyStart, Read, Worker, uid
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -52,11 +53,8 @@ def test_intensity_exceeded_at_the_root_stops_children_quarantines_and_alerts(da
     assert "more than 1 restart(s) in 60" in status["escalation"]
     names = {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
     assert not {a, b} & names  # children stopped ...
-    deadline = time.monotonic() + 10
-    while not [e for e in log.read() if e["kind"] == "quarantined"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alert = [e for e in log.read() if e["kind"] == "quarantined"]
-    assert alert and alert[0]["supervisor"] == spec.id and alert[0]["alert"]
+    alert = wait_for(lambda: [e for e in log.read() if e["kind"] == "quarantined"], timeout=30, describe=log.read)
+    assert alert[0]["supervisor"] == spec.id and alert[0]["alert"]
 
     # ... with their state kept: release restarts them from it.
     sup.release(who="oncall")
