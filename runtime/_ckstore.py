@@ -159,6 +159,34 @@ def store_error(what: str, exc: BaseException, path: str | os.PathLike[str] | No
     return CheckpointError(f"{what}: {exc}", **{k: v for k, v in details.items() if v is not None})
 
 
+def _list_segments(base: Path, pattern: re.Pattern[str]) -> list[SegmentInfo]:
+    """The segments named in ``base`` (journal or transitions), in order of ``first``."""
+    if not base.is_dir():
+        return []
+    out = [
+        SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0, int(m.group(4) or 0))
+        for p in base.iterdir()
+        if (m := pattern.match(p.name))
+    ]
+    return sorted(out, key=lambda s: (s.first, s.last))
+
+
+def _read_sealed(path: Path, what: str) -> bytes:
+    """A sealed file's payload; CheckpointCorrupt if it is unreadable or fails its checksum."""
+    try:
+        return unseal(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise CheckpointCorrupt(f"{what} {path} is unreadable: {exc}") from exc
+
+
+def _unlink(path: Path, what: str) -> None:
+    """Delete ``path`` if it exists; a filesystem error is a CheckpointError with errno and path."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise store_error(f"cannot delete {what}", exc, path) from exc
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -386,11 +414,7 @@ class DirectoryStore(CheckpointStore):
         base = self.root / agent_id
         # Manifest first: once it is gone the checkpoint no longer exists.
         for suffix in (".manifest", ".mdb"):
-            path = base / f"ckpt-{seq:020d}{suffix}"
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise store_error(f"cannot delete checkpoint {seq} of {agent_id}", exc, path) from exc
+            _unlink(base / f"ckpt-{seq:020d}{suffix}", f"checkpoint {seq} of {agent_id}")
 
     def _segment_path(self, agent_id: str, info: SegmentInfo) -> Path:
         name = f"seg-{info.first:020d}-{info.last:020d}-{int(info.last_time * 1000)}"
@@ -405,30 +429,13 @@ class DirectoryStore(CheckpointStore):
                               self.root / agent_id / "journal") from exc
 
     def list_segments(self, agent_id: str) -> list[SegmentInfo]:
-        base = self.root / agent_id / "journal"
-        if not base.is_dir():
-            return []
-        out = [
-            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0, int(m.group(4) or 0))
-            for p in base.iterdir()
-            if (m := _SEG.match(p.name))
-        ]
-        return sorted(out, key=lambda s: (s.first, s.last))
+        return _list_segments(self.root / agent_id / "journal", _SEG)
 
     def read_segment(self, agent_id: str, info: SegmentInfo) -> bytes:
-        path = self._segment_path(agent_id, info)
-        try:
-            return unseal(path.read_bytes(), str(path))
-        except OSError as exc:
-            raise CheckpointCorrupt(f"journal segment {path} is unreadable: {exc}") from exc
+        return _read_sealed(self._segment_path(agent_id, info), "journal segment")
 
     def delete_segment(self, agent_id: str, info: SegmentInfo) -> None:
-        path = self._segment_path(agent_id, info)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise store_error(f"cannot delete journal segment {info.first}-{info.last} of {agent_id}",
-                              exc, path) from exc
+        _unlink(self._segment_path(agent_id, info), f"journal segment {info.first}-{info.last} of {agent_id}")
 
     def _transitions_path(self, agent_id: str, info: SegmentInfo) -> Path:
         return (self.root / agent_id / "transitions"
@@ -449,30 +456,13 @@ class DirectoryStore(CheckpointStore):
                               exc, path) from exc
 
     def list_transitions(self, agent_id: str) -> list[SegmentInfo]:
-        base = self.root / agent_id / "transitions"
-        if not base.is_dir():
-            return []
-        out = [
-            SegmentInfo(int(m.group(1)), int(m.group(2)), int(m.group(3)) / 1000.0, int(m.group(4)))
-            for p in base.iterdir()
-            if (m := _TSEG.match(p.name))
-        ]
-        return sorted(out, key=lambda s: (s.first, s.last))
+        return _list_segments(self.root / agent_id / "transitions", _TSEG)
 
     def read_transitions(self, agent_id: str, info: SegmentInfo) -> bytes:
-        path = self._transitions_path(agent_id, info)
-        try:
-            return unseal(path.read_bytes(), str(path))
-        except OSError as exc:
-            raise CheckpointCorrupt(f"transition segment {path} is unreadable: {exc}") from exc
+        return _read_sealed(self._transitions_path(agent_id, info), "transition segment")
 
     def delete_transitions(self, agent_id: str, info: SegmentInfo) -> None:
-        path = self._transitions_path(agent_id, info)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise store_error(f"cannot delete transition segment {info.first}-{info.last} of {agent_id}",
-                              exc, path) from exc
+        _unlink(self._transitions_path(agent_id, info), f"transition segment {info.first}-{info.last} of {agent_id}")
 
     def claim_epoch(self, agent_id: str, claimant: dict[str, Any]) -> int:
         base = self._agent(agent_id) / "epochs"

@@ -65,21 +65,7 @@ def halt(
     ``supervisor``), ``supervisor``, or ``everything``.
     """
     _check(who, why, "a kill switch")
-    _one_target(agent, supervisor, everything)
-    if supervisor is not None:
-        result = SupervisorRef.lookup(supervisor, namespace=namespace).halt(who, why, child=agent, timeout=timeout)
-        target = f"{supervisor}/{agent}" if agent else supervisor
-        results = {target: result}
-    elif agent is not None:
-        results = _call_actors([agent], "halt", (who, why), namespace, timeout)
-        target = agent
-    else:
-        names = live_ids(namespace=namespace)
-        results = _call_actors(names, "halt", (who, why), namespace, timeout)
-        target = f"namespace {namespace}"
-    notify_all(tuple(notifiers), Event("halted", "kill-switch", target, who, why,
-                                       details={"targets": sorted(results)}))
-    return results
+    return _switch("halt", "halted", who, why, agent, supervisor, everything, namespace, notifiers, timeout)
 
 
 def unhalt(
@@ -100,21 +86,26 @@ def unhalt(
     the agent's operator log.
     """
     _check(who, why, "lifting a kill switch")
+    # Agents and supervisors both have ``unhalt(who, why)``; with ``everything``, a
+    # supervisor that is not halted says so in its entry, and its children are lifted anyway.
+    return _switch("unhalt", "unhalted", who, why, agent, supervisor, everything, namespace, notifiers, timeout)
+
+
+def _switch(method: str, kind: str, who: str, why: str, agent: str | None, supervisor: str | None,
+            everything: bool, namespace: str, notifiers: Notifiers, timeout: float) -> dict[str, Any]:
+    """Call ``method(who, why)`` on the one target of a kill switch's action, then notify ``kind``."""
     _one_target(agent, supervisor, everything)
     if supervisor is not None:
-        result = SupervisorRef.lookup(supervisor, namespace=namespace).unhalt(who, why, child=agent, timeout=timeout)
+        call = getattr(SupervisorRef.lookup(supervisor, namespace=namespace), method)
         target = f"{supervisor}/{agent}" if agent else supervisor
-        results = {target: result}
+        results = {target: call(who, why, child=agent, timeout=timeout)}
     elif agent is not None:
-        results = _call_actors([agent], "unhalt", (who, why), namespace, timeout)
+        results = _call_actors([agent], method, (who, why), namespace, timeout)
         target = agent
     else:
-        # Agents and supervisors both have ``unhalt(who, why)``; a supervisor that
-        # is not halted says so in its entry, and its children are lifted anyway.
-        results = _call_actors(live_ids(namespace=namespace), "unhalt", (who, why), namespace, timeout)
+        results = _call_actors(live_ids(namespace=namespace), method, (who, why), namespace, timeout)
         target = f"namespace {namespace}"
-    notify_all(tuple(notifiers), Event("unhalted", "kill-switch", target, who, why,
-                                       details={"targets": sorted(results)}))
+    notify_all(tuple(notifiers), Event(kind, "kill-switch", target, who, why, details={"targets": sorted(results)}))
     return results
 
 
