@@ -42,6 +42,15 @@ def _who_why(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--who", required=True, help="Who does it (recorded and notified).")(fn)
 
 
+def _switch_targets(supervisor_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The kill switch's targets: --agent, --supervisor, --all (checked by :func:`_one_target`)."""
+    def options(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--all", "everything", is_flag=True, help="Every agent and supervisor in the namespace.")(fn)
+        fn = click.option("--supervisor", help=supervisor_help)(fn)
+        return click.option("--agent", help="One agent (with --supervisor: through that supervisor).")(fn)
+    return options
+
+
 def _connect(address: str) -> None:
     """Connect to the cluster; called once the arguments were checked, so a bad call touches no cluster."""
     from runtime import System
@@ -56,9 +65,7 @@ def _one_target(agent: str | None, supervisor: str | None, everything: bool) -> 
 
 
 @garrison.command()
-@click.option("--agent", help="One agent (with --supervisor: through that supervisor).")
-@click.option("--supervisor", help="A supervisor and its whole subtree.")
-@click.option("--all", "everything", is_flag=True, help="Every agent and supervisor in the namespace.")
+@_switch_targets("A supervisor and its whole subtree.")
 @_who_why
 @address_option
 @reports_errors
@@ -76,9 +83,7 @@ def kill(agent: str | None, supervisor: str | None, everything: bool, who: str, 
 
 
 @garrison.command()
-@click.option("--agent", help="One agent (with --supervisor: through that supervisor).")
-@click.option("--supervisor", help="A halted supervisor and its whole subtree.")
-@click.option("--all", "everything", is_flag=True, help="Every agent and supervisor in the namespace.")
+@_switch_targets("A halted supervisor and its whole subtree.")
 @_who_why
 @address_option
 @reports_errors
