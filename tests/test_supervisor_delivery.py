@@ -17,6 +17,15 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.ray
 
 
+def _outbox(data, prod: str) -> dict:
+    status = System(data).lookup(prod).status()
+    return {k: status[k] for k in ("outbox_pending", "outbox_in_memory", "delivered", "dead_letters")}
+
+
+def _dead_letters(data, sinks: list[str]) -> dict:
+    return {s: [(d["reason"], d["seq"]) for d in System(data).lookup(s).dead_letters(limit=5)] for s in sinks}
+
+
 def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_exactly_once_in_order(
         ray_session, tmp_path):
     data = tmp_path / "data"
@@ -35,7 +44,9 @@ def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_
         system = System(data)
         per_sink = 400
         for s in sinks:
-            system.lookup(prod).ask(Emit(to=s, start=0, count=per_sink), timeout=20)
+            # The items inherit the Emit's deadline: long enough for three restarts under load, or
+            # the last ones would (rightly) expire at a receiver and be dead-lettered there.
+            system.lookup(prod).ask(Emit(to=s, start=0, count=per_sink), timeout=180)
         rng = random.Random(4)
 
         def count(sink: str) -> int:
@@ -47,7 +58,9 @@ def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_
             behind = [s for s in sinks if counts[s] < per_sink * 3 // 4] or [s for s in sinks if counts[s] < per_sink]
             victim = rng.choice(behind or sinks)  # none behind: the stream is over, and mid_stream says so
             # Killed only once the stream is seen reaching it (or it has everything already).
-            seen = wait_for(lambda: c if (c := count(victim)) > counts[victim] or c >= per_sink else None)
+            seen = wait_for(lambda: c if (c := count(victim)) > counts[victim] or c >= per_sink else None,
+                            describe=lambda: (victim, {s: count(s) for s in sinks}, _outbox(data, prod),
+                                              sup.which_children(), _dead_letters(data, sinks)))
             mid_stream += seen < per_sink
             pid = sup.child(victim)["pid"]
             os.kill(pid, signal.SIGKILL)
@@ -67,7 +80,9 @@ def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_
             reports = last["reports"]
             return reports if all(r["count"] >= per_sink for r in reports.values()) else {}
 
-        reports = wait_for(all_delivered, timeout=90, every=0.3, describe=lambda: last)
+        reports = wait_for(all_delivered, timeout=90, every=0.3,
+                           describe=lambda: (last, _outbox(data, prod), sup.which_children(),
+                                             _dead_letters(data, sinks)))
         assert reports == {s: {"count": per_sink, "dups": 0, "out_of_order": 0} for s in sinks}
         assert sum(c["restarts"] for c in sup.which_children()) >= 2
     finally:
