@@ -19,11 +19,14 @@ pytestmark = pytest.mark.ray
 def test_effectively_once_stream_survives_a_receiver_sigkill(system, agent_id):
     sink = system.spawn(Sink, f"{agent_id}-sink", init={"delay": 0.0001})
     producer = system.spawn(Producer, f"{agent_id}-src")
+    # The items inherit the Emit's deadline: long enough to outlive a restart on a loaded machine
+    # (an item that expires at the receiver is rightly dead-lettered, and the count falls short).
     for start in range(0, 10_000, 1000):
-        producer.ask(Emit(to=sink.agent_id, start=start, count=1000))
+        producer.ask(Emit(to=sink.agent_id, start=start, count=1000), timeout=180)
     wait_for(lambda: sink.ask(Report())["count"] >= 2000, every=0.01)
     os.kill(sink.status()["pid"], signal.SIGKILL)
-    report = wait_for(lambda: (r := sink.ask(Report(), timeout=30)) and r["count"] >= 10_000 and r)
+    report = wait_for(lambda: (r := sink.ask(Report(), timeout=30)) and r["count"] >= 10_000 and r, timeout=180,
+                      describe=lambda: (sink.ask(Report(), timeout=30), sink.status()["dead_letters"]))
     assert sink.status()["incarnation"] == 2, "the receiver was really killed and came back"
     assert report == {"count": 10_000, "dups": 0, "out_of_order": 0}
     assert sink.ask(GetItems()) == list(range(10_000))
@@ -33,11 +36,12 @@ def test_effectively_once_stream_survives_a_receiver_sigkill(system, agent_id):
 def test_sender_sigkilled_with_unacknowledged_outbox_delivers_after_restart(system, agent_id):
     sink = system.spawn(Sink, f"{agent_id}-sink", init={"delay": 0.0005})
     producer = system.spawn(Producer, f"{agent_id}-src", config={"window": 200, "max_batch": 100})
-    producer.ask(Emit(to=sink.agent_id, start=0, count=3000))
+    producer.ask(Emit(to=sink.agent_id, start=0, count=3000), timeout=180)  # items inherit its deadline
     pending = producer.status()["outbox_pending"]
     assert pending.get(sink.agent_id, 0) > 1000, pending
     os.kill(producer.status()["pid"], signal.SIGKILL)
-    report = wait_for(lambda: (r := sink.ask(Report())) and r["count"] >= 3000 and r)
+    report = wait_for(lambda: (r := sink.ask(Report())) and r["count"] >= 3000 and r, timeout=180,
+                      describe=lambda: (sink.ask(Report()), sink.status()["dead_letters"]))
     assert producer.status()["incarnation"] == 2
     assert report == {"count": 3000, "dups": 0, "out_of_order": 0}
     assert producer.ask(Report()) == {"emitted": 3000}, "the emit is not redone: it was acknowledged"
