@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import time
 
 from pydantic import BaseModel
@@ -119,13 +120,22 @@ class Report(Message, name="test.report"):
 
 
 class Sink(Agent):
-    """Records every item per sender; counts duplicates and order violations."""
+    """Records every item per sender; counts duplicates and order violations.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    With ``gate`` (a file path), each item waits for a shared ``flock`` on it:
+    a test holding the exclusive lock stops the sink from handling items
+    without stopping its process, however fast or slow the machine is.
+    """
+
+    def __init__(self, delay: float = 0.0, gate: str | None = None) -> None:
         self.delay = delay
+        self.gate = None if gate is None else open(gate)  # noqa: SIM115 (held for the agent's life)
 
     @handler
     def item(self, msg: Item) -> None:
+        if self.gate is not None:
+            fcntl.flock(self.gate, fcntl.LOCK_SH)  # blocks while the test holds the gate
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
         if self.delay:
             time.sleep(self.delay)
         sender = self.context.sender
