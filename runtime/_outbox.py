@@ -20,6 +20,10 @@ A dispatcher thread moves the outbox to the recipients:
   except when the receiver answered ``NotDurable`` (it committed the batch
   but cannot ship it yet): that is retried for as long as it lasts.
 
+The thread's rounds are :meth:`Dispatcher.step`; how it waits for replies and
+its clock are collaborators (:class:`Replies`, ``clock``): Ray's and
+``time.monotonic`` by default, fakes in ``tests/test_outbox.py``.
+
 Invariant: per (sender, recipient), messages are offered in ``seq`` order,
 and the receiver applies only the next one, so order holds across retries
 and restarts of either side.  Each message carries the epoch that numbered
