@@ -37,7 +37,8 @@ FOREIGN_PRIVATE: dict[tuple[str, str], str] = {
     ("runtime/_directory.py", "_internal_kv_put"): "Ray's GCS key-value store has only underscore-named functions",
     ("runtime/_directory.py", "_internal_kv_del"): "Ray's GCS key-value store has only underscore-named functions",
     ("runtime/_directory.py", "_internal_kv_list"): "Ray's GCS key-value store has only underscore-named functions",
-    ("runtime/_ref.py", "_actor_id"): "a Ray ActorHandle's identity (is it another actor?) is only _actor_id",
+    # Where the ref's split (branch h-ref) puts it: ``same_actor``, its only reader.
+    ("runtime/_route.py", "_actor_id"): "a Ray ActorHandle's identity (is it another actor?) is only _actor_id",
     ("protocols/_envelope.py", "_value_"): "Enum's documented sunder attribute: .value without its descriptor, "
                                            "on the encoding hot path",
 }
