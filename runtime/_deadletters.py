@@ -26,7 +26,7 @@ Reasons (``DeadLetter.reason``):
                     ref once the agent is back)
 
 Bound: at most ``dead_letter_limit`` records (default 100,000); past it each
-commit deletes the oldest (see ``LmdbStore._housekeep``), so the table stays
+commit deletes the oldest (see ``_retention``), so the table stays
 at the limit under any rate of failures.  Each record keeps the message's
 bytes (up to ``max_message_bytes``): lower the limit for large messages.
 """

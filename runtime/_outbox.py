@@ -20,6 +20,10 @@ A dispatcher thread moves the outbox to the recipients:
   except when the receiver answered ``NotDurable`` (it committed the batch
   but cannot ship it yet): that is retried for as long as it lasts.
 
+The thread's rounds are :meth:`Dispatcher.step`; how it waits for replies and
+its clock are collaborators (:class:`Replies`, ``clock``): Ray's and
+``time.monotonic`` by default, fakes in ``tests/test_outbox.py``.
+
 Invariant: per (sender, recipient), messages are offered in ``seq`` order,
 and the receiver applies only the next one, so order holds across retries
 and restarts of either side.  Each message carries the epoch that numbered
@@ -46,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -60,7 +64,7 @@ from ._deadletters import dead_letter_op
 from ._store import DELETE_RANGE, PUT, LmdbStore, Op
 from .exceptions import AgentUnavailable
 
-__all__ = ["Dispatcher", "outbox_key"]
+__all__ = ["Dispatcher", "RayReplies", "Replies", "outbox_key"]
 
 log = logging.getLogger("garrison.outbox")
 _U64 = struct.Struct(">Q")
@@ -77,6 +81,31 @@ def _seq_of(key: bytes) -> int:
 def retry_policy(config: AgentConfig) -> Backoff:
     """Full-jitter exponential backoff between attempts to one peer: uniform in (0, min(cap, base * 2**failures)]."""
     return Backoff(initial=config.retry_backoff, factor=2.0, cap=config.retry_backoff_max, jitter=1.0)
+
+
+class Replies(Protocol):
+    """How the dispatcher waits for and reads the answers to its ``deliver_batch`` calls."""
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        """The calls among ``calls`` that have finished: at least one unless ``timeout`` seconds pass."""
+
+    def result(self, call: Any) -> bytes:
+        """A finished call's reply; raises RayActorError or GetTimeoutError if the call failed."""
+
+
+class RayReplies:
+    """:class:`Replies` of Ray calls (``ObjectRef`` s): the dispatcher's default."""
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        # Wait for one reply, then take every other finished one.
+        ready, rest = ray.wait(calls, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        return ready
+
+    def result(self, call: Any) -> bytes:
+        return ray.get(call, timeout=0)
 
 
 @dataclass
@@ -105,6 +134,8 @@ class Dispatcher:
         on_error: Callable[[str, list[Any]], None] | None = None,
         epoch: int | None = None,
         held_until: int | None = None,
+        replies: Replies | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.epoch = epoch  # stamped on every batch: receivers refuse a replaced sender's
@@ -112,6 +143,8 @@ class Dispatcher:
         self.config = config
         self.resolve = resolve
         self.on_error = on_error
+        self.replies = RayReplies() if replies is None else replies
+        self.clock = clock  # monotonic seconds: when a peer may be retried
         self._rng = random.Random()
         self._retry = retry_policy(config)
         self._lock = threading.Lock()
@@ -131,6 +164,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.dead_lettered = 0
+        self.rounds = 0  # offer rounds done (see ``step``)
         if self.last_seq:  # a restart: what the outbox holds is offered again
             self.published(dict(self.last_seq), at=held_until)
 
@@ -229,22 +263,30 @@ class Dispatcher:
         """Messages currently held in memory by the dispatcher, in flight (any thread)."""
         return sum(last - first + 1 for p in list(self._peers.values()) for first, last in list(p.inflight.values()))
 
+    def wake(self) -> None:
+        """Have the dispatcher thread run a round now rather than at the end of its idle wait."""
+        self._wake.set()
+
+    def step(self, timeout: float) -> bool:
+        """One round of the dispatcher thread: offer what may leave, then settle the replies that
+        come within ``timeout`` seconds.  False if nothing was in flight (the thread then idles).
+
+        Only the dispatcher thread calls it, or a test instead of starting that thread.
+        """
+        self._offer_all()
+        self.rounds += 1
+        refs = [ref for p in self._peers.values() for ref in p.inflight]
+        if not refs:
+            return False
+        for ref in self.replies.wait(refs, timeout):
+            self._settle(ref)
+        return True
+
     def _run(self) -> None:
-        cfg = self.config
         while not self._stop.is_set():
             try:
-                self._offer_all()
-                refs = [ref for p in self._peers.values() for ref in p.inflight]
-                if refs:
-                    # Wait for one reply (new sends are offered at the latest
-                    # after this timeout), then take every other finished one.
-                    ready, rest = ray.wait(refs, num_returns=1, timeout=cfg.linger * 10 + 0.01)
-                    if ready and rest:
-                        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                        ready += more
-                    for ref in ready:
-                        self._settle(ref)
-                else:
+                # New sends are offered at the latest after this timeout.
+                if not self.step(self.config.linger * 10 + 0.01):
                     self._wake.wait(self._idle_wait())
                     self._wake.clear()
             except Exception:  # the thread must survive anything; the outbox is durable
@@ -252,7 +294,7 @@ class Dispatcher:
                 time.sleep(0.1)
 
     def _idle_wait(self) -> float:
-        now = time.monotonic()
+        now = self.clock()
         waits = [p.retry_at - now for p in self._peers.values() if p.retry_at > now and self._has_pending(p)]
         return max(0.0, min(waits)) if waits else 1.0
 
@@ -270,7 +312,7 @@ class Dispatcher:
 
     def _offer(self, peer: _Peer, last: int) -> bool:
         cfg = self.config
-        if time.monotonic() < peer.retry_at:
+        if self.clock() < peer.retry_at:
             return False
         room = cfg.window - (peer.sent - peer.acked)
         if room <= 0:
@@ -300,7 +342,7 @@ class Dispatcher:
             return
         first, last = peer.inflight.pop(ref)
         try:
-            reply = ray.get(ref, timeout=0)
+            reply = self.replies.result(ref)
         except (RayActorError, GetTimeoutError) as exc:
             self._failed(peer, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return
@@ -343,7 +385,7 @@ class Dispatcher:
         if may_give_up and cfg.max_attempts and peer.failures >= cfg.max_attempts:
             self._give_up(peer, why)
             return
-        peer.retry_at = time.monotonic() + self._retry.delay(peer.failures, self._rng.random())
+        peer.retry_at = self.clock() + self._retry.delay(peer.failures, self._rng.random())
         log.warning("agent %s: delivery to %s failed (%d): %s", self.agent_id, peer.name, peer.failures, why)
 
     def _give_up(self, peer: _Peer, why: str) -> None:

@@ -60,13 +60,13 @@ class ReadOnlyState:
 
     def _committed(self, k: bytes) -> bytes | None:
         if self._txn is not None:
-            return self._txn.get(k, db=self._store._db["data"])
+            return self._txn.get(k, db=self._store.db("data"))
         return self._store.get("data", k)
 
     def _committed_scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         if self._txn is None:
             return self._store.scan("data", prefix)
-        cur = self._txn.cursor(db=self._store._db["data"])
+        cur = self._txn.cursor(db=self._store.db("data"))
         out = []
         if cur.set_range(prefix):
             for k, v in cur:

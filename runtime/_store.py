@@ -17,23 +17,9 @@ One LMDB environment per agent, with named tables:
                  (its older part lives in segments in the checkpoint store, see ``_transitions``)
 ``meta``         identity, last sequence number, restore history (not journaled)
 
-Bounds (what keeps each table from growing with the message count):
-
-* ``journal``: entries up to ``trim_upto`` (set by the checkpointer: covered by
-  the previous checkpoint, shipped, older than ``journal_retention``) are deleted.
-* ``transitions``: entries up to ``transitions_trim_upto`` (set once they are in
-  shipped transition segments, see ``_transitions``) are deleted, so locally
-  about one checkpoint interval of them is kept.
-* ``dedup``, ``dedup_keys``, ``dedup_time``: entries older than ``dedup_horizon``.
-* ``deadletters``: at most ``dead_letter_limit`` entries, the oldest go first.
-* ``outbox``: what was staged and not yet acknowledged (deleted on each
-  acknowledgement; by the recipients' lag, see ``_outbox``);
-  ``outseq``/``inseq``: one entry per peer.
-* ``meta``: a fixed set of keys; the restore history keeps ``restore_history`` reports.
-
-Each commit deletes up to ``max(256, 2 * ops in the commit)`` trimmable entries
-per table, so trimming keeps up with any commit rate (old entries go a batch at
-a time, never in one long transaction).
+Bounds: each commit also deletes a bounded batch of old journal, transition,
+dedup and dead-letter entries (see ``_retention``, which says what keeps each
+table bounded).
 
 Invariants:
 
@@ -42,7 +28,7 @@ Invariants:
   transaction as the change itself, so the journal never disagrees with the
   state it describes.
 * ``meta[seq]`` is the sequence number of the last committed op.
-* Housekeeping (trimming ``journal`` and ``dedup``, writing ``meta``) is not
+* Housekeeping (trimming, see ``_retention``; writing ``meta``) is not
   journaled: replaying the journal over a checkpoint rebuilds the same
   user-visible state whether or not trims happened in between.
 * Writers are serialized by ``_write_lock`` (LMDB serializes them too; the
@@ -63,6 +49,7 @@ import lmdb
 import msgpack
 
 from ._codec import pack, unpack
+from ._retention import Retention
 from .exceptions import Fenced, StateError
 
 __all__ = ["DELETE", "DELETE_RANGE", "PUT", "JournalRecord", "LmdbStore", "Op"]
@@ -131,12 +118,11 @@ class LmdbStore:
         # Journal entries with seq <= trim_upto may be deleted (set by the
         # checkpointer); the deletes ride along with later commits, a few at a time.
         self.trim_upto = 0
-        self._trimmed_to = 0
         # The same for transition records (set once they are in shipped segments).
         self.transitions_trim_upto = 0
-        self._transitions_trimmed_to = 0
         self.dedup_horizon = 600.0
         self.dead_letter_limit = 100_000
+        self._retention = Retention(self._db)
         self._write_lock = threading.Lock()
         self._packer = msgpack.Packer(use_bin_type=True)  # used under _write_lock only
         #: This writer's fencing epoch (None: unfenced, e.g. a tool or a test).
@@ -234,6 +220,10 @@ class LmdbStore:
                 out.append((seq, v))
             return out
 
+    def db(self, table: str) -> Any:
+        """The LMDB handle of ``table``, for reads in a transaction from :meth:`read_txn`."""
+        return self._db[table]
+
     def read_txn(self) -> lmdb.Transaction:
         """A read-only snapshot; the caller aborts it."""
         return self.env.begin()
@@ -259,7 +249,9 @@ class LmdbStore:
                     self._check_epoch(txn)
                 if records:
                     self._write(txn, records, append=True)
-                self._housekeep(txn, now, max(256, 2 * len(records)))
+                self._retention.trim(txn, now, max(256, 2 * len(records)), journal_upto=self.trim_upto,
+                                     transitions_upto=self.transitions_trim_upto,
+                                     dedup_horizon=self.dedup_horizon, dead_letter_limit=self.dead_letter_limit)
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
         self.seq = seq
@@ -383,51 +375,6 @@ class LmdbStore:
                 k = cur.key()
                 while k and k < value and cur.delete():  # delete() moves to the next key
                     k = cur.key()
-
-    def _housekeep(self, txn: lmdb.Transaction, now: float, budget: int = 256) -> None:
-        """Trim a bounded number of old journal, transition and dedup entries inside a commit."""
-        if self.trim_upto > self._trimmed_to and self._trim_seqs(txn, "journal", self.trim_upto, budget):
-            self._trimmed_to = self.trim_upto
-        if self.transitions_trim_upto > self._transitions_trimmed_to and self._trim_seqs(
-                txn, "transitions", self.transitions_trim_upto, budget):
-            self._transitions_trimmed_to = self.transitions_trim_upto
-        horizon_ms = int((now - self.dedup_horizon) * 1000)
-        cur = txn.cursor(db=self._db["dedup"])
-        if cur.first():
-            for _ in range(budget):
-                k = cur.key()
-                if not k or int.from_bytes(k[:6], "big") >= horizon_ms:
-                    break
-                cur.delete()
-        cur = txn.cursor(db=self._db["dedup_time"])
-        if cur.first():
-            for _ in range(budget):
-                k = cur.key()
-                if not k or _U64.unpack(k[:8])[0] // 1000 >= horizon_ms:
-                    break
-                txn.delete(k[8:], db=self._db["dedup_keys"])
-                cur.delete()
-        excess = txn.stat(self._db["deadletters"])["entries"] - self.dead_letter_limit
-        if excess > 0:
-            cur = txn.cursor(db=self._db["deadletters"])
-            if cur.first():
-                for _ in range(min(excess, budget)):
-                    if not cur.delete():
-                        break
-
-    def _trim_seqs(self, txn: lmdb.Transaction, table: str, upto: int, budget: int) -> bool:
-        """Delete up to ``budget`` entries of a seq-keyed table with seq <= ``upto``; True once none is left."""
-        cur = txn.cursor(db=self._db[table])
-        if not cur.first():
-            return True
-        end = _U64.pack(upto)  # big-endian keys: byte order is seq order
-        key, delete = cur.key, cur.delete
-        for _ in range(budget):
-            k = key()
-            if not k or k > end:
-                return True
-            delete()
-        return False
 
     def close(self) -> None:
         self.env.close()

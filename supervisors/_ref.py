@@ -72,11 +72,27 @@ def start_supervisor(
         raise SpecError(f"a supervisor or agent named {spec.id!r} is already live", supervisor=spec.id) from exc
     ref = SupervisorRef(spec.id, handle)
     try:
-        ref._call("start", timeout=timeout)
+        _call(spec.id, handle, "start", timeout=timeout)
     except BaseException:
         ray.kill(handle, no_restart=True)
         raise
     return ref
+
+
+def _call(name: str, handle: Any, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
+    """Call ``method`` on the supervisor actor ``handle`` and wait; Ray's errors translated (module docstring)."""
+    try:
+        return ray.get(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
+    except RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+        if isinstance(cause, SupervisorError):
+            raise cause from exc
+        raise SupervisorError(f"supervisor {name!r} failed in {method}: {exc}", supervisor=name) from exc
+    except RayActorError as exc:
+        raise SupervisorUnavailable(f"supervisor {name!r} is dead", supervisor=name) from exc
+    except GetTimeoutError as exc:
+        raise SupervisorUnavailable(f"supervisor {name!r} did not answer {method} within {timeout}s",
+                                    supervisor=name) from exc
 
 
 class SupervisorRef:
@@ -97,18 +113,7 @@ class SupervisorRef:
             raise SupervisorUnavailable(f"no live supervisor {name!r}", supervisor=name) from exc
 
     def _call(self, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        try:
-            return ray.get(getattr(self._handle, method).remote(*args, **kwargs), timeout=timeout)
-        except RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-            if isinstance(cause, SupervisorError):
-                raise cause from exc
-            raise SupervisorError(f"supervisor {self.name!r} failed in {method}: {exc}", supervisor=self.name) from exc
-        except RayActorError as exc:
-            raise SupervisorUnavailable(f"supervisor {self.name!r} is dead", supervisor=self.name) from exc
-        except GetTimeoutError as exc:
-            raise SupervisorUnavailable(f"supervisor {self.name!r} did not answer {method} within {timeout}s",
-                                        supervisor=self.name) from exc
+        return _call(self.name, self._handle, method, *args, timeout=timeout, **kwargs)
 
     def which_children(self) -> list[dict[str, Any]]:
         """Children in start order: id, kind, state, incarnation, epoch, pid, restarts, last_failure, last_exit."""

@@ -80,6 +80,14 @@ class SupervisorFlags(Frozen):
     standby: int = Field(0, ge=0, le=64)
 
 
+def _valid_id(value: str) -> str:
+    """A child's or a supervisor's id, checked as an agent id (pydantic's ValueError when it is not one)."""
+    try:
+        return check_agent_id(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
 class ChildSpec(Frozen):
     """How to start one child, and what to do when it exits."""
 
@@ -116,10 +124,7 @@ class ChildSpec(Frozen):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        try:
-            return check_agent_id(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
+        return _valid_id(value)
 
     @field_validator("agent")
     @classmethod
@@ -169,7 +174,7 @@ class SupervisorSpec(Frozen):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        return ChildSpec._id(value)
+        return _valid_id(value)
 
     @model_validator(mode="after")
     def _children(self) -> SupervisorSpec:

@@ -54,22 +54,19 @@ def _until(pred, timeout=10.0):
 class _Rounds:
     """Counts the dispatcher's offer rounds (each looks at everything ready to send)."""
 
-    def __init__(self, monkeypatch, dispatcher) -> None:
-        self.dispatcher, self.n = dispatcher, 0
-        real = dispatcher._offer_all
+    def __init__(self, dispatcher) -> None:
+        self.dispatcher = dispatcher
 
-        def counted() -> None:
-            real()
-            self.n += 1
-
-        monkeypatch.setattr(dispatcher, "_offer_all", counted)
+    @property
+    def n(self) -> int:
+        return self.dispatcher.rounds
 
     def wait(self, more: int = 2) -> None:
         """Until ``more`` further rounds have run (woken each time, not left to its idle wait)."""
         target = self.n + more
 
         def woken() -> bool:
-            self.dispatcher._wake.set()
+            self.dispatcher.wake()
             return self.n >= target
 
         _until(woken)
@@ -111,7 +108,7 @@ def _ask(core, msg, env=None):
 
 def test_a_send_waits_in_the_outbox_until_its_commit_is_shipped(pair, monkeypatch):
     tx, rx, handle = pair
-    rounds = _Rounds(monkeypatch, tx.dispatcher)
+    rounds = _Rounds(tx.dispatcher)
     assert _ask(tx, Append(item=0)) == (True, 1)
     _until(lambda: _ask(rx, Report()) == (True, {"count": 1, "dups": 0, "out_of_order": 0}))
 
