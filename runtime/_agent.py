@@ -185,3 +185,17 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"
+
+
+def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
+         lookup: Callable[[str], AgentRef] | None) -> None:
+    """Give a user's agent object what its host provides (the attributes ``Agent`` documents).
+
+    The one place they are set; ``lookup`` is private to ``Agent`` (users call
+    ``Agent.lookup``), hence set here, in the module that owns the class.
+    """
+    agent.agent_id = agent_id
+    agent.state = state
+    agent.context = None
+    agent.log = log
+    agent._lookup = lookup

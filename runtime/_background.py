@@ -1,7 +1,9 @@
 """The agent's background thread: ships the journal and takes checkpoints.
 
-Part of :class:`runtime._core.AgentCore` (a mixin: it uses the core's store,
-shipper, checkpointer, metrics and lifecycle).  Invariants: the thread only
+:class:`Background` owns the thread, its wake-up, the queue of checkpoints
+asked for from other threads, and the failure bookkeeping; it is given the
+store, shipper, checkpointer, metrics and lifecycle it works with, and is
+told what to do when it finds the incarnation fenced.  Invariants: the thread only
 reads LMDB (snapshot isolation), so it never stalls a handler on a lock; it
 runs at a lower CPU priority than the handling thread; checkpoints asked for
 from other threads run on it, one at a time (``_checkpoint_lock``); once the
@@ -18,6 +20,7 @@ Invariant: every failure of store work run here is recorded exactly once
 from __future__ import annotations
 
 import concurrent.futures
+import queue
 import contextlib
 import logging
 import os
@@ -28,7 +31,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._degraded import DegradedEpisode, DegradedState, retry_backoff
-from ._lifecycle import AgentState
+from ._checkpoint import Checkpointer
+from ._config import AgentConfig
+from ._journal import Shipper
+from ._lifecycle import AgentState, Lifecycle
+from ._metrics import AgentMetrics
+from ._store import LmdbStore
 from .exceptions import Fenced
 
 __all__ = ["Background"]
@@ -41,55 +49,81 @@ T = TypeVar("T")
 class Background:
     """Shipping and checkpoints, off the handling thread (see module docstring)."""
 
-    def _init_background(self) -> None:
-        """The failure bookkeeping (call before the thread starts)."""
+    def __init__(self, *, agent_id: str, config: AgentConfig, store: LmdbStore, shipper: Shipper,
+                 checkpointer: Checkpointer, metrics: AgentMetrics, lifecycle: Lifecycle,
+                 on_fenced: Callable[[Fenced], None]) -> None:
+        self.agent_id = agent_id
+        self._config = config
+        self._store = store
+        self._shipper = shipper
+        self._checkpointer = checkpointer
+        self._metrics = metrics
+        self._lifecycle = lifecycle
+        self._on_fenced = on_fenced
+        #: The last failure of background work, as text (kept after it clears, for status).
         self.background_error: str | None = None
-        gauge = self.metrics.degraded.labels(self.agent_id)
+        gauge = metrics.degraded.labels(agent_id)
+        #: The current (and the last ended) episode of failing store work.
         self.degraded = DegradedState(on_change=lambda on: gauge.set(1 if on else 0))
-        self._retry_backoff = retry_backoff(self.config.ship_interval, self.config.checkpoint_interval)
+        self._retry_backoff = retry_backoff(config.ship_interval, config.checkpoint_interval)
         self._retry_rng = random.Random()
         #: While degraded: monotonic time the background work is tried again.
         self._retry_at = 0.0
+        self._checkpoint_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._requests: queue.SimpleQueue[tuple[bool, str, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"garrison-bg-{agent_id}", daemon=True)
 
-    def _background(self) -> None:
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the thread for good (after the work in progress); ``wait`` for it unless called from it."""
+        self._stop.set()
+        self._wake.set()
+        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
         # Shipping and checkpoints yield the CPU to handlers: on a small machine
         # a checkpoint's copy and checksum would otherwise compete with the
         # handling thread for a core (a Linux thread has its own nice value).
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        cfg = self.config
+        cfg = self._config
         next_checkpoint = time.monotonic() + cfg.checkpoint_interval
 
         def periodic() -> bool:
             """Ship; take a checkpoint if one is due (a failed one stays due) or to end a degraded
             episode (only a checkpoint does: nothing if nothing changed since the last one); True if it did."""
-            self.metrics.shipped.labels(self.agent_id).set(self.shipper.ship())
-            self.metrics.seq.labels(self.agent_id).set(self.store.seq)
+            self._metrics.shipped.labels(self.agent_id).set(self._shipper.ship())
+            self._metrics.seq.labels(self.agent_id).set(self._store.seq)
             if self.degraded.active or time.monotonic() >= next_checkpoint:
                 self._checkpoint_now(False)
                 return True
             return False
 
-        while not self._stop_bg.is_set():
+        while not self._stop.is_set():
             now = time.monotonic()
             until = self._retry_at if self.degraded.active else min(now + cfg.ship_interval, next_checkpoint)
-            self._bg_wake.wait(max(0.0, until - now))
-            self._bg_wake.clear()
+            self._wake.wait(max(0.0, until - now))
+            self._wake.clear()
             try:
-                while not self._bg_requests.empty():
-                    force, where, future = self._bg_requests.get_nowait()
+                while not self._requests.empty():
+                    force, where, future = self._requests.get_nowait()
                     try:
                         future.set_result(self._attempt(lambda force=force: self._checkpoint_now(force), where))
                     except Exception as exc:
                         future.set_exception(exc)
-                if self._stop_bg.is_set():
+                if self._stop.is_set():
                     break
                 if self.degraded.active and time.monotonic() < self._retry_at:
                     continue  # backing off; woken early by a request
                 if self._attempt(periodic, "background"):
                     next_checkpoint = time.monotonic() + cfg.checkpoint_interval
             except Fenced as exc:
-                self._fenced(exc)
+                self._on_fenced(exc)
                 break
             except Exception:  # recorded by ``_attempt``; keep the thread alive and retry later
                 continue
@@ -113,7 +147,7 @@ class Background:
         """Record one failure: degraded episode, status, metrics, log; schedule the retry."""
         episode = self.degraded.failed(exc, where)
         self.background_error = f"{type(exc).__name__}: {exc}"
-        self.metrics.background_errors.labels(self.agent_id).inc()
+        self._metrics.background_errors.labels(self.agent_id).inc()
         delay = self._retry_backoff.delay(episode.attempts - 1, self._retry_rng.random())
         self._retry_at = time.monotonic() + delay
         if episode.attempts == 1:
@@ -125,7 +159,7 @@ class Background:
                         episode.last_error, delay)
         return episode
 
-    def _final_checkpoint(self, why: str, *, force: bool = False) -> dict[str, Any] | None:
+    def final_checkpoint(self, why: str, *, force: bool = False) -> dict[str, Any] | None:
         """The last checkpoint of a state change (``stop``, ``halt``, ``quarantine``): tried once.
 
         A failure is recorded (degraded) and logged, never raised: the state
@@ -149,22 +183,22 @@ class Background:
         the caller waits for it.  A failure raises (CheckpointError) and is
         recorded as degraded; a success ends a degraded episode.
         """
-        if self._bg.is_alive() and threading.current_thread() is not self._bg:
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             future: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
-            self._bg_requests.put((force, where, future))
-            self._bg_wake.set()
+            self._requests.put((force, where, future))
+            self._wake.set()
             return future.result()
         return self._attempt(lambda: self._checkpoint_now(force), where)
 
     def _checkpoint_now(self, force: bool) -> dict[str, Any] | None:
         with self._checkpoint_lock:
-            if self.lifecycle is AgentState.STOPPED:
+            if self._lifecycle.state is AgentState.STOPPED:
                 return None
             t0 = time.perf_counter()
-            self.shipper.ship()
-            manifest = self.checkpointer.take(force=force)
+            self._shipper.ship()
+            manifest = self._checkpointer.take(force=force)
             if manifest is None:
                 return None
-            self.metrics.checkpoints.labels(self.agent_id).inc()
-            self.metrics.checkpoint_seconds.labels(self.agent_id).set(time.perf_counter() - t0)
+            self._metrics.checkpoints.labels(self.agent_id).inc()
+            self._metrics.checkpoint_seconds.labels(self.agent_id).set(time.perf_counter() - t0)
             return manifest.model_dump(mode="json")

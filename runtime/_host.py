@@ -88,9 +88,8 @@ class AgentHost:
             raise start_failed(spec.agent_id, exc) from exc
 
     def _build(self, spec: HostSpec) -> None:
-        core = AgentCore(spec, resolve=functools.partial(_directory.resolve, namespace=self._namespace))
-        core.agent._lookup = functools.partial(lookup_agent, namespace=self._namespace, sender=spec.agent_id,
-                                               epoch=core.epoch)
+        core = AgentCore(spec, resolve=functools.partial(_directory.resolve, namespace=self._namespace),
+                         lookup=functools.partial(lookup_agent, namespace=self._namespace))
         self.core = core
         # Start now, not at the first message: after a crash Ray re-runs this
         # constructor and nobody else calls, yet the outbox must resume.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["AgentState", "can_handle"]
+__all__ = ["AgentState", "Lifecycle", "can_handle"]
 
 
 class AgentState(enum.Enum):
@@ -41,3 +41,27 @@ class AgentState(enum.Enum):
 def can_handle(state: AgentState) -> bool:
     """Only a RUNNING agent runs handlers."""
     return state is AgentState.RUNNING
+
+
+class Lifecycle:
+    """One incarnation's current :class:`AgentState` and why it is not running.
+
+    Shared by the host's collaborators (inbox, operations, background work),
+    which read it freely and change it only through :meth:`set`, so a state
+    and its reason always change together.
+    """
+
+    __slots__ = ("failure", "state")
+
+    def __init__(self, state: AgentState = AgentState.STARTING) -> None:
+        self.state = state
+        #: Why the agent does not handle messages (None while RUNNING or when nothing went wrong).
+        self.failure: str | None = None
+
+    def set(self, state: AgentState, failure: str | None = None) -> None:
+        self.state = state
+        self.failure = failure
+
+    def describe(self) -> str:
+        """``NAME`` or ``NAME (why)``, for errors that say why nothing was handled."""
+        return self.state.name + (f" ({self.failure})" if self.failure else "")

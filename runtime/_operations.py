@@ -1,7 +1,8 @@
 """Operators' calls on an agent: dead letters and their replay, quarantine, the kill switch.
 
-Part of :class:`runtime._core.AgentCore` (a mixin: it uses the core's store,
-handling lock, dispatcher and lifecycle).  Invariants: a halt and a
+:class:`Operations` is given the store, the handling lock, the transaction,
+the inbox (a replayed letter is handled as a message), the committer, the
+dispatcher, the lifecycle and the final checkpoint it needs.  Invariants: a halt and a
 quarantine are recorded in the journaled ``control`` table before they are
 acknowledged, so they outlive the incarnation (a restart, on this node or
 another, comes back HALTED or QUARANTINED until ``unhalt`` or ``release``);
@@ -16,15 +17,23 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from protocols import Envelope, ProtocolError, decode_envelope
 
 from ._codec import pack, unpack
 from ._deadletters import REASONS, dead_letter_op, list_dead_letters
-from ._lifecycle import AgentState
-from ._store import DELETE, DELETE_RANGE, PUT, Op
+from ._committer import Committer
+from ._config import AgentConfig
+from ._inbox import Inbox
+from ._lifecycle import AgentState, Lifecycle
+from ._metrics import AgentMetrics
+from ._outbox import Dispatcher
+from ._store import DELETE, DELETE_RANGE, PUT, LmdbStore, Op
+from ._transaction import Transaction
 from .exceptions import MailboxFull, NotDurable
 
 __all__ = ["ACTIONS_KEPT", "HALT_KEY", "QUARANTINE_KEY", "Operations"]
@@ -54,10 +63,30 @@ def _action_ops(store: Any, action: str, who: str, why: str, now: float) -> list
 
 
 class Operations:
-    """Dead letters, quarantine and the kill switch (see module docstring)."""
+    """Dead letters, quarantine and the kill switch (see module docstring).
+
+    Each state change returns nothing: the host answers with its status.
+    """
+
+    def __init__(self, *, agent_id: str, config: AgentConfig, store: LmdbStore, lifecycle: Lifecycle,
+                 lock: threading.RLock, txn: Transaction, inbox: Inbox, committer: Committer,
+                 dispatcher: Dispatcher, metrics: AgentMetrics,
+                 final_checkpoint: Callable[..., Any]) -> None:
+        self.agent_id = agent_id
+        self._max_bytes = config.max_message_bytes
+        self._store = store
+        self._lifecycle = lifecycle
+        self._lock = lock
+        self._txn = txn
+        self._inbox = inbox
+        self._committer = committer
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        #: ``final_checkpoint(why, force=...)``: tried once; a failure is recorded (degraded), not raised.
+        self._final_checkpoint = final_checkpoint
 
     def dead_letters(self, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return [d.model_dump() for d in list_dead_letters(self.store, reason=reason, limit=limit)]
+        return [d.model_dump() for d in list_dead_letters(self._store, reason=reason, limit=limit)]
 
     def record_dead_letters(self, reason: str, raws: list[bytes], why: str, uncounted: int = 0) -> int:
         """Record letters another party gave up delivering here (a driver's held-tell overflow); one commit.
@@ -72,7 +101,7 @@ class Operations:
         ops = []
         for raw in raws:
             try:
-                env: Envelope | None = decode_envelope(raw, max_bytes=self.config.max_message_bytes)
+                env: Envelope | None = decode_envelope(raw, max_bytes=self._max_bytes)
             except ProtocolError:
                 env = None
             ops.append(dead_letter_op(reason, err, raw=raw, env=env, now=now))
@@ -81,8 +110,8 @@ class Operations:
                                agent_id=self.agent_id)
             ops.append(dead_letter_op(reason, more, attempts=uncounted, now=now))
         if ops:
-            self.store.commit(ops, now=now)
-            self.metrics.messages.labels(self.agent_id, reason).inc(len(raws) + uncounted)
+            self._store.commit(ops, now=now)
+            self._metrics.messages.labels(self.agent_id, reason).inc(len(raws) + uncounted)
         return len(ops)
 
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
@@ -91,11 +120,10 @@ class Operations:
         A letter this agent refused is handled again here, without its old
         deadline; one this agent failed to send goes back into its outbox.
         """
-        self.ensure_started()
         wanted = {bytes.fromhex(i) for i in ids} if ids else None
         results = []
         with self._lock:
-            for letter in list_dead_letters(self.store, reason=reason, limit=1_000_000):
+            for letter in list_dead_letters(self._store, reason=reason, limit=1_000_000):
                 key = bytes.fromhex(letter.id)
                 if wanted is not None and key not in wanted:
                     continue
@@ -112,27 +140,28 @@ class Operations:
                 delete = Op("deadletters", DELETE, key, None)
                 try:
                     if env.recipient != self.agent_id:
-                        self.state.begin()
-                        self.state.stage_send(env.recipient, env)
-                        self._commit(self.state.take(), [delete], time.time())
+                        self._txn.begin()
+                        self._txn.send(env.recipient, env)
+                        self._txn.record(delete)
+                        self._committer.commit(*self._txn.take(), time.time())
                         results.append({"id": letter.id, "ok": True, "to": env.recipient})
                         continue
                     env.reply_to = "replay"  # the operator waits for the outcome: no new dead letter
-                    ok = unpack(self._deliver_one(env, letter.envelope))[0] == 0
+                    ok = unpack(self._inbox.deliver_one(env, letter.envelope))[0] == 0
                 except NotDurable as exc:  # committed here, not shipped: stop, say so
                     results.append({"id": letter.id, "ok": False, "error": f"{exc.code}: {exc.message}"})
                     break
                 if ok:
-                    self.store.commit([delete])
+                    self._store.commit([delete])
                 results.append({"id": letter.id, "ok": ok})
         return results
 
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` operator actions on this agent (quarantine, release, halt, unhalt), oldest first."""
-        rows = self.store.scan("control", _ACTION)
+        rows = self._store.scan("control", _ACTION)
         return [unpack(v) for _, v in rows[-limit:]] if limit > 0 else []
 
-    def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
+    def quarantine(self, why: str, who: str = "supervisor") -> None:
         """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
 
         Recorded (who, why, when) before it returns, so a restart comes back
@@ -140,37 +169,33 @@ class Operations:
         resumes it.  A handler already running (a hung one, say) is not
         interrupted.  No effect unless RUNNING or QUARANTINED.
         """
-        if self.lifecycle in (AgentState.RUNNING, AgentState.QUARANTINED):
-            self.lifecycle = AgentState.QUARANTINED
-            self.failure = f"quarantined: {why}"
+        if self._lifecycle.state in (AgentState.RUNNING, AgentState.QUARANTINED):
+            self._lifecycle.set(AgentState.QUARANTINED, f"quarantined: {why}")
             now = time.time()
             record = pack({"who": who, "why": why, "time": now})
-            self.store.commit([Op("control", PUT, QUARANTINE_KEY, record),
-                               *_action_ops(self.store, "quarantine", who, why, now)], now=now)
+            self._store.commit([Op("control", PUT, QUARANTINE_KEY, record),
+                               *_action_ops(self._store, "quarantine", who, why, now)], now=now)
             self._final_checkpoint("quarantine", force=True)  # a failure is recorded, not raised
             log.warning("agent %s quarantined by %s: %s", self.agent_id, who, why)
-        return self.status()
 
-    def release(self, who: str = "operator", why: str = "") -> dict[str, Any]:
+    def release(self, who: str = "operator", why: str = "") -> None:
         """Lift a quarantine: clear its record; a QUARANTINED agent resumes handling.
 
         No effect if there is no quarantine.  A HALTED agent stays halted (its
         quarantine is lifted, so ``unhalt`` then resumes it to RUNNING).
         """
-        if self.lifecycle in (AgentState.STOPPED, AgentState.FENCED):
-            return self.status()
-        if self.lifecycle is not AgentState.QUARANTINED and self.store.get("control", QUARANTINE_KEY) is None:
-            return self.status()
+        if self._lifecycle.state in (AgentState.STOPPED, AgentState.FENCED):
+            return
+        if self._lifecycle.state is not AgentState.QUARANTINED and self._store.get("control", QUARANTINE_KEY) is None:
+            return
         now = time.time()
-        self.store.commit([Op("control", DELETE, QUARANTINE_KEY, None),
-                           *_action_ops(self.store, "release", who, why, now)], now=now)
-        if self.lifecycle is AgentState.QUARANTINED:
-            self.failure = None
-            self.lifecycle = AgentState.RUNNING
+        self._store.commit([Op("control", DELETE, QUARANTINE_KEY, None),
+                           *_action_ops(self._store, "release", who, why, now)], now=now)
+        if self._lifecycle.state is AgentState.QUARANTINED:
+            self._lifecycle.set(AgentState.RUNNING)
         log.warning("agent %s released by %s: %s", self.agent_id, who, why)
-        return self.status()
 
-    def halt(self, who: str, why: str, *, grace: float = 2.0) -> dict[str, Any]:
+    def halt(self, who: str, why: str, *, grace: float = 2.0) -> None:
         """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.
 
         The halt is recorded in the agent's state (who, why, when), so a new
@@ -179,37 +204,32 @@ class Operations:
         seconds to finish, so its commit is in the final checkpoint; its
         outgoing messages stay in the outbox either way.
         """
-        if self.lifecycle in (AgentState.STOPPED, AgentState.HALTED, AgentState.FENCED):
-            return self.status()
-        self.lifecycle = AgentState.HALTED
-        self.failure = f"halted by {who}: {why}"
-        self.dispatcher.stop()
+        if self._lifecycle.state in (AgentState.STOPPED, AgentState.HALTED, AgentState.FENCED):
+            return
+        self._lifecycle.set(AgentState.HALTED, f"halted by {who}: {why}")
+        self._dispatcher.stop()
         acquired = self._lock.acquire(timeout=grace)
         try:
             now = time.time()
-            self.store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": now})),
-                               *_action_ops(self.store, "halt", who, why, now)], now=now)
+            self._store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": now})),
+                               *_action_ops(self._store, "halt", who, why, now)], now=now)
         finally:
             if acquired:
                 self._lock.release()
         self._final_checkpoint("halt", force=True)  # halted even if the store refuses: the record is local
         log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
-        return self.status()
 
-    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+    def unhalt(self, who: str, why: str = "") -> None:
         """Lift the kill switch: clear the record and resume sending; handling resumes unless quarantined."""
-        if self.lifecycle is AgentState.HALTED:
+        if self._lifecycle.state is AgentState.HALTED:
             with self._lock:
                 now = time.time()
-                self.store.commit([Op("control", DELETE, HALT_KEY, None),
-                                   *_action_ops(self.store, "unhalt", who, why, now)], now=now)
-                quarantined = self.store.get("control", QUARANTINE_KEY)
+                self._store.commit([Op("control", DELETE, HALT_KEY, None),
+                                   *_action_ops(self._store, "unhalt", who, why, now)], now=now)
+                quarantined = self._store.get("control", QUARANTINE_KEY)
                 if quarantined is None:
-                    self.failure = None
-                    self.lifecycle = AgentState.RUNNING
+                    self._lifecycle.set(AgentState.RUNNING)
                 else:  # halted while quarantined: back to the quarantine, which has its own release
-                    self.failure = f"quarantined: {unpack(quarantined)['why']}"
-                    self.lifecycle = AgentState.QUARANTINED
-                self.dispatcher.resume()
+                    self._lifecycle.set(AgentState.QUARANTINED, f"quarantined: {unpack(quarantined)['why']}")
+                self._dispatcher.resume()
             log.warning("agent %s resumed by %s: %s", self.agent_id, who, why)
-        return self.status()

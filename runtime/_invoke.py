@@ -1,0 +1,128 @@
+"""Calling user code: handlers and hooks, sync or async, inside the host's transaction.
+
+:class:`Invoker` owns the agent object and its handler table.  A sync
+handler runs on the handling thread; an ``async`` one on a private event
+loop thread while the handling thread waits for it.  Either way it runs with
+two context variables set: the message's deadline (``current_deadline``) and
+the transaction's send (``current_stage``), so ``Agent.send`` and a ref's
+``tell`` inside a handler stage into the transaction.
+
+Invariant: :meth:`Invoker.call` never raises for what user code raises: it
+returns ``(ok, result or exception)``; ``running_for`` says how long the
+call in progress has run (a liveness probe reads it from another thread).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from protocols import Envelope, WireError, parse_message
+
+from ._agent import Agent, Context, bind, current_deadline, current_stage
+from ._loop import LoopThread
+from ._state import State
+from .exceptions import HandlerError, NoHandler, UnencodableReply
+
+__all__ = ["Invoker"]
+
+
+class Invoker:
+    """The agent object, its handlers, and how they are called (see module docstring)."""
+
+    def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
+                 lookup: Callable[[str], Any] | None) -> None:
+        self.agent = agent
+        self.agent_id = agent_id
+        bind(agent, agent_id=agent_id, state=state, log=logging.getLogger(f"garrison.agent.{agent_id}"),
+             lookup=lookup)
+        # Handlers by type tag, not by class object: a message class that reached
+        # this process by value (defined in a driver's ``__main__``) may be a
+        # different object from the one the agent class was pickled with.
+        self._handlers = {cls.type_tag(): method for cls, method in type(agent).__handlers__.items()}
+        self._send = send
+        self._loop = LoopThread(f"garrison-loop-{agent_id}")
+        self._started: float | None = None
+
+    def running_for(self) -> float | None:
+        """Seconds the handler or hook in progress has run; None when none runs."""
+        started = self._started
+        return None if started is None else time.monotonic() - started
+
+    def resolve(self, env: Envelope) -> tuple[Any, str]:
+        """The message and the name of the method that handles it; NoHandler if none does."""
+        msg = parse_message(env)
+        method = self._handlers.get(type(msg).__message_tag__)
+        if method is None:
+            raise NoHandler(
+                f"agent {self.agent_id!r} ({type(self.agent).__qualname__}) has no handler for "
+                f"{env.type}; it handles: {', '.join(self.agent.handled_types()) or 'nothing'}",
+                tag=env.type,
+                handles=self.agent.handled_types(),
+            )
+        return msg, method
+
+    def handle(self, env: Envelope, msg: Any, method: str) -> tuple[bool, Any]:
+        """Run ``method`` on ``msg`` with ``env``'s context: ``(ok, reply or exception)``."""
+        self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
+        try:
+            return self.call(getattr(self.agent, method), (msg,), env.deadline)
+        finally:
+            self.agent.context = None
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
+        """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
+        self._started = time.monotonic()
+        # Set only what differs: a batch sets the stage once for all its
+        # messages, and its messages mostly share one deadline (none).
+        deadline_token = current_deadline.set(deadline) if current_deadline.get() != deadline else None
+        stage_token = current_stage.set(self._send) if current_stage.get() is not self._send else None
+        try:
+            result = fn(*args)
+            if result is not None and inspect.isawaitable(result):
+                result = self._loop.run(self._in_context(result, deadline))
+            return True, result
+        except Exception as exc:
+            return False, exc
+        finally:
+            if deadline_token is not None:
+                current_deadline.reset(deadline_token)
+            if stage_token is not None:
+                current_stage.reset(stage_token)
+            self._started = None
+
+    def staging(self) -> Any:
+        """Set the transaction's send as the stage for a whole batch; pass the token to :meth:`unstage`."""
+        return current_stage.set(self._send)
+
+    @staticmethod
+    def unstage(token: Any) -> None:
+        current_stage.reset(token)
+
+    async def _in_context(self, awaitable: Any, deadline: float | None) -> Any:
+        # Context variables do not cross threads: set them again on the loop.
+        current_deadline.set(deadline)
+        current_stage.set(self._send)
+        return await awaitable
+
+    def handler_error(self, method: str, exc: Exception) -> WireError:
+        if isinstance(exc, WireError):
+            return exc
+        return HandlerError(
+            f"{type(self.agent).__qualname__}.{method} raised {type(exc).__name__}: {exc}",
+            exception=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)[-3:]),
+        )
+
+    def unencodable(self, method: str, result: Any, exc: Exception) -> UnencodableReply:
+        return UnencodableReply(
+            f"{type(self.agent).__qualname__}.{method} returned a {type(result).__name__} that cannot be "
+            f"encoded as a reply ({exc}); its changes were rolled back. Return msgpack-able data or a "
+            "pydantic model", handler=method, value_type=type(result).__name__)
+
+    def close(self) -> None:
+        self._loop.close()
