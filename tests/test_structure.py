@@ -39,6 +39,9 @@ FOREIGN_PRIVATE: dict[tuple[str, str], str] = {
     ("runtime/_directory.py", "_internal_kv_list"): "Ray's GCS key-value store has only underscore-named functions",
     # Where the ref's split (branch h-ref) puts it: ``same_actor``, its only reader.
     ("runtime/_route.py", "_actor_id"): "a Ray ActorHandle's identity (is it another actor?) is only _actor_id",
+    # Not foreign, but the one place a private attribute is set from outside its class: by the module that
+    # defines ``Agent``.  Users' agents subclass it; a public name could clash with theirs.
+    ("runtime/_agent.py", "_lookup"): "bind() gives a user's agent the host's lookup; Agent.lookup() reads it",
     ("protocols/_envelope.py", "_value_"): "Enum's documented sunder attribute: .value without its descriptor, "
                                            "on the encoding hot path",
 }
