@@ -1,10 +1,9 @@
 """Hang detection: liveness probes with a deadline, judged by :func:`judge_probe`.
 
 :class:`Prober` is the supervisor's collaborator for this.  One prober task
-per child incarnation (only with a :class:`ProbePolicy`); probes
-are answered by the host off its handling thread, so a busy agent still
-answers and only a handler past ``handler_limit`` or missed probes make it
-suspect.  An answer that says the agent is degraded (its checkpoint store
+per child incarnation (only with a :class:`ProbePolicy`); probes are answered
+by the host off its handling thread, so a busy agent still answers and only
+a handler past ``handler_limit`` or missed probes make it suspect.  An answer that says the agent is degraded (its checkpoint store
 fails) gets the policy's ``on_degraded``, once per episode
 (:func:`judge_degraded`).
 

@@ -13,17 +13,20 @@ only through the :class:`SupervisorPort` it hands them (``_port.py``, the one
 list of what they may ask): the :class:`Prober` (``_probing``: liveness probes,
 what a suspect or degraded child gets), the :class:`SparePool` (``_standby``:
 warm spares), the :class:`Operators` (``_operations``: halt, unhalt,
-quarantine, release, retire).  Two helpers hold no supervision state: the
-:class:`Spawner` (``_spawn``: one incarnation's process) and the
-:class:`EventLog` (``_events``: events and notifiers).
+quarantine, release, retire).  Helpers that hold no supervision state do
+the mechanics: :class:`Incarnations` (``_incarnation``: start, watch, stop
+and kill one incarnation; it reports exits to :meth:`_exited`), the
+:class:`Spawner` (``_spawn``: an incarnation's process), the
+:class:`EventLog` and :class:`TaskSet` (``_events``: events, notifiers,
+background tasks).
 
 Per child, per incarnation, two tasks:
 
-* a *monitor* awaits the child's pending ``watch`` call.  It returns when the
-  child stops gracefully (exit reason ``normal``) and fails with Ray's actor
-  error when the process dies (``crash``): crash detection without polling.
-  Children are spawned with ``max_restarts=0``, so only the supervisor
-  restarts them.
+* a *monitor* (run by :class:`Incarnations`) awaits the child's pending
+  ``watch`` call.  It returns when the child stops gracefully (exit reason
+  ``normal``) and fails with Ray's actor error when the process dies
+  (``crash``): crash detection without polling.  Children are spawned with
+  ``max_restarts=0``, so only the supervisor restarts them.
 * a *prober* (only with a :class:`ProbePolicy`), run by the :class:`Prober`; a
   suspect child is killed and restarted (exit reason ``hung``) or quarantined,
   per the policy.
