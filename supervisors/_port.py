@@ -7,7 +7,9 @@ pool in ``_standby``, the operators' calls in ``_operations``) never touch
 those directly: each is given a :class:`SupervisorPort` in its constructor and
 acts on the supervisor only through it.  The children's records
 (:class:`supervisors._child.Child`) are shared data: a collaborator reads and
-sets a child's fields, all on the supervisor's one event loop.
+sets a child's fields, all on the supervisor's one event loop.  Helpers that
+decide nothing (``Incarnations``, ``Spawner``, ``EventLog``) get only the few
+callables they use, not the port.
 
 The port is a record of callbacks, so a unit test builds one from a fake that
 records the calls (no Ray, no actor).
