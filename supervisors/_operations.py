@@ -1,9 +1,19 @@
 """Operators' calls on a supervisor: the kill switch and its lifting, quarantine, release, retire.
 
-Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin: it uses the
-supervisor's children, restart lock and events).  Invariants: a halted or
-quarantined child is never restarted behind the operator's back; a release
-or retire takes the restart lock, so it never interleaves with a restart plan.
+:class:`Operators` is the supervisor's collaborator for these calls (the
+supervisor actor's ``halt``, ``unhalt``, ``quarantine``, ``release`` and
+``retire`` delegate to it) and for what a child gets when halted, unhalted or
+quarantined.  It owns the kill switch's record (who pulled it, why), which a
+child started while it holds is halted with at once (:meth:`reapply_halt`).
+It acts on the supervisor only through its :class:`SupervisorPort`, and
+resumes a child's probing through the :class:`Prober` it is given.
+
+Invariants: a halted or quarantined child is never restarted behind the
+operator's back (the supervisor's exit and restart paths skip both states,
+and only the calls here leave them); a release, an unhalt or a retire starts
+or stops a child through the port, which holds the restart lock, so it never
+interleaves with a restart plan; a halted or quarantined child is not probed
+(its prober is cancelled here, and started again only when lifted).
 """
 
 from __future__ import annotations
@@ -14,16 +24,25 @@ from typing import Any
 
 from ._calls import DEATH_WAIT, awaitable, first_line
 from ._child import Child
-from ._lifecycle import ChildState, SupervisorState, require
+from ._lifecycle import ChildState
+from ._port import SupervisorPort
+from ._probing import Prober
 from .exceptions import SupervisorError
 
-__all__ = ["Operations"]
+__all__ = ["Operators"]
 
 log = logging.getLogger("garrison.supervisor")
 
 
-class Operations:
-    """The kill switch, unhalt, quarantine, release and retire (see module docstring)."""
+class Operators:
+    """The kill switch, unhalt, quarantine, release and retire of supervisor ``name`` (see module docstring)."""
+
+    def __init__(self, name: str, port: SupervisorPort, prober: Prober) -> None:
+        self.name = name
+        self._port = port
+        self._prober = prober
+        #: ``(who, why)`` of the last kill switch pulled here, until the subtree's is lifted.
+        self._halted_by: tuple[str, str] | None = None
 
     async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
         """Kill switch on one child or (``child=None``) the whole subtree.
@@ -34,13 +53,14 @@ class Operations:
         """
         self._halted_by = (who, why)
         if child is None:
-            self.state = SupervisorState.HALTED
-            targets = list(self._children.values())
+            self._port.halt_subtree()
+            targets = self._port.children()
         else:
-            targets = [self._child(child)]
-        results = await asyncio.gather(*(self._halt_child(c, who, why) for c in targets))
-        self._emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
-        return {"supervisor": self.name, "state": self.state.value, "halted": dict(zip([c.id for c in targets], results))}
+            targets = [self._port.child(child)]
+        results = await asyncio.gather(*(self.halt_child(c, who, why) for c in targets))
+        self._port.emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
+        return {"supervisor": self.name, "state": self._port.state().value,
+                "halted": dict(zip([c.id for c in targets], results))}
 
     async def release(self, child: str | None = None, who: str = "operator", why: str = "") -> dict[str, Any]:
         """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree.
@@ -49,40 +69,32 @@ class Operations:
         comes back QUARANTINED from its durable record, which the release
         then lifts (recorded in the agent with who and why).
         """
-        if child is not None:
-            c = self._child(child)
-            if c.state is not ChildState.QUARANTINED:
-                raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not QUARANTINED",
-                                      supervisor=self.name, child=child)
-            if not c.running:
-                c.state = ChildState.STOPPED
-                async with self._restart_lock:
-                    await self._start_child(c)
-            if c.running and c.state is ChildState.QUARANTINED:
-                if c.spec.is_supervisor:  # a nested supervisor's release(child, who, why): all of it
-                    await c.handle.release.remote(None, who, why)
-                else:
-                    await c.handle.release.remote(who, why)
-                c.state = ChildState.RUNNING
-                self._start_prober(c, c.generation)
-            self._emit("released", child, who=who, why=why)
-            return c.describe()
-        require(self.state, (SupervisorState.QUARANTINED,), "release", self.name)
-        self._restarts = ()
-        self.state = SupervisorState.RUNNING
-        async with self._restart_lock:
-            for c in list(self._children.values()):
-                c.state = ChildState.STOPPED
-                if not c.running and self.state is SupervisorState.RUNNING:
-                    await self._start_child(c)
-        self._emit("released", None, who=who, why=why)
-        return self.status()
+        if child is None:
+            await self._port.release_subtree()
+            self._port.emit("released", None, who=who, why=why)
+            return self._port.status()
+        c = self._port.child(child)
+        if c.state is not ChildState.QUARANTINED:
+            raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not QUARANTINED",
+                                  supervisor=self.name, child=child)
+        if not c.running:
+            c.state = ChildState.STOPPED
+            await self._port.start_child(c)
+        if c.running and c.state is ChildState.QUARANTINED:
+            if c.spec.is_supervisor:  # a nested supervisor's release(child, who, why): all of it
+                await c.handle.release.remote(None, who, why)
+            else:
+                await c.handle.release.remote(who, why)
+            c.state = ChildState.RUNNING
+            self._prober.start(c, c.generation)
+        self._port.emit("released", child, who=who, why=why)
+        return c.describe()
 
     async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
         """Quarantine one child by hand: it refuses messages, keeps its state, is neither probed nor restarted."""
-        c = self._child(child)
-        await self._quarantine_child(c, why, who=who)
-        self._emit("quarantined", child, who=who, why=why)
+        c = self._port.child(child)
+        await self.quarantine_child(c, why, who=who)
+        self._port.emit("quarantined", child, who=who, why=why)
         return c.describe()
 
     async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
@@ -95,19 +107,18 @@ class Operations:
         while quarantined goes back to its quarantine.
         """
         if child is None:
-            require(self.state, (SupervisorState.HALTED,), "unhalt", self.name)
-            self.state = SupervisorState.RUNNING
+            self._port.lift_halt()
             self._halted_by = None
-            targets = [c for c in self._children.values() if c.state is ChildState.HALTED]
+            targets = [c for c in self._port.children() if c.state is ChildState.HALTED]
         else:
-            c = self._child(child)
+            c = self._port.child(child)
             if c.state is not ChildState.HALTED:
                 raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not HALTED",
                                       supervisor=self.name, child=child)
             targets = [c]
-        results = {c.id: await self._unhalt_child(c, who, why) for c in targets}
-        self._emit("unhalted", child, who=who, why=why, details={"children": list(results)})
-        return {"supervisor": self.name, "state": self.state.value, "unhalted": results}
+        results = {c.id: await self.unhalt_child(c, who, why) for c in targets}
+        self._port.emit("unhalted", child, who=who, why=why, details={"children": list(results)})
+        return {"supervisor": self.name, "state": self._port.state().value, "unhalted": results}
 
     async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
         """Remove a child for good: stop it (graceful, then kill; final checkpoint kept) and forget its spec.
@@ -115,15 +126,22 @@ class Operations:
         Its state stays on disk (local LMDB and checkpoint store) for a later
         investigation or a manual respawn; the supervisor never starts it again.
         """
-        c = self._child(child)
-        async with self._restart_lock:
-            if c.running:
-                await self._stop_child(c, f"retired by {who}: {why}")
-            del self._children[child]
-        self._emit("retired", child, who=who, why=why)
+        c = self._port.child(child)
+        await self._port.remove_child(c, f"retired by {who}: {why}")
+        self._port.emit("retired", child, who=who, why=why)
         return c.describe()
 
-    async def _quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:
+    # -- per child ---------------------------------------------------------------------
+
+    async def reapply_halt(self, child: Child) -> bool:
+        """Halt a just-started child if a kill switch holds (pulled while it was spawned); True if it did."""
+        if self._halted_by is None:
+            return False
+        await self.halt_child(child, *self._halted_by)
+        return True
+
+    async def quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:
+        """QUARANTINED: its prober cancelled, the agent told (it refuses messages and keeps its state)."""
         child.state = ChildState.QUARANTINED
         child.last_failure = why if who == "supervisor" else f"{why} (by {who})"
         for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
@@ -136,11 +154,11 @@ class Operations:
             except Exception as exc:
                 log.warning("supervisor %s: quarantine of %s failed: %s", self.name, child.id, exc)
 
-    async def _unhalt_child(self, child: Child, who: str, why: str) -> Any:
+    async def unhalt_child(self, child: Child, who: str, why: str) -> Any:
+        """Lift one child's halt (starting it first if its process died); probed again unless back in quarantine."""
         if not child.running:
             child.state = ChildState.STOPPED
-            async with self._restart_lock:
-                await self._start_child(child)  # an agent restores its halt: lifted below
+            await self._port.start_child(child)  # an agent restores its halt: lifted below
         if not child.running:
             return child.describe()
         try:
@@ -151,10 +169,11 @@ class Operations:
             child.state = ChildState.QUARANTINED  # halted while quarantined: back to that, not probed
         else:
             child.state = ChildState.RUNNING
-            self._start_prober(child, child.generation)
+            self._prober.start(child, child.generation)
         return result
 
-    async def _halt_child(self, child: Child, who: str, why: str) -> Any:
+    async def halt_child(self, child: Child, who: str, why: str) -> Any:
+        """HALTED: its prober cancelled, the agent (or nested supervisor) told; its answer, or None if not running."""
         child.state = ChildState.HALTED
         for task in child.tasks[1:]:  # probers: a halted child is not probed
             task.cancel()

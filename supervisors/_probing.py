@@ -1,10 +1,9 @@
 """Hang detection: liveness probes with a deadline, judged by :func:`judge_probe`.
 
-Part of :class:`supervisors._supervisor.SupervisorActor` (a mixin).  One
-prober task per child incarnation (only with a :class:`ProbePolicy`); probes
-are answered by the host off its handling thread, so a busy agent still
-answers and only a handler past ``handler_limit`` or missed probes make it
-suspect.  An answer that says the agent is degraded (its checkpoint store
+:class:`Prober` is the supervisor's collaborator for this.  One prober task
+per child incarnation (only with a :class:`ProbePolicy`); probes are answered
+by the host off its handling thread, so a busy agent still answers and only
+a handler past ``handler_limit`` or missed probes make it suspect.  An answer that says the agent is degraded (its checkpoint store
 fails) gets the policy's ``on_degraded``, once per episode
 (:func:`judge_degraded`).
 
@@ -14,14 +13,20 @@ the order they were sent.  So a process stuck from time ``t`` is suspect by
 ``t + missed_limit * interval + timeout`` (the K-th probe sent after ``t``
 times out), not after K sequential waits.
 
+What a suspect or degraded child gets is asked of the supervisor through its
+:class:`SupervisorPort`: ``kill_and_exit`` (a restart, exit reason ``hung`` or
+``degraded``) or ``quarantine_child``; events go out through ``emit``.
+
 Invariants: a prober of a replaced incarnation (``generation`` changed)
 reports nothing; at most ``ceil(timeout / interval) + 1`` probes are
-outstanding; when the prober ends, its pending probes are cancelled.
+outstanding; when the prober ends, its pending probes are cancelled; a child
+is acted on (restarted or quarantined) at most once per prober.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -30,17 +35,26 @@ from ._calls import awaitable
 from ._child import Child
 from ._health import DegradedAction, HangAction, ProbePolicy, Verdict, judge_degraded, judge_probe
 from ._lifecycle import ChildState
+from ._port import SupervisorPort
 from ._strategy import ExitReason
 
-__all__ = ["Probing"]
+__all__ = ["Prober"]
 
 
-class Probing:
-    """Probers and what a suspect child gets (see module docstring)."""
+class Prober:
+    """Probers and what a suspect or degraded child gets (see module docstring).
 
-    def _start_prober(self, child: Child, gen: int) -> None:
+    ``sleep`` paces the probes (``asyncio.sleep``; a test passes one that only yields).
+    """
+
+    def __init__(self, port: SupervisorPort, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self._port = port
+        self._sleep = sleep
+
+    def start(self, child: Child, gen: int) -> None:
+        """Probe incarnation ``gen`` of ``child`` (if its spec has a probe policy); the task joins ``child.tasks``."""
         if child.spec.probe is not None:
-            child.tasks.append(self._spawn_task(self._probe_loop(child, gen)))
+            child.tasks.append(self._port.spawn_task(self._probe_loop(child, gen)))
 
     async def _probe_loop(self, child: Child, gen: int) -> None:
         policy = child.spec.probe
@@ -64,7 +78,7 @@ class Probing:
                 judged = judge_degraded(policy, known, answer)
                 known = judged.known
                 if judged.cleared and policy.on_degraded is not DegradedAction.IGNORE:
-                    self._emit("recovered", child.id, why="its checkpoint store works again")
+                    self._port.emit("recovered", child.id, why="its checkpoint store works again")
                 if judged.action is None or judged.action is DegradedAction.IGNORE:
                     continue
                 assert answer is not None
@@ -93,7 +107,7 @@ class Probing:
         due = loop.time()
         while True:
             due += policy.interval
-            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self._sleep(max(0.0, due - loop.time()))
             if child.generation != gen or child.state is not ChildState.RUNNING:
                 sent.put_nowait(None)
                 return
@@ -110,25 +124,23 @@ class Probing:
     async def _suspect(self, child: Child, why: str) -> None:
         policy = child.spec.probe
         assert policy is not None
-        self._emit("suspect", child.id, why=why, details={"action": policy.action.value})
+        self._port.emit("suspect", child.id, why=why, details={"action": policy.action.value})
         if policy.action is HangAction.QUARANTINE:
-            await self._quarantine_child(child, f"hung: {why}")
-            self._emit("quarantined", child.id, why=why)
+            await self._port.quarantine_child(child, f"hung: {why}")
+            self._port.emit("quarantined", child.id, why=why)
             return
-        await self._kill(child)
-        self._exited(child, ExitReason.HUNG, f"hung: {why}")
+        await self._port.kill_and_exit(child, ExitReason.HUNG, f"hung: {why}")
 
     def _degraded_event(self, child: Child, info: dict[str, Any], action: DegradedAction) -> str:
         """The ``degraded`` alert (once per episode); returns the why."""
         why = (f"checkpoint store failing ({info.get('reason')}, {info.get('errno') or 'no errno'}) "
                f"for {info.get('attempts')} attempt(s): {info.get('last_error')}")
-        self._emit("degraded", child.id, why=why, details={**info, "action": action.value})
+        self._port.emit("degraded", child.id, why=why, details={**info, "action": action.value})
         return why
 
     async def _act_on_degraded(self, child: Child, action: DegradedAction, why: str) -> None:
         if action is DegradedAction.QUARANTINE:
-            await self._quarantine_child(child, f"degraded: {why}")
-            self._emit("quarantined", child.id, why=f"degraded: {why}")
+            await self._port.quarantine_child(child, f"degraded: {why}")
+            self._port.emit("quarantined", child.id, why=f"degraded: {why}")
             return
-        await self._kill(child)
-        self._exited(child, ExitReason.DEGRADED, f"degraded: {why}")
+        await self._port.kill_and_exit(child, ExitReason.DEGRADED, f"degraded: {why}")

@@ -6,24 +6,36 @@ waits for it to be ready; notifying humans) runs in threads, so supervision
 never stalls behind it: while a child restarts, the supervisor still answers
 introspection, watches the other children and probes them.
 
+The rooms: this module owns the supervisor's lifecycle state, the children
+table, the restart lock and the intensity window, and makes every restart
+decision.  Its collaborators each own one concern and reach the supervisor
+only through the :class:`SupervisorPort` it hands them (``_port.py``, the one
+list of what they may ask): the :class:`Prober` (``_probing``: liveness probes,
+what a suspect or degraded child gets), the :class:`SparePool` (``_standby``:
+warm spares), the :class:`Operators` (``_operations``: halt, unhalt,
+quarantine, release, retire).  Helpers that hold no supervision state do
+the mechanics: :class:`Incarnations` (``_incarnation``: start, watch, stop
+and kill one incarnation; it reports exits to :meth:`_exited`), the
+:class:`Spawner` (``_spawn``: an incarnation's process), the
+:class:`EventLog` and :class:`TaskSet` (``_events``: events, notifiers,
+background tasks).
+
 Per child, per incarnation, two tasks:
 
-* a *monitor* awaits the child's pending ``watch`` call.  It returns when the
-  child stops gracefully (exit reason ``normal``) and fails with Ray's actor
-  error when the process dies (``crash``): crash detection without polling.
-  Children are spawned with ``max_restarts=0``, so only the supervisor
-  restarts them.
-* a *prober* (only with a :class:`ProbePolicy`) sends liveness probes with a
-  deadline and judges them with :func:`judge_probe`; a suspect child is killed
-  and restarted (exit reason ``hung``) or quarantined, per the policy.
+* a *monitor* (run by :class:`Incarnations`) awaits the child's pending
+  ``watch`` call.  It returns when the child stops gracefully (exit reason
+  ``normal``) and fails with Ray's actor error when the process dies
+  (``crash``): crash detection without polling.  Children are spawned with
+  ``max_restarts=0``, so only the supervisor restarts them.
+* a *prober* (only with a :class:`ProbePolicy`), run by the :class:`Prober`; a
+  suspect child is killed and restarted (exit reason ``hung``) or quarantined,
+  per the policy.
 
-Warm standby (``flags.standby``): the supervisor keeps that many spare hosts
-started (processes with Ray and the runtime loaded, hosting nothing).  An
-agent child is started by handing its spec to a spare when one is ready
-(``adopt``: restore, serve, record itself in the agent directory), and the
-spare is replaced in the background; with no spare ready, a child placed
-otherwise than the spares (``ray_options``), or if the adoption fails, the
-start is a cold one as before.
+Warm standby (``flags.standby``): an agent child is started by handing its
+spec to a spare when the :class:`SparePool` has one ready (``adopt``: restore,
+serve, record itself in the agent directory), and the spare is replaced in
+the background; with no spare ready, a child placed otherwise than the spares
+(``ray_options``), or if the adoption fails, the start is a cold one.
 
 On an exit the supervisor asks :func:`plan_restart` what to do, counts the
 restart with :func:`add_restart` (too many: escalate), waits the backoff
@@ -35,19 +47,21 @@ it is retried, within the intensity, by the same path.
 Invariants:
 
 * At most one restart plan is carried out at a time (``_restart_lock``); a
-  stop or escalation takes the same lock, so it never interleaves with one.
+  stop, an escalation, and every start or removal a collaborator asks for
+  through the port take the same lock, so none interleaves with a plan.
 * No child is started while the supervisor is not RUNNING (checked under the
   lock before each start); a stop therefore leaves nothing behind.
 * ``Child.generation`` fences the monitor and prober of a replaced
   incarnation: each death is acted on once.
+* A halted or quarantined child is never restarted: the exit and restart
+  paths skip both states (only the :class:`Operators` lift them).
+* Stopping or escalating kills the warm spares.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import math
 import os
 import random
 import time
@@ -55,20 +69,22 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
 
-from runtime import AgentAlreadyRunning, System
+from runtime import System
 
 from ._backoff import consecutive_failures, restart_delay
-from ._calls import DEATH_WAIT, await_death, awaitable, first_line
 from ._child import Child
+from ._events import EventLog, TaskSet
+from ._incarnation import Incarnations
 from ._intensity import add_restart
 from ._lifecycle import ChildState, SupervisorState, require
-from ._notifier import Event, Notifier, notify_all
-from ._operations import Operations
-from ._probing import Probing
+from ._notifier import Notifier
+from ._operations import Operators
+from ._port import SupervisorPort
+from ._probing import Prober
+from ._spawn import Spawner
 from ._spec import ChildSpec, Strategy, SupervisorSpec
-from ._standby import Standby, placement_key, spare_placement
+from ._standby import SparePool, spare_placement
 from ._strategy import ExitReason, Plan, plan_restart
 from .exceptions import ChildNotFound, ChildStartError, SpecError, SupervisorError
 
@@ -76,40 +92,29 @@ __all__ = ["RemoteSupervisor", "SupervisorActor"]
 
 log = logging.getLogger("garrison.supervisor")
 
-#: Seconds a spawn keeps retrying while the previous incarnation's name is still taken.
-NAME_WAIT = 5.0
-#: Events kept for introspection.
-EVENT_LIMIT = 2000
+
+def pool_child_spec(template: ChildSpec, child_id: str, init: dict[str, Any] | None) -> ChildSpec:
+    """A simple_one_for_one pool's new child: the template with this id (and ``init``, if given)."""
+    update: dict[str, Any] = {"id": child_id}
+    if init is not None:
+        update["init"] = init
+    return ChildSpec(**{**template.model_dump(exclude={"shutdown"}), **update, "shutdown": template.shutdown})
 
 
-class SupervisorActor(Operations, Probing, Standby):
+class SupervisorActor:
     """One supervisor (see module docstring).  Create it with :func:`supervisors.start_supervisor`.
 
-    Operators' calls (halt, quarantine, release, retire) are in ``_operations``,
-    hang detection in ``_probing``, warm spares in ``_standby``.
+    Its public methods are its Ray API; the operators' calls and ``spares``
+    delegate to the collaborators that own them.
     """
 
-    def __init__(
-        self,
-        spec: SupervisorSpec,
-        *,
-        data_dir: str,
-        checkpoint_dir: str,
-        namespace: str,
-        notifiers: tuple[Notifier, ...] = (),
-        root: bool = True,
-        seed: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, spec: SupervisorSpec, *, data_dir: str, checkpoint_dir: str, namespace: str,
+                 notifiers: tuple[Notifier, ...] = (), root: bool = True, seed: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.name = spec.id
         self.root = root
         self.state = SupervisorState.STARTING
-        self._namespace = namespace
-        self._data_dir, self._checkpoint_dir = data_dir, checkpoint_dir
-        self._system = System(data_dir, checkpoint_dir=checkpoint_dir, namespace=namespace)
-        self._notifiers = tuple(notifiers)
-        self._notify_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="garrison-notify")
         self._rng = random.Random(seed)
         self._clock = clock
         self._pool = spec.flags.strategy is Strategy.SIMPLE_ONE_FOR_ONE
@@ -118,18 +123,29 @@ class SupervisorActor(Operations, Probing, Standby):
         self._children: dict[str, Child] = {} if self._pool else {c.id: Child(c) for c in spec.children}
         self._restarts: tuple[float, ...] = ()
         self._restart_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._events: list[dict[str, Any]] = []
-        self._event_count = 0
         self._done = asyncio.Event()
         self._escalation: str | None = None
-        self._halted_by: tuple[str, str] | None = None
         self._early_exits: list[tuple[Child, ExitReason, str | None]] = []
-        #: Warm spares ready to adopt an agent, and how many are being started.
-        self._spares: list[Any] = []
-        self._spares_starting = 0
-        self._spare_options = spare_placement(list(spec.children))
-        self._spare_key = placement_key(self._spare_options)
+        self._events = EventLog(self.name, tuple(notifiers))
+        self._tasks = TaskSet(self._events)
+        system = System(data_dir, checkpoint_dir=checkpoint_dir, namespace=namespace)
+        self._spawner = Spawner(self.name, system, namespace=namespace, data_dir=data_dir,
+                                checkpoint_dir=checkpoint_dir, notifiers=tuple(notifiers),
+                                supervisor_class=RemoteSupervisor)
+        port = SupervisorPort(
+            emit=self._events.emit, spawn_task=self._tasks.spawn, state=lambda: self.state, status=self.status,
+            child=self._child, children=lambda: list(self._children.values()), start_child=self._start_locked,
+            remove_child=self._remove_child, kill_and_exit=self._kill_and_exit,
+            quarantine_child=lambda child, why: self._operators.quarantine_child(child, why),
+            halt_subtree=self._halt_subtree, lift_halt=self._lift_halt, release_subtree=self._release_subtree,
+        )
+        self._spares = SparePool(port, target=spec.flags.standby, options=spare_placement(list(spec.children)),
+                                 spawn=self._spawner.spawn_spare)
+        self._incarnations = Incarnations(self.name, spawner=self._spawner, spares=self._spares,
+                                          emit=self._events.emit, spawn_task=self._tasks.spawn, clock=clock,
+                                          on_exit=self._exited)
+        self._prober = Prober(port)
+        self._operators = Operators(self.name, port, self._prober)
 
     # -- public calls --------------------------------------------------------------
 
@@ -141,13 +157,13 @@ class SupervisorActor(Operations, Probing, Standby):
                 await self._start_child(child)
             except ChildStartError as exc:
                 self.state = SupervisorState.FAILED
-                self._emit("start_failed", child.id, why=exc.message)
+                self._events.emit("start_failed", child.id, why=exc.message)
                 await self._stop_children(f"{child.id} failed to start")
                 self._done.set()
                 raise
         self.state = SupervisorState.RUNNING
-        self._emit("running", None, why=f"{len(self._children)} children started")
-        self._replenish_spares()
+        self._events.emit("running", None, why=f"{len(self._children)} children started")
+        self._spares.replenish()
         early, self._early_exits = self._early_exits, []
         for child, reason, failure in early:
             self._exited(child, reason, failure)
@@ -158,32 +174,25 @@ class SupervisorActor(Operations, Probing, Standby):
         return [c.describe() for c in self._children.values()]
 
     def status(self) -> dict[str, Any]:
-        return {
-            "id": self.name,
-            "state": self.state.value,
-            "root": self.root,
-            "strategy": self.spec.flags.strategy.value,
-            "restarts_in_window": len(self._restarts),
-            "escalation": self._escalation,
-            "spares": len(self._spares),
-            "pid": os.getpid(),
-            "children": self.which_children(),
-        }
+        """Lifecycle state, strategy, restarts in the intensity window, escalation, spares ready, pid, children."""
+        return {"id": self.name, "state": self.state.value, "root": self.root,
+                "strategy": self.spec.flags.strategy.value, "restarts_in_window": len(self._restarts),
+                "escalation": self._escalation, "spares": self._spares.ready, "pid": os.getpid(),
+                "children": self.which_children()}
 
     def probe(self) -> dict[str, Any]:
         """Liveness, for a parent's prober: the event loop answered."""
         return {"state": self.state.value, "pid": os.getpid(), "handler_running_for": None}
 
     def events(self, after: int = 0) -> list[dict[str, Any]]:
-        """Events with ``index >= after``, oldest first (the newest EVENT_LIMIT are kept)."""
-        return [e for e in self._events if e["index"] >= after]
+        """Events with ``index >= after``, oldest first (the newest ``_events.EVENT_LIMIT`` are kept)."""
+        return self._events.since(after)
 
     async def watch(self) -> dict[str, Any]:
         """Pending until this supervisor is done; raises if it escalated (its parent then acts)."""
         await self._done.wait()
         if self._escalation is not None:
-            raise SupervisorError(f"supervisor {self.name!r} escalated: {self._escalation}",
-                                  supervisor=self.name)
+            raise SupervisorError(f"supervisor {self.name!r} escalated: {self._escalation}", supervisor=self.name)
         return self.status()
 
     async def stop(self, why: str = "stop requested") -> dict[str, Any]:
@@ -192,9 +201,9 @@ class SupervisorActor(Operations, Probing, Standby):
             return self.status()
         self.state = SupervisorState.STOPPING
         await self._stop_children(why)
-        self._kill_spares()
+        self._spares.kill_all()
         self.state = SupervisorState.STOPPED
-        self._emit("stopped", None, why=why)
+        self._events.emit("stopped", None, why=why)
         self._done.set()
         return self.status()
 
@@ -206,12 +215,7 @@ class SupervisorActor(Operations, Probing, Standby):
                             "only a simple_one_for_one pool starts children dynamically", supervisor=self.name)
         if child_id in self._children:
             raise SpecError(f"supervisor {self.name!r} already has a child {child_id!r}", supervisor=self.name)
-        update: dict[str, Any] = {"id": child_id}
-        if init is not None:
-            update["init"] = init
-        spec = ChildSpec(**{**self._template.model_dump(exclude={"shutdown"}), **update,
-                            "shutdown": self._template.shutdown})
-        child = self._children[child_id] = Child(spec)
+        child = self._children[child_id] = Child(pool_child_spec(self._template, child_id, init))
         async with self._restart_lock:
             try:
                 await self._start_child(child)
@@ -225,12 +229,36 @@ class SupervisorActor(Operations, Probing, Standby):
         child = self._child(child_id)
         async with self._restart_lock:
             if child.running:
-                await self._stop_child(child, why)
+                await self._incarnations.stop(child, why)
             if self._pool:
                 del self._children[child_id]
         return child.describe()
 
-    # -- starting -------------------------------------------------------------------
+    async def spares(self) -> list[dict[str, Any]]:
+        """The warm spares ready now (state ``spare``, pid)."""
+        return await self._spares.describe()
+
+    async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
+        """Kill switch on one child or (``child=None``) the whole subtree (see ``Operators.halt``)."""
+        return await self._operators.halt(who, why, child)
+
+    async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
+        """Lift the kill switch on one halted child or the halted subtree (see ``Operators.unhalt``)."""
+        return await self._operators.unhalt(who, why, child)
+
+    async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
+        """Quarantine one child by hand (see ``Operators.quarantine``)."""
+        return await self._operators.quarantine(child, who, why)
+
+    async def release(self, child: str | None = None, who: str = "operator", why: str = "") -> dict[str, Any]:
+        """Lift a quarantine: one child's, or (``child=None``) this supervisor's (see ``Operators.release``)."""
+        return await self._operators.release(child, who, why)
+
+    async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
+        """Stop a child for good and forget it; its state stays on disk (see ``Operators.retire``)."""
+        return await self._operators.retire(child, who, why)
+
+    # -- the port (see ``_port``) -------------------------------------------------------
 
     def _child(self, child_id: str) -> Child:
         try:
@@ -239,38 +267,45 @@ class SupervisorActor(Operations, Probing, Standby):
             raise ChildNotFound(f"supervisor {self.name!r} has no child {child_id!r}",
                                 supervisor=self.name, child=child_id) from None
 
+    async def _start_locked(self, child: Child) -> None:
+        async with self._restart_lock:
+            await self._start_child(child)
+
+    async def _remove_child(self, child: Child, why: str) -> None:
+        async with self._restart_lock:
+            if child.running:
+                await self._incarnations.stop(child, why)
+            del self._children[child.id]
+
+    async def _kill_and_exit(self, child: Child, reason: ExitReason, failure: str) -> None:
+        await self._incarnations.kill(child)
+        self._exited(child, reason, failure)
+
+    def _halt_subtree(self) -> None:
+        self.state = SupervisorState.HALTED
+
+    def _lift_halt(self) -> None:
+        require(self.state, (SupervisorState.HALTED,), "unhalt", self.name)
+        self.state = SupervisorState.RUNNING
+
+    async def _release_subtree(self) -> None:
+        require(self.state, (SupervisorState.QUARANTINED,), "release", self.name)
+        self._restarts = ()
+        self.state = SupervisorState.RUNNING
+        async with self._restart_lock:
+            for c in list(self._children.values()):
+                c.state = ChildState.STOPPED
+                if not c.running and self.state is SupervisorState.RUNNING:
+                    await self._start_child(c)
+
+    # -- starting and stopping -----------------------------------------------------------
+
     async def _start_child(self, child: Child) -> None:
-        child.state = ChildState.STARTING
-        child.generation += 1
-        gen = child.generation
-        spare = None
-        try:
-            if child.spec.is_supervisor:
-                handle, info = await self._spawn_supervisor(child)
-            else:
-                spare = self._take_spare(child.spec)
-                handle, info = await asyncio.to_thread(self._spawn_agent, child.spec, spare)
-        except Exception as exc:
-            child.state = ChildState.STOPPED
-            child.last_failure = f"start failed: {first_line(exc)}"
-            raise ChildStartError(
-                f"supervisor {self.name!r}: child {child.id!r} failed to start: {first_line(exc)}",
-                supervisor=self.name, child=child.id,
-            ) from exc
-        child.handle = handle
-        child.incarnation = info.get("incarnation")
-        child.epoch = info.get("epoch")
-        child.pid = info.get("pid")
-        child.started_at = self._clock()
+        gen, info = await self._incarnations.start(child)
         halted = child.state is ChildState.HALTED or self.state is SupervisorState.HALTED
         child.state = ChildState.RUNNING
-        child.watch_ref = handle.watch.remote()
-        child.tasks = [self._spawn_task(self._monitor(child, gen))]
-        self._emit("started", child.id, details={"incarnation": child.incarnation, "epoch": child.epoch,
-                                                 "pid": child.pid, "warm": spare is not None and handle is spare})
-        if halted and self._halted_by is not None:
-            # Invariant: a kill switch pulled while this child was being spawned still applies to it.
-            await self._halt_child(child, *self._halted_by)
+        # Invariant: a kill switch pulled while this child was being spawned still applies to it.
+        if halted and await self._operators.reapply_halt(child):
             return
         if not child.spec.is_supervisor and info.get("state") == "quarantined":
             # Its durable record says so (quarantined by an operator before it died):
@@ -278,70 +313,13 @@ class SupervisorActor(Operations, Probing, Standby):
             child.state = ChildState.QUARANTINED
             child.last_failure = "came back quarantined (its record in the agent's state)"
             return
-        self._start_prober(child, gen)
+        self._prober.start(child, gen)
 
-    def _spawn_agent(self, spec: ChildSpec, spare: Any = None) -> tuple[Any, dict[str, Any]]:
-        """Blocking (runs in a thread): hand the agent to ``spare``, or spawn it (no Ray restarts); wait until ready."""
-        if spare is not None:
-            host_spec = self._system.host_spec(spec.agent, spec.id, config=spec.config, init=spec.init)
-            try:
-                self._system.adopt(spare, host_spec)
-                return spare, ray.get(spare.probe.remote(), timeout=30)
-            except Exception as exc:  # a dead or failing spare: fall back to a cold start
-                log.warning("supervisor %s: spare could not adopt %s (%s); cold start", self.name, spec.id, exc)
-                ray.kill(spare, no_restart=True)
-        deadline = time.monotonic() + NAME_WAIT
-        while True:
-            try:
-                self._system.spawn(spec.agent, spec.id, config=spec.config, init=spec.init, detached=False,
-                                   ray_options={**spec.ray_options, "max_restarts": 0})
-                break
-            except AgentAlreadyRunning:
-                # The previous incarnation's name is freed a moment after its death is reported.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        handle = ray.get_actor(spec.id, namespace=self._namespace)
-        return handle, ray.get(handle.probe.remote(), timeout=30)
-
-    async def _spawn_supervisor(self, child: Child) -> tuple[Any, dict[str, Any]]:
-        sub = child.spec.supervisor
-        assert sub is not None
-        deadline = time.monotonic() + NAME_WAIT
-        while True:
-            try:
-                handle = RemoteSupervisor.options(
-                    name=sub.id, namespace=self._namespace, lifetime=None, max_restarts=0,
-                    max_task_retries=0, num_cpus=0,
-                ).remote(sub, data_dir=self._data_dir, checkpoint_dir=self._checkpoint_dir,
-                         namespace=self._namespace, notifiers=self._notifiers, root=False)
-                break
-            except ValueError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-        try:
-            await handle.start.remote()
-        except Exception:
-            ray.kill(handle, no_restart=True)
-            raise
-        info = await handle.probe.remote()
-        return handle, {"incarnation": child.restarts + 1, "pid": info["pid"]}
-
-    # -- watching ---------------------------------------------------------------------
-
-    async def _monitor(self, child: Child, gen: int) -> None:
-        try:
-            await child.watch_ref
-            reason, failure = ExitReason.NORMAL, None
-        except asyncio.CancelledError:
-            raise
-        except RayActorError as exc:
-            reason, failure = ExitReason.CRASH, f"process died: {first_line(exc)}"
-        except Exception as exc:  # a sub-supervisor that escalated
-            reason, failure = ExitReason.CRASH, first_line(exc)
-        if child.generation == gen:
-            self._exited(child, reason, failure)
+    async def _stop_children(self, why: str) -> None:
+        async with self._restart_lock:
+            for child in reversed(list(self._children.values())):
+                if child.running:
+                    await self._incarnations.stop(child, why)
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -352,19 +330,11 @@ class SupervisorActor(Operations, Probing, Standby):
             # on (once) as soon as the supervisor is RUNNING, not lost.
             self._early_exits.append((child, reason, failure))
             return
-        handle = child.handle
-        self._retire(child)
-        if handle is not None:
-            # Stopped gracefully but still up, or dead: either way Ray keeps the name
-            # taken until the actor is killed through a handle, so a restart could not reuse it.
-            if reason is ExitReason.NORMAL:
-                self._spawn_task(self._kill_after_stop(handle))
-            else:
-                ray.kill(handle, no_restart=True)
+        self._incarnations.discard(child, reason)
         child.last_exit = reason.value
         if reason.abnormal:
             child.last_failure = failure
-        self._emit("exited", child.id, why=failure or reason.value, details={"reason": reason.value})
+        self._events.emit("exited", child.id, why=failure or reason.value, details={"reason": reason.value})
         if child.state in (ChildState.QUARANTINED, ChildState.HALTED):
             return  # kept as it is for the operator: never restarted behind their back
         child.state = ChildState.STOPPED
@@ -379,30 +349,15 @@ class SupervisorActor(Operations, Probing, Standby):
         flags = self.spec.flags
         ok, self._restarts = add_restart(self._restarts, now, flags.period, flags.intensity)
         if not ok:
-            self._spawn_task(self._escalate(
-                f"more than {flags.intensity} restart(s) in {flags.period}s; last: {child.id} ({reason.value}: "
-                f"{failure or ''})"
-            ))
+            self._tasks.spawn(self._escalate(f"more than {flags.intensity} restart(s) in {flags.period}s; "
+                                             f"last: {child.id} ({reason.value}: {failure or ''})"))
             return
         child.consecutive = consecutive_failures(flags.backoff, child.consecutive, child.started_at, now)
         delay = restart_delay(flags.backoff, child.consecutive, self._rng.random())
         child.state = ChildState.RESTARTING
-        self._emit("restarting", child.id, why=reason.value,
-                   details={"delay": round(delay, 4), "stop": list(plan.stop), "start": list(plan.start)})
-        self._spawn_task(self._restart(plan, delay))
-
-    async def _kill_after_stop(self, handle: Any) -> None:
-        """Kill a child that stopped of its own accord once whoever stopped it has its answer.
-
-        ``stop`` is idempotent and runs on the host's one handling thread, so
-        this one returns after the first has answered; a restart meanwhile
-        waits for the name (NAME_WAIT).
-        """
-        try:
-            await asyncio.wait_for(awaitable(handle.stop.remote()), DEATH_WAIT)
-        except Exception:
-            pass  # already dead, or stuck: killed below either way
-        ray.kill(handle, no_restart=True)
+        self._events.emit("restarting", child.id, why=reason.value,
+                          details={"delay": round(delay, 4), "stop": list(plan.stop), "start": list(plan.start)})
+        self._tasks.spawn(self._restart(plan, delay))
 
     async def _restart(self, plan: Plan, delay: float) -> None:
         await asyncio.sleep(delay)  # holds nothing: a stop meanwhile wins
@@ -410,7 +365,7 @@ class SupervisorActor(Operations, Probing, Standby):
             for cid in plan.stop:
                 c = self._children.get(cid)
                 if c is not None and c.running and self.state is SupervisorState.RUNNING:
-                    await self._stop_child(c, f"restart of {plan.start[0] if plan.start else '?'} ({plan})")
+                    await self._incarnations.stop(c, f"restart of {plan.start[0] if plan.start else '?'} ({plan})")
             for cid in plan.remove:
                 self._children.pop(cid, None)
             for cid in plan.start:
@@ -422,12 +377,12 @@ class SupervisorActor(Operations, Probing, Standby):
                 try:
                     await self._start_child(c)
                 except ChildStartError as exc:
-                    self._emit("restart_failed", c.id, why=exc.message)
+                    self._events.emit("restart_failed", c.id, why=exc.message)
                     # Counts toward the intensity and is retried by the same path, after this plan.
                     self._exited(c, ExitReason.START_FAILED, exc.message)
                     return
                 c.restarts += 1
-                self._emit("restarted", c.id, details={"incarnation": c.incarnation, "restarts": c.restarts})
+                self._events.emit("restarted", c.id, details={"incarnation": c.incarnation, "restarts": c.restarts})
 
     async def _escalate(self, why: str) -> None:
         if self.state is not SupervisorState.RUNNING:
@@ -435,84 +390,17 @@ class SupervisorActor(Operations, Probing, Standby):
         self.state = SupervisorState.STOPPING
         self._escalation = why
         await self._stop_children(f"escalation: {why}")
-        self._kill_spares()
+        self._spares.kill_all()
         if self.root:
             self.state = SupervisorState.QUARANTINED
             for c in self._children.values():
                 c.state = ChildState.QUARANTINED
-            self._emit("quarantined", None, why=why)
+            self._events.emit("quarantined", None, why=why)
         else:
             self.state = SupervisorState.ESCALATED
-            self._emit("escalated", None, why=why)
+            self._events.emit("escalated", None, why=why)
             self._done.set()
 
-    # -- stopping -------------------------------------------------------------------------
-
-    def _retire(self, child: Child) -> None:
-        """Fence off the live incarnation's monitor and prober (see ``Child.generation``)."""
-        child.generation += 1
-        current = asyncio.current_task()
-        for task in child.tasks:
-            if task is not current:
-                task.cancel()
-        child.tasks = []
-        child.handle = child.watch_ref = None
-        child.pid = None
-
-    async def _stop_children(self, why: str) -> None:
-        async with self._restart_lock:
-            for child in reversed(list(self._children.values())):
-                if child.running:
-                    await self._stop_child(child, why)
-
-    async def _stop_child(self, child: Child, why: str) -> None:
-        """Graceful stop within the child's shutdown timeout, then a hard kill; waits for the death."""
-        handle, watch_ref = child.handle, child.watch_ref
-        self._retire(child)
-        timeout = None if math.isinf(child.spec.shutdown) else child.spec.shutdown
-        graceful = True
-        try:
-            await asyncio.wait_for(awaitable(handle.stop.remote(why) if child.spec.is_supervisor
-                                              else handle.stop.remote()), timeout)
-        except (asyncio.TimeoutError, Exception):
-            graceful = False
-        ray.kill(handle, no_restart=True)
-        await await_death(watch_ref)
-        child.state = ChildState.STOPPED
-        child.last_exit = ExitReason.SHUTDOWN.value
-        self._emit("stopped" if graceful else "killed", child.id, why=why,
-                   details={"shutdown": child.spec.shutdown})
-
-    async def _kill(self, child: Child) -> None:
-        handle, watch_ref = child.handle, child.watch_ref
-        self._retire(child)
-        if handle is not None:
-            ray.kill(handle, no_restart=True)
-            await await_death(watch_ref)
-        self._emit("killed", child.id, why="hard kill")
-
-    # -- bookkeeping ------------------------------------------------------------------------
-
-    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("supervisor %s: task failed", self.name, exc_info=task.exception())
-            self._emit("internal_error", None, why=first_line(task.exception()))
-
-    def _emit(self, kind: str, child: str | None, *, who: str = "supervisor", why: str = "",
-              details: dict[str, Any] | None = None) -> None:
-        event = Event(kind, self.name, child, who, why, details=dict(details or {}))
-        self._event_count += 1
-        self._events.append({"index": self._event_count - 1, **event.to_dict()})
-        del self._events[:-EVENT_LIMIT]
-        if self._notifiers:
-            self._notify_pool.submit(notify_all, self._notifiers, event)
 
 
 RemoteSupervisor = ray.remote(SupervisorActor)

@@ -1,0 +1,153 @@
+"""The Operators on their own: fake children (handles answering halt, unhalt, quarantine, release), a fake port.
+
+No Ray, no actor: what an operator's call asks of the supervisor is read
+from the port's record, what it tells a child from the handle's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from supervisors import ChildState, ProbePolicy, SupervisorError, SupervisorState
+from supervisors._operations import Operators
+from tests.supervisor_fakes import FakeHandle, FakePort, running_child
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int]] = []
+
+    def start(self, child: Any, gen: int) -> None:
+        self.started.append((child.id, gen))
+
+
+def agent_handle(unhalt_state: str = "running") -> FakeHandle:
+    return FakeHandle(
+        "agent",
+        halt=lambda who, why: {"state": "halted", "who": who},
+        unhalt=lambda who, why: {"state": unhalt_state},
+        quarantine=lambda why, who: {"state": "quarantined"},
+        release=lambda who, why: {"state": "running"},
+    )
+
+
+async def _forever() -> None:
+    await asyncio.get_running_loop().create_future()
+
+
+def setup(*ids: str, **handle_kw: Any) -> tuple[FakePort, FakeProber, Operators, list[Any]]:
+    children = [running_child(i, agent_handle(**handle_kw), probe=ProbePolicy()) for i in ids]
+    port, prober = FakePort(children=children), FakeProber()
+    return port, prober, Operators("sup", port.port(), prober), children  # type: ignore[arg-type]
+
+
+def test_the_kill_switch_on_the_subtree_halts_the_supervisor_and_every_child_and_stops_their_probers():
+    async def go() -> None:
+        port, _, ops, children = setup("a", "b")
+        for c in children:  # the monitor, then the prober
+            c.tasks = [asyncio.ensure_future(_forever()), asyncio.ensure_future(_forever())]
+        probers = [c.tasks[1] for c in children]
+        result = await ops.halt("alice", "runaway")
+        assert port.calls == [("halt_subtree",)]
+        assert result == {"supervisor": "sup", "state": "halted",
+                          "halted": {"a": {"state": "halted", "who": "alice"}, "b": {"state": "halted", "who": "alice"}}}
+        assert all(c.state is ChildState.HALTED and len(c.tasks) == 1 for c in children)
+        assert [c.handle.halt.calls for c in children] == [[("alice", "runaway")]] * 2
+        await asyncio.gather(*probers, return_exceptions=True)
+        assert all(t.cancelled() for t in probers) and not any(c.tasks[0].done() for c in children)
+        assert port.events == [("halted", None, "alice", "runaway")]
+        for c in children:
+            c.tasks[0].cancel()
+
+    asyncio.run(go())
+
+
+def test_a_kill_switch_holds_for_a_child_started_later_until_the_subtree_is_unhalted():
+    async def go() -> None:
+        port, prober, ops, (a, late) = setup("a", "late")
+        assert not await ops.reapply_halt(late), "no kill switch pulled: nothing to reapply"
+        await ops.halt("alice", "runaway", child="a")
+        assert port.calls == [], "one child's kill switch leaves the supervisor as it is"
+        assert await ops.reapply_halt(late)
+        assert late.state is ChildState.HALTED and late.handle.halt.calls == [("alice", "runaway")]
+        port.state = SupervisorState.HALTED
+        result = await ops.unhalt("bob", "fixed")
+        assert port.calls == [("lift_halt",)]
+        assert result["unhalted"] == {"a": {"state": "running"}, "late": {"state": "running"}}
+        assert prober.started == [("a", 1), ("late", 1)], "probed again"
+        assert not await ops.reapply_halt(late), "lifted"
+
+    asyncio.run(go())
+
+
+def test_an_agent_halted_while_quarantined_goes_back_to_its_quarantine_unprobed():
+    async def go() -> None:
+        port, prober, ops, (a,) = setup("a", unhalt_state="quarantined")
+        await ops.halt("alice", "why", child="a")
+        await ops.unhalt("bob", "ok", child="a")
+        assert a.state is ChildState.QUARANTINED and prober.started == []
+
+    asyncio.run(go())
+
+
+def test_a_halted_child_whose_process_died_is_started_again_through_the_supervisor():
+    async def go() -> None:
+        port, _, ops, (a,) = setup("a")
+        await ops.halt("alice", "why", child="a")
+        a.handle = None  # died while halted
+        result = await ops.unhalt("bob", "ok", child="a")
+        assert port.calls == [("start_child", "a")], "started again, under the supervisor's restart lock"
+        assert result["unhalted"]["a"]["id"] == "a"
+
+    asyncio.run(go())
+
+
+def test_unhalting_or_releasing_a_child_in_another_state_is_refused():
+    async def go() -> None:
+        port, _, ops, _ = setup("a")
+        with pytest.raises(SupervisorError, match="is RUNNING, not HALTED"):
+            await ops.unhalt("bob", "", child="a")
+        with pytest.raises(SupervisorError, match="is RUNNING, not QUARANTINED"):
+            await ops.release("a", "bob", "")
+        assert port.calls == [] and port.events == []
+
+    asyncio.run(go())
+
+
+def test_a_quarantine_by_hand_is_recorded_with_who_and_the_agent_told():
+    async def go() -> None:
+        port, prober, ops, (a,) = setup("a")
+        described = await ops.quarantine("a", "carol", "looks odd")
+        assert a.state is ChildState.QUARANTINED and described["last_failure"] == "looks odd (by carol)"
+        assert a.handle.quarantine.calls == [("looks odd", "carol")]
+        assert port.events == [("quarantined", "a", "carol", "looks odd")]
+        await ops.release("a", "dave", "fine")
+        assert a.state is ChildState.RUNNING and a.handle.release.calls == [("dave", "fine")]
+        assert prober.started == [("a", 1)], "probed again once released"
+
+    asyncio.run(go())
+
+
+def test_the_supervisors_own_quarantine_is_lifted_through_the_supervisor():
+    async def go() -> None:
+        port, _, ops, _ = setup("a")
+        port.state = SupervisorState.QUARANTINED
+        status = await ops.release(None, "dave", "fine")
+        assert port.calls == [("release_subtree",)] and status == {"state": "running"}
+        assert port.events == [("released", None, "dave", "fine")]
+
+    asyncio.run(go())
+
+
+def test_a_retired_child_is_stopped_and_forgotten_through_the_supervisor():
+    async def go() -> None:
+        port, _, ops, _ = setup("a", "b")
+        await ops.retire("a", "erin", "done")
+        assert port.calls == [("remove_child", "a", "retired by erin: done")]
+        assert list(port.children) == ["b"]
+        assert port.events == [("retired", "a", "erin", "done")]
+
+    asyncio.run(go())
