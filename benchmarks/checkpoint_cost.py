@@ -2,7 +2,7 @@
 
 For each size an agent's state is filled to the size, then a driver thread
 asks the agent a small state-changing message every 2 ms (a steady stream)
-while checkpoints are taken (``ref.checkpoint()``: ship the journal, LMDB's
+while checkpoints are taken (``ref.admin.checkpoint()``: ship the journal, LMDB's
 copy of a read snapshot, sha256 of the body, fsync, rename, manifest).
 
 *Handler stall* is what a checkpoint adds to the handling of a message,
@@ -109,7 +109,7 @@ def _scenario(system: Any, size: int, checkpoints: int) -> dict[str, Any]:
     n = size // VALUE
     for start in range(0, n, per_call):
         ref.ask(Fill(start=start, count=min(per_call, n - start), size=VALUE), timeout=300)
-    ref.checkpoint()  # the first copy also warms the page cache
+    ref.admin.checkpoint()  # the first copy also warms the page cache
     durations, sizes = [], []
     with _Stream(ref) as stream:
         time.sleep(1.0)
@@ -117,7 +117,7 @@ def _scenario(system: Any, size: int, checkpoints: int) -> dict[str, Any]:
         windows = []
         for _ in range(checkpoints):
             t0 = time.monotonic()
-            manifest = ref.checkpoint(timeout=300)
+            manifest = ref.admin.checkpoint(timeout=300)
             t1 = time.monotonic()
             durations.append(t1 - t0)
             sizes.append(manifest["size"])
@@ -126,7 +126,7 @@ def _scenario(system: Any, size: int, checkpoints: int) -> dict[str, Any]:
         quiet = stream.between(quiet_start, quiet_end)
         during = [lat for a, b in windows for lat in stream.between(a, b)]
         # The same windows on the agent's clock: shift by the clocks' offset.
-        times = ref._control("handling_times")
+        times = ref.admin.handling_times()
         offset = times["now"] - time.monotonic()  # ~0: both are CLOCK_MONOTONIC on one machine
         inside_quiet = [d for t, d in times["recent"] if quiet_start + offset <= t <= quiet_end + offset]
         inside_during = [d for t, d in times["recent"] for a, b in windows if a + offset <= t <= b + offset]

@@ -161,9 +161,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         finally:
             stop.set()
             sampler.join()
-        status = {role: ref.status() for role, ref in (("sender", source), ("receiver", sink))}
+        status = {role: ref.admin.status() for role, ref in (("sender", source), ("receiver", sink))}
         # The history is still whole from seq 1 (most of it now served from segments in the store).
-        first = sink.transitions(0, 3)
+        first = sink.admin.transitions(0, 3)
         for ref in (source, sink):
             system.stop(ref.agent_id)
 

@@ -3,6 +3,7 @@
 Public surface; everything else is private and may change.
 """
 
+from ._admin import AgentAdmin
 from ._agent import Agent, Context, handler
 from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
@@ -42,6 +43,7 @@ from .exceptions import (
 
 __all__ = [
     "Agent",
+    "AgentAdmin",
     "AgentAlreadyRunning",
     "AgentConfig",
     "AgentError",

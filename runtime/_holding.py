@@ -223,7 +223,7 @@ class Mode(enum.Enum):
 
 
 class Transport(Protocol):
-    """What the pipeline needs of Ray (``AgentRef`` implements it)."""
+    """What the pipeline needs of Ray (``_ref._RayTransport`` implements it, over the ref's ``Route``)."""
 
     def find(self) -> bool:
         """Resolve the agent by name and use that actor from now on; False if it is not registered."""

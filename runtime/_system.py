@@ -250,21 +250,21 @@ class System:
             except GarrisonError as exc:
                 log.warning("agent %s: held tells not delivered before the stop: %s", agent_id, exc)
         try:
-            status = ray.get(ref._handle.stop.remote(), timeout=timeout)
+            status = ray.get(ref.route.handle.stop.remote(), timeout=timeout)
         except (RayActorError, GetTimeoutError) as exc:
             log.warning("agent %s did not stop gracefully (%s); killing it", agent_id, exc)
-        ray.kill(ref._handle, no_restart=True)
+        ray.kill(ref.route.handle, no_restart=True)
         self._spawned.pop(agent_id, None)
         return status
 
     def kill(self, agent_id: str) -> None:
         """End the agent's process at once, without a final checkpoint and without restart."""
-        ray.kill(self.lookup(agent_id)._handle, no_restart=True)
+        ray.kill(self.lookup(agent_id).route.handle, no_restart=True)
         self._spawned.pop(agent_id, None)
 
     def metrics(self) -> str:
         """Prometheus exposition text of every agent this System spawned."""
-        return "".join(ref.metrics() for ref in list(self._spawned.values()))
+        return "".join(ref.admin.metrics() for ref in list(self._spawned.values()))
 
     def shutdown(self, *, stop_agents: bool = True) -> None:
         """Stop the agents this System spawned, and Ray if this System started it."""

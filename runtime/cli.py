@@ -87,7 +87,7 @@ def agents(address: str) -> None:
 @reports_errors
 def status(agent_id: str, address: str) -> None:
     """Show an agent's status."""
-    emit(_system(address).lookup(agent_id).status())
+    emit(_system(address).lookup(agent_id).admin.status())
 
 
 @commands.command()
@@ -96,7 +96,7 @@ def status(agent_id: str, address: str) -> None:
 @reports_errors
 def checkpoint(agent_id: str, address: str) -> None:
     """Take a checkpoint of an agent now."""
-    emit(_system(address).lookup(agent_id).checkpoint())
+    emit(_system(address).lookup(agent_id).admin.checkpoint())
 
 
 @commands.command()
@@ -105,7 +105,7 @@ def checkpoint(agent_id: str, address: str) -> None:
 @reports_errors
 def restores(agent_id: str, address: str) -> None:
     """Show an agent's restore history."""
-    emit(_system(address).lookup(agent_id).restore_history())
+    emit(_system(address).lookup(agent_id).admin.restore_history())
 
 
 @commands.command()
@@ -118,7 +118,7 @@ def actions(agent_id: str, limit: int, address: str) -> None:
 
     Each quarantine, release, halt and unhalt with who did it, why, and when.
     """
-    emit(_system(address).lookup(agent_id).operator_log(limit))
+    emit(_system(address).lookup(agent_id).admin.operator_log(limit))
 
 
 @commands.command()
@@ -129,7 +129,7 @@ def actions(agent_id: str, limit: int, address: str) -> None:
 @reports_errors
 def deadletters(agent_id: str, reason: str | None, limit: int, address: str) -> None:
     """List an agent's dead letters."""
-    letters = _system(address).lookup(agent_id).dead_letters(reason=reason, limit=limit)
+    letters = _system(address).lookup(agent_id).admin.dead_letters(reason=reason, limit=limit)
     emit([{k: v for k, v in d.items() if k != "envelope"} for d in letters])
 
 
@@ -143,7 +143,7 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
     """Deliver dead letters again."""
     if not ids and not reason:
         raise click.UsageError("replay needs --id or --reason")
-    emit(_system(address).lookup(agent_id).replay_dead_letters(ids=list(ids) or None, reason=reason))
+    emit(_system(address).lookup(agent_id).admin.replay_dead_letters(ids=list(ids) or None, reason=reason))
 
 
 def run_group(group: click.Group, argv: list[str] | None) -> int:

@@ -187,7 +187,7 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
         killed_at = tickets // 2
         for i in range(tickets):
             if i == killed_at:
-                pid = refs["draft"].status()["pid"]
+                pid = refs["draft"].admin.status()["pid"]
                 os.kill(pid, signal.SIGKILL)
                 say(f"  ticket {i}: SIGKILL sent to agent 'draft' (pid {pid}) mid-run")
             verdict = refs["intake"].ask(
@@ -200,7 +200,7 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
         final = {}
         for name, ref in refs.items():
             stats = ref.ask(Stats())
-            status = ref.status()
+            status = ref.admin.status()
             restore = status["restore"]
             final[name] = {**stats, "incarnation": status["incarnation"], "restored_from": restore["source"],
                            "before": before[name]}

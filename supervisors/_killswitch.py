@@ -128,7 +128,7 @@ def quarantine(
                                                                                   timeout=timeout)
         target = f"{supervisor}/{agent}"
     else:
-        result = _agent(agent, namespace).quarantine(who, why)
+        result = _agent(agent, namespace).admin.quarantine(who, why)
         target = agent
     notify_all(tuple(notifiers), Event("quarantined", "operator", target, who, why))
     return result
@@ -157,7 +157,7 @@ def release(
         target = f"{supervisor}/{agent}" if agent else supervisor
     else:
         assert agent is not None
-        result = _agent(agent, namespace).release(who, why)
+        result = _agent(agent, namespace).admin.release(who, why)
         target = agent
     notify_all(tuple(notifiers), Event("released", "operator", target, who, why))
     return result

@@ -165,7 +165,7 @@ def run(workdir: Path, total: int, checkpoint_at: int, remove_at: int) -> dict[s
         for s in streams:
             s.start()
         wait_until(lambda: all(s.done >= checkpoint_at for s in streams), 120, "stream to the checkpoint point")
-        checkpoints = {ref.agent_id: (ref.checkpoint() or {}).get("seq") for ref in agents}
+        checkpoints = {ref.agent_id: (ref.admin.checkpoint() or {}).get("seq") for ref in agents}
         log(f"checkpoints taken mid-stream: {checkpoints}")
         wait_until(lambda: all(s.done >= remove_at for s in streams), 120, "stream to the removal point")
 
@@ -203,7 +203,7 @@ def run(workdir: Path, total: int, checkpoint_at: int, remove_at: int) -> dict[s
         except TimeoutError:  # reported, for the test to say what is missing
             sink_caught_up = False
         after = {ref.agent_id: ref.ask(Where(), timeout=30) for ref in agents}
-        statuses = {ref.agent_id: ref.status() for ref in agents}
+        statuses = {ref.agent_id: ref.admin.status() for ref in agents}
         nodes_dir = workdir / "nodes"
         local_copies = {ref.agent_id: sorted(n.name for n in nodes_dir.iterdir()
                                              if (n / "agents" / ref.agent_id / "state").is_dir())
@@ -225,7 +225,7 @@ def run(workdir: Path, total: int, checkpoint_at: int, remove_at: int) -> dict[s
             "sink_seen": sink.ask(SeenBy(), timeout=30),
             "sink_report": sink.ask(Report(), timeout=30),
             "restore": {a: st["restore"] for a, st in statuses.items()},
-            "restore_history": {ref.agent_id: ref.restore_history() for ref in agents},
+            "restore_history": {ref.agent_id: ref.admin.restore_history() for ref in agents},
             "incarnation": {a: st["incarnation"] for a, st in statuses.items()},
             "background_error": {a: st["background_error"] for a, st in statuses.items()},
             "dead_letters": {a: st["dead_letters"] for a, st in statuses.items()},

@@ -84,7 +84,7 @@ def test_malformed_bytes_oversize_and_expired_are_refused(system, agent_id):
         ref.send_raw(raw_envelope(agent_id, "test.add@1", {"n": 5}, deadline=1.0))
     assert "before handling" in err.value.details["where"]
     assert ref.ask(GetCount()) == 1, "nothing refused had an effect"
-    assert 'outcome="rejected_EncodingError"' in ref.metrics()
+    assert 'outcome="rejected_EncodingError"' in ref.admin.metrics()
 
 
 def test_handler_error_rolls_back_and_agent_goes_on(system, agent_id):

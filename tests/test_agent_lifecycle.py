@@ -26,7 +26,7 @@ def test_sigkilled_agent_comes_back_with_every_acknowledged_message(system, agen
     ref = system.spawn(Counter, agent_id)
     acknowledged = 0
     under_way, killed = threading.Event(), threading.Event()
-    pid = ref.status()["pid"]
+    pid = ref.admin.status()["pid"]
 
     def killer():
         if under_way.wait(120):  # killed mid-stream: after 50 acknowledged asks, with more coming
@@ -46,7 +46,7 @@ def test_sigkilled_agent_comes_back_with_every_acknowledged_message(system, agen
     # Asks retry across the restart; control calls do not, so they come after one.
     assert ref.ask(GetCount()) == acknowledged
     assert ref.ask(GetItems()) == list(range(acknowledged)), "each effect exactly once, in order"
-    status = ref.status()
+    status = ref.admin.status()
     assert status["incarnation"] == 2, "Ray restarted the process and the host restored itself"
     assert status["restore"]["source"] == "local"
 
@@ -56,13 +56,13 @@ def _state_after_node_loss(system, agent_id, data_dir: Path, durability: Durabil
     ref = system.spawn(Counter, agent_id, config=cfg)
     for i in range(60):
         ref.ask(Append(item=i))
-    checkpoint = ref.checkpoint()
+    checkpoint = ref.admin.checkpoint()
     for i in range(60, 90):
         ref.ask(Append(item=i))
-    wait_for(lambda: ref.status()["shipped_seq"] > checkpoint["seq"])
+    wait_for(lambda: ref.admin.status()["shipped_seq"] > checkpoint["seq"])
     for i in range(90, 100):  # the last few may not be shipped yet
         ref.ask(Append(item=i))
-    shipped = ref.status()["shipped_seq"]
+    shipped = ref.admin.status()["shipped_seq"]
     system.kill(agent_id)  # SIGKILL-like: no final checkpoint, no restart
     shutil.rmtree(data_dir / "agents" / agent_id)
     ref = system.spawn(Counter, agent_id, config=cfg)
@@ -71,7 +71,7 @@ def _state_after_node_loss(system, agent_id, data_dir: Path, durability: Durabil
 
 def test_lost_data_directory_restores_last_shipped_operation(system, agent_id):
     ref, acknowledged, shipped_before_kill = _state_after_node_loss(system, agent_id, system.data_dir, Durability.ASYNC)
-    status = ref.status()
+    status = ref.admin.status()
     report = status["restore"]
     assert report["source"] == "checkpoint"
     assert report["ops_replayed"] > 0
@@ -87,7 +87,7 @@ def test_lost_data_directory_restores_last_shipped_operation(system, agent_id):
 
 def test_lost_data_directory_in_sync_mode_keeps_every_acknowledged_message(system, agent_id):
     ref, acknowledged, _ = _state_after_node_loss(system, agent_id, system.data_dir, Durability.SYNC)
-    assert ref.status()["restore"]["source"] == "checkpoint"
+    assert ref.admin.status()["restore"]["source"] == "checkpoint"
     assert ref.ask(GetItems()) == list(range(acknowledged))
 
 
@@ -103,13 +103,13 @@ def test_flipped_byte_in_newest_checkpoint_falls_back_to_previous(system, agent_
     ref = system.spawn(Counter, agent_id, config={"checkpoint_interval": 3600, "ship_interval": 0.1})
     for i in range(20):
         ref.ask(Append(item=i))
-    first = ref.checkpoint()
+    first = ref.admin.checkpoint()
     for i in range(20, 40):
         ref.ask(Append(item=i))
-    newest = ref.checkpoint()
+    newest = ref.admin.checkpoint()
     for i in range(40, 50):
         ref.ask(Append(item=i))
-    wait_for(lambda: ref.status()["shipped_seq"] == ref.status()["seq"])
+    wait_for(lambda: ref.admin.status()["shipped_seq"] == ref.admin.status()["seq"])
     expected = ref.ask(GetItems())
     system.kill(agent_id)
     shutil.rmtree(system.data_dir / "agents" / agent_id)
@@ -120,7 +120,7 @@ def test_flipped_byte_in_newest_checkpoint_falls_back_to_previous(system, agent_
     body.write_bytes(bytes(raw))
 
     ref = system.spawn(Counter, agent_id, config={"checkpoint_interval": 3600, "ship_interval": 0.1})
-    report = ref.status()["restore"]
+    report = ref.admin.status()["restore"]
     assert report["checkpoint_seq"] == first["seq"], "the corrupt newest checkpoint was skipped"
     assert any("checksum" in c for c in report["corrupt"]), report["corrupt"]
     assert ref.ask(GetItems()) == expected
@@ -139,7 +139,7 @@ def test_checkpoints_every_interval_and_trims_to_retention(system, agent_id):
     # not the whole history of 3 records per Append.
     i = 0
     deadline = time.monotonic() + 120
-    while (status := ref.status())["checkpoints_taken"] < 4 or status["journal_entries"] >= 3 * i // 2:
+    while (status := ref.admin.status())["checkpoints_taken"] < 4 or status["journal_entries"] >= 3 * i // 2:
         assert time.monotonic() < deadline, status
         for _ in range(20):
             ref.ask(Append(item=i))
@@ -150,7 +150,7 @@ def test_checkpoints_every_interval_and_trims_to_retention(system, agent_id):
     assert segments[0].first > 1, "segments older than the previous checkpoint and the retention were trimmed"
     previous = store.read_manifest(agent_id, seqs[-1])
     assert segments[0].first <= previous.seq + 1, "the journal still reaches back to the previous checkpoint"
-    history = ref.transitions(0, 10_000_000)
+    history = ref.admin.transitions(0, 10_000_000)
     assert len(history) == 2 * i, "the whole transition history, local and shipped, is read back"
     summary = store.read_manifest(agent_id, seqs[0]).summary
     assert summary["count"] <= i and summary["items"] == summary["count"]

@@ -34,20 +34,20 @@ def test_ten_times_overload_keeps_sender_memory_bounded_and_loses_nothing(system
         fcntl.flock(held, fcntl.LOCK_EX)
         sink = system.spawn(Sink, f"{agent_id}-sink", init={"delay": 0.002, "gate": str(gate)})
         producer = system.spawn(Producer, f"{agent_id}-src", config={"window": window, "max_batch": 50})
-        pid = producer.status()["pid"]
+        pid = producer.admin.status()["pid"]
         before = rss_mb(pid)
         total = 0
         while total < 2500:
             producer.ask(Emit(to=sink.agent_id, start=total, count=250))
             total += 250
-        status = producer.status()
+        status = producer.admin.status()
         backlog = sum(status["outbox_pending"].values())
         assert backlog == total, f"the sink took {total - backlog} of {total} through a closed gate"
         assert backlog >= 10 * window, "not a 10x overload of the window"
         peak_in_memory = status["outbox_in_memory"]
         fcntl.flock(held, fcntl.LOCK_UN)
     while (r := sink.ask(Report()))["count"] < total:
-        status = producer.status()
+        status = producer.admin.status()
         peak_in_memory = max(peak_in_memory, status["outbox_in_memory"])
         assert sum(status["outbox_pending"].values()) <= total
         time.sleep(0.05)
@@ -60,7 +60,7 @@ def test_at_most_once_overload_fails_fast_and_every_message_is_accounted_for(sys
     sink = system.spawn(Sink, f"{agent_id}-sink", init={"delay": 0.005})
     producer = system.spawn(Producer, f"{agent_id}-src", config={"window": 5})
     producer.ask(Emit(to=sink.agent_id, start=0, count=200, delivery=Delivery.AT_MOST_ONCE))
-    dropped = producer.dead_letters(reason="mailbox_full", limit=1000)
+    dropped = producer.admin.dead_letters(reason="mailbox_full", limit=1000)
     assert dropped, "a full window refuses at-most-once sends at once"
     assert "window" in dropped[0]["message"]
     deadline = time.time() + 30

@@ -32,7 +32,7 @@ def test_status_dead_letters_and_replay_from_the_cli(system, agent_id, ray_sessi
     address = ray_session.get_runtime_context().gcs_address
     ref = system.spawn(Counter, agent_id)
     ref.tell(Add(n=7), timeout=-1)  # expires before it is handled: a dead letter
-    wait_for(ref.dead_letters, timeout=30)
+    wait_for(ref.admin.dead_letters, timeout=30)
     out = garrison("status", agent_id, address=address)
     assert out.returncode == 0, out.stderr[-1500:]
     assert json.loads(out.stdout)["state"] == "running"
@@ -56,7 +56,7 @@ def test_kill_switch_from_the_cli(system, agent_id, ray_session):
         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ},
     )
     assert out.returncode == 0, out.stderr[-1500:]
-    status = ref.status()
+    status = ref.admin.status()
     assert status["state"] == "halted" and "alice@ops" in status["failure"]
     from runtime import AgentNotRunning
 
@@ -116,7 +116,7 @@ def test_quarantine_survives_a_restart_and_release_is_recorded_from_the_console_
 
     def restarted():
         try:
-            status = ref.status()
+            status = ref.admin.status()
         except AgentUnavailable:
             return None
         return status if status["incarnation"] == before["incarnation"] + 1 else None
@@ -141,14 +141,14 @@ def test_kill_then_unhalt_from_the_console_script(system, agent_id, ray_session)
     ref.ask(Add(n=5))
     out = console("kill", "--agent", agent_id, "--who", "alice@ops", "--why", "runaway spend", address=address)
     assert out.returncode == 0, out.stderr[-1500:]
-    assert ref.status()["state"] == "halted"
+    assert ref.admin.status()["state"] == "halted"
     out = console("unhalt", "--agent", agent_id, "--who", "alice@ops", "--why", "spend capped", address=address)
     assert out.returncode == 0, out.stderr[-1500:]
     assert json.loads(out.stdout)[agent_id]["state"] == "running"
     assert [(e["kind"], e["who"], e["why"]) for e in _events(out.stderr)] == [
         ("unhalted", "alice@ops", "spend capped")]
     assert ref.ask(GetCount()) == 5
-    assert [(r["action"], r["who"], r["why"]) for r in ref.operator_log()] == [
+    assert [(r["action"], r["who"], r["why"]) for r in ref.admin.operator_log()] == [
         ("halt", "alice@ops", "runaway spend"), ("unhalt", "alice@ops", "spend capped")]
     out = console("quarantine", "--agent", "no-such-agent", "--who", "d", "--why", "w", address=address)
     assert out.returncode == 2 and "AgentNotFound" in out.stderr

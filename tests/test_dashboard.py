@@ -23,4 +23,4 @@ def test_agent_is_listed_by_its_id_in_the_garrison_namespace(system, agent_id):
 
 def test_host_repr_names_agent_class_incarnation_and_state(system, agent_id):
     ref = system.spawn(Counter, agent_id)
-    assert ref._control("describe") == f"Agent({agent_id}, Counter, incarnation=1, state=RUNNING)"
+    assert ref.admin.describe() == f"Agent({agent_id}, Counter, incarnation=1, state=RUNNING)"

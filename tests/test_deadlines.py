@@ -44,6 +44,6 @@ def test_a_late_reply_never_answers_a_later_ask(system, agent_id):
 def test_expired_tell_is_not_handled_and_becomes_a_dead_letter(system, agent_id):
     ref = system.spawn(Counter, agent_id)
     ref.tell(Add(n=1), timeout=-1)
-    letters = wait_for(lambda: ref.dead_letters(reason="expired"), timeout=30)
+    letters = wait_for(lambda: ref.admin.dead_letters(reason="expired"), timeout=30)
     assert letters[0]["type"] == "test.add@1"
     assert ref.ask(GetCount()) == 0

@@ -173,15 +173,15 @@ def test_a_hung_incarnation_that_wakes_after_its_replacement_is_fenced(ray_sessi
         old.ask(Add(n=3))
         flag = tmp_path / "wake"
         old.tell(Linger(flag=str(flag), peer=f"{agent_id}-peer"))
-        wait_for(lambda: old.status()["handler_running_for"] is not None)
+        wait_for(lambda: old.admin.status()["handler_running_for"] is not None)
 
         # The replaced host itself (a ref follows the agent to its new host, for control calls too).
-        old_host = old._handle
+        old_host = old.route.handle
         old_status = lambda: ray.get(old_host.status.remote(), timeout=30)  # noqa: E731
         spare = node_b.spawn_spare()
         new = node_b.adopt(spare, node_b.host_spec(Laggard, agent_id))
-        assert new.status()["epoch"] > old_status()["epoch"]
-        assert old.status()["pid"] == new.status()["pid"], "the old ref's control calls reach the new host"
+        assert new.admin.status()["epoch"] > old_status()["epoch"]
+        assert old.admin.status()["pid"] == new.admin.status()["pid"], "the old ref's control calls reach the new host"
         assert new.ask(Report()) == {"late": None, "count": 3}
 
         flag.touch()  # the old incarnation wakes up
@@ -189,9 +189,9 @@ def test_a_hung_incarnation_that_wakes_after_its_replacement_is_fenced(ray_sessi
         status = old_status()
         assert status["state"] == "fenced", status
         assert peer.ask(GetCount()) == 0, "the late message had no effect"
-        assert 'outcome="rejected_StaleEpoch"' in peer.metrics()
+        assert 'outcome="rejected_StaleEpoch"' in peer.admin.metrics()
         assert new.ask(Report()) == {"late": None, "count": 3}, "the late write is nowhere"
-        assert node_a.lookup(agent_id)._handle._actor_id == spare._actor_id, "lookups find the new host"
+        assert node_a.lookup(agent_id).route.handle._actor_id == spare._actor_id, "lookups find the new host"
         assert new.ask(Add(n=1)) == 4
     finally:
         node_b.shutdown()

@@ -242,7 +242,7 @@ def test_fuzzed_envelopes_reach_their_own_check_and_are_all_accounted_for(system
     ref = system.spawn(Counter, agent_id, config={"max_message_bytes": MAX_BYTES})
     for i in range(3):
         ref.ask(Append(item=i))
-    pid = ref.status()["pid"]
+    pid = ref.admin.status()["pid"]
     assert _acceptable(_pack(_base(agent_id))), "the undamaged base passes every check"
     assert _acceptable(_pack(_base(agent_id, sender=FENCED_SENDER, epoch=1))), "and so does the stale-epoch one"
     assert "test.append@1" in default_registry.known()
@@ -252,7 +252,7 @@ def test_fuzzed_envelopes_reach_their_own_check_and_are_all_accounted_for(system
     batch = {"base": 0}
 
     def deliver(raw: bytes) -> tuple[str, str, dict]:
-        ok, value = decode_reply(ray.get(ref._handle.deliver.remote(raw), timeout=60))
+        ok, value = decode_reply(ray.get(ref.route.handle.deliver.remote(raw), timeout=60))
         assert not ok, f"malformed input was accepted: {raw!r}"
         err = error_from_wire(value)
         assert isinstance(err, ProtocolError), f"{type(err).__name__}: {err}"
@@ -282,7 +282,7 @@ def test_fuzzed_envelopes_reach_their_own_check_and_are_all_accounted_for(system
             return
         if route == "batch_frame":
             kind, expected, raw = payload
-            ok, value = decode_reply(ray.get(ref._handle.deliver_batch.remote(raw), timeout=60))
+            ok, value = decode_reply(ray.get(ref.route.handle.deliver_batch.remote(raw), timeout=60))
             assert not ok, f"a malformed batch frame was accepted: {raw!r}"
             err = error_from_wire(value)
             refused[err.code] += 1
@@ -299,7 +299,7 @@ def test_fuzzed_envelopes_reach_their_own_check_and_are_all_accounted_for(system
             else:
                 want.append((kind, expected, None))  # refused before anyone reads its seq
             raws.append(_wire(fields))
-        ok, value = decode_reply(ray.get(ref._handle.deliver_batch.remote(encode_batch(batch["base"], raws)),
+        ok, value = decode_reply(ray.get(ref.route.handle.deliver_batch.remote(encode_batch(batch["base"], raws)),
                                          timeout=60))
         assert ok, error_from_wire(value)
         hwm, errors = value
@@ -328,9 +328,9 @@ def test_fuzzed_envelopes_reach_their_own_check_and_are_all_accounted_for(system
     fields_hit = {check for (kind, check) in reached if kind == "field"}
     assert fields_hit == {"format"} | {f"field:{f}" for f in HEADER if f != "format"}, sorted(fields_hit)
 
-    status = ref.status()
+    status = ref.admin.status()
     assert status["pid"] == pid and status["state"] == "running", "no crash, no restart"
     assert ref.ask(GetItems()) == [0, 1, 2] and ref.ask(GetCount()) == 3, "state unchanged"
     # Every refusal was counted once under its own code, and kept once as a dead letter.
-    assert _rejections(ref.metrics()) == refused, (refused, ref.metrics())
+    assert _rejections(ref.admin.metrics()) == refused, (refused, ref.admin.metrics())
     assert status["dead_letters"] == sum(refused.values())

@@ -76,11 +76,11 @@ def test_tells_past_the_bound_while_the_agent_is_down_become_overflow_dead_lette
     assert (stats["held"], stats["overflowed"]) == (20, 30), stats
     ref.flush(timeout=60)
     assert ref.ask(GetItems(), timeout=30) == list(range(21)), "the oldest 20 were delivered, in order"
-    letters = ref.dead_letters(reason="overflow", limit=100)
+    letters = ref.admin.dead_letters(reason="overflow", limit=100)
     assert sorted(decode_envelope(d["envelope"]).body["n"] for d in letters) == list(range(21, 51))
     assert all("max_held" in d["message"] and d["type"] == "test.item@1" for d in letters), letters[0]
     assert ref.tell_stats()["overflow_unrecorded"] == 0
     # Overflow is a dead letter like any other: replayed, it takes effect, after the rest.
-    replayed = ref.replay_dead_letters(reason="overflow")
+    replayed = ref.admin.replay_dead_letters(reason="overflow")
     assert len(replayed) == 30 and all(r["ok"] for r in replayed)
     assert ref.ask(Report(), timeout=30) == {"count": 51, "dups": 0, "out_of_order": 0}

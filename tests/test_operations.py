@@ -136,13 +136,13 @@ def test_switches_need_who_why_and_a_target():
 def test_a_quarantined_agent_sigkilled_and_restarted_by_ray_comes_back_quarantined(system, agent_id):
     ref = system.spawn(Counter, agent_id)
     assert ref.ask(Add(n=3)) == 3
-    before = ref.quarantine("dave@ops", "odd replies")
+    before = ref.admin.quarantine("dave@ops", "odd replies")
     assert before["state"] == "quarantined"
     os.kill(before["pid"], signal.SIGKILL)
 
     def restarted():
         try:
-            status = ref.status()
+            status = ref.admin.status()
         except AgentUnavailable:  # between the death and Ray's restart
             return None
         return status if status["incarnation"] == before["incarnation"] + 1 else None
@@ -151,9 +151,9 @@ def test_a_quarantined_agent_sigkilled_and_restarted_by_ray_comes_back_quarantin
     assert status["state"] == "quarantined" and status["pid"] != before["pid"]
     with pytest.raises(AgentNotRunning, match="quarantined"):
         ref.ask(GetCount())
-    assert ref.release("erin@ops", "replies checked")["state"] == "running"
+    assert ref.admin.release("erin@ops", "replies checked")["state"] == "running"
     assert ref.ask(GetCount()) == 3
-    assert [(r["action"], r["who"], r["why"]) for r in ref.operator_log()] == [
+    assert [(r["action"], r["who"], r["why"]) for r in ref.admin.operator_log()] == [
         ("quarantine", "dave@ops", "odd replies"), ("release", "erin@ops", "replies checked")]
 
 
@@ -188,7 +188,7 @@ def test_a_quarantined_child_that_died_comes_back_quarantined_and_its_release_li
     released = release("erin", "replies checked", agent=wid, supervisor=spec.id, notifiers=[log])
     assert released["state"] == "running"
     assert agent.ask(Read(), timeout=20) == 5
-    assert [(r["action"], r["who"]) for r in agent.operator_log()] == [("quarantine", "dave"), ("release", "erin")]
+    assert [(r["action"], r["who"]) for r in agent.admin.operator_log()] == [("quarantine", "dave"), ("release", "erin")]
     assert [(e["who"], e["why"]) for e in sup.events() if e["kind"] == "released"] == [("erin", "replies checked")]
     assert [(e["kind"], e["child"], e["who"]) for e in log.read()] == [
         ("quarantined", f"{spec.id}/{wid}", "dave"), ("released", f"{spec.id}/{wid}", "erin")]
@@ -230,7 +230,7 @@ def test_unhalting_a_subtree_resumes_its_agents_from_their_state_and_notifies(da
     assert system.lookup(leaf).ask(Read(), timeout=20) == 4
     assert system.lookup(other).ask(Read(), timeout=20) == 0, "started again, from its record, and unhalted"
     for agent in (leaf, other):
-        assert [r["action"] for r in system.lookup(agent).operator_log()] == ["halt", "unhalt"]
+        assert [r["action"] for r in system.lookup(agent).admin.operator_log()] == ["halt", "unhalt"]
     assert [(e["kind"], e["who"], e["why"]) for e in log.read()] == [("unhalted", "bob", "fixed in v2")]
     assert [e["who"] for e in sup.events() if e["kind"] == "unhalted"] == ["bob"]
     with pytest.raises(SupervisorNotRunning, match="cannot unhalt while RUNNING"):

@@ -84,4 +84,4 @@ def test_a_reply_that_cannot_be_encoded_is_a_typed_error_and_rolls_back(system, 
     assert isinstance(err.value, GarrisonError) and err.value.details["value_type"] == "object"
     # The handler's change was rolled back, as if it had raised; the agent goes on.
     assert odd.ask(Poke(), timeout=30) == []
-    assert odd.status()["state"] == "running"
+    assert odd.admin.status()["state"] == "running"

@@ -152,9 +152,9 @@ def test_a_full_store_degrades_the_agent_visibly_and_nothing_acknowledged_is_los
     node1 = System(tmp_path / "node1", checkpoint_dir=ck, create=True)
     ref = _spawn(node1, agent_id, QUICK)
     assert ref.ask(Append(item=0), timeout=20) == 1
-    wait_for(lambda: ref.status()["last_checkpoint_seq"] is not None, timeout=20)
-    assert ref.status()["degraded"] is None and _probe(agent_id)["degraded"] is None
-    assert _gauge(ref.metrics(), agent_id) == 0
+    wait_for(lambda: ref.admin.status()["last_checkpoint_seq"] is not None, timeout=20)
+    assert ref.admin.status()["degraded"] is None and _probe(agent_id)["degraded"] is None
+    assert _gauge(ref.admin.metrics(), agent_id) == 0
 
     small_fs.fill()
     t_full = time.time()
@@ -165,7 +165,7 @@ def test_a_full_store_degrades_the_agent_visibly_and_nothing_acknowledged_is_los
         ref.tell(Append(item=i))
     assert ref.ask(GetCount(), timeout=20) == 41
 
-    status = wait_for(lambda: (s := ref.status())["degraded"] and s["degraded"]["attempts"] >= 5 and s, timeout=30)
+    status = wait_for(lambda: (s := ref.admin.status())["degraded"] and s["degraded"]["attempts"] >= 5 and s, timeout=30)
     episode = status["degraded"]
     assert (episode["reason"], episode["errno"], episode["errno_name"]) == ("store_full", errno.ENOSPC, "ENOSPC")
     assert t_full - 1 <= episode["since"] <= time.time() and episode["cleared_at"] is None
@@ -174,16 +174,16 @@ def test_a_full_store_degrades_the_agent_visibly_and_nothing_acknowledged_is_los
     _check_backoff(episode, QUICK)
     probed = _probe(agent_id)["degraded"]
     assert (probed["since"], probed["reason"], probed["errno"]) == (episode["since"], "store_full", "ENOSPC")
-    metrics = ref.metrics()
+    metrics = ref.admin.metrics()
     assert _gauge(metrics, agent_id) == 1
     assert re.search(rf'^garrison_background_errors_total\{{agent="{agent_id}"\}} ([1-9]\S*)$', metrics, re.MULTILINE)
 
     small_fs.free()
-    status = wait_for(lambda: (s := ref.status())["degraded"] is None and s, timeout=60)
+    status = wait_for(lambda: (s := ref.admin.status())["degraded"] is None and s, timeout=60)
     cleared = status["degraded_cleared"]
     assert cleared["since"] == episode["since"] and cleared["cleared_at"] >= episode["since"]
     assert cleared["attempts"] >= episode["attempts"]
-    assert _probe(agent_id)["degraded"] is None and _gauge(ref.metrics(), agent_id) == 0
+    assert _probe(agent_id)["degraded"] is None and _gauge(ref.admin.metrics(), agent_id) == 0
     # Clearing took a shipment: everything acknowledged is in the store.
     assert status["shipped_seq"] == status["seq"]
 
@@ -192,7 +192,7 @@ def test_a_full_store_degrades_the_agent_visibly_and_nothing_acknowledged_is_los
     node2 = System(tmp_path / "node2", checkpoint_dir=ck, create=True)
     ref2 = _spawn(node2, agent_id, QUICK)
     try:
-        assert ref2.status()["restore"]["source"] in ("checkpoint", "journal")
+        assert ref2.admin.status()["restore"]["source"] in ("checkpoint", "journal")
         assert ref2.ask(GetItems(), timeout=20) == list(range(41))
     finally:
         node2.stop(agent_id)
@@ -218,7 +218,7 @@ def test_a_read_only_store_is_notified_by_the_supervisor_and_clears_when_writabl
     small_fs.read_only()
     for i in range(5, 15):
         assert agent.ask(Append(item=i), timeout=20) == i + 1
-    episode = wait_for(lambda: agent.status()["degraded"], timeout=30)
+    episode = wait_for(lambda: agent.admin.status()["degraded"], timeout=30)
     assert (episode["reason"], episode["errno_name"]) == ("store_read_only", "EROFS")
     alert = wait_for(lambda: [e for e in events.read() if e["kind"] == "degraded"], timeout=30)[0]
     assert alert["child"] == wid and alert["alert"] is True
@@ -231,10 +231,10 @@ def test_a_read_only_store_is_notified_by_the_supervisor_and_clears_when_writabl
 
     small_fs.writable()
     sup.wait_until(lambda s: [e for e in s.events() if e["kind"] == "recovered" and e["child"] == wid], timeout=60)
-    status = agent.status()
+    status = agent.admin.status()
     assert status["degraded"] is None and status["degraded_cleared"]["since"] == episode["since"]
     assert len([e for e in events.read() if e["kind"] == "degraded"]) == 1  # once per episode
-    wait_for(lambda: (s := agent.status())["shipped_seq"] == s["seq"], timeout=20)
+    wait_for(lambda: (s := agent.admin.status())["shipped_seq"] == s["seq"], timeout=20)
 
     # SIGKILL: the supervisor restarts it; every acknowledged message is still there.
     os.kill(sup.child(wid)["pid"], signal.SIGKILL)
@@ -318,14 +318,14 @@ def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release
     quarantined = [e for e in sup.events() if e["kind"] == "quarantined" and e["child"] == wid]
     assert quarantined and quarantined[0]["why"].startswith("degraded: ")
     # The quarantine completed although its final checkpoint could not be written.
-    status = agent.status()
+    status = agent.admin.status()
     assert status["state"] == "quarantined" and status["degraded"]["reason"] == "store_full"
     assert sup.child(wid)["restarts"] == 0
     with pytest.raises(AgentNotRunning):
         agent.ask(Append(item=99), timeout=20)
 
     small_fs.free()
-    wait_for(lambda: agent.status()["degraded"] is None, timeout=60)
+    wait_for(lambda: agent.admin.status()["degraded"] is None, timeout=60)
     sup.release(wid)
     assert agent.ask(GetItems(), timeout=20) == list(range(6))
 
@@ -387,7 +387,7 @@ def test_a_restart_policy_restarts_a_degraded_child_and_the_restarts_count_towar
     for i in range(3):
         assert agent.ask(Append(item=i), timeout=20) == i + 1
     assert agent.ask(Fill(start=0, count=20, size=100_000), timeout=20) == 20  # a 2 MB checkpoint body
-    wait_for(lambda: (s := agent.status())["last_checkpoint_seq"] == s["seq"], timeout=30)
+    wait_for(lambda: (s := agent.admin.status())["last_checkpoint_seq"] == s["seq"], timeout=30)
 
     # Room for the journal and a new incarnation's epoch files, not for a checkpoint: every
     # incarnation degrades (its first checkpoint fails), so restarting does not help.

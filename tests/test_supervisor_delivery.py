@@ -18,12 +18,12 @@ pytestmark = pytest.mark.ray
 
 
 def _outbox(data, prod: str) -> dict:
-    status = System(data).lookup(prod).status()
+    status = System(data).lookup(prod).admin.status()
     return {k: status[k] for k in ("outbox_pending", "outbox_in_memory", "delivered", "dead_letters")}
 
 
 def _dead_letters(data, sinks: list[str]) -> dict:
-    return {s: [(d["reason"], d["seq"]) for d in System(data).lookup(s).dead_letters(limit=5)] for s in sinks}
+    return {s: [(d["reason"], d["seq"]) for d in System(data).lookup(s).admin.dead_letters(limit=5)] for s in sinks}
 
 
 def test_a_stream_to_agents_sigkilled_and_restarted_by_their_supervisor_arrives_exactly_once_in_order(

@@ -138,8 +138,8 @@ def test_an_operator_quarantines_then_retires_a_child_and_its_state_is_kept(data
     system = System(data_dir)
     try:  # its state outlived it, and so did its quarantine, until an operator lifts it
         ref = system.spawn(Worker, wid, detached=False)
-        assert ref.status()["state"] == "quarantined"
-        ref.release("dave", "v2 reviewed the state")
+        assert ref.admin.status()["state"] == "quarantined"
+        ref.admin.release("dave", "v2 reviewed the state")
         assert ref.ask(Read(), timeout=20) == 6
     finally:
         system.stop(wid)

@@ -96,8 +96,8 @@ def test_halting_a_subtree_halts_nested_supervisors_and_their_agents(data_dir, r
     system = System(data_dir)
     try:
         ref = system.spawn(Worker, leaf, detached=False)
-        assert ref.status()["state"] == "halted"
-        ref.unhalt("bob")
+        assert ref.admin.status()["state"] == "halted"
+        ref.admin.unhalt("bob")
         assert ref.ask(Read(), timeout=20) == 9
     finally:
         system.stop(leaf)

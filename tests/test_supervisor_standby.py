@@ -34,7 +34,7 @@ def test_a_spare_takes_over_a_crashed_agent_with_its_state_and_is_replaced(data_
     spare_pids = {s["pid"] for s in sup.spares()}
     old_pid, first_epoch = sup.child(a)["pid"], sup.child(a)["epoch"]
     held = system.lookup(a)  # an operator's ref, taken before the crash
-    assert held.status()["pid"] == old_pid
+    assert held.admin.status()["pid"] == old_pid
 
     os.kill(old_pid, signal.SIGKILL)
     wait_for(lambda: sup.child(a)["pid"] not in (None, old_pid) and sup.child(a)["state"] == "running")
@@ -44,9 +44,9 @@ def test_a_spare_takes_over_a_crashed_agent_with_its_state_and_is_replaced(data_
     assert child["epoch"] > first_epoch, "the adopted incarnation holds a newer fencing epoch"
     ref = system.lookup(a)
     assert ref.ask(Read(), timeout=20) == 3, "state restored"
-    assert ref.status()["restore"]["source"] == "local"
+    assert ref.admin.status()["restore"]["source"] == "local"
     # The ref held from before reaches the spare for operators' calls too, without an ask first.
-    assert held.status()["pid"] == child["pid"]
+    assert held.admin.status()["pid"] == child["pid"]
     assert ref.ask(Bump(), timeout=20) == 4
     assert system.lookup(b).ask(Read(), timeout=20) == 0, "the sibling was not touched"
     wait_for(lambda: sup.status()["spares"] == 1)  # replaced in the background

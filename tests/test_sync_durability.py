@@ -229,5 +229,5 @@ def test_an_ask_rides_out_a_checkpoint_store_outage_within_its_deadline(system, 
     finally:
         timer.join()
     assert ref.ask(GetItems(), timeout=20) == [0, 1]
-    assert 'outcome="not_durable"' in ref.metrics(), "the store really refused: the agent answered NotDurable"
+    assert 'outcome="not_durable"' in ref.admin.metrics(), "the store really refused: the agent answered NotDurable"
     shutil.rmtree(aside, ignore_errors=True)

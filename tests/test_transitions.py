@@ -153,26 +153,26 @@ def test_local_table_is_bounded_and_ref_reads_the_full_history(system, agent_id)
     ref = system.spawn(Counter, agent_id, config=cfg)
     n = 0
     # Enough checkpoints that the local table must have been trimmed.
-    while n < 200 or ref.status()["checkpoints_taken"] < 5:
+    while n < 200 or ref.admin.status()["checkpoints_taken"] < 5:
         for _ in range(50):
             ref.ask(Append(item=n))
             n += 1
     ref.ask(Append(item=n))
     n += 1
-    status = wait_for(lambda: (s := ref.status())["transition_entries"] < 2 * n and s)
+    status = wait_for(lambda: (s := ref.admin.status())["transition_entries"] < 2 * n and s)
     assert status["transitions_shipped_seq"] > 0
     store = DirectoryStore(system.checkpoint_dir)
     assert store.list_transitions(agent_id), "older transitions went to segments"
-    history = ref.transitions(0, 10_000_000)
+    history = ref.admin.transitions(0, 10_000_000)
     assert len(history) == 2 * n, "two ops on data per Append, none lost to the trim"
     seqs = [t["seq"] for t in history]
     assert seqs[0] == 1 and seqs == sorted(set(seqs))
     assert [t["key"] for t in history[:2]] == [b"count", b"item/00000001"]
-    assert ref.transitions(seqs[9], 5) == history[10:15]
+    assert ref.admin.transitions(seqs[9], 5) == history[10:15]
     # Stopped and started again, the history is the same.
     system.stop(agent_id)
     ref = system.spawn(Counter, agent_id, config=cfg)
-    assert ref.transitions(0, 10_000_000) == history
+    assert ref.admin.transitions(0, 10_000_000) == history
 
 
 def test_dead_letters_stay_at_their_limit_under_large_commits(tmp_path):

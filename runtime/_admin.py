@@ -1,0 +1,128 @@
+"""Operators' calls on one agent: status, checkpoints, history, kill switch, quarantine, dead letters.
+
+Reached as ``ref.admin`` from an ``AgentRef``; the ref itself keeps only the
+data plane (tell, ask, flush).  Both share the ref's :class:`Route`, so an
+operator's call and an ask agree on which host serves the agent.
+
+Unlike an ask, an operator's call does not wait for a restart: it is made to
+the host the directory names now, once more if that host died between the
+lookup and the call, and otherwise fails at once (AgentUnavailable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from ._boundary import creation_failed, from_ray
+from ._route import DEFAULT_TIMEOUT, Route
+from .exceptions import AskTimeout
+
+__all__ = ["AgentAdmin"]
+
+
+class AgentAdmin:
+    """Operators' calls on one agent, made to its current host (``ref.admin``)."""
+
+    def __init__(self, route: Route) -> None:
+        self._route = route
+
+    @property
+    def agent_id(self) -> str:
+        return self._route.agent_id
+
+    def __repr__(self) -> str:
+        return f"AgentAdmin({self._route.agent_id!r})"
+
+    def _call(self, method: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """An operator's call, made to the agent's current host.
+
+        The host is looked up anew first (the agent may have moved to a spare
+        or another node since this ref last spoke to it, and a replaced host
+        that is still alive answers only for itself: a kill switch pulled
+        there would stop nothing).  It does not wait for a restart: while no
+        host serves the agent, AgentUnavailable at once.
+        """
+        route = self._route
+        route.follow()
+        for last in (False, True):
+            try:
+                return ray.get(getattr(route.handle, method).remote(*args), timeout=timeout)
+            except GetTimeoutError as exc:
+                raise AskTimeout(f"{method} on {route.agent_id!r} got no reply in {timeout}s", where="caller") from exc
+            except RayActorError as exc:
+                # Died between the lookup and the call: once more, if a new host is there.
+                if last or creation_failed(exc) or not route.follow():
+                    raise from_ray(exc, route.agent_id, what=method) from exc
+            except RayTaskError as exc:  # the host raised one of ours: as itself, not Ray's wrapper
+                raise from_ray(exc, route.agent_id, what=method) from exc
+        raise AssertionError("unreachable")
+
+    def status(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Lifecycle state, incarnation, pid, sequence numbers, last checkpoint, last restore."""
+        return self._call("status", timeout=timeout)
+
+    def describe(self, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The host's one-line description, as the Ray dashboard and Ray's log prefixes show it."""
+        return self._call("describe", timeout=timeout)
+
+    def checkpoint(self, *, timeout: float = 120.0) -> dict[str, Any] | None:
+        """Take a checkpoint now; returns its manifest."""
+        return self._call("checkpoint", True, timeout=timeout)
+
+    def restore_history(self, *, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Restore reports of the agent's recent incarnations, oldest first."""
+        return self._call("restore_history", timeout=timeout)
+
+    def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """State-transition records (agent, seq, time, op, key) after ``after_seq``, in seq order.
+
+        The whole history within ``transition_retention``: recent records from the
+        agent's LMDB, older ones from the segments shipped to the checkpoint store.
+        """
+        return self._call("transitions", after_seq, limit)
+
+    def metrics(self) -> str:
+        """The agent's Prometheus metrics, in text exposition format."""
+        return self._call("metrics")
+
+    def handling_times(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Recent handling durations (monotonic start, seconds) and the host's monotonic now (benchmarks)."""
+        return self._call("handling_times", timeout=timeout)
+
+    def halt(self, who: str, why: str) -> dict[str, Any]:
+        """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts."""
+        return self._call("halt", who, why)
+
+    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's kill switch (recorded with who and why); it resumes unless quarantined."""
+        return self._call("unhalt", who, why)
+
+    def quarantine(self, who: str, why: str) -> dict[str, Any]:
+        """Stop this agent handling (messages refused, state kept) until ``release``; survives restarts.
+
+        For a supervised agent prefer its supervisor's ``quarantine`` (or
+        ``supervisors.quarantine``), so the supervisor stops probing it too.
+        """
+        return self._call("quarantine", why, who)
+
+    def release(self, who: str, why: str = "") -> dict[str, Any]:
+        """Lift this agent's quarantine (recorded with who and why): it handles messages again."""
+        return self._call("release", who, why)
+
+    def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest operator actions on this agent (action, who, why, time), oldest first."""
+        return self._call("operator_log", limit)
+
+    def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters kept by the agent, oldest first (optionally of one reason)."""
+        return self._call("dead_letters", reason, limit)
+
+    def replay_dead_letters(self, *, ids: list[str] | None = None, reason: str | None = None,
+                            timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Deliver dead letters again: the given ids, or all of a reason."""
+        if not ids and not reason:
+            raise ValueError("name the dead letters to replay: ids=[...] or reason=...")
+        return self._call("replay_dead_letters", ids, reason, timeout=timeout)
