@@ -41,7 +41,7 @@ class AgentConfig(BaseModel):
     #: Journal entries are kept this long past the newest checkpoint's time.
     journal_retention: float = Field(30.0, ge=0)
     #: Seconds the checkpoint store keeps shipped state-transition segments
-    #: (``ref.transitions`` history; locally only about one checkpoint interval
+    #: (``ref.admin.transitions`` history; locally only about one checkpoint interval
     #: of it is kept).  Default 30 days; whole segments are deleted, oldest first.
     transition_retention: float = Field(30 * 86400.0, ge=0)
     #: How many checkpoints the store keeps per agent.

@@ -5,7 +5,7 @@ the op's own transaction, see ``_store``).  At each checkpoint,
 :meth:`TransitionLog.ship` moves the records up to the new checkpoint's seq
 (or the journal's shipped seq, if higher) into one *transition segment* in the
 checkpoint store, then lets the local table drop them (the deletes ride along with later commits).  Readers
-(:meth:`TransitionLog.read`, behind ``ref.transitions``) see one ordered
+(:meth:`TransitionLog.read`, behind ``ref.admin.transitions``) see one ordered
 history: segments for the older part, the local table for the rest.
 
 Invariants:
