@@ -28,8 +28,12 @@ from tests.agents import Emit, GetItems, Producer, Report, Sink
 pytestmark = pytest.mark.ray
 
 SECONDS = float(os.environ.get("GARRISON_CHAOS_SECONDS", "60"))
+#: Seconds an ``Emit`` (and so each item it sends) may take end to end.  Ten once expired items on a
+#: machine loaded by a CPU hog, where several restarts in a row kept a sink down longer than that.
+EMIT_DEADLINE = 180.0
 
 
+@pytest.mark.timeout(900)  # quiet: about 70 s; loaded, the kills take up to 5 x ``seconds`` to land
 @pytest.mark.parametrize(
     "standby, seconds",
     [(0, SECONDS), (1, min(SECONDS, 20.0))],
@@ -59,13 +63,13 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
     kills: list[str] = []
     stop = threading.Event()
 
-    def killer() -> None:  # every 2 s, a random agent (receiver or sender) is SIGKILLed
+    def killer() -> None:  # every 2 s, a random agent that is up (receiver or sender) is SIGKILLed
         krng = random.Random(7)
         while not stop.wait(2.0):
-            victim = krng.choice([*sinks, prod])
             try:
-                pid = sup.child(victim)["pid"]
-                if pid:
+                up = sorted((c["id"], c["pid"]) for c in sup.which_children() if c["pid"])
+                if up:
+                    victim, pid = krng.choice(up)
                     os.kill(pid, signal.SIGKILL)
                     kills.append(victim)
             except Exception:
@@ -74,27 +78,28 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
     thread = threading.Thread(target=killer, daemon=True)
     try:
         thread.start()
-        # A kill lands only on a child that is up, so a loaded machine (slow restarts) gets fewer
-        # kills per second: the stream runs for ``seconds`` and then until the kills it promises
-        # (one per 2 s) have landed, within a bound.
+        # A kill lands only on a child that is up, and the supervisor restarts one child at a
+        # time: kills cannot land faster than restarts finish.  Beside a CPU hog on 2 cores a cold
+        # restart took about 10 s (28 kills in 300 s), so the stream runs past ``seconds`` until
+        # the kills it promises (one per 2 s) have landed, within a bound of 5 x ``seconds``.
         wanted = max(1, int(seconds / 2) - 1)
         end = time.monotonic() + seconds
-        cap = end + seconds
+        cap = end + 4 * seconds
         while time.monotonic() < end or (len(kills) < wanted and time.monotonic() < cap):
             sink = rng.choice(sinks)
             emit = Emit(to=sink, start=sent[sink], count=per_round)
             _emit_exactly_once(data, prod, emit, key=f"{sink}/{sent[sink]}".encode())
             emits.append(emit)
             sent[sink] += per_round
-            # A steady stream, well under what the receivers handle: the items inherit the
-            # Emit's 10 s deadline, and a backlog that outlives it would (rightly) expire.
+            # A steady stream, well under what the receivers handle.  The items inherit the
+            # Emit's deadline (EMIT_DEADLINE): a backlog that outlives it would (rightly) expire.
             time.sleep(0.2)
         stop.set()
         thread.join()
-        assert len(kills) >= wanted, f"{len(kills)} kills landed in {seconds:.0f}s + {seconds:.0f}s"
+        assert len(kills) >= wanted, f"{len(kills)} kills landed in {5 * seconds:.0f}s"
         assert len(set(kills)) >= 3, f"several agents were victims: {kills}"
         expected = _fault_free(emits, sinks, prod)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         states: dict = {}
         while time.monotonic() < deadline:
             try:
@@ -104,7 +109,8 @@ def test_every_message_takes_effect_exactly_once_while_random_agents_are_sigkill
             if states == expected:
                 break
             time.sleep(0.5)
-        assert states == expected, (_diff(states, expected), kills, sup.which_children())
+        assert states == expected, (_diff(states, expected), _dead_letters(data, sinks), kills,
+                                    sup.which_children())
         warm = [e for e in sup.events() if e["kind"] == "started" and e["details"].get("warm")]
         assert bool(warm) == bool(standby), f"{len(warm)} warm starts with standby={standby}"
         assert sup.status()["state"] == "running"
@@ -133,6 +139,19 @@ def _final_states(data, sinks: list[str], prod: str) -> dict:
     return states
 
 
+def _dead_letters(data, sinks: list[str]) -> dict:
+    """Per sink, how many dead letters of each reason (an item expired, refused...): where a missing one went."""
+    out: dict = {}
+    for s in sinks:
+        try:
+            letters = System(data).lookup(s).admin.dead_letters(limit=10_000)
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: say why it is missing
+            out[s] = repr(exc)
+            continue
+        out[s] = {r: sum(1 for d in letters if d["reason"] == r) for r in {d["reason"] for d in letters}}
+    return out
+
+
 def _diff(states: dict, expected: dict) -> dict:
     """What differs, without the item lists (which can be long)."""
     out = {}
@@ -153,7 +172,8 @@ def _emit_exactly_once(data, prod, msg, *, key: bytes) -> None:
     """
     deadline = time.monotonic() + 60
     while True:
-        env = make_envelope(msg, prod, sender="chaos-driver", deadline=time.time() + 10, idempotency_key=key)
+        env = make_envelope(msg, prod, sender="chaos-driver", deadline=time.time() + EMIT_DEADLINE,
+                            idempotency_key=key)
         env.reply_to = "chaos-driver"
         try:
             System(data).lookup(prod).ask_envelope(env)
