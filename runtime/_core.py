@@ -84,9 +84,9 @@ class AgentCore:
         #: Done once the agent has stopped gracefully, with its final status (any thread may wait on it).
         self.stopped: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self.config = cfg = spec.config
-        self._lifecycle = Lifecycle(AgentState.STARTING)
+        # Nothing can observe this core before it exists: it starts out restoring.
+        self._lifecycle = Lifecycle(AgentState.RESTORING)
         self.metrics = AgentMetrics(spec.agent_id)
-        self._lifecycle.set(AgentState.RESTORING)
         inc = self.incarnation_files = start_incarnation(spec)
         self.agent_id, self.epoch, self.fence = inc.agent_id, inc.epoch, inc.fence
         self.ckstore, self.store, self.restore_report = inc.ckstore, inc.store, inc.restore_report
