@@ -54,7 +54,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import msgpack
 from pydantic import ConfigDict
@@ -83,6 +83,7 @@ class Risk(str, enum.Enum):
 
     @property
     def rank(self) -> int:
+        """0 for LOW up to 3 for PROHIBITED."""
         return _RANKS[self]
 
     # str already orders by spelling ("high" < "low"), and would answer for a plain
@@ -110,8 +111,9 @@ def _rank_of(other: object) -> int:
     except ValueError:
         raise TypeError(f"a Risk compares with a Risk or its name, not {other!r}") from None
 
-RiskDeclaration = Union[Risk, Callable[["Action"], Risk]]
-CostDeclaration = Union[float, Callable[["Action"], float]]
+
+RiskDeclaration = Risk | Callable[["Action"], Risk]
+CostDeclaration = float | Callable[["Action"], float]
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Action(Message, abstract=True):
     @classmethod
     def is_business_error(cls, exc: BaseException) -> bool:
         """True when ``exc`` is one of the declared business outcomes (it does not count as a failure)."""
-        return isinstance(exc, cls.business_errors) if cls.business_errors else False
+        return isinstance(exc, cls.business_errors)
 
     def risk(self) -> Risk:
         """This action's declared risk class (a function of its arguments when so declared)."""

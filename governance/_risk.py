@@ -78,14 +78,6 @@ class RiskPolicy(BaseModel):
     #: seconds an approval request (and an approval) stays valid.
     approval_ttl: float = 3600.0
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _as_policy_error(cls, data: Any, handler: Any) -> RiskPolicy:
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise PolicyError(f"invalid risk policy: {exc}", errors=_errors(exc)) from exc
-
     @field_validator("version")
     @classmethod
     def _version_is_named(cls, value: str) -> str:
@@ -122,6 +114,15 @@ class RiskPolicy(BaseModel):
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"approval_ttl must be a finite number of seconds > 0, got {value}")
         return value
+
+    # Defined after the other validators, so it wraps them all (pydantic nests them in order).
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_policy_error(cls, data: Any, handler: Any) -> RiskPolicy:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise PolicyError(f"invalid risk policy: {exc}", errors=_errors(exc)) from exc
 
 
 def _errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ import weakref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from governance import Action, ActionDeclarationError, Risk, argument_digest
 from protocols import Message, UnknownMessageType, default_registry
@@ -36,7 +36,7 @@ class Refund(Action, name="gov_test.action.refund", version=1, capability="payme
 
 class Lookup(Action, name="gov_test.action.lookup", capability="orders.read", risk="low", idempotent=True):
     order: str
-    fields: dict[str, int] = {}
+    fields: dict[str, int] = Field(default_factory=dict)
 
 
 def test_declarations_are_exposed_on_the_class():
