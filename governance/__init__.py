@@ -4,6 +4,23 @@ Depends on :mod:`protocols` and :mod:`runtime` (``protocols <- runtime <-
 governance``); the runtime knows nothing of it.
 """
 
+# -- breakers, drift and budgets (branch gov-b) --
+from ._breaker import Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Transition, TransitionReason
+
+# -- end of gov-b's block --
 from .exceptions import ActionDeclarationError, ApprovalError, BudgetError, GovernanceError, PolicyError
 
-__all__ = ["ActionDeclarationError", "ApprovalError", "BudgetError", "GovernanceError", "PolicyError"]
+__all__ = [
+    "ActionDeclarationError",
+    "Admission",
+    "ApprovalError",
+    "Breaker",
+    "BreakerPolicy",
+    "BreakerState",
+    "BudgetError",
+    "CallResult",
+    "GovernanceError",
+    "PolicyError",
+    "Transition",
+    "TransitionReason",
+]
