@@ -6,6 +6,7 @@ governance``); the runtime knows nothing of it.
 
 # -- breakers, drift and budgets (branch gov-b) --
 from ._breaker import Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Transition, TransitionReason
+from ._drift import DriftMonitor, DriftPolicy, Scorer
 
 # -- end of gov-b's block --
 from .exceptions import ActionDeclarationError, ApprovalError, BudgetError, GovernanceError, PolicyError
@@ -19,8 +20,11 @@ __all__ = [
     "BreakerState",
     "BudgetError",
     "CallResult",
+    "DriftMonitor",
+    "DriftPolicy",
     "GovernanceError",
     "PolicyError",
+    "Scorer",
     "Transition",
     "TransitionReason",
 ]
