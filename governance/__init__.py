@@ -6,6 +6,7 @@ governance``); the runtime knows nothing of it.
 
 # -- breakers, drift and budgets (branch gov-b) --
 from ._breaker import Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Transition, TransitionReason
+from ._budget import Budget, BudgetPolicy, BudgetUsage, Refusal, RefusalReason, Reservation, Settlement
 from ._drift import DriftMonitor, DriftPolicy, Scorer
 
 # -- end of gov-b's block --
@@ -18,13 +19,20 @@ __all__ = [
     "Breaker",
     "BreakerPolicy",
     "BreakerState",
+    "Budget",
     "BudgetError",
+    "BudgetPolicy",
+    "BudgetUsage",
     "CallResult",
     "DriftMonitor",
     "DriftPolicy",
     "GovernanceError",
     "PolicyError",
+    "Refusal",
+    "RefusalReason",
+    "Reservation",
     "Scorer",
+    "Settlement",
     "Transition",
     "TransitionReason",
 ]
