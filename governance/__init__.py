@@ -1,7 +1,10 @@
 """Governed actions: what an agent does in the world, behind one gateway.
 
-Depends on :mod:`protocols` and :mod:`runtime` (``protocols <- runtime <-
-governance``); the runtime knows nothing of it.
+Policy as data and small pure functions: actions and their risk classes,
+outcomes, risk policy, approvals, circuit breakers, drift, budgets, tools.
+It depends only on :mod:`protocols`; the runtime's gateway
+(``runtime._gateway``) and ledger apply it (``protocols <- governance <-
+runtime <- supervisors``).
 """
 
 from ._action import Action, ActionDeclaration, Risk, argument_digest
@@ -24,9 +27,11 @@ from ._budget import Budget, BudgetPolicy, BudgetUsage, Refusal, RefusalReason, 
 from ._drift import DriftMonitor, DriftPolicy, Scorer
 from ._outcome import Outcome, OutcomeCode
 from ._risk import Decision, DecisionCode, RiskPolicy, decide, effective_risk, is_granted, parse_grants
+from ._tool import NOT_DONE, Result, Tool, as_tool
 from .exceptions import ActionDeclarationError, ApprovalError, BudgetError, GovernanceError, PolicyError
 
 __all__ = [
+    "NOT_DONE",
     "Action",
     "ActionDeclaration",
     "ActionDeclarationError",
@@ -56,15 +61,18 @@ __all__ = [
     "Refusal",
     "RefusalReason",
     "Reservation",
+    "Result",
     "Risk",
     "RiskPolicy",
     "Scorer",
     "Settlement",
+    "Tool",
     "Transition",
     "TransitionReason",
     "Verdict",
     "approve",
     "argument_digest",
+    "as_tool",
     "binding_hash",
     "check",
     "decide",

@@ -36,6 +36,12 @@ Lifecycle hooks, all optional, all may be ``async``, all may change state
 ``summary(state)``      a compact pydantic model of the state, saved with every
                         checkpoint.  It runs on the checkpoint thread against
                         the checkpoint's snapshot, so it must only read ``state``.
+
+Governed actions: a handler acts on the world only through ``await
+self.act(action)`` (a :class:`governance.Action`), which the agent's gateway
+checks (grants, risk, breakers, budget), records in its ledger and performs
+with the tool the class maps it to in ``tools``; it answers a
+:class:`governance.Outcome`, never raises for what the tool did.
 """
 
 from __future__ import annotations
@@ -117,6 +123,9 @@ class Agent:
     #: message class -> handler function; built per subclass.
     __handlers__: dict[type[Message], str] = {}
 
+    #: action class -> the tool that performs it (a callable or a ``governance.Tool``).
+    tools: typing.ClassVar[dict[Any, Any]] = {}
+
     agent_id: str
     state: State
     context: Context | None
@@ -183,19 +192,33 @@ class Agent:
             raise RuntimeError("lookup() is only available inside a running agent host")
         return finder(agent_id)
 
+    async def act(self, action: Any, *, key: str | None = None) -> Any:
+        """Perform ``action`` through this agent's gateway: a ``governance.Outcome``.
+
+        ``key`` is the call's idempotency key; by default the ``n``-th action
+        the current message asks for gets ``<message id>/<n>``, so a message
+        redelivered after a crash gets the recorded outcomes instead of acting twice.
+        """
+        gateway = getattr(self, "_gateway", None)
+        if gateway is None:
+            raise RuntimeError("act() is only available inside a running agent host")
+        return await gateway.act(action, key=key)
+
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"
 
 
 def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
-         lookup: Callable[[str], AgentRef] | None) -> None:
+         lookup: Callable[[str], AgentRef] | None, gateway: Any = None) -> None:
     """Give a user's agent object what its host provides (the attributes ``Agent`` documents).
 
-    The one place they are set; ``lookup`` is private to ``Agent`` (users call
-    ``Agent.lookup``), hence set here, in the module that owns the class.
+    The one place they are set; ``lookup`` and ``gateway`` are private to
+    ``Agent`` (users call ``Agent.lookup`` and ``Agent.act``), hence set here,
+    in the module that owns the class.
     """
     agent.agent_id = agent_id
     agent.state = state
     agent.context = None
     agent.log = log
     agent._lookup = lookup
+    agent._gateway = gateway

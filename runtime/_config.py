@@ -6,6 +6,7 @@ import enum
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from governance import BreakerPolicy, BudgetPolicy, RiskPolicy
 from protocols import field_errors
 
 from .exceptions import ConfigError
@@ -75,6 +76,17 @@ class AgentConfig(BaseModel):
     retry_backoff_max: float = Field(5.0, gt=0)
     #: Dead letters kept; the oldest are trimmed past this.
     dead_letter_limit: int = Field(100_000, ge=1)
+
+    # -- governed actions (``_gateway``) --
+    #: Capabilities this agent's actions may use, deny by default: exact
+    #: (``"payments.refund"``) or everything under a prefix (``"crm.*"``).
+    grants: tuple[str, ...] = ()
+    #: Risk classes, review limit and approval rules (versioned data).
+    risk_policy: RiskPolicy = RiskPolicy(version="1")
+    #: The circuit breakers', one per tool and one for the whole agent.
+    breaker: BreakerPolicy = BreakerPolicy()
+    #: The agent's own cost budget (None: no budget).
+    budget: BudgetPolicy | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

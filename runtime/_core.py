@@ -15,6 +15,7 @@ The rooms, and who owns what:
 ``_outbox``       the durable outbox (``Dispatcher``) and its sender thread
 ``_background``   shipping, checkpoints, degraded state, on a low-priority thread
 ``_operations``   operators' calls: dead letters, quarantine, the kill switch
+``_gateway``      governed actions: grants, risk, breakers, budget, the ledger
 ================  ==============================================================
 
 A message's walk: ``AgentHost.deliver`` -> :meth:`Inbox.deliver` (decode,
@@ -50,10 +51,12 @@ from ._codec import unpack
 from ._committer import Committer
 from ._config import Durability
 from ._fence import PeerEpochs
+from ._gateway import Gateway
 from ._inbox import Inbox
 from ._incarnation import start_incarnation
 from ._invoke import Invoker
 from ._journal import Shipper
+from ._ledger import Ledger
 from ._lifecycle import AgentState, Lifecycle
 from ._metrics import AgentMetrics
 from ._operations import HALT_KEY, QUARANTINE_KEY, Operations
@@ -102,9 +105,17 @@ class AgentCore:
             ) from exc
         self.state = State(self.store)
         self._txn = Transaction(self.state)
+        try:
+            self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
+                                   ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context)
+        except Exception as exc:
+            inc.close()
+            raise AgentStartError(f"{spec.class_path}: its tools or governance settings are wrong: "
+                                  f"{type(exc).__name__}: {exc}", agent_id=self.agent_id) from exc
         self._invoker = Invoker(agent, agent_id=self.agent_id, state=self.state, send=self._txn.send,
                                 lookup=None if lookup is None else
-                                functools.partial(lookup, sender=self.agent_id, epoch=self.epoch))
+                                functools.partial(lookup, sender=self.agent_id, epoch=self.epoch),
+                                gateway=self.gateway)
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
@@ -254,6 +265,7 @@ class AgentCore:
             **self._background.degraded.status(),  # degraded (current episode), degraded_cleared (last ended one)
             "failure": self._lifecycle.failure,
             "restore": self.restore_report.model_dump(mode="json"),
+            "governance": self.gateway.status() if open_ else None,
         }
 
     def restore_history(self) -> list[dict[str, Any]]:

@@ -35,11 +35,11 @@ class Invoker:
     """The agent object, its handlers, and how they are called (see module docstring)."""
 
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
-                 lookup: Callable[[str], Any] | None) -> None:
+                 lookup: Callable[[str], Any] | None, gateway: Any = None) -> None:
         self.agent = agent
         self.agent_id = agent_id
         bind(agent, agent_id=agent_id, state=state, log=logging.getLogger(f"garrison.agent.{agent_id}"),
-             lookup=lookup)
+             lookup=lookup, gateway=gateway)
         # Handlers by type tag, not by class object: a message class that reached
         # this process by value (defined in a driver's ``__main__``) may be a
         # different object from the one the agent class was pickled with.

@@ -12,6 +12,7 @@ One LMDB environment per agent, with named tables:
 ``inseq``        where each sender stands (effectively-once): last seq applied, its time, the epoch that numbered it
 ``deadletters``  messages that could not be delivered or handled, by time-ordered id
 ``control``      the runtime's own durable flags and records: a pulled kill switch, a quarantine, the operator log
+``ledger``       governed actions' intents and outcomes, and the gateway's durable state (``_ledger``)
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
                  (its older part lives in segments in the checkpoint store, see ``_transitions``)
@@ -59,7 +60,7 @@ DELETE = 1
 #: Delete every key in [key, value) -- one journal record for a whole range.
 DELETE_RANGE = 2
 JOURNALED = frozenset(
-    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters", "control"}
+    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters", "control", "ledger"}
 )
 TABLES = (*sorted(JOURNALED), "journal", "transitions", "meta")
 _U64 = struct.Struct(">Q")

@@ -1,0 +1,283 @@
+"""The gateway: the one way a handler's actions reach a tool (``await self.act(action)``).
+
+Each call walks the same steps, and the first that says no ends it with a
+structured :class:`governance.Outcome` (never an exception)::
+
+    ledger      this key already has an outcome -> that outcome (nothing runs twice);
+                an intent without one -> recover (below)
+    grants      the action's capability is not granted -> refused        (before any work)
+    risk        prohibited -> refused; high (or medium past the review limit) -> approval
+    tool        no tool for the action -> refused
+    breakers    the tool's or the agent's breaker is open -> breaker_open
+    budget      the estimate does not fit what is left -> budget_exceeded
+    intent      committed to the ledger, then the tool is called
+    outcome     ok / failed (a declared business error does not count against
+                the breakers), committed with the breakers', budget's and review
+                counter's new state
+
+Keys: a call's idempotency key is ``<message id>/<n>`` for the ``n``-th
+action the handler of that message asks for (or the ``key=`` given), so a
+message redelivered after a crash asks for the same keys and gets the
+recorded outcomes back instead of a second effect.  Handlers must therefore
+be deterministic in the actions they ask for, as Garrison's handlers are.
+
+Recovery of an intent without an outcome (the process died during the call):
+an idempotent tool is called again with the same key; otherwise the tool's
+``reconcile`` hook decides (:class:`governance.Tool`); without one the outcome
+is ``unknown``, escalated to a human, and recorded: it is never repeated blindly.
+
+Invariants: at most one outcome per key; the tool is called only after its
+intent committed; a refused call leaves no intent.  Times kept in the ledger
+(breakers, budget) are wall-clock (``clock``), since they outlive the process;
+durations are measured on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from governance import NOT_DONE as _NOT_DONE
+from governance import (
+    Action,
+    Breaker,
+    BreakerState,
+    Budget,
+    CallResult,
+    DecisionCode,
+    Outcome,
+    OutcomeCode,
+    Result,
+    Tool,
+    argument_digest,
+    as_tool,
+    decide,
+    parse_grants,
+)
+
+from ._agent import Context
+from ._config import AgentConfig
+from ._ledger import Ledger
+
+__all__ = ["Gateway", "config_digest"]
+
+log = logging.getLogger("garrison.gateway")
+
+AGENT_BREAKER = "breaker/agent"
+
+
+def config_digest(config: AgentConfig) -> str:
+    """The agent's config version as approvals bind it: its ``config_version`` and a digest of every setting."""
+    body = config.model_dump_json().encode()
+    return f"{config.config_version}:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+class Gateway:
+    """Governs one agent's actions (see module docstring)."""
+
+    def __init__(self, *, agent_id: str, config: AgentConfig, tools: Mapping[Any, Any], ledger: Ledger,
+                 context: Callable[[], Context | None], clock: Callable[[], float] = time.time) -> None:
+        self.agent_id = agent_id
+        self._config = config
+        self._grants = parse_grants(config.grants)
+        self._policy = config.risk_policy
+        self.config_version = config_digest(config)
+        self._tools: dict[str, Tool] = {cls.type_tag(): as_tool(fn) for cls, fn in tools.items()}
+        self._ledger = ledger
+        self._context = context
+        self._clock = clock
+        # Durable state, as the last outcome committed it.
+        self._breakers = {name: Breaker.restore(config.breaker, snapshot)
+                          for name, snapshot in ledger.states("breaker/").items()}
+        budget = ledger.state("budget")
+        now = clock()
+        self._budget = (None if config.budget is None else
+                        Budget(config.budget, now) if budget is None else Budget.restore(config.budget, budget))
+        self.unreviewed: int = ledger.state("unreviewed", 0)
+        # Which message's actions are being numbered, and how many it has asked for.
+        self._numbering: tuple[Context | None, int] = (None, 0)
+
+    # -- the call ------------------------------------------------------------------
+
+    async def act(self, action: Action, *, key: str | None = None) -> Outcome:
+        if not isinstance(action, Action):
+            raise TypeError(f"act() takes a governance.Action, got {type(action).__name__}")
+        key = key or self._next_key()
+        if key is None:
+            return Outcome.refusal("", "act() outside a message handler needs key=")
+        intent, done = self._ledger.get(key)
+        if done is not None:
+            return _outcome(done)
+        if intent is not None:
+            return await self._recover(action, key, intent)
+        decision = decide(action, self._policy, granted=self._grants, unreviewed_medium=self.unreviewed)
+        if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
+            return Outcome.refusal(key, decision.reason)
+        if decision.code is DecisionCode.NEEDS_APPROVAL:
+            return Outcome.refusal(key, f"{decision.reason}; approvals are not wired to this gateway yet",
+                                   escalation="human")
+        tool = self._tools.get(action.type_tag())
+        if tool is None:
+            return Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has tools for: "
+                                        f"{', '.join(sorted(self._tools)) or 'none'}")
+        return await self._admit_and_call(action, key, tool, flag=decision.code is DecisionCode.EXECUTE_AND_FLAG)
+
+    async def _admit_and_call(self, action: Action, key: str, tool: Tool, *, flag: bool) -> Outcome:
+        now = self._clock()
+        tag = action.type_tag()
+        admitted: list[tuple[str, int]] = []
+        for name in (AGENT_BREAKER, f"breaker/{tag}"):
+            admission = self._breaker(name).allow(now)
+            if not admission.allowed:
+                for held, generation in admitted:  # free a probe slot the other breaker gave
+                    self._breaker(held).record(CallResult.BUSINESS_ERROR, 0.0, now, generation=generation)
+                return Outcome.breaker_tripped(key, f"{name.split('/', 1)[1]} breaker is {admission.state.value}"
+                                               + (f" until {admission.until:.3f}" if admission.until else ""))
+            admitted.append((name, admission.generation))
+        estimate = action.estimated_cost()
+        if self._budget is not None:
+            reservation = self._budget.reserve(key, estimate, now)
+            if not reservation.granted:
+                for held, generation in admitted:
+                    self._breaker(held).record(CallResult.BUSINESS_ERROR, 0.0, now, generation=generation)
+                return Outcome.over_budget(key, f"estimate {estimate} does not fit: {reservation.remaining} "
+                                                f"left of {reservation.limit} ({reservation.reason.value})",
+                                           retryable=reservation.reason.value != "exceeds_limit")
+        self._ledger.intent(key, tag=tag, args=action.model_dump(mode="json"), digest=argument_digest(action),
+                            idempotent=action.idempotent, state=self._budget_state())
+        return await self._call(action, key, tool, admitted, flag=flag)
+
+    async def _call(self, action: Action, key: str, tool: Tool, admitted: list[tuple[str, int]], *,
+                    flag: bool) -> Outcome:
+        started = time.monotonic()
+        try:
+            value = tool.call(action, idempotency_key=key) if tool.takes_key() else tool.call(action)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
+            business = action.is_business_error(exc)
+            outcome = Outcome.failure(key, f"{type(exc).__name__}: {exc}", retryable=not business,
+                                      escalation=None if business else "operator")
+            result = CallResult.BUSINESS_ERROR if business else CallResult.FAILURE
+            actual: float = 0.0 if business else action.estimated_cost()
+        else:
+            outcome, actual = _success(key, value, action.estimated_cost())
+            result = CallResult.SUCCESS
+        duration = time.monotonic() - started
+        return self._finish(key, outcome, actual, result, duration, admitted, flag=flag)
+
+    def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
+                admitted: list[tuple[str, int]], *, flag: bool) -> Outcome:
+        now = self._clock()
+        for name, generation in admitted:
+            transition = self._breaker(name).record(result, duration, now, generation=generation)
+            if transition is not None:
+                log.warning("agent %s: %s %s -> %s (%s)", self.agent_id, name, transition.from_state.value,
+                            transition.to_state.value, transition.reason.value)
+        if self._budget is not None:
+            self._budget.settle(key, actual, now)
+        if flag and outcome.code is OutcomeCode.OK:
+            self.unreviewed += 1
+        state = [(name, self._breaker(name).snapshot()) for name, _ in admitted]
+        state += [*self._budget_state(), ("unreviewed", self.unreviewed)]
+        self._ledger.outcome(key, {**outcome.model_dump(mode="json"), "review": flag}, state)
+        return outcome
+
+    # -- after a crash -------------------------------------------------------------
+
+    async def _recover(self, action: Action, key: str, intent: dict[str, Any]) -> Outcome:
+        if intent["digest"] != argument_digest(action):
+            return Outcome.refusal(key, f"key {key!r} was used for other arguments ({intent['tag']})")
+        tool = self._tools.get(action.type_tag())
+        admitted: list[tuple[str, int]] = []
+        if tool is not None and intent["idempotent"]:
+            log.warning("agent %s: %s in doubt; idempotent, calling again with key %s",
+                        self.agent_id, intent["tag"], key)
+            return await self._call(action, key, tool, admitted, flag=False)
+        if tool is not None and tool.reconcile is not None:
+            try:
+                answer = tool.reconcile(action, key)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except Exception as exc:  # noqa: BLE001 - the hook failing leaves the outcome unknown
+                answer = exc
+            if answer is _NOT_DONE:
+                return await self._call(action, key, tool, admitted, flag=False)
+            if isinstance(answer, Result):
+                outcome, actual = _success(key, answer, action.estimated_cost())
+                return self._finish(key, outcome, actual, CallResult.SUCCESS, 0.0, admitted, flag=False)
+            why = f"reconcile hook answered {answer!r}"
+        else:
+            why = "not idempotent and no reconcile hook"
+        outcome = Outcome.in_doubt(key, f"outcome unknown: the process died during the call ({why}); not repeated")
+        return self._finish(key, outcome, action.estimated_cost(), CallResult.FAILURE, 0.0, admitted, flag=False)
+
+    # -- state ---------------------------------------------------------------------
+
+    def _next_key(self) -> str | None:
+        ctx = self._context()
+        if ctx is None:
+            return None
+        held, n = self._numbering
+        n = n + 1 if held is ctx else 1
+        self._numbering = (ctx, n)
+        return f"{ctx.message_id.hex()}/{n}"
+
+    def _breaker(self, name: str) -> Breaker:
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            snapshot = self._ledger.state(name)
+            policy = self._config.breaker
+            breaker = Breaker(policy) if snapshot is None else Breaker.restore(policy, snapshot)
+            self._breakers[name] = breaker
+        return breaker
+
+    def _budget_state(self) -> list[tuple[str, Any]]:
+        return [] if self._budget is None else [("budget", self._budget.snapshot())]
+
+    def review(self, count: int | None = None) -> int:
+        """Mark ``count`` (None: all) unreviewed medium actions reviewed; the number left."""
+        self.unreviewed = 0 if count is None else max(0, self.unreviewed - count)
+        self._ledger.save([("unreviewed", self.unreviewed)])
+        return self.unreviewed
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        breakers = {name.split("/", 1)[1]: self._breaker(name).state.value for name in sorted(self._breakers)}
+        return {
+            "grants": sorted(self._grants),
+            "tools": sorted(self._tools),
+            "risk_policy_version": self._policy.version,
+            "config_version": self.config_version,
+            "breakers": breakers,
+            "open_breakers": sorted(n for n, s in breakers.items() if s != BreakerState.CLOSED.value),
+            "budget": None if self._budget is None else _usage(self._budget, now),
+            "unreviewed_medium": self.unreviewed,
+            "in_doubt": len(self._ledger.in_doubt()),
+        }
+
+
+def _success(key: str, value: Any, estimate: float) -> tuple[Outcome, float]:
+    partial, cost = False, None
+    if isinstance(value, Result):
+        value, cost, partial = value.value, value.cost, value.partial
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    actual = estimate if cost is None else cost
+    return Outcome.success(key, value, partial=partial, cost=actual), actual
+
+
+def _outcome(record: dict[str, Any]) -> Outcome:
+    return Outcome.model_validate({k: v for k, v in record.items() if k in Outcome.model_fields})
+
+
+def _usage(budget: Budget, now: float) -> dict[str, Any]:
+    usage = budget.usage(now)
+    return {"limit": usage.limit, "spent": usage.spent, "reserved": usage.reserved, "remaining": usage.remaining}
+

@@ -1,0 +1,105 @@
+"""The side-effect ledger: one intent and one outcome per governed action, in the agent's LMDB.
+
+The gateway (``_gateway``) writes an **intent** (the action's tag, its
+arguments and their digest, the idempotency key, whether the tool is
+idempotent) and commits it *before* the tool is called, then the
+**outcome** (a :class:`governance.Outcome`) once the call returns.  Both are
+their own LMDB commits, independent of the handler's transaction: the side
+effect happened whether or not the handler's changes commit, so the record of
+it must stand either way.  They are journaled like every table, so they ship
+with the journal and survive the node.
+
+Table ``ledger``, keys (``key`` is the action's idempotency key)::
+
+    i/<key>     intent   {"key", "tag", "args", "digest", "idempotent", "at", "agent_id"}
+    o/<key>     outcome  Outcome.model_dump(mode="json") plus "at"
+    s/<name>    the gateway's durable governance state (breakers, budget, review counter),
+                written in the same commit as the outcome that changed it
+
+Invariants: an outcome is written at most once per key (a second one is
+ignored: the first is what happened); an intent without an outcome is an
+action *in doubt* (the process died during the call), which the gateway never
+blindly repeats (see ``_gateway``).  Entries are kept for the agent's life
+(bounding them is noted in the README's "what is not done yet").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._codec import pack, unpack
+from ._store import PUT, LmdbStore, Op
+
+__all__ = ["Ledger"]
+
+TABLE = "ledger"
+
+
+class Ledger:
+    """Intents and outcomes of one agent's governed actions (see module docstring)."""
+
+    def __init__(self, store: LmdbStore, *, agent_id: str, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self.agent_id = agent_id
+        self._clock = clock
+
+    # -- writes: each is its own LMDB commit -------------------------------------------
+
+    def intent(self, key: str, *, tag: str, args: dict[str, Any], digest: str, idempotent: bool,
+               state: Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
+        """Commit the intent to call a tool for ``key`` (with the ``state`` its admission changed, such
+        as a budget reservation): before the call, never after."""
+        record = {"key": key, "tag": tag, "args": args, "digest": digest, "idempotent": idempotent,
+                  "at": self._clock(), "agent_id": self.agent_id}
+        ops = [Op(TABLE, PUT, b"i/" + key.encode(), pack(record))]
+        ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
+        self._store.commit(ops)
+        return record
+
+    def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = ()) -> bool:
+        """Commit ``key``'s outcome with the governance ``state`` it changed; False if one was already there."""
+        if self.get(key)[1] is not None:
+            return False
+        ops = [Op(TABLE, PUT, b"o/" + key.encode(), pack({**outcome, "at": self._clock()}))]
+        ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
+        self._store.commit(ops)
+        return True
+
+    def save(self, state: Iterable[tuple[str, Any]]) -> None:
+        """Commit governance state on its own (a refusal that changed a breaker's window, say)."""
+        ops = [Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state]
+        if ops:
+            self._store.commit(ops)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(intent, outcome)`` for ``key``; either may be None."""
+        intent = self._store.get(TABLE, b"i/" + key.encode())
+        outcome = self._store.get(TABLE, b"o/" + key.encode())
+        return (None if intent is None else unpack(intent)), (None if outcome is None else unpack(outcome))
+
+    def state(self, name: str, default: Any = None) -> Any:
+        raw = self._store.get(TABLE, b"s/" + name.encode())
+        return default if raw is None else unpack(raw)
+
+    def states(self, prefix: str) -> dict[str, Any]:
+        """Every piece of governance state whose name starts with ``prefix``, by name."""
+        return {k[2:].decode(): unpack(v) for k, v in self._store.scan(TABLE, b"s/" + prefix.encode())}
+
+    def entries(self, *, limit: int = 100, tag: str | None = None) -> list[dict[str, Any]]:
+        """Intents with their outcomes (None while in doubt), oldest first, at most ``limit``."""
+        out: list[dict[str, Any]] = []
+        for _, raw in self._store.scan(TABLE, b"i/"):
+            intent = unpack(raw)
+            if tag is not None and intent["tag"] != tag:
+                continue
+            out.append({**intent, "outcome": self.get(intent["key"])[1]})
+        out.sort(key=lambda e: e["at"])
+        return out[-limit:] if limit else out
+
+    def in_doubt(self) -> list[dict[str, Any]]:
+        """Intents without an outcome: calls a crash interrupted."""
+        return [e for e in self.entries(limit=0) if e["outcome"] is None]

@@ -1,0 +1,215 @@
+"""The gateway in a real agent host (``AgentCore``, real LMDB), without Ray.
+
+What the gateway refuses never reaches the tool (its log file stays empty);
+what it runs is in the ledger once, with its outcome; a message handled
+again gets the recorded outcome back; a process SIGKILLed during a call
+leaves an intent that the next incarnation never repeats blindly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from governance import BreakerPolicy, BudgetPolicy, RiskPolicy
+from protocols import encode_envelope, make_envelope
+from runtime import AgentConfig
+from runtime._core import AgentCore
+from runtime._reply import decode_reply
+from runtime._spec import HostSpec
+
+from .gov_agents import Act, Clerk, ReconcilingClerk
+from .waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec(tmp_path, cls=Clerk, **config) -> HostSpec:
+    for d in ("data", "ck"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    config.setdefault("grants", ("payments.refund", "shipping.*", "crm.note", "db.admin"))
+    return HostSpec("clerk", cls, str(tmp_path / "data"), str(tmp_path / "ck"), config=AgentConfig(**config))
+
+
+def _act(core: AgentCore, *actions: dict, raw: bytes | None = None) -> list[dict]:
+    raw = raw or encode_envelope(make_envelope(Act(actions=list(actions)), "clerk"))
+    ok, value = decode_reply(core.deliver(raw))
+    assert ok, value
+    return value
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_refusals_happen_before_any_work(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, grants=("shipping.create",)))
+    try:
+        outcomes = _act(core, {"kind": "refund", "order": "A1", "amount": 5, "log": str(log)},
+                        {"kind": "wipe", "log": str(log)})
+        assert [o["code"] for o in outcomes] == ["refused", "refused"]
+        assert "payments.refund" in outcomes[0]["reason"]
+        assert _calls(log) == []
+        assert core.gateway.status()["grants"] == ["shipping.create"]
+        assert core.gateway.status()["in_doubt"] == 0
+    finally:
+        core.stop()
+
+
+def test_a_prohibited_action_never_runs_even_when_granted(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path))  # db.admin granted
+    try:
+        [outcome] = _act(core, {"kind": "wipe", "log": str(log)})
+        assert outcome["code"] == "refused" and "prohibited" in outcome["reason"]
+        assert _calls(log) == []
+    finally:
+        core.stop()
+
+
+def test_an_action_runs_once_and_a_redelivered_message_gets_its_recorded_outcome(tmp_path):
+    log = tmp_path / "calls"
+    raw = encode_envelope(make_envelope(Act(actions=[
+        {"kind": "refund", "order": "A1", "amount": 80, "log": str(log)},
+        {"kind": "ship", "order": "A1", "log": str(log)}]), "clerk"))
+    core = AgentCore(_spec(tmp_path))
+    try:
+        first = _act(core, raw=raw)
+        assert [o["code"] for o in first] == ["ok", "ok"]
+        assert first[0]["result"] == {"refunded": 80} and first[0]["cost"] == 0.8
+        assert first[1]["cost"] == 0.5  # the tool's actual cost, not the estimate
+    finally:
+        core.stop()
+    # A new incarnation handling the same message id (the effectively-once reply is remembered,
+    # so deliver answers from it): neither tool runs again.
+    core = AgentCore(_spec(tmp_path))
+    try:
+        assert _act(core, raw=raw) == first
+    finally:
+        core.stop()
+    assert _calls(log) == ["refund A1 80", f"ship A1 {first[1]['correlation_id']}"]
+
+
+def test_business_errors_do_not_open_the_breaker_and_failures_do(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, breaker=BreakerPolicy(consecutive_failures=3, failure_rate=None,
+                                                           open_for=600)))
+    try:
+        business = {"kind": "refund", "order": "B", "amount": 1, "log": str(log), "fail": "business"}
+        outcomes = _act(core, *[business] * 5)
+        assert [o["code"] for o in outcomes] == ["failed"] * 5
+        assert not outcomes[0]["retryable"] and "OutOfStock" in outcomes[0]["reason"]
+        assert core.gateway.status()["open_breakers"] == []
+        error = {"kind": "refund", "order": "E", "amount": 1, "log": str(log), "fail": "error"}
+        outcomes = _act(core, *[error] * 4)
+        assert [o["code"] for o in outcomes] == ["failed", "failed", "failed", "breaker_open"]
+        assert outcomes[0]["retryable"]
+        assert len(_calls(log)) == 5 + 3  # the fourth never reached the tool
+        assert set(core.gateway.status()["open_breakers"]) == {"agent", "govtest.refund@1"}
+    finally:
+        core.stop()
+    core = AgentCore(_spec(tmp_path, breaker=BreakerPolicy(consecutive_failures=3, failure_rate=None,
+                                                           open_for=600)))
+    try:  # the breakers' state is durable
+        assert set(core.gateway.status()["open_breakers"]) == {"agent", "govtest.refund@1"}
+        [outcome] = _act(core, {"kind": "ship", "order": "S", "log": str(log)})
+        assert outcome["code"] == "breaker_open"
+    finally:
+        core.stop()
+
+
+def test_an_estimate_over_what_is_left_is_refused_before_the_call(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, budget=BudgetPolicy(limit=1.0)))
+    try:
+        outcomes = _act(core, {"kind": "refund", "order": "C1", "amount": 60, "log": str(log)},   # 0.6
+                        {"kind": "refund", "order": "C2", "amount": 50, "log": str(log)})         # 0.5 > 0.4 left
+        assert [o["code"] for o in outcomes] == ["ok", "budget_exceeded"]
+        assert _calls(log) == ["refund C1 60"]
+        budget = core.gateway.status()["budget"]
+        assert budget["spent"] == pytest.approx(0.6) and budget["reserved"] == 0
+    finally:
+        core.stop()
+
+
+def test_medium_actions_past_the_unreviewed_limit_need_approval(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, risk_policy=RiskPolicy(version="7", medium_unreviewed_limit=2)))
+    try:
+        note = {"kind": "audit", "note": "n", "log": str(log)}
+        outcomes = _act(core, note, note, note)
+        assert [o["code"] for o in outcomes[:2]] == ["ok", "ok"]
+        assert outcomes[2]["code"] != "ok" and outcomes[2]["escalation"] == "human"
+        assert len(_calls(log)) == 2
+        assert core.gateway.status()["unreviewed_medium"] == 2
+        core.gateway.review()
+        assert _act(core, note)[0]["code"] == "ok"
+    finally:
+        core.stop()
+
+
+# -- SIGKILL during the call -------------------------------------------------------------
+
+
+def _run_until_the_tool_is_called(tmp_path, cls, raw: bytes, log: Path, gate: Path) -> None:
+    """A real process hosts the agent and handles ``raw``; SIGKILLed while its tool waits at the gate."""
+    (tmp_path / "msg").write_bytes(raw)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from runtime import AgentConfig
+        from runtime._core import AgentCore
+        from runtime._spec import HostSpec
+        from tests.gov_agents import {cls.__name__} as cls
+        spec = HostSpec("clerk", cls, {str(tmp_path / 'data')!r}, {str(tmp_path / 'ck')!r},
+                        config=AgentConfig(grants=("payments.refund", "shipping.*")))
+        AgentCore(spec).deliver(open({str(tmp_path / 'msg')!r}, "rb").read())
+    """)
+    with open(gate, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the tool blocks on it
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            wait_for(lambda: len(_calls(log)) == 1 or proc.poll() is not None, timeout=60)
+            assert proc.poll() is None, "the host died before its tool was called"
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("kind, cls, want, calls", [
+    ("ship", Clerk, "ok", 2),                      # idempotent: called again, same key
+    ("refund", Clerk, "unknown", 1),               # not idempotent, no hook: escalated, not repeated
+    ("refund", ReconcilingClerk, "ok", 1),         # the hook finds it happened: not repeated
+], ids=["idempotent-recalled", "unknown-escalated", "reconciled"])
+def test_a_call_interrupted_by_sigkill_is_never_repeated_blindly(tmp_path, kind, cls, want, calls):
+    log, gate = tmp_path / "calls", tmp_path / "gate"
+    _spec(tmp_path)
+    action = {"kind": kind, "order": "K1", "log": str(log), "block": str(gate)}
+    if kind == "refund":
+        action["amount"] = 10
+    raw = encode_envelope(make_envelope(Act(actions=[action]), "clerk"))
+    _run_until_the_tool_is_called(tmp_path, cls, raw, log, gate)
+    core = AgentCore(_spec(tmp_path, cls, grants=("payments.refund", "shipping.*")))
+    try:
+        assert core.gateway.status()["in_doubt"] == 1
+        [outcome] = _act(core, raw=raw)  # the message was never acknowledged: its sender redelivers it
+        assert outcome["code"] == want, outcome
+        if want == "unknown":
+            assert outcome["escalation"] == "human" and "not repeated" in outcome["reason"]
+        assert core.gateway.status()["in_doubt"] == 0
+        lines = _calls(log)
+        assert len(lines) == calls, lines
+        if kind == "ship":
+            assert lines[0] == lines[1]  # the same idempotency key both times
+        assert _act(core, raw=raw) == [outcome]  # and from now on, the recorded outcome
+    finally:
+        core.stop()
+    assert len(_calls(log)) == calls
