@@ -5,6 +5,7 @@ Public surface; everything else is private and may change.
 
 from ._admin import AgentAdmin
 from ._agent import Agent, Context, handler
+from ._approvals import ApprovalDecided, ApprovalQueue, Approvals
 from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
 from ._directory import live_ids
@@ -53,6 +54,9 @@ __all__ = [
     "AgentStartError",
     "AgentState",
     "AgentUnavailable",
+    "ApprovalDecided",
+    "ApprovalQueue",
+    "Approvals",
     "AskTimeout",
     "CheckpointCorrupt",
     "CheckpointError",

@@ -192,17 +192,21 @@ class Agent:
             raise RuntimeError("lookup() is only available inside a running agent host")
         return finder(agent_id)
 
-    async def act(self, action: Any, *, key: str | None = None) -> Any:
+    async def act(self, action: Any, *, key: str | None = None, approval: str | None = None,
+                  context: str = "") -> Any:
         """Perform ``action`` through this agent's gateway: a ``governance.Outcome``.
 
         ``key`` is the call's idempotency key; by default the ``n``-th action
         the current message asks for gets ``<message id>/<n>``, so a message
-        redelivered after a crash gets the recorded outcomes instead of acting twice.
+        redelivered after a crash gets the recorded outcomes instead of acting
+        twice.  ``approval`` resumes a high-risk action once its request is
+        decided (the id an ``ApprovalDecided`` message carries; the key is then
+        ``approval:<id>``); ``context`` is what a person deciding it reads.
         """
         gateway = getattr(self, "_gateway", None)
         if gateway is None:
             raise RuntimeError("act() is only available inside a running agent host")
-        return await gateway.act(action, key=key)
+        return await gateway.act(action, key=key, approval=approval, context=context)
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"

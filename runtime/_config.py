@@ -87,6 +87,8 @@ class AgentConfig(BaseModel):
     breaker: BreakerPolicy = BreakerPolicy()
     #: The agent's own cost budget (None: no budget).
     budget: BudgetPolicy | None = None
+    #: The id of the approval queue agent (``runtime.ApprovalQueue``) that high-risk actions wait in.
+    approvals: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

@@ -107,7 +107,8 @@ class AgentCore:
         self._txn = Transaction(self.state)
         try:
             self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
-                                   ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context)
+                                   ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context,
+                                   lookup=agent.lookup if lookup is not None else None)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools or governance settings are wrong: "

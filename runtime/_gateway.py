@@ -62,6 +62,7 @@ from governance import (
 )
 
 from ._agent import Context
+from ._approval_desk import ApprovalDesk
 from ._config import AgentConfig
 from ._ledger import Ledger
 
@@ -82,7 +83,8 @@ class Gateway:
     """Governs one agent's actions (see module docstring)."""
 
     def __init__(self, *, agent_id: str, config: AgentConfig, tools: Mapping[Any, Any], ledger: Ledger,
-                 context: Callable[[], Context | None], clock: Callable[[], float] = time.time) -> None:
+                 context: Callable[[], Context | None], lookup: Callable[[str], Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.agent_id = agent_id
         self._config = config
         self._grants = parse_grants(config.grants)
@@ -92,6 +94,8 @@ class Gateway:
         self._ledger = ledger
         self._context = context
         self._clock = clock
+        self._approval = ApprovalDesk(agent_id=agent_id, queue=config.approvals, policy=self._policy,
+                                      config_version=self.config_version, lookup=lookup, clock=clock)
         # Durable state, as the last outcome committed it.
         self._breakers = {name: Breaker.restore(config.breaker, snapshot)
                           for name, snapshot in ledger.states("breaker/").items()}
@@ -105,12 +109,13 @@ class Gateway:
 
     # -- the call ------------------------------------------------------------------
 
-    async def act(self, action: Action, *, key: str | None = None) -> Outcome:
+    async def act(self, action: Action, *, key: str | None = None, approval: str | None = None,
+                  context: str = "") -> Outcome:
         if not isinstance(action, Action):
             raise TypeError(f"act() takes a governance.Action, got {type(action).__name__}")
-        key = key or self._next_key()
+        key = key or (f"approval:{approval}" if approval else self._next_key())
         if key is None:
-            return Outcome.refusal("", "act() outside a message handler needs key=")
+            return Outcome.refusal("-", "act() outside a message handler needs key=")
         intent, done = self._ledger.get(key)
         if done is not None:
             return _outcome(done)
@@ -119,14 +124,21 @@ class Gateway:
         decision = decide(action, self._policy, granted=self._grants, unreviewed_medium=self.unreviewed)
         if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
             return Outcome.refusal(key, decision.reason)
-        if decision.code is DecisionCode.NEEDS_APPROVAL:
-            return Outcome.refusal(key, f"{decision.reason}; approvals are not wired to this gateway yet",
-                                   escalation="human")
+        flag = decision.code is DecisionCode.EXECUTE_AND_FLAG
+        if approval is not None:
+            cleared = await self._approval.cleared(action, approval, key)
+            if cleared is not None:
+                if not cleared.retryable:  # final (denied, expired, void): a duplicate gets the same answer
+                    self._ledger.outcome(key, cleared.model_dump(mode="json"))
+                return cleared
+            flag = False
+        elif decision.code is DecisionCode.NEEDS_APPROVAL:
+            return self._approval.request(action, key, decision.reason, context)
         tool = self._tools.get(action.type_tag())
         if tool is None:
             return Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has tools for: "
                                         f"{', '.join(sorted(self._tools)) or 'none'}")
-        return await self._admit_and_call(action, key, tool, flag=decision.code is DecisionCode.EXECUTE_AND_FLAG)
+        return await self._admit_and_call(action, key, tool, flag=flag)
 
     async def _admit_and_call(self, action: Action, key: str, tool: Tool, *, flag: bool) -> Outcome:
         now = self._clock()

@@ -8,6 +8,7 @@
     garrison actions ID [--limit N]                  an agent's operator log: who did what, why, when
     garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
+    garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
@@ -144,6 +145,65 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
     if not ids and not reason:
         raise click.UsageError("replay needs --id or --reason")
     emit(_system(address).lookup(agent_id).admin.replay_dead_letters(ids=list(ids) or None, reason=reason))
+
+
+@commands.group()
+def approvals() -> None:
+    """People's side of an approval queue: list, show, approve, deny."""
+
+
+queue_option = click.option("--queue", default="approvals", show_default=True, help="The approval queue's agent id.")
+
+
+def _approvals(address: str, queue: str) -> Any:
+    from ._approvals import Approvals
+
+    return Approvals(_system(address), queue)
+
+
+@approvals.command(name="list")
+@click.option("--state", default="pending", show_default=True,
+              type=click.Choice(["pending", "approved", "denied", "expired", "all"]))
+@click.option("--limit", type=int, default=100, show_default=True)
+@queue_option
+@address_option
+@reports_errors
+def approvals_list(state: str, limit: int, queue: str, address: str) -> None:
+    """List approval requests (pending ones by default), oldest first."""
+    emit(_approvals(address, queue).list(None if state == "all" else state, limit))
+
+
+@approvals.command(name="show")
+@click.argument("approval_id")
+@queue_option
+@address_option
+@reports_errors
+def approvals_show(approval_id: str, queue: str, address: str) -> None:
+    """One request: the action, its arguments, the agent, the context, who decided what and when."""
+    emit(_approvals(address, queue).show(approval_id))
+
+
+@approvals.command(name="approve")
+@click.argument("approval_id")
+@click.option("--who", required=True, help="Your identity, recorded with the approval.")
+@queue_option
+@address_option
+@reports_errors
+def approvals_approve(approval_id: str, who: str, queue: str, address: str) -> None:
+    """Approve a request; once it has enough approvers its agent executes the action."""
+    emit(_approvals(address, queue).approve(approval_id, who=who))
+
+
+@approvals.command(name="deny")
+@click.argument("approval_id")
+@click.option("--who", required=True, help="Your identity, recorded with the denial.")
+@click.option("--why", required=True, help="Why: the agent gets it with the denial.")
+@queue_option
+@address_option
+@reports_errors
+def approvals_deny(approval_id: str, who: str, why: str, queue: str, address: str) -> None:
+    """Deny a request; its agent gets a ``denied`` outcome."""
+    emit(_approvals(address, queue).deny(approval_id, who=who, why=why))
 
 
 def run_group(group: click.Group, argv: list[str] | None) -> int:

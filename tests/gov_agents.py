@@ -14,7 +14,7 @@ from pathlib import Path
 
 from governance import NOT_DONE, Action, Result, Risk, Tool
 from protocols import Message
-from runtime import Agent, handler
+from runtime import Agent, ApprovalDecided, ApprovalQueue, handler
 
 
 class OutOfStock(Exception):
@@ -85,26 +85,67 @@ def refund_reconciled(action: Refund, key: str):
 
 
 class Act(Message, name="govtest.act"):
-    """Ask the agent to perform these actions, in order; the reply is their outcomes."""
+    """Ask the agent to perform these actions, in order; the reply is their outcomes.
+
+    An action's ``approval`` (an approval request's id) resumes it under that approval.
+    """
 
     actions: list[dict]
+
+
+class Decisions(Message, name="govtest.decisions"):
+    """The outcomes of the actions this agent resumed on ``ApprovalDecided``, by approval id."""
 
 
 ACTIONS = {"refund": Refund, "ship": Ship, "audit": Audit, "wipe": Wipe}
 
 
 class Clerk(Agent):
+    """Performs what ``Act`` asks; on ``ApprovalDecided`` resumes the action (``auto_resume``) or notes it."""
+
     tools = {Refund: refund, Ship: ship, Audit: audit, Wipe: wipe}
+
+    def __init__(self, auto_resume: bool = True) -> None:
+        self.auto_resume = auto_resume
 
     @handler
     async def act_all(self, msg: Act) -> list[dict]:
         out = []
         for spec in msg.actions:
-            action = ACTIONS[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})
-            outcome = await self.act(action)
+            action = ACTIONS[spec["kind"]](**{k: v for k, v in spec.items() if k not in ("kind", "approval")})
+            outcome = await self.act(action, approval=spec.get("approval"), context="test ticket")
             out.append(outcome.model_dump(mode="json"))
         return out
+
+    @handler
+    async def decided(self, msg: ApprovalDecided) -> None:
+        """The pattern: the decision resumes the work; the gateway checks it with the queue."""
+        if self.auto_resume:
+            outcome = (await self.act(msg.action(), approval=msg.approval_id)).model_dump(mode="json")
+        else:
+            outcome = {"code": "noted", "state": msg.state}
+        self.state.put(f"decided/{msg.approval_id}", outcome)
+        self.state.increment("decisions_handled")
+
+    @handler
+    def decisions(self, msg: Decisions) -> dict:
+        return {"handled": self.state.get("decisions_handled", 0),
+                "outcomes": {k.split("/", 1)[1]: v for k, v in self.state.scan("decided/")}}
 
 
 class ReconcilingClerk(Clerk):
     tools = {**Clerk.tools, Refund: Tool(refund, reconcile=refund_reconciled)}
+
+
+class Forge(Message, name="govtest.forge"):
+    """Write ``request`` into the queue's state as it is: an approval nobody gave."""
+
+    request: dict
+
+
+class ForgeableQueue(ApprovalQueue):
+    """An approval queue whose state a test can forge (what an attacker with write access could do)."""
+
+    @handler
+    def forge(self, msg: Forge) -> None:
+        self.state.put(f"req/{msg.request['id']}", msg.request)

@@ -1,0 +1,180 @@
+"""The durable approval queue: a Garrison agent holding human approval requests.
+
+An agent's gateway (``_gateway``) that meets a high-risk action sends a
+:class:`RequestApproval` (committed with the handler's changes, through the
+outbox, effectively once) and answers the handler ``pending``.  People
+decide with :class:`Approvals` (or ``garrison approvals approve|deny``): the
+queue applies the pure transitions of :mod:`governance` (distinct approvers,
+first denial stands, expiry) and, when a request is decided, sends an
+:class:`ApprovalDecided` to the requesting agent, whose handler resumes the
+work with ``await self.act(msg.action(), approval=msg.approval_id)``.  The
+gateway then asks the queue for the request and executes only if it is
+approved, bound to this very call (same arguments, policy version and config
+version) and not expired, under the key ``approval:<id>``, so a decision
+delivered twice, or an agent SIGKILLed between approval and execution,
+executes the action once.
+
+State (the queue's LMDB working state, checkpointed like any agent's)::
+
+    req/<id>       the ApprovalRequest, as JSON data
+    pending/<id>   present while the request is pending (what expiry sweeps)
+
+Invariants: a request id is stored once (a repeated request changes
+nothing); a decision is sent to the requesting agent once per request, in
+the same transaction that records it.  Expiry is swept whenever the queue
+handles a message (and by :meth:`Approvals.list`): a pending request past its
+time to live becomes EXPIRED and its agent gets the decision then.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from governance import Action, ApprovalError, ApprovalRequest, ApprovalState, approve, deny, expire
+from protocols import Message, default_registry
+
+from ._agent import Agent, handler
+
+__all__ = ["ApprovalDecided", "ApprovalQueue", "Approvals", "DecideApproval", "GetApproval", "ListApprovals",
+           "RequestApproval"]
+
+
+class RequestApproval(Message, name="garrison.approval.request"):
+    """From a gateway: hold ``request`` (an ApprovalRequest's data) for people to decide."""
+
+    request: dict[str, Any]
+
+
+class DecideApproval(Message, name="garrison.approval.decide"):
+    """From a person: ``verdict`` is ``approve`` or ``deny`` (``why`` required for a denial)."""
+
+    approval_id: str
+    verdict: str
+    who: str
+    why: str = ""
+
+
+class GetApproval(Message, name="garrison.approval.get"):
+    approval_id: str
+
+
+class ListApprovals(Message, name="garrison.approval.list"):
+    """Requests in ``state`` (None: every one), oldest first."""
+
+    state: str | None = None
+    limit: int = 100
+
+
+class ApprovalDecided(Message, name="garrison.approval.decided"):
+    """To the requesting agent: its request was approved, denied or expired."""
+
+    approval_id: str
+    state: str
+    action_tag: str
+    arguments: dict[str, Any]
+    reason: str = ""
+
+    def action(self) -> Action:
+        """The action the request was for, rebuilt from its tag and arguments."""
+        cls, body = default_registry.resolve(self.action_tag, self.arguments)
+        return cls.model_validate(body)  # type: ignore[return-value]
+
+
+class ApprovalQueue(Agent):
+    """Holds approval requests; sends each decision to the agent that asked (see module docstring)."""
+
+    @handler
+    def request(self, msg: RequestApproval) -> dict[str, Any]:
+        req = ApprovalRequest.model_validate(msg.request)
+        self._sweep(time.time())
+        if f"req/{req.id}" not in self.state:
+            self._save(req)
+        return self._load(req.id).model_dump(mode="json")
+
+    @handler
+    def decide(self, msg: DecideApproval) -> dict[str, Any]:
+        now = time.time()
+        self._sweep(now)
+        req = self._load(msg.approval_id)
+        if msg.verdict == "approve":
+            decided = approve(req, msg.who, now)
+        elif msg.verdict == "deny":
+            decided = deny(req, msg.who, msg.why, now)
+        else:
+            raise ValueError(f"verdict must be 'approve' or 'deny', not {msg.verdict!r}")
+        if decided != req:
+            self._save(decided)
+            if decided.state is not ApprovalState.PENDING:
+                self._notify(decided)
+        return decided.model_dump(mode="json")
+
+    @handler
+    def get(self, msg: GetApproval) -> dict[str, Any]:
+        self._sweep(time.time())
+        return self._load(msg.approval_id).model_dump(mode="json")
+
+    @handler
+    def listing(self, msg: ListApprovals) -> list[dict[str, Any]]:
+        self._sweep(time.time())
+        reqs = [v for _, v in self.state.scan("req/")]
+        if msg.state is not None:
+            reqs = [r for r in reqs if r["state"] == msg.state]
+        reqs.sort(key=lambda r: r["created"])
+        return reqs[: msg.limit]
+
+    def _load(self, approval_id: str) -> ApprovalRequest:
+        raw = self.state.get(f"req/{approval_id}")
+        if raw is None:
+            raise ApprovalError(f"no approval request {approval_id!r} in queue {self.agent_id}",
+                                request=approval_id)
+        return ApprovalRequest.model_validate(raw)
+
+    def _save(self, req: ApprovalRequest) -> None:
+        self.state.put(f"req/{req.id}", req.model_dump(mode="json"))
+        if req.state is ApprovalState.PENDING:
+            self.state.put(f"pending/{req.id}", 1)
+        else:
+            self.state.delete(f"pending/{req.id}")
+
+    def _sweep(self, now: float) -> None:
+        for key in self.state.keys("pending/"):
+            req = self._load(key.split("/", 1)[1])
+            lapsed = expire(req, now)
+            if lapsed is not req:
+                self._save(lapsed)
+                self._notify(lapsed)
+
+    def _notify(self, req: ApprovalRequest) -> None:
+        reason = {ApprovalState.APPROVED: f"approved by {', '.join(req.approvers())}",
+                  ApprovalState.DENIED: f"denied by {req.denial.who}: {req.denial.why}" if req.denial else "denied",
+                  ApprovalState.EXPIRED: f"expired at {req.expires}"}.get(req.state, "")
+        self.send(req.agent_id, ApprovalDecided(approval_id=req.id, state=req.state.value, action_tag=req.action,
+                                                arguments=req.arguments, reason=reason))
+
+
+class Approvals:
+    """People's side of a queue, in Python: what ``garrison approvals`` calls.
+
+    ``system`` is a :class:`~runtime.System` (or anything with ``lookup``);
+    ``queue`` the approval queue agent's id.
+    """
+
+    def __init__(self, system: Any, queue: str) -> None:
+        self._system = system
+        self.queue = queue
+
+    def _ask(self, msg: Message) -> Any:
+        return self._system.lookup(self.queue).ask(msg, timeout=30)
+
+    def list(self, state: str | None = "pending", limit: int = 100) -> list[dict[str, Any]]:
+        return self._ask(ListApprovals(state=state, limit=limit))
+
+    def show(self, approval_id: str) -> dict[str, Any]:
+        return self._ask(GetApproval(approval_id=approval_id))
+
+    def approve(self, approval_id: str, *, who: str) -> dict[str, Any]:
+        return self._ask(DecideApproval(approval_id=approval_id, verdict="approve", who=who))
+
+    def deny(self, approval_id: str, *, who: str, why: str) -> dict[str, Any]:
+        return self._ask(DecideApproval(approval_id=approval_id, verdict="deny", who=who, why=why))
