@@ -40,6 +40,7 @@ from .exceptions import (
     ModelNotPriced,
     PolicyError,
     ToolError,
+    ToolErrorResult,
     ToolRejected,
     ToolUnavailable,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "Settlement",
     "Tool",
     "ToolError",
+    "ToolErrorResult",
     "ToolRejected",
     "ToolUnavailable",
     "Transition",

@@ -15,7 +15,8 @@ Garrison error has (:class:`protocols.GarrisonError`)::
         ├── BudgetError             a reservation is unknown or settled twice
         └── ToolError               the system a shipped tool calls failed this call (see ``retryable``)
             ├── ToolUnavailable     it could not be reached, timed out, was overloaded or rate limited
-            └── ToolRejected        it answered and refused this call (bad request, auth, an error result)
+            └── ToolRejected        it answered and refused this call (bad request, auth, unknown tool)
+                ├── ToolErrorResult the tool ran and answered an error result (an MCP ``isError``)
                 └── ModelNotPriced  a chat model is not in the tool's price table: nothing was sent
 
 ``ToolUnavailable`` and ``ToolRejected`` differ as "try again later" and "this
@@ -37,6 +38,7 @@ __all__ = [
     "ModelNotPriced",
     "PolicyError",
     "ToolError",
+    "ToolErrorResult",
     "ToolRejected",
     "ToolUnavailable",
 ]
@@ -84,6 +86,10 @@ class ToolRejected(ToolError):
     """The system answered and refused this call (bad request, auth, unknown tool, an error result)."""
 
     retryable = False
+
+
+class ToolErrorResult(ToolRejected):
+    """The tool ran and answered an error result (an MCP ``isError``): its text says what went wrong."""
 
 
 class ModelNotPriced(ToolRejected):
