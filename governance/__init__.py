@@ -2,6 +2,10 @@
 
 Policy as data and small pure functions: actions and their risk classes,
 outcomes, risk policy, approvals, circuit breakers, drift, budgets, tools.
+Two optional modules ship tools people use: :mod:`governance.models` (an
+OpenAI-compatible chat model; needs ``garrison[models]``) and
+:mod:`governance.mcp` (MCP servers' tools; needs ``garrison[mcp]``).  Neither
+is imported here.
 It depends only on :mod:`protocols`; the runtime's gateway
 (``runtime._gateway``) and ledger apply it (``protocols <- governance <-
 runtime <- supervisors``).
@@ -28,7 +32,18 @@ from ._drift import DriftMonitor, DriftPolicy, Scorer
 from ._outcome import Outcome, OutcomeCode
 from ._risk import Decision, DecisionCode, RiskPolicy, decide, effective_risk, is_granted, parse_grants
 from ._tool import NOT_DONE, Result, Tool, as_tool
-from .exceptions import ActionDeclarationError, ApprovalError, BudgetError, GovernanceError, PolicyError
+from .exceptions import (
+    ActionDeclarationError,
+    ApprovalError,
+    BudgetError,
+    GovernanceError,
+    ModelNotPriced,
+    PolicyError,
+    ToolError,
+    ToolErrorResult,
+    ToolRejected,
+    ToolUnavailable,
+)
 
 __all__ = [
     "NOT_DONE",
@@ -55,6 +70,7 @@ __all__ = [
     "DriftMonitor",
     "DriftPolicy",
     "GovernanceError",
+    "ModelNotPriced",
     "Outcome",
     "OutcomeCode",
     "PolicyError",
@@ -67,6 +83,10 @@ __all__ = [
     "Scorer",
     "Settlement",
     "Tool",
+    "ToolError",
+    "ToolErrorResult",
+    "ToolRejected",
+    "ToolUnavailable",
     "Transition",
     "TransitionReason",
     "Verdict",

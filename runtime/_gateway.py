@@ -55,6 +55,7 @@ from governance import (
     OutcomeCode,
     Result,
     Tool,
+    ToolError,
     argument_digest,
     as_tool,
     decide,
@@ -174,7 +175,9 @@ class Gateway:
                 value = await value
         except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
             business = action.is_business_error(exc)
-            outcome = Outcome.failure(key, f"{type(exc).__name__}: {exc}", retryable=not business,
+            # A ToolError knows whether the same call may succeed later; any other failure may.
+            retryable = not business and (exc.retryable if isinstance(exc, ToolError) else True)
+            outcome = Outcome.failure(key, f"{type(exc).__name__}: {exc}", retryable=retryable,
                                       escalation=None if business else "operator")
             result = CallResult.BUSINESS_ERROR if business else CallResult.FAILURE
             actual: float = 0.0 if business else action.estimated_cost()
