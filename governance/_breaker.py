@@ -70,11 +70,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from protocols import field_errors
-
-from .exceptions import GovernanceError, PolicyError
+from ._policy import Policy
+from .exceptions import GovernanceError
 
 __all__ = [
     "Admission",
@@ -167,13 +166,12 @@ class Admission:
     transition: Transition | None = None
 
 
-class BreakerPolicy(BaseModel):
+class BreakerPolicy(Policy):
     """When a breaker trips and how it recovers.  Frozen; defaults are production defaults.
 
     Raises :class:`PolicyError` (never pydantic's error) when out of range.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Trip after this many counted failures in a row (None: off).
     consecutive_failures: int | None = Field(5, ge=1)
@@ -200,15 +198,6 @@ class BreakerPolicy(BaseModel):
     #: Seconds after which an admitted probe that was never recorded counts as lost.
     probe_timeout: float = Field(60.0, gt=0)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            errors = field_errors(exc)
-            raise PolicyError(
-                "invalid BreakerPolicy: " + "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors),
-                errors=errors,
-            ) from exc
 
     @model_validator(mode="after")
     def _check(self) -> BreakerPolicy:

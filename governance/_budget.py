@@ -68,11 +68,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from protocols import field_errors
-
-from .exceptions import BudgetError, GovernanceError, PolicyError
+from ._policy import Policy
+from .exceptions import BudgetError, GovernanceError
 
 __all__ = ["Budget", "BudgetPolicy", "BudgetUsage", "Refusal", "RefusalReason", "Reservation", "Settlement"]
 
@@ -80,10 +79,9 @@ SNAPSHOT_VERSION = 1
 Amount = int | float
 
 
-class BudgetPolicy(BaseModel):
+class BudgetPolicy(Policy):
     """A budget's limit and period.  Frozen; raises :class:`PolicyError` when out of range."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Cost allowed per period (in the unit the estimates and actuals use).
     limit: Amount = Field(gt=0)
@@ -92,15 +90,6 @@ class BudgetPolicy(BaseModel):
     #: Seconds a settled, released or expired key is remembered (for idempotent retries).
     remember: float = Field(86400.0, gt=0)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            errors = field_errors(exc)
-            raise PolicyError(
-                "invalid BudgetPolicy: " + "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors),
-                errors=errors,
-            ) from exc
 
 
 class RefusalReason(enum.Enum):

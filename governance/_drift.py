@@ -38,12 +38,11 @@ import math
 from collections import deque
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from protocols import field_errors
+from pydantic import Field, model_validator
 
 from ._breaker import BreakerState, Transition, TransitionReason
-from .exceptions import GovernanceError, PolicyError
+from ._policy import Policy
+from .exceptions import GovernanceError
 
 __all__ = ["DriftMonitor", "DriftPolicy", "Scorer"]
 
@@ -56,10 +55,9 @@ class Scorer(Protocol):
     def __call__(self, output: Any, /) -> float: ...
 
 
-class DriftPolicy(BaseModel):
+class DriftPolicy(Policy):
     """When a drift monitor trips.  Frozen; raises :class:`PolicyError` when out of range."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: The mean is taken over the last this many scores.
     window: int = Field(20, ge=1)
@@ -68,15 +66,6 @@ class DriftPolicy(BaseModel):
     #: Trip when the mean reaches this.
     threshold: float = Field(0.5, gt=0, le=1)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            errors = field_errors(exc)
-            raise PolicyError(
-                "invalid DriftPolicy: " + "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors),
-                errors=errors,
-            ) from exc
 
     @model_validator(mode="after")
     def _check(self) -> DriftPolicy:
