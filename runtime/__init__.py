@@ -10,6 +10,7 @@ from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
 from ._directory import live_ids
 from ._directory import resolve as host_of
+from ._fleet_budget import FleetBudget
 from ._lifecycle import AgentState
 from ._ref import AgentRef
 from ._restore import RestoreReport
@@ -43,6 +44,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "NAMESPACE",
     "Agent",
     "AgentAdmin",
     "AgentAlreadyRunning",
@@ -68,12 +70,12 @@ __all__ = [
     "DirectoryStore",
     "Durability",
     "Fenced",
+    "FleetBudget",
     "GarrisonError",
     "HandlerError",
     "InternalError",
     "MailboxFull",
     "Manifest",
-    "NAMESPACE",
     "NoHandler",
     "NotDurable",
     "ReadOnlyState",

@@ -125,6 +125,9 @@ class Agent:
 
     #: action class -> the tool that performs it (a callable or a ``governance.Tool``).
     tools: typing.ClassVar[dict[Any, Any]] = {}
+    #: The semantic breaker's scorer (with ``AgentConfig.drift``): a function of one action
+    #: result giving its drift in [0, 1]; declare it with ``staticmethod``.
+    drift_scorer: typing.ClassVar[Callable[[Any], float] | None] = None
 
     agent_id: str
     state: State

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from governance import BreakerPolicy, BudgetPolicy, RiskPolicy
+from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import field_errors
 
 from .exceptions import ConfigError
@@ -89,6 +90,12 @@ class AgentConfig(BaseModel):
     budget: BudgetPolicy | None = None
     #: The id of the approval queue agent (``runtime.ApprovalQueue``) that high-risk actions wait in.
     approvals: str | None = None
+    #: The id of a fleet budget agent (``runtime.FleetBudget``) this agent's calls also draw from.
+    fleet_budget: str | None = None
+    #: The semantic breaker: trips when the agent class's ``drift_scorer`` finds recent results drifting.
+    drift: DriftPolicy | None = None
+    #: What a tripped breaker does besides telling operators: ``notify`` only, or ``halt`` (the kill switch).
+    on_trip: Literal["notify", "halt"] = "notify"
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

@@ -108,7 +108,8 @@ class AgentCore:
         try:
             self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
                                    ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context,
-                                   lookup=agent.lookup if lookup is not None else None)
+                                   lookup=agent.lookup if lookup is not None else None,
+                                   scorer=type(agent).drift_scorer, on_trip=self._breaker_tripped)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools or governance settings are wrong: "
@@ -149,6 +150,16 @@ class AgentCore:
                                       inbox=self._inbox, committer=self._committer, dispatcher=self.dispatcher,
                                       final_checkpoint=self._background.final_checkpoint, **common)
         self._background.start()
+
+    def _breaker_tripped(self, name: str, why: str) -> None:
+        """A breaker of the gateway opened: with ``on_trip="halt"``, pull this agent's kill switch.
+
+        Called from inside a handler, which holds the handling lock: the halt
+        runs on its own thread and takes effect once that handler is done.
+        """
+        if self.config.on_trip == "halt":
+            threading.Thread(target=self._operations.halt, args=("breaker", f"{name} breaker tripped: {why}"),
+                             name=f"garrison-trip-{self.agent_id}", daemon=True).start()
 
     # -- the lifecycle ---------------------------------------------------------------
 

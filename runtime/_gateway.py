@@ -46,9 +46,6 @@ from pydantic import BaseModel
 from governance import NOT_DONE as _NOT_DONE
 from governance import (
     Action,
-    Breaker,
-    BreakerState,
-    Budget,
     CallResult,
     DecisionCode,
     Outcome,
@@ -64,15 +61,14 @@ from governance import (
 
 from ._agent import Context
 from ._approval_desk import ApprovalDesk
+from ._breakers import Admitted, Breakers
 from ._config import AgentConfig
 from ._ledger import Ledger
+from ._spending import Spending
 
 __all__ = ["Gateway", "config_digest"]
 
 log = logging.getLogger("garrison.gateway")
-
-AGENT_BREAKER = "breaker/agent"
-
 
 def config_digest(config: AgentConfig) -> str:
     """The agent's config version as approvals bind it: its ``config_version`` and a digest of every setting."""
@@ -85,9 +81,10 @@ class Gateway:
 
     def __init__(self, *, agent_id: str, config: AgentConfig, tools: Mapping[Any, Any], ledger: Ledger,
                  context: Callable[[], Context | None], lookup: Callable[[str], Any] | None = None,
+                 scorer: Callable[[Any], float] | None = None,
+                 on_trip: Callable[[str, str], None] = lambda name, why: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.agent_id = agent_id
-        self._config = config
         self._grants = parse_grants(config.grants)
         self._policy = config.risk_policy
         self.config_version = config_digest(config)
@@ -97,13 +94,11 @@ class Gateway:
         self._clock = clock
         self._approval = ApprovalDesk(agent_id=agent_id, queue=config.approvals, policy=self._policy,
                                       config_version=self.config_version, lookup=lookup, clock=clock)
-        # Durable state, as the last outcome committed it.
-        self._breakers = {name: Breaker.restore(config.breaker, snapshot)
-                          for name, snapshot in ledger.states("breaker/").items()}
-        budget = ledger.state("budget")
-        now = clock()
-        self._budget = (None if config.budget is None else
-                        Budget(config.budget, now) if budget is None else Budget.restore(config.budget, budget))
+        # Durable state, as the last commit left it.
+        self.breakers = Breakers(agent_id=agent_id, policy=config.breaker, ledger=ledger, drift=config.drift,
+                                 scorer=scorer, on_trip=on_trip)
+        self._spending = Spending(agent_id=agent_id, policy=config.budget, fleet=config.fleet_budget,
+                                  ledger=ledger, lookup=lookup, now=clock())
         self.unreviewed: int = ledger.state("unreviewed", 0)
         # Which message's actions are being numbered, and how many it has asked for.
         self._numbering: tuple[Context | None, int] = (None, 0)
@@ -143,31 +138,19 @@ class Gateway:
 
     async def _admit_and_call(self, action: Action, key: str, tool: Tool, *, flag: bool) -> Outcome:
         now = self._clock()
-        tag = action.type_tag()
-        admitted: list[tuple[str, int]] = []
-        for name in (AGENT_BREAKER, f"breaker/{tag}"):
-            admission = self._breaker(name).allow(now)
-            if not admission.allowed:
-                for held, generation in admitted:  # free a probe slot the other breaker gave
-                    self._breaker(held).record(CallResult.BUSINESS_ERROR, 0.0, now, generation=generation)
-                return Outcome.breaker_tripped(key, f"{name.split('/', 1)[1]} breaker is {admission.state.value}"
-                                               + (f" until {admission.until:.3f}" if admission.until else ""))
-            admitted.append((name, admission.generation))
-        estimate = action.estimated_cost()
-        if self._budget is not None:
-            reservation = self._budget.reserve(key, estimate, now)
-            if not reservation.granted:
-                for held, generation in admitted:
-                    self._breaker(held).record(CallResult.BUSINESS_ERROR, 0.0, now, generation=generation)
-                return Outcome.over_budget(key, f"estimate {estimate} does not fit: {reservation.remaining} "
-                                                f"left of {reservation.limit} ({reservation.reason.value})",
-                                           retryable=reservation.reason.value != "exceeds_limit")
-        self._ledger.intent(key, tag=tag, args=action.model_dump(mode="json"), digest=argument_digest(action),
-                            idempotent=action.idempotent, state=self._budget_state())
+        admitted, why = self.breakers.admit(action.type_tag(), now)
+        if why is not None:
+            return Outcome.breaker_tripped(key, why)
+        refused = await self._spending.reserve(key, action.estimated_cost(), now)
+        if refused is not None:
+            self.breakers.release(admitted, now)
+            return Outcome.over_budget(key, refused[0], retryable=refused[1])
+        self._ledger.intent(key, tag=action.type_tag(), args=action.model_dump(mode="json"),
+                            digest=argument_digest(action), idempotent=action.idempotent,
+                            state=self._spending.state())
         return await self._call(action, key, tool, admitted, flag=flag)
 
-    async def _call(self, action: Action, key: str, tool: Tool, admitted: list[tuple[str, int]], *,
-                    flag: bool) -> Outcome:
+    async def _call(self, action: Action, key: str, tool: Tool, admitted: Admitted, *, flag: bool) -> Outcome:
         started = time.monotonic()
         try:
             value = tool.call(action, idempotency_key=key) if tool.takes_key() else tool.call(action)
@@ -185,22 +168,18 @@ class Gateway:
             outcome, actual = _success(key, value, action.estimated_cost())
             result = CallResult.SUCCESS
         duration = time.monotonic() - started
-        return self._finish(key, outcome, actual, result, duration, admitted, flag=flag)
+        return await self._finish(key, outcome, actual, result, duration, admitted, flag=flag)
 
-    def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
-                admitted: list[tuple[str, int]], *, flag: bool) -> Outcome:
+    async def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
+                      admitted: Admitted, *, flag: bool) -> Outcome:
         now = self._clock()
-        for name, generation in admitted:
-            transition = self._breaker(name).record(result, duration, now, generation=generation)
-            if transition is not None:
-                log.warning("agent %s: %s %s -> %s (%s)", self.agent_id, name, transition.from_state.value,
-                            transition.to_state.value, transition.reason.value)
-        if self._budget is not None:
-            self._budget.settle(key, actual, now)
-        if flag and outcome.code is OutcomeCode.OK:
-            self.unreviewed += 1
-        state = [(name, self._breaker(name).snapshot()) for name, _ in admitted]
-        state += [*self._budget_state(), ("unreviewed", self.unreviewed)]
+        self.breakers.record(admitted, result, duration, now)
+        if outcome.code is OutcomeCode.OK:
+            self.breakers.observe(outcome.result, now)
+            if flag:
+                self.unreviewed += 1
+        await self._spending.settle(key, actual, now)
+        state = [*self.breakers.state(admitted), *self._spending.state(), ("unreviewed", self.unreviewed)]
         self._ledger.outcome(key, {**outcome.model_dump(mode="json"), "review": flag}, state)
         return outcome
 
@@ -210,11 +189,10 @@ class Gateway:
         if intent["digest"] != argument_digest(action):
             return Outcome.refusal(key, f"key {key!r} was used for other arguments ({intent['tag']})")
         tool = self._tools.get(action.type_tag())
-        admitted: list[tuple[str, int]] = []
         if tool is not None and intent["idempotent"]:
             log.warning("agent %s: %s in doubt; idempotent, calling again with key %s",
                         self.agent_id, intent["tag"], key)
-            return await self._call(action, key, tool, admitted, flag=False)
+            return await self._call(action, key, tool, [], flag=False)
         if tool is not None and tool.reconcile is not None:
             try:
                 answer = tool.reconcile(action, key)
@@ -223,15 +201,15 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the hook failing leaves the outcome unknown
                 answer = exc
             if answer is _NOT_DONE:
-                return await self._call(action, key, tool, admitted, flag=False)
+                return await self._call(action, key, tool, [], flag=False)
             if isinstance(answer, Result):
                 outcome, actual = _success(key, answer, action.estimated_cost())
-                return self._finish(key, outcome, actual, CallResult.SUCCESS, 0.0, admitted, flag=False)
+                return await self._finish(key, outcome, actual, CallResult.SUCCESS, 0.0, [], flag=False)
             why = f"reconcile hook answered {answer!r}"
         else:
             why = "not idempotent and no reconcile hook"
         outcome = Outcome.in_doubt(key, f"outcome unknown: the process died during the call ({why}); not repeated")
-        return self._finish(key, outcome, action.estimated_cost(), CallResult.FAILURE, 0.0, admitted, flag=False)
+        return await self._finish(key, outcome, action.estimated_cost(), CallResult.FAILURE, 0.0, [], flag=False)
 
     # -- state ---------------------------------------------------------------------
 
@@ -244,18 +222,6 @@ class Gateway:
         self._numbering = (ctx, n)
         return f"{ctx.message_id.hex()}/{n}"
 
-    def _breaker(self, name: str) -> Breaker:
-        breaker = self._breakers.get(name)
-        if breaker is None:
-            snapshot = self._ledger.state(name)
-            policy = self._config.breaker
-            breaker = Breaker(policy) if snapshot is None else Breaker.restore(policy, snapshot)
-            self._breakers[name] = breaker
-        return breaker
-
-    def _budget_state(self) -> list[tuple[str, Any]]:
-        return [] if self._budget is None else [("budget", self._budget.snapshot())]
-
     def review(self, count: int | None = None) -> int:
         """Mark ``count`` (None: all) unreviewed medium actions reviewed; the number left."""
         self.unreviewed = 0 if count is None else max(0, self.unreviewed - count)
@@ -263,16 +229,13 @@ class Gateway:
         return self.unreviewed
 
     def status(self) -> dict[str, Any]:
-        now = self._clock()
-        breakers = {name.split("/", 1)[1]: self._breaker(name).state.value for name in sorted(self._breakers)}
         return {
             "grants": sorted(self._grants),
             "tools": sorted(self._tools),
             "risk_policy_version": self._policy.version,
             "config_version": self.config_version,
-            "breakers": breakers,
-            "open_breakers": sorted(n for n, s in breakers.items() if s != BreakerState.CLOSED.value),
-            "budget": None if self._budget is None else _usage(self._budget, now),
+            **self.breakers.status(),
+            **self._spending.status(self._clock()),
             "unreviewed_medium": self.unreviewed,
             "in_doubt": len(self._ledger.in_doubt()),
         }
@@ -290,9 +253,3 @@ def _success(key: str, value: Any, estimate: float) -> tuple[Outcome, float]:
 
 def _outcome(record: dict[str, Any]) -> Outcome:
     return Outcome.model_validate({k: v for k, v in record.items() if k in Outcome.model_fields})
-
-
-def _usage(budget: Budget, now: float) -> dict[str, Any]:
-    usage = budget.usage(now)
-    return {"limit": usage.limit, "spent": usage.spent, "reserved": usage.reserved, "remaining": usage.remaining}
-

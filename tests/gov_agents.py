@@ -42,6 +42,13 @@ class Audit(Action, name="govtest.audit", capability="crm.note", risk=Risk.MEDIU
     log: str
 
 
+class Write(Action, name="govtest.write", capability="crm.note", risk=Risk.LOW, idempotent=True, cost=0.0):
+    """A reply the agent drafts: what the semantic breaker watches."""
+
+    text: str
+    log: str
+
+
 class Wipe(Action, name="govtest.wipe", capability="db.admin", risk=Risk.PROHIBITED, cost=0.0):
     log: str
 
@@ -74,6 +81,11 @@ def audit(action: Audit) -> str:
     return "noted"
 
 
+def write(action: Write) -> str:
+    _perform(action.log, f"write {action.text}", None)
+    return action.text
+
+
 def wipe(action: Wipe) -> None:
     _perform(action.log, "wipe", None)
 
@@ -97,13 +109,13 @@ class Decisions(Message, name="govtest.decisions"):
     """The outcomes of the actions this agent resumed on ``ApprovalDecided``, by approval id."""
 
 
-ACTIONS = {"refund": Refund, "ship": Ship, "audit": Audit, "wipe": Wipe}
+ACTIONS = {"refund": Refund, "ship": Ship, "audit": Audit, "wipe": Wipe, "write": Write}
 
 
 class Clerk(Agent):
     """Performs what ``Act`` asks; on ``ApprovalDecided`` resumes the action (``auto_resume``) or notes it."""
 
-    tools = {Refund: refund, Ship: ship, Audit: audit, Wipe: wipe}
+    tools = {Refund: refund, Ship: ship, Audit: audit, Wipe: wipe, Write: write}
 
     def __init__(self, auto_resume: bool = True) -> None:
         self.auto_resume = auto_resume
@@ -131,6 +143,15 @@ class Clerk(Agent):
     def decisions(self, msg: Decisions) -> dict:
         return {"handled": self.state.get("decisions_handled", 0),
                 "outcomes": {k.split("/", 1)[1]: v for k, v in self.state.scan("decided/")}}
+
+
+def off_script(text: str) -> float:
+    """A deterministic drift scorer: how far a drafted reply is from what this shop says."""
+    return 1.0 if "refund everyone" in text else 0.0
+
+
+class WatchedClerk(Clerk):
+    drift_scorer = staticmethod(off_script)
 
 
 class ReconcilingClerk(Clerk):

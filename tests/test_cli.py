@@ -88,7 +88,7 @@ def test_garrison_help_lists_every_command():
     out = console("--help")
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == {"actions", "agents", "checkpoint", "deadletters", "demo", "kill", "quarantine", "release",
+    assert listed == {"actions", "agents", "approvals", "checkpoint", "deadletters", "demo", "kill", "quarantine", "release",
                       "replay", "restores", "status", "unhalt"}
 
 

@@ -14,18 +14,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
-from governance import BreakerPolicy, BudgetPolicy, RiskPolicy
+from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import encode_envelope, make_envelope
-from runtime import AgentConfig
+from runtime import AgentConfig, AgentState
 from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
 
-from .gov_agents import Act, Clerk, ReconcilingClerk
+from .gov_agents import Act, Clerk, ReconcilingClerk, WatchedClerk
 from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +123,55 @@ def test_business_errors_do_not_open_the_breaker_and_failures_do(tmp_path):
         assert set(core.gateway.status()["open_breakers"]) == {"agent", "govtest.refund@1"}
         [outcome] = _act(core, {"kind": "ship", "order": "S", "log": str(log)})
         assert outcome["code"] == "breaker_open"
+    finally:
+        core.stop()
+
+
+def test_an_open_breaker_probes_half_open_then_closes_or_reopens(tmp_path):
+    log = tmp_path / "calls"
+    quick = BreakerPolicy(consecutive_failures=2, failure_rate=None, open_for=0.2, open_for_max=0.2)
+    core = AgentCore(_spec(tmp_path, breaker=quick))
+    error = {"kind": "refund", "order": "E", "amount": 1, "log": str(log), "fail": "error"}
+    good = {"kind": "refund", "order": "G", "amount": 1, "log": str(log)}
+    try:
+        assert [o["code"] for o in _act(core, error, error, good)] == ["failed", "failed", "breaker_open"]
+        calls = len(_calls(log))
+        # Refused without a call while open; after open_for one probe goes through and closes it.
+        outcomes: list[str] = []
+        wait_for(lambda: outcomes.append(_act(core, good)[0]["code"]) or outcomes[-1] != "breaker_open")
+        assert outcomes[-1] == "ok" and set(outcomes[:-1]) <= {"breaker_open"}
+        assert len(_calls(log)) == calls + 1, "only the probe reached the tool"
+        assert core.gateway.status()["open_breakers"] == []
+        # Open again; this time the probe fails, and the breaker reopens.
+        assert [o["code"] for o in _act(core, error, error)] == ["failed", "failed"]
+        outcomes.clear()
+        wait_for(lambda: outcomes.append(_act(core, error)[0]["code"]) or outcomes[-1] != "breaker_open")
+        assert outcomes[-1] == "failed"
+        assert _act(core, good)[0]["code"] == "breaker_open"
+        assert core.gateway.status()["breaker_trips"] >= 2
+    finally:
+        core.stop()
+
+
+def test_the_semantic_breaker_trips_on_drifting_outputs_and_pulls_the_kill_switch(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, WatchedClerk, drift=DriftPolicy(window=4, min_samples=2, threshold=0.5),
+                           on_trip="halt"))
+    try:
+        def write(text):
+            return {"kind": "write", "text": text, "log": str(log)}
+        steady = _act(core, *[write(f"your order {i} ships monday") for i in range(6)])
+        assert {o["code"] for o in steady} == {"ok"}
+        assert core.gateway.status()["breakers"]["drift"] == "closed"
+        drifting = _act(core, write("we refund everyone"), write("refund everyone now"), write("hello"))
+        assert [o["code"] for o in drifting] == ["ok", "ok", "breaker_open"]
+        assert "semantic breaker" in drifting[2]["reason"]
+        assert len(_calls(log)) == 8
+        # on_trip="halt": the kill switch, once the handler that tripped it is done.
+        wait_for(lambda: core.lifecycle is AgentState.HALTED)
+        wait_for(lambda: not any(t.name.startswith("garrison-trip-") for t in threading.enumerate()))
+        [halt] = [e for e in core.operator_log() if e["action"] == "halt"]
+        assert halt["who"] == "breaker" and "drift breaker tripped" in halt["why"]
     finally:
         core.stop()
 
