@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from governance import Action, Risk
 from protocols import Message
-from runtime import Agent, handler
+from runtime import Agent, ApprovalDecided, handler
 
 
 class Tick(Message, name="bench.tick"):
@@ -77,3 +78,80 @@ class SlotSink(Agent):
     @handler
     def count(self, msg: Count) -> int:
         return self.state.get("count", 0)
+
+
+# -- governed actions ----------------------------------------------------------------
+
+
+
+class Lookup(Action, name="bench.lookup", capability="crm.read", risk=Risk.LOW, idempotent=True, cost=0.0):
+    """A low-risk action: read a customer's record."""
+
+    customer: str
+    n: int
+
+
+def lookup(action: Lookup) -> dict:
+    return {"customer": action.customer, "tier": "gold" if action.n % 2 else "silver"}
+
+
+class ActMany(Message, name="bench.act_many"):
+    """Perform ``count`` lookups, through the gateway (``governed``) or by calling the tool directly."""
+
+    count: int
+    start: int = 0
+    governed: bool = True
+
+
+class Clerk(Agent):
+    tools = {Lookup: lookup}  # noqa: RUF012
+
+    @handler
+    async def act_many(self, msg: ActMany) -> int:
+        ok = 0
+        for n in range(msg.start, msg.start + msg.count):
+            action = Lookup(customer=f"c{n}", n=n)
+            if msg.governed:
+                ok += (await self.act(action)).ok
+            else:
+                ok += bool(lookup(action))
+        return ok
+
+
+class Pay(Action, name="bench.pay", capability="payments.refund", risk=Risk.HIGH, cost=0.0):
+    """A high-risk action: every one waits for a person."""
+
+    order: str
+
+
+def pay(action: Pay) -> dict:
+    return {"paid": action.order}
+
+
+class Request(Message, name="bench.request"):
+    order: str
+
+
+class Executed(Message, name="bench.executed"):
+    approval_id: str
+
+
+class Cashier(Agent):
+    """Asks approval for each ``Request``; executes when the decision arrives, noting the time."""
+
+    tools = {Pay: pay}  # noqa: RUF012
+
+    @handler
+    async def request(self, msg: Request) -> str | None:
+        return (await self.act(Pay(order=msg.order))).approval_id
+
+    @handler
+    async def decided(self, msg: ApprovalDecided) -> None:
+        import time
+
+        outcome = await self.act(msg.action(), approval=msg.approval_id)
+        self.state.put(f"done/{msg.approval_id}", [outcome.code.value, time.time()])
+
+    @handler
+    def executed(self, msg: Executed) -> list | None:
+        return self.state.get(f"done/{msg.approval_id}")

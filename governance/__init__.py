@@ -29,6 +29,7 @@ from ._approval import (
 from ._breaker import Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Transition, TransitionReason
 from ._budget import Budget, BudgetPolicy, BudgetUsage, Refusal, RefusalReason, Reservation, Settlement
 from ._drift import DriftMonitor, DriftPolicy, Scorer
+from ._intervention import ActionEvent, Intervention, InterventionKind, MessageEvent, intervene
 from ._outcome import Outcome, OutcomeCode
 from ._risk import Decision, DecisionCode, RiskPolicy, decide, effective_risk, is_granted, parse_grants
 from ._tool import NOT_DONE, Result, Tool, as_tool
@@ -46,10 +47,10 @@ from .exceptions import (
 )
 
 __all__ = [
-    "NOT_DONE",
     "Action",
     "ActionDeclaration",
     "ActionDeclarationError",
+    "ActionEvent",
     "Admission",
     "Approval",
     "ApprovalError",
@@ -70,7 +71,11 @@ __all__ = [
     "DriftMonitor",
     "DriftPolicy",
     "GovernanceError",
+    "Intervention",
+    "InterventionKind",
+    "MessageEvent",
     "ModelNotPriced",
+    "NOT_DONE",
     "Outcome",
     "OutcomeCode",
     "PolicyError",
@@ -99,6 +104,7 @@ __all__ = [
     "deny",
     "effective_risk",
     "expire",
+    "intervene",
     "is_granted",
     "new_request",
     "parse_grants",

@@ -279,6 +279,8 @@ def canonical_bytes(value: Any) -> bytes:
     return msgpack.packb(_sorted(value), use_bin_type=True)
 
 
-def argument_digest(action: Action) -> str:
-    """sha256 hex of the action's tag and arguments (``model_dump(mode="json")``), canonically encoded."""
-    return hashlib.sha256(canonical_bytes([action.type_tag(), action.model_dump(mode="json")])).hexdigest()
+def argument_digest(action: Action, arguments: dict[str, Any] | None = None) -> str:
+    """sha256 hex of the action's tag and arguments (``model_dump(mode="json")``, or ``arguments``
+    when the caller already has that dump), canonically encoded."""
+    args = action.model_dump(mode="json") if arguments is None else arguments
+    return hashlib.sha256(canonical_bytes([action.type_tag(), args])).hexdigest()

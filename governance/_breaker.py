@@ -282,6 +282,11 @@ class Breaker:
         return self._state
 
     @property
+    def consecutive(self) -> int:
+        """Failures in a row counted while CLOSED."""
+        return self._consecutive
+
+    @property
     def generation(self) -> int:
         return self._generation
 

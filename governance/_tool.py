@@ -18,6 +18,7 @@ goes to a human.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,11 +56,17 @@ class Tool:
 
     def takes_key(self) -> bool:
         """Whether ``call`` accepts ``idempotency_key=`` (then the ledger's key is passed on)."""
-        try:
-            params = inspect.signature(self.call).parameters
-        except (TypeError, ValueError):
-            return False
-        return "idempotency_key" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return _takes_key(self.call)
+
+
+@functools.lru_cache(maxsize=1024)
+def _takes_key(call: Callable[..., Any]) -> bool:
+    # Cached: a signature costs tens of microseconds, and the gateway asks on every call.
+    try:
+        params = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
+    return "idempotency_key" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def as_tool(fn: Callable[..., Any] | Tool) -> Tool:

@@ -44,7 +44,6 @@ from .exceptions import (
 )
 
 __all__ = [
-    "NAMESPACE",
     "Agent",
     "AgentAdmin",
     "AgentAlreadyRunning",
@@ -76,6 +75,7 @@ __all__ = [
     "InternalError",
     "MailboxFull",
     "Manifest",
+    "NAMESPACE",
     "NoHandler",
     "NotDurable",
     "ReadOnlyState",

@@ -112,6 +112,14 @@ class AgentAdmin:
         """Lift this agent's quarantine (recorded with who and why): it handles messages again."""
         return self._call("release", who, why)
 
+    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
+        """``who`` reviewed the medium-risk actions flagged for review (``count`` of them; None: all)."""
+        return self._call("review_actions", who, count)
+
+    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+        """Close one of the agent's breakers: ``agent``, a tool's action tag, or ``drift``."""
+        return self._call("reset_breaker", name, who)
+
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest operator actions on this agent (action, who, why, time), oldest first."""
         return self._call("operator_log", limit)

@@ -75,11 +75,25 @@ class Breakers:
         for name, generation in admitted:
             self._get(name).record(CallResult.BUSINESS_ERROR, 0.0, now, generation=generation)
 
-    def record(self, admitted: Admitted, result: CallResult, duration: float, now: float) -> None:
+    def record(self, admitted: Admitted, result: CallResult, duration: float, now: float) -> list[str]:
+        """Count the call in each breaker that admitted it; the names of those whose state must be saved.
+
+        A plain success in a closed breaker with no failures in a row changes
+        only the successes in its window, which are not worth a write per call:
+        a restart forgets them (the window then holds the call history up to the
+        last failure or state change, which can only trip it sooner).
+        """
+        dirty = []
         for name, generation in admitted:
-            transition = self._get(name).record(result, duration, now, generation=generation)
+            breaker = self._get(name)
+            before = (breaker.state, breaker.consecutive)
+            transition = breaker.record(result, duration, now, generation=generation)
             if transition is not None:
                 self._tripped(name, transition)
+            if (result is not CallResult.SUCCESS or transition is not None
+                    or before != (BreakerState.CLOSED, 0) or breaker.state is not BreakerState.CLOSED):
+                dirty.append(name)
+        return dirty
 
     def observe(self, output: Any, now: float) -> None:
         """A successful result, for the drift scorer."""
@@ -89,9 +103,18 @@ class Breakers:
         if transition is not None:
             self._tripped("drift", transition)
 
-    def reset_drift(self, who: str, now: float) -> None:
-        if self._drift is not None:
+    def reset(self, name: str, who: str, now: float) -> list[tuple[str, Any]]:
+        """An operator closes breaker ``name`` (``agent``, a tool's tag, or ``drift``); the state to save."""
+        if name == "drift":
+            if self._drift is None:
+                raise KeyError(name)
             self._drift.reset(who, now)
+            return [("drift", self._drift.snapshot())]
+        key = f"breaker/{name}"
+        if key not in self._breakers:
+            raise KeyError(name)
+        self._breakers[key].reset(who, now)
+        return [(key, self._breakers[key].snapshot())]
 
     def _tripped(self, name: str, transition: Transition) -> None:
         log.warning("agent %s: %s %s -> %s (%s)", self.agent_id, name, transition.from_state.value,
@@ -100,9 +123,9 @@ class Breakers:
             self.trips += 1
             self._on_trip(name.removeprefix("breaker/"), transition.reason.value)
 
-    def state(self, admitted: Admitted) -> list[tuple[str, Any]]:
-        """What to commit with an outcome: the admitting breakers' snapshots, and the drift monitor's."""
-        out: list[tuple[str, Any]] = [(name, self._get(name).snapshot()) for name, _ in admitted]
+    def state(self, names: list[str]) -> list[tuple[str, Any]]:
+        """What to commit with an outcome: the snapshots of the breakers ``record`` named, and the drift monitor's."""
+        out: list[tuple[str, Any]] = [(name, self._get(name).snapshot()) for name in names]
         if self._drift is not None:
             out.append(("drift", self._drift.snapshot()))
         return out

@@ -96,6 +96,9 @@ class AgentConfig(BaseModel):
     drift: DriftPolicy | None = None
     #: What a tripped breaker does besides telling operators: ``notify`` only, or ``halt`` (the kill switch).
     on_trip: Literal["notify", "halt"] = "notify"
+    #: Intervention hooks on every message and action, ``"module:function"`` each
+    #: (``governance.Intervention``); ``System(interventions=...)`` adds them to every agent it spawns.
+    interventions: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

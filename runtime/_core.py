@@ -52,6 +52,7 @@ from ._committer import Committer
 from ._config import Durability
 from ._fence import PeerEpochs
 from ._gateway import Gateway
+from ._hooks import MessageHooks, load_hooks
 from ._inbox import Inbox
 from ._incarnation import start_incarnation
 from ._invoke import Invoker
@@ -106,18 +107,19 @@ class AgentCore:
         self.state = State(self.store)
         self._txn = Transaction(self.state)
         try:
+            hooks = load_hooks(cfg.interventions)
             self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
                                    ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context,
                                    lookup=agent.lookup if lookup is not None else None,
-                                   scorer=type(agent).drift_scorer, on_trip=self._breaker_tripped)
+                                   scorer=type(agent).drift_scorer, on_trip=self._breaker_tripped, hooks=hooks)
         except Exception as exc:
             inc.close()
-            raise AgentStartError(f"{spec.class_path}: its tools or governance settings are wrong: "
+            raise AgentStartError(f"{spec.class_path}: its tools, hooks or governance settings are wrong: "
                                   f"{type(exc).__name__}: {exc}", agent_id=self.agent_id) from exc
         self._invoker = Invoker(agent, agent_id=self.agent_id, state=self.state, send=self._txn.send,
                                 lookup=None if lookup is None else
                                 functools.partial(lookup, sender=self.agent_id, epoch=self.epoch),
-                                gateway=self.gateway)
+                                gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None)
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
@@ -301,6 +303,18 @@ class AgentCore:
 
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._operations.operator_log(limit)
+
+    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
+        """``who`` reviewed ``count`` (None: all) of the medium-risk actions flagged for review."""
+        with self._lock:  # the gateway is the handling thread's between messages
+            left = self.gateway.review(count)
+        log.warning("agent %s: %s reviewed %s flagged actions; %d left", self.agent_id, who,
+                    "all" if count is None else count, left)
+        return {"unreviewed_medium": left}
+
+    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+        with self._lock:
+            return self.gateway.reset_breaker(name, who)
 
     def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
         self._operations.quarantine(why, who)

@@ -14,6 +14,8 @@ Reasons (``DeadLetter.reason``):
 ``expired``         the deadline passed before handling
 ``no_handler``      this agent has no handler for the type
 ``handler_error``   the handler raised (its changes were rolled back)
+``dropped``         an intervention hook dropped it before its handler
+``held``            an intervention hook held it; replaying it passes the hooks again
 ``not_running``     the agent's lifecycle state refused it
 ``undeliverable``   the sender ran out of attempts
 ``mailbox_full``    an at-most-once send found the receiver's window full
@@ -58,6 +60,8 @@ _REASONS = {
     "StaleEpoch": "stale_epoch",
     "Fenced": "fenced",
     "NotDurable": "not_durable",
+    "MessageDropped": "dropped",
+    "MessageHeld": "held",
 }
 
 #: Every reason a dead letter may have (see the module docstring).

@@ -46,8 +46,10 @@ from pydantic import BaseModel
 from governance import NOT_DONE as _NOT_DONE
 from governance import (
     Action,
+    ActionEvent,
     CallResult,
     DecisionCode,
+    InterventionKind,
     Outcome,
     OutcomeCode,
     Result,
@@ -56,6 +58,7 @@ from governance import (
     argument_digest,
     as_tool,
     decide,
+    intervene,
     parse_grants,
 )
 
@@ -65,6 +68,7 @@ from ._breakers import Admitted, Breakers
 from ._config import AgentConfig
 from ._ledger import Ledger
 from ._spending import Spending
+from .exceptions import ConfigError
 
 __all__ = ["Gateway", "config_digest"]
 
@@ -83,7 +87,7 @@ class Gateway:
                  context: Callable[[], Context | None], lookup: Callable[[str], Any] | None = None,
                  scorer: Callable[[Any], float] | None = None,
                  on_trip: Callable[[str, str], None] = lambda name, why: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time) -> None:
         self.agent_id = agent_id
         self._grants = parse_grants(config.grants)
         self._policy = config.risk_policy
@@ -92,6 +96,7 @@ class Gateway:
         self._ledger = ledger
         self._context = context
         self._clock = clock
+        self._hooks = hooks
         self._approval = ApprovalDesk(agent_id=agent_id, queue=config.approvals, policy=self._policy,
                                       config_version=self.config_version, lookup=lookup, clock=clock)
         # Durable state, as the last commit left it.
@@ -117,9 +122,20 @@ class Gateway:
             return _outcome(done)
         if intent is not None:
             return await self._recover(action, key, intent)
+        held = None
+        if self._hooks and approval is None:
+            verdict, action = intervene(self._hooks, ActionEvent(self.agent_id, key, action))
+            if verdict.kind is InterventionKind.DROP:
+                return Outcome.refusal(key, f"dropped by an intervention hook: {verdict.reason}")
+            if not isinstance(action, Action):
+                return Outcome.refusal(key, f"an intervention hook replaced the action with a "
+                                            f"{type(action).__name__}, not an Action")
+            held = verdict.reason if verdict.kind is InterventionKind.HOLD else None
         decision = decide(action, self._policy, granted=self._grants, unreviewed_medium=self.unreviewed)
         if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
             return Outcome.refusal(key, decision.reason)
+        if held is not None:  # whatever its risk, a person decides
+            return self._approval.request(action, key, f"held by an intervention hook: {held}", context)
         flag = decision.code is DecisionCode.EXECUTE_AND_FLAG
         if approval is not None:
             cleared = await self._approval.cleared(action, approval, key)
@@ -145,9 +161,9 @@ class Gateway:
         if refused is not None:
             self.breakers.release(admitted, now)
             return Outcome.over_budget(key, refused[0], retryable=refused[1])
-        self._ledger.intent(key, tag=action.type_tag(), args=action.model_dump(mode="json"),
-                            digest=argument_digest(action), idempotent=action.idempotent,
-                            state=self._spending.state())
+        args = action.model_dump(mode="json")
+        self._ledger.intent(key, tag=action.type_tag(), args=args, digest=argument_digest(action, args),
+                            idempotent=action.idempotent, state=self._spending.state())
         return await self._call(action, key, tool, admitted, flag=flag)
 
     async def _call(self, action: Action, key: str, tool: Tool, admitted: Admitted, *, flag: bool) -> Outcome:
@@ -173,13 +189,15 @@ class Gateway:
     async def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
                       admitted: Admitted, *, flag: bool) -> Outcome:
         now = self._clock()
-        self.breakers.record(admitted, result, duration, now)
+        dirty = self.breakers.record(admitted, result, duration, now)
+        state = []
         if outcome.code is OutcomeCode.OK:
             self.breakers.observe(outcome.result, now)
             if flag:
                 self.unreviewed += 1
+                state.append(("unreviewed", self.unreviewed))
         await self._spending.settle(key, actual, now)
-        state = [*self.breakers.state(admitted), *self._spending.state(), ("unreviewed", self.unreviewed)]
+        state += [*self.breakers.state(dirty), *self._spending.state()]
         self._ledger.outcome(key, {**outcome.model_dump(mode="json"), "review": flag}, state)
         return outcome
 
@@ -221,6 +239,17 @@ class Gateway:
         n = n + 1 if held is ctx else 1
         self._numbering = (ctx, n)
         return f"{ctx.message_id.hex()}/{n}"
+
+    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+        """Close breaker ``name`` (an operator's call); ConfigError if the agent has no such breaker."""
+        try:
+            state = self.breakers.reset(name, who, self._clock())
+        except KeyError:
+            raise ConfigError(f"agent {self.agent_id!r} has no breaker {name!r}; it has: "
+                              f"{', '.join(self.breakers.status()['breakers']) or 'none'}", breaker=name) from None
+        self._ledger.save(state)
+        log.warning("agent %s: breaker %s reset by %s", self.agent_id, name, who)
+        return self.breakers.status()
 
     def review(self, count: int | None = None) -> int:
         """Mark ``count`` (None: all) unreviewed medium actions reviewed; the number left."""

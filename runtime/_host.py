@@ -254,5 +254,15 @@ class AgentHost:
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._core().operator_log(limit)
 
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
+        return self._core().review_actions(who, count)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+        return self._core().reset_breaker(name, who)
+
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

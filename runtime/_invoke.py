@@ -24,6 +24,7 @@ from typing import Any
 from protocols import Envelope, WireError, parse_message
 
 from ._agent import Agent, Context, bind, current_deadline, current_stage
+from ._hooks import MessageHooks
 from ._loop import LoopThread
 from ._state import State
 from .exceptions import HandlerError, NoHandler, UnencodableReply
@@ -35,9 +36,11 @@ class Invoker:
     """The agent object, its handlers, and how they are called (see module docstring)."""
 
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
-                 lookup: Callable[[str], Any] | None, gateway: Any = None) -> None:
+                 lookup: Callable[[str], Any] | None, gateway: Any = None,
+                 hooks: MessageHooks | None = None) -> None:
         self.agent = agent
         self.agent_id = agent_id
+        self._hooks = hooks
         bind(agent, agent_id=agent_id, state=state, log=logging.getLogger(f"garrison.agent.{agent_id}"),
              lookup=lookup, gateway=gateway)
         # Handlers by type tag, not by class object: a message class that reached
@@ -56,6 +59,8 @@ class Invoker:
     def resolve(self, env: Envelope) -> tuple[Any, str]:
         """The message and the name of the method that handles it; NoHandler if none does."""
         msg = parse_message(env)
+        if self._hooks is not None:
+            msg = self._hooks.apply(env.sender, msg)  # MessageDropped / MessageHeld: refused like a bad message
         method = self._handlers.get(type(msg).__message_tag__)
         if method is None:
             raise NoHandler(

@@ -16,8 +16,8 @@ Table ``ledger``, keys (``key`` is the action's idempotency key)::
     s/<name>    the gateway's durable governance state (breakers, budget, review counter),
                 written in the same commit as the outcome that changed it
 
-Invariants: an outcome is written at most once per key (a second one is
-ignored: the first is what happened); an intent without an outcome is an
+Invariants: an outcome is written at most once per key (the gateway looks
+the key up before it acts, on the agent's one handling thread); an intent without an outcome is an
 action *in doubt* (the process died during the call), which the gateway never
 blindly repeats (see ``_gateway``).  Entries are kept for the agent's life
 (bounding them is noted in the README's "what is not done yet").
@@ -29,8 +29,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import lmdb
+
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
+from .exceptions import StateError
 
 __all__ = ["Ledger"]
 
@@ -55,30 +58,39 @@ class Ledger:
                   "at": self._clock(), "agent_id": self.agent_id}
         ops = [Op(TABLE, PUT, b"i/" + key.encode(), pack(record))]
         ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
-        self._store.commit(ops)
+        self._store.commit(ops, trim=False)
         return record
 
-    def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = ()) -> bool:
-        """Commit ``key``'s outcome with the governance ``state`` it changed; False if one was already there."""
-        if self.get(key)[1] is not None:
-            return False
+    def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = ()) -> None:
+        """Commit ``key``'s outcome with the governance ``state`` it changed.
+
+        The caller (the gateway, on the agent's one handling thread) has looked
+        ``key`` up first and found no outcome: that is what keeps it to one.
+        """
         ops = [Op(TABLE, PUT, b"o/" + key.encode(), pack({**outcome, "at": self._clock()}))]
         ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
-        self._store.commit(ops)
-        return True
+        self._store.commit(ops, trim=False)
 
     def save(self, state: Iterable[tuple[str, Any]]) -> None:
         """Commit governance state on its own (a refusal that changed a breaker's window, say)."""
         ops = [Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state]
         if ops:
-            self._store.commit(ops)
+            self._store.commit(ops, trim=False)
 
     # -- reads -------------------------------------------------------------------------
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(intent, outcome)`` for ``key``; either may be None."""
-        intent = self._store.get(TABLE, b"i/" + key.encode())
-        outcome = self._store.get(TABLE, b"o/" + key.encode())
+        """``(intent, outcome)`` for ``key``; either may be None (one read snapshot for both)."""
+        k = key.encode()
+        try:
+            txn = self._store.read_txn()
+            try:
+                db = self._store.db(TABLE)
+                intent, outcome = txn.get(b"i/" + k, db=db), txn.get(b"o/" + k, db=db)
+            finally:
+                txn.abort()
+        except lmdb.Error as exc:
+            raise StateError(f"agent {self.agent_id}: reading the ledger failed: {exc}") from exc
         return (None if intent is None else unpack(intent)), (None if outcome is None else unpack(outcome))
 
     def state(self, name: str, default: Any = None) -> Any:

@@ -231,13 +231,14 @@ class LmdbStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def commit(self, ops: Iterable[Op], *, now: float | None = None) -> int:
-        """Apply ``ops`` atomically, journaling each; return the last seq."""
+    def commit(self, ops: Iterable[Op], *, now: float | None = None, trim: bool = True) -> int:
+        """Apply ``ops`` atomically, journaling each; return the last seq (``trim=False``: no trimming
+        in this one, for small commits between handlers', which trim)."""
         now = time.time() if now is None else now
         with self._write_lock:
-            return self._commit(ops, now)
+            return self._commit(ops, now, trim)
 
-    def _commit(self, ops: Iterable[Op], now: float) -> int:
+    def _commit(self, ops: Iterable[Op], now: float, trim: bool = True) -> int:
         # Plain tuples in JournalRecord's layout: a NamedTuple per op costs
         # more than the rest of the op's bookkeeping here.
         records = [
@@ -250,9 +251,10 @@ class LmdbStore:
                     self._check_epoch(txn)
                 if records:
                     self._write(txn, records, append=True)
-                self._retention.trim(txn, now, max(256, 2 * len(records)), journal_upto=self.trim_upto,
-                                     transitions_upto=self.transitions_trim_upto,
-                                     dedup_horizon=self.dedup_horizon, dead_letter_limit=self.dead_letter_limit)
+                if trim:
+                    self._retention.trim(txn, now, max(256, 2 * len(records)), journal_upto=self.trim_upto,
+                                         transitions_upto=self.transitions_trim_upto, dedup_horizon=self.dedup_horizon,
+                                         dead_letter_limit=self.dead_letter_limit)
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
         self.seq = seq

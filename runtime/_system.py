@@ -76,8 +76,11 @@ class System:
         namespace: str = NAMESPACE,
         create: bool = False,
         ray_init: dict[str, Any] | None = None,
+        interventions: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.namespace = namespace
+        #: Intervention hooks (``"module:function"``) put first in every agent this System spawns.
+        self.interventions = tuple(interventions)
         self.data_dir = self._prepare_data_dir(data_dir, create) if data_dir else None
         if checkpoint_dir is not None and per_node(checkpoint_dir):
             raise ConfigError(f"checkpoint directory {checkpoint_dir} holds {NODE_PLACEHOLDER}: it must be one "
@@ -173,12 +176,15 @@ class System:
         if not (isinstance(agent_cls, type) and issubclass(agent_cls, Agent)):
             raise ConfigError(f"{agent_cls!r} is not a subclass of runtime.Agent")
         check_agent_id(agent_id)
+        cfg: AgentConfig = validated(AgentConfig, config)  # type: ignore[assignment]
+        if self.interventions:
+            cfg = cfg.model_copy(update={"interventions": (*self.interventions, *cfg.interventions)})
         return HostSpec(
             agent_id=agent_id,
             agent_cls=agent_cls,
             data_dir=str(self.data_dir),
             checkpoint_dir=str(self.checkpoint_dir),
-            config=validated(AgentConfig, config),  # type: ignore[arg-type]
+            config=cfg,
             init=dict(init or {}),
         )
 

@@ -30,6 +30,8 @@ The runtime's part of the tree::
     │   ├── AgentNotRunning         the agent is alive but its lifecycle state refuses the call
     │   ├── MailboxFull             the window towards the agent is full; an at-most-once send is refused
     │   ├── NoHandler               the agent has no handler for a registered message type
+    │   ├── MessageDropped          an intervention hook dropped the message before its handler
+    │   ├── MessageHeld             an intervention hook held the message (a ``held`` dead letter)
     │   ├── HandlerError            the agent's handler raised; the state change was rolled back
     │   │   └── UnencodableReply    the handler returned a value that cannot be encoded; rolled back too
     │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
@@ -58,6 +60,8 @@ __all__ = [
     "HandlerError",
     "InternalError",
     "MailboxFull",
+    "MessageDropped",
+    "MessageHeld",
     "NoHandler",
     "NotDurable",
     "RestoreError",
@@ -158,6 +162,14 @@ class MailboxFull(AgentError):
 
 class NoHandler(AgentError):
     """The message type is registered but this agent has no handler for it."""
+
+
+class MessageDropped(AgentError):
+    """An intervention hook (``AgentConfig.interventions``) dropped the message before its handler."""
+
+
+class MessageHeld(AgentError):
+    """An intervention hook held the message: kept as a ``held`` dead letter for an operator to replay."""
 
 
 class HandlerError(AgentError):

@@ -21,7 +21,7 @@ import pytest
 
 from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import encode_envelope, make_envelope
-from runtime import AgentConfig, AgentState
+from runtime import AgentConfig, AgentState, ConfigError
 from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
@@ -167,6 +167,9 @@ def test_the_semantic_breaker_trips_on_drifting_outputs_and_pulls_the_kill_switc
         assert [o["code"] for o in drifting] == ["ok", "ok", "breaker_open"]
         assert "semantic breaker" in drifting[2]["reason"]
         assert len(_calls(log)) == 8
+        with pytest.raises(ConfigError, match="no breaker 'nope'"):
+            core.reset_breaker("nope", "alice")
+        assert core.reset_breaker("drift", "alice")["breakers"]["drift"] == "closed"
         # on_trip="halt": the kill switch, once the handler that tripped it is done.
         wait_for(lambda: core.lifecycle is AgentState.HALTED)
         wait_for(lambda: not any(t.name.startswith("garrison-trip-") for t in threading.enumerate()))
@@ -200,7 +203,7 @@ def test_medium_actions_past_the_unreviewed_limit_need_approval(tmp_path):
         assert outcomes[2]["code"] != "ok" and outcomes[2]["escalation"] == "human"
         assert len(_calls(log)) == 2
         assert core.gateway.status()["unreviewed_medium"] == 2
-        core.gateway.review()
+        assert core.review_actions("alice")["unreviewed_medium"] == 0
         assert _act(core, note)[0]["code"] == "ok"
     finally:
         core.stop()
