@@ -260,7 +260,12 @@ class Action(Message, abstract=True):
 _BIG_INT = 1
 
 
+_PLAIN = (str, float, bool, type(None), bytes)
+
+
 def _sorted(value: Any) -> Any:
+    if type(value) in _PLAIN:  # the common case first: most arguments are flat
+        return value
     if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
         return msgpack.ExtType(_BIG_INT, str(value).encode())
     if isinstance(value, dict):

@@ -5,6 +5,15 @@ messages (no model, nothing leaves the machine):
 
     intake --classify--> gather --facts--> draft --reply--> review
 
+and the governance around what ``intake`` does in the world: a refund is an
+action (``IssueRefund``) through its gateway, low risk up to 50 EUR and high
+risk (human approval, through an ``ApprovalQueue`` agent) above; its budget
+trips once the refunds it paid pass 400 EUR; closing an account is
+prohibited and refused.  After the tickets, the demo approves the pending
+refunds through ``Approvals`` (what ``garrison approvals approve`` calls),
+the decisions resume the refunds, and the payments book shows each ticket
+refunded at most once.
+
 ``intake`` orchestrates: for each ticket it classifies, then asks ``gather``,
 ``draft`` and ``review`` in turn, and records the outcome.  Half-way through,
 the demo SIGKILLs the ``draft`` agent's process.  Ray starts a new process,
@@ -24,9 +33,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from governance import Action, BudgetPolicy, Risk, RiskPolicy
 from protocols import Message
 
 from ._agent import Agent, handler
+from ._approvals import ApprovalDecided, ApprovalQueue, Approvals
 from ._system import System
 
 __all__ = ["main", "run"]
@@ -36,7 +47,12 @@ CATEGORIES = {
     "shipping": ("late", "shipping", "tracking", "delivery"),
     "account": ("password", "login", "account"),
 }
-ORDERS = {f"A{n:03d}": {"status": ("shipped", "processing", "delivered")[n % 3], "total": 10 + n} for n in range(200)}
+ORDERS = {f"A{n:03d}": {"status": ("shipped", "processing", "delivered")[n % 3], "total": 10 + 7 * n}
+          for n in range(200)}
+#: Refunds above this many EUR need a person's approval.
+APPROVE_ABOVE = 50
+#: What intake may refund in all, in EUR: its budget.
+REFUND_BUDGET = 400.0
 BANNED = ("guarantee", "lawsuit")
 
 
@@ -67,6 +83,32 @@ class Stats(Message, name="demo.stats"):
     pass
 
 
+class IssueRefund(Action, name="demo.refund", capability="payments.refund", idempotent=False,
+                  risk=lambda a: Risk.HIGH if a.amount > APPROVE_ABOVE else Risk.LOW, cost=lambda a: float(a.amount)):
+    """Pay money back: the one thing in this demo that touches the world."""
+
+    ticket_id: str
+    order: str
+    amount: int
+    book: str  # the payments system of record: an append-only file
+
+
+class CloseAccount(Action, name="demo.close_account", capability="accounts.close", risk=Risk.PROHIBITED):
+    """Prohibited: no agent closes accounts, whatever anyone approves."""
+
+    ticket_id: str
+
+
+def issue_refund(action: IssueRefund) -> dict:
+    with open(action.book, "a") as book:
+        book.write(f"{action.ticket_id} {action.order} {action.amount}\n")
+    return {"refunded": action.amount}
+
+
+def close_account(action: CloseAccount) -> None:
+    raise AssertionError("a prohibited action reached its tool")
+
+
 class Tally(BaseModel):
     handled: int
     by_outcome: dict[str, int]
@@ -81,7 +123,12 @@ def classify(text: str) -> str:
 
 
 class Intake(Agent):
-    """Classifies a ticket and walks it through gather, draft and review."""
+    """Classifies a ticket, walks it through gather, draft and review, and acts on it (governed)."""
+
+    tools = {IssueRefund: issue_refund, CloseAccount: close_account}  # noqa: RUF012
+
+    def __init__(self, book: str = "payments.book") -> None:
+        self.book = book
 
     @handler
     async def ticket(self, msg: Ticket) -> str:
@@ -89,14 +136,29 @@ class Intake(Agent):
         facts = await self.lookup("gather").ask_async(Classified(ticket_id=msg.ticket_id, order_id=msg.order_id, category=category))
         draft = await self.lookup("draft").ask_async(Facts(ticket_id=msg.ticket_id, category=category, facts=facts))
         verdict = await self.lookup("review").ask_async(Draft(ticket_id=msg.ticket_id, text=draft))
+        if category == "refund":
+            action = IssueRefund(ticket_id=msg.ticket_id, order=msg.order_id, amount=facts["total"], book=self.book)
+            outcome = await self.act(action, context=f"ticket {msg.ticket_id}: {msg.text!r}")
+            self.state.increment(f"refund/{outcome.code.value}")
+        elif category == "account":
+            outcome = await self.act(CloseAccount(ticket_id=msg.ticket_id))
+            self.state.increment(f"close_account/{outcome.code.value}")
         self.state.increment("handled")
         self.state.increment(f"outcome/{verdict}")
         self.state.put(f"ticket/{msg.ticket_id}", {"category": category, "verdict": verdict})
         return verdict
 
     @handler
+    async def decided(self, msg: ApprovalDecided) -> None:
+        """A person decided a refund: resume it (the gateway checks the approval with the queue)."""
+        outcome = await self.act(msg.action(), approval=msg.approval_id)
+        self.state.increment(f"approved_refund/{outcome.code.value}")
+
+    @handler
     def stats(self, msg: Stats) -> dict:
-        return {"handled": self.state.get("handled", 0), **dict(self.state.scan("outcome/"))}
+        return {"handled": self.state.get("handled", 0), **dict(self.state.scan("outcome/")),
+                **dict(self.state.scan("refund/")), **dict(self.state.scan("approved_refund/")),
+                **dict(self.state.scan("close_account/"))}
 
     def summary(self, state):
         return Tally(
@@ -178,8 +240,13 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
     say(f"garrison demo: starting an embedded local Ray, data in {Path(data_dir).resolve()}")
     with System(data_dir, create=True) as system:
         fast = {"checkpoint_interval": 2.0, "ship_interval": 0.5}
+        book = Path(data_dir).resolve() / "payments.book"
+        system.spawn(ApprovalQueue, "approvals", config=fast)
+        governed = {**fast, "grants": ["payments.refund", "accounts.close"], "approvals": "approvals",
+                    "risk_policy": RiskPolicy(version="demo-1"), "budget": BudgetPolicy(limit=REFUND_BUDGET)}
         refs = {
-            name: system.spawn(cls, name, config=fast)
+            name: system.spawn(cls, name, config=governed if name == "intake" else fast,
+                               init={"book": str(book)} if name == "intake" else None)
             for name, cls in (("gather", Gather), ("draft", Drafter), ("review", Reviewer), ("intake", Intake))
         }
         before = {name: ref.ask(Stats()) for name, ref in refs.items()}
@@ -196,6 +263,8 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
             )
             if (i + 1) % 10 == 0 or i == killed_at:
                 say(f"  ticket {i + 1:>3}/{tickets}: {verdict}")
+        approvals = Approvals(system, "approvals")
+        waiting = _approve_pending(approvals, refs["intake"], say)
         say("  results:")
         final = {}
         for name, ref in refs.items():
@@ -215,9 +284,43 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
             "  'draft' was killed and came back with its state: "
             + ("yes, every ticket drafted exactly once" if ok else "NO - see above")
         )
+        refunded = [line.split()[0] for line in book.read_text().splitlines()] if book.exists() else []
+        once = len(refunded) == len(set(refunded)) and not waiting
+        say(f"  payments book: {len(refunded)} refunds, "
+            + ("no ticket refunded twice" if once else f"NO - {len(refunded) - len(set(refunded))} twice, "
+               f"{waiting} approvals not executed"))
+        final["book"] = {"refunds": len(refunded), "distinct": len(set(refunded))}  # type: ignore[assignment]
+        ok = ok and once
         say(f"done in {time.time() - t0:.1f}s")
         final["ok"] = ok  # type: ignore[assignment]
         return final
+
+
+def _approve_pending(approvals: Approvals, intake, say) -> int:
+    """Approve every pending refund, as a person would; wait until each decision was acted on.
+
+    Returns how many approved decisions intake had not acted on within a minute (0 when all were).
+    """
+    deadline = time.monotonic() + 60
+    pending = []
+    while time.monotonic() < deadline:  # each request travels through intake's outbox to the queue
+        asked = sum(v for k, v in intake.ask(Stats()).items() if k == "refund/pending")
+        pending = approvals.list()
+        if len(pending) >= asked - _decided(intake):
+            break
+        time.sleep(0.1)
+    for req in pending:
+        approvals.approve(req["id"], who="demo-supervisor")
+        say(f"  approved refund {req['arguments']['amount']} EUR for {req['arguments']['ticket_id']} "
+            f"(request {req['id'][:32]}...) as 'demo-supervisor'")
+    target = _decided(intake) + len(pending)
+    while _decided(intake) < target and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return target - _decided(intake)
+
+
+def _decided(intake) -> int:
+    return sum(v for k, v in intake.ask(Stats()).items() if k.startswith("approved_refund/"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,13 @@ def test_demo_survives_a_kill_and_a_second_run_resumes_state(ray_session, tmp_pa
     assert first["ok"], out.getvalue()
     assert first["draft"]["incarnation"] == 2 and first["draft"]["restored_from"] == "local"
     assert first["intake"]["handled"] == 12
+    # Governed: refunds of 10 and 38 EUR ran at once; 66 EUR waited for the approval the demo gave;
+    # closing an account (prohibited) was refused each time; the book has each refund once.
+    intake = first["intake"]
+    assert (intake["refund/ok"], intake["refund/pending"], intake["approved_refund/ok"]) == (2, 1, 1), intake
+    assert intake["close_account/refused"] == 3
+    assert first["book"] == {"refunds": 3, "distinct": 3}
     second = run(str(tmp_path / "data"), tickets=4, out=io.StringIO())
     assert second["intake"]["handled"] == 16, "state carried over from the first run"
     assert second["intake"]["restored_from"] == "local"
+    assert second["book"] == {"refunds": 4, "distinct": 4}
