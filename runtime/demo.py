@@ -284,6 +284,11 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
             "  'draft' was killed and came back with its state: "
             + ("yes, every ticket drafted exactly once" if ok else "NO - see above")
         )
+        i = final["intake"]
+        say(f"  governed: {i.get('refund/ok', 0)} refunds paid at once (50 EUR or less), "
+            f"{i.get('refund/pending', 0)} waited for approval: {i.get('approved_refund/ok', 0)} paid, "
+            f"{i.get('approved_refund/budget_exceeded', 0)} refused by the {REFUND_BUDGET:.0f} EUR budget; "
+            f"{i.get('close_account/refused', 0)} account closures refused (prohibited)")
         refunded = [line.split()[0] for line in book.read_text().splitlines()] if book.exists() else []
         once = len(refunded) == len(set(refunded)) and not waiting
         say(f"  payments book: {len(refunded)} refunds, "
@@ -309,11 +314,11 @@ def _approve_pending(approvals: Approvals, intake, say) -> int:
         if len(pending) >= asked - _decided(intake):
             break
         time.sleep(0.1)
+    target = _decided(intake) + len(pending)
     for req in pending:
         approvals.approve(req["id"], who="demo-supervisor")
         say(f"  approved refund {req['arguments']['amount']} EUR for {req['arguments']['ticket_id']} "
-            f"(request {req['id'][:32]}...) as 'demo-supervisor'")
-    target = _decided(intake) + len(pending)
+            f"as 'demo-supervisor' (garrison approvals approve {req['id']} --who demo-supervisor)")
     while _decided(intake) < target and time.monotonic() < deadline:
         time.sleep(0.1)
     return target - _decided(intake)
