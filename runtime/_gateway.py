@@ -5,8 +5,13 @@ structured :class:`governance.Outcome` (never an exception)::
 
     ledger      this key already has an outcome -> that outcome (nothing runs twice);
                 an intent without one -> recover (below)
+    hooks       an intervention hook drops it -> refused; modifies it -> go on with
+                the replacement; holds it -> approval, whatever its risk
     grants      the action's capability is not granted -> refused        (before any work)
     risk        prohibited -> refused; high (or medium past the review limit) -> approval
+    approval    without ``approval=``: a request to the queue -> pending; with it: the
+                queue's record, checked (bound, decided, not expired) -> go on, or
+                denied / expired / pending (``_approval_desk``)
     tool        no tool for the action -> refused
     breakers    the tool's or the agent's breaker is open -> breaker_open
     budget      the estimate does not fit what is left -> budget_exceeded
