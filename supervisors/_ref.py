@@ -12,6 +12,13 @@
 Ray's errors are translated here: an error the supervisor raised comes back
 as itself (``ChildStartError``, ``ChildNotFound`` ...), a dead or silent
 supervisor as :class:`SupervisorUnavailable`.
+
+Calls that start or stop children (start, stop, start_child, unhalt, release)
+and :meth:`SupervisorRef.wait_until` measure their ``timeout`` from the
+supervisor's latest event, not from the call: a tree of many children on a
+loaded machine takes as long as it needs while each child gets somewhere
+(starts, exits, restarts) within ``timeout``; a supervisor that goes silent
+for ``timeout`` is given up on.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ def start_supervisor(
 ) -> SupervisorRef:
     """Start a root supervisor and its children (in order); return once all are ready.
 
+    ``timeout`` bounds the time without progress (module docstring), so a
+    large tree is not refused for its size.
+
     ``data_dir``/``checkpoint_dir`` are as for :class:`runtime.System` and must
     exist.  Raises ChildStartError (after stopping the children already
     started) if a child cannot start.  Children are owned by the supervisor's
@@ -72,17 +82,25 @@ def start_supervisor(
         raise SpecError(f"a supervisor or agent named {spec.id!r} is already live", supervisor=spec.id) from exc
     ref = SupervisorRef(spec.id, handle)
     try:
-        _call(spec.id, handle, "start", timeout=timeout)
+        _call(spec.id, handle, "start", timeout=timeout, progressing=True)
     except BaseException:
         ray.kill(handle, no_restart=True)
         raise
     return ref
 
 
-def _call(name: str, handle: Any, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-    """Call ``method`` on the supervisor actor ``handle`` and wait; Ray's errors translated (module docstring)."""
+def _call(name: str, handle: Any, method: str, *args: Any, timeout: float = 60.0, progressing: bool = False,
+          **kwargs: Any) -> Any:
+    """Call ``method`` on the supervisor actor ``handle`` and wait; Ray's errors translated (module docstring).
+
+    With ``progressing``, ``timeout`` counts from the supervisor's latest event.
+    """
     try:
-        return ray.get(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
+        pending = getattr(handle, method).remote(*args, **kwargs)
+        if progressing and not _wait_progressing(handle, pending, timeout):
+            raise SupervisorUnavailable(f"supervisor {name!r} did not answer {method} and reported no progress "
+                                        f"for {timeout}s", supervisor=name)
+        return ray.get(pending, timeout=timeout)
     except RayTaskError as exc:
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
         if isinstance(cause, SupervisorError):
@@ -93,6 +111,46 @@ def _call(name: str, handle: Any, method: str, *args: Any, timeout: float = 60.0
     except GetTimeoutError as exc:
         raise SupervisorUnavailable(f"supervisor {name!r} did not answer {method} within {timeout}s",
                                     supervisor=name) from exc
+
+
+def _wait_progressing(handle: Any, pending: Any, timeout: float) -> bool:
+    """Wait for ``pending``; False once ``timeout`` passes with it unanswered and no new supervisor event."""
+    progress = _Progress(handle)
+    while True:
+        ready, _ = ray.wait([pending], timeout=min(1.0, max(0.0, progress.deadline(timeout) - time.monotonic())))
+        if ready:
+            return True
+        if not progress.advanced() and time.monotonic() >= progress.deadline(timeout):
+            return False
+
+
+class _Progress:
+    """A supervisor's event count, as seen from a driver: has anything happened since the last look?
+
+    Invariant: ``since`` is the time of the last look that saw a new event (or of the first look).
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._next: int | None = None
+        self.since = time.monotonic()
+        self.advanced()
+
+    def advanced(self) -> bool:
+        """True if the supervisor recorded an event since the last look (an unanswered look is no progress)."""
+        try:
+            events = ray.get(self._handle.events.remote(self._next or 0), timeout=10)
+        except (GetTimeoutError, RayActorError):
+            return False
+        latest = events[-1]["index"] + 1 if events else (self._next or 0)
+        first, moved = self._next is None, self._next is not None and latest > self._next
+        self._next = latest
+        if moved or first:
+            self.since = time.monotonic()
+        return moved
+
+    def deadline(self, timeout: float) -> float:
+        return self.since + timeout
 
 
 class SupervisorRef:
@@ -112,8 +170,8 @@ class SupervisorRef:
         except ValueError as exc:
             raise SupervisorUnavailable(f"no live supervisor {name!r}", supervisor=name) from exc
 
-    def _call(self, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        return _call(self.name, self._handle, method, *args, timeout=timeout, **kwargs)
+    def _call(self, method: str, *args: Any, timeout: float = 60.0, progressing: bool = False, **kwargs: Any) -> Any:
+        return _call(self.name, self._handle, method, *args, timeout=timeout, progressing=progressing, **kwargs)
 
     def which_children(self) -> list[dict[str, Any]]:
         """Children in start order: id, kind, state, incarnation, epoch, pid, restarts, last_failure, last_exit."""
@@ -136,7 +194,7 @@ class SupervisorRef:
         return self._call("events", after)
 
     def start_child(self, child_id: str, init: dict[str, Any] | None = None, *, timeout: float = 60.0) -> dict[str, Any]:
-        return self._call("start_child", child_id, init, timeout=timeout)
+        return self._call("start_child", child_id, init, timeout=timeout, progressing=True)
 
     def terminate_child(self, child_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
         return self._call("terminate_child", child_id, timeout=timeout)
@@ -147,7 +205,7 @@ class SupervisorRef:
 
     def unhalt(self, who: str, why: str = "", *, child: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """Lift the kill switch on one halted child or the halted subtree (see :func:`supervisors.unhalt`)."""
-        return self._call("unhalt", who, why, child, timeout=timeout)
+        return self._call("unhalt", who, why, child, timeout=timeout, progressing=True)
 
     def quarantine(self, child: str, *, who: str, why: str, timeout: float = 30.0) -> dict[str, Any]:
         """Quarantine one child by hand (it keeps its state and refuses messages until released or retired)."""
@@ -160,24 +218,29 @@ class SupervisorRef:
     def release(self, child: str | None = None, *, who: str = "operator", why: str = "",
                 timeout: float = 60.0) -> dict[str, Any]:
         """Lift a quarantine: one child's, or (``child=None``) a quarantined supervisor's."""
-        return self._call("release", child, who, why, timeout=timeout)
+        return self._call("release", child, who, why, timeout=timeout, progressing=True)
 
     def stop(self, *, timeout: float = 120.0, kill: bool = True) -> dict[str, Any] | None:
         """Stop the children in reverse order, then (``kill``) end the supervisor's process."""
         try:
-            return self._call("stop", timeout=timeout)
+            return self._call("stop", timeout=timeout, progressing=True)
         finally:
             if kill:
                 ray.kill(self._handle, no_restart=True)
 
     def wait_until(self, predicate: Callable[[SupervisorRef], Any], *, timeout: float = 30.0,
                    interval: float = 0.1) -> Any:
-        """Poll ``predicate(self)`` until it returns something truthy (for operators and tests)."""
-        deadline = time.monotonic() + timeout
+        """Poll ``predicate(self)`` until it returns something truthy (for operators and tests).
+
+        Raises TimeoutError once ``timeout`` passes with the predicate false and
+        no new supervisor event: restarts still under way are waited for.
+        """
+        progress = _Progress(self._handle)
         while True:
             value = predicate(self)
             if value:
                 return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout}s; children: {self.which_children()}")
+            if not progress.advanced() and time.monotonic() > progress.deadline(timeout):
+                raise TimeoutError(f"condition not met, and no supervisor event, for {timeout}s; "
+                                   f"children: {self.which_children()}")
             time.sleep(interval)

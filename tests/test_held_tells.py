@@ -16,6 +16,7 @@ import pytest
 from protocols import decode_envelope
 from runtime import System
 from supervisors import BackoffPolicy, ChildSpec, SupervisorFlags, SupervisorSpec, start_supervisor
+from tests._quiet import Quiet
 from tests.agents import GetItems, Item, Report, Sink
 from tests.sup_agents import FAST, uid
 
@@ -36,10 +37,10 @@ def test_tells_across_a_sigkill_and_supervisor_restart_take_effect_once_each_in_
     ref = System(data_dir).lookup(sid)
     pid = sup.child(sid)["pid"]
     told, killed_at, most_held = 0, None, 0
-    deadline = time.monotonic() + 90
+    quiet = Quiet(sup, 90)  # under load the restart takes long, but its supervisor is not silent
     # Keep telling: before the kill, while the agent is down and being restarted, and after.
     while killed_at is None or told < killed_at + 300 or sup.child(sid)["restarts"] < 1:
-        assert time.monotonic() < deadline, (told, ref.tell_stats(), sup.which_children())
+        assert not quiet.passed(), (told, ref.tell_stats(), sup.which_children())
         ref.tell(Item(n=told))
         told += 1
         if told == 300:

@@ -11,6 +11,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 import supervisors
 from runtime import GarrisonError
+from supervisors import _ref
 from supervisors import exceptions as sexc
 from supervisors._ref import SupervisorRef
 
@@ -91,3 +92,79 @@ def test_a_dead_or_silent_supervisor_is_unavailable(raising_get, exc, fragment):
 def test_looking_up_a_missing_supervisor_is_unavailable(ray_session):
     with pytest.raises(sexc.SupervisorUnavailable):
         SupervisorRef.lookup("no-such-supervisor-here")
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class _Call:
+    def __init__(self, method):
+        self.method = method
+
+    def remote(self, *args):
+        return (self.method, *args)
+
+
+class _Tree:
+    """A scripted supervisor: an event every ``every`` s until ``busy_until``; its call answers at ``answers_at``."""
+
+    def __init__(self, clock, *, every, busy_until, answers_at):
+        self.clock, self.every, self.busy_until, self.answers_at = clock, every, busy_until, answers_at
+        self.events, self.start, self.which_children = _Call("events"), _Call("start"), _Call("which_children")
+
+    def events_seen(self):
+        return int(min(self.clock.now, self.busy_until) // self.every)
+
+    def wait(self, objects, timeout):
+        self.clock.now = min(self.clock.now + timeout, max(self.answers_at, self.clock.now))
+        return ([o for o in objects if self.clock.now >= self.answers_at], [])
+
+    def get(self, obj, timeout=None):
+        method, *args = obj
+        if method == "events":
+            return [{"index": i} for i in range(args[0], self.events_seen())]
+        return [] if method == "which_children" else "started"
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    clock = _Clock()
+
+    def make(**script):
+        tree = _Tree(clock, **script)
+        monkeypatch.setattr("supervisors._ref.time", clock)
+        monkeypatch.setattr("supervisors._ref.ray.wait", tree.wait)
+        monkeypatch.setattr("supervisors._ref.ray.get", tree.get)
+        return tree, clock
+
+    return make
+
+
+def test_a_start_that_keeps_reporting_progress_is_waited_for_past_its_timeout(scripted):
+    tree, clock = scripted(every=5.0, busy_until=60.0, answers_at=60.0)
+    assert _ref._call("s", tree, "start", timeout=8.0, progressing=True) == "started"
+    assert clock.now >= 60.0  # seven and a half timeouts, each bridged by an event
+
+
+def test_a_start_that_goes_silent_is_given_up_a_timeout_after_its_last_event(scripted):
+    tree, clock = scripted(every=5.0, busy_until=10.0, answers_at=1000.0)
+    with pytest.raises(sexc.SupervisorUnavailable, match="reported no progress for 8.0s"):
+        _ref._call("s", tree, "start", timeout=8.0, progressing=True)
+    assert 18.0 <= clock.now <= 20.0  # the last event at 10 s, then 8 s of silence (polled each second)
+
+
+def test_wait_until_waits_while_the_supervisor_reports_events_and_not_after(scripted):
+    tree, clock = scripted(every=5.0, busy_until=40.0, answers_at=0.0)
+    ref = SupervisorRef("s", tree)
+    assert ref.wait_until(lambda r: clock.now >= 35.0, timeout=8.0, interval=1.0)
+    with pytest.raises(TimeoutError, match="no supervisor event, for 8.0s"):
+        ref.wait_until(lambda r: False, timeout=8.0, interval=1.0)
+    assert 48.0 <= clock.now <= 50.0
