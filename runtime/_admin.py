@@ -120,6 +120,14 @@ class AgentAdmin:
         """Close one of the agent's breakers: ``agent``, a tool's action tag, or ``drift``."""
         return self._call("reset_breaker", name, who)
 
+    def ledger(self, *, limit: int = 100, tag: str | None = None, in_doubt: bool = False) -> list[dict[str, Any]]:
+        """The agent's governed actions: each intent with its outcome (None while in doubt), oldest first.
+
+        ``tag`` keeps one action type (``shop.refund@1``); ``in_doubt`` only the
+        intents without an outcome (a call in flight, or one a crash interrupted).
+        """
+        return self._call("ledger", limit, tag, in_doubt)
+
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest operator actions on this agent (action, who, why, time), oldest first."""
         return self._call("operator_log", limit)

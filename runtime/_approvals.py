@@ -22,12 +22,17 @@ State (the queue's LMDB working state, checkpointed like any agent's)::
 Invariants: a request id is stored once (a repeated request changes
 nothing); a decision is sent to the requesting agent once per request, in
 the same transaction that records it.  Expiry is swept whenever the queue
-handles a message (and by :meth:`Approvals.list`): a pending request past its
-time to live becomes EXPIRED and its agent gets the decision then.
+handles a message, and by a timer: a pending request past its time to live
+becomes EXPIRED and its agent gets the decision within ``sweep_every``
+seconds of its expiry, even if nobody touches the queue.  The timer only
+tells the queue a :class:`SweepApprovals`; the sweep itself is a handler,
+so it commits (and sends the decisions) like any other.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -35,9 +40,12 @@ from governance import Action, ApprovalError, ApprovalRequest, ApprovalState, ap
 from protocols import Message, default_registry
 
 from ._agent import Agent, handler
+from .exceptions import GarrisonError
 
 __all__ = ["ApprovalDecided", "ApprovalQueue", "Approvals", "DecideApproval", "GetApproval", "ListApprovals",
-           "RequestApproval"]
+           "RequestApproval", "SweepApprovals"]
+
+log = logging.getLogger("garrison.approvals")
 
 
 class RequestApproval(Message, name="garrison.approval.request"):
@@ -66,6 +74,10 @@ class ListApprovals(Message, name="garrison.approval.list"):
     limit: int = 100
 
 
+class SweepApprovals(Message, name="garrison.approval.sweep"):
+    """From the queue's own timer: expire what is past its time to live."""
+
+
 class ApprovalDecided(Message, name="garrison.approval.decided"):
     """To the requesting agent: its request was approved, denied or expired."""
 
@@ -82,7 +94,45 @@ class ApprovalDecided(Message, name="garrison.approval.decided"):
 
 
 class ApprovalQueue(Agent):
-    """Holds approval requests; sends each decision to the agent that asked (see module docstring)."""
+    """Holds approval requests; sends each decision to the agent that asked (see module docstring).
+
+    ``sweep_every``: how often the expiry timer looks (seconds); it tells the
+    queue to sweep only once the earliest pending request is due.
+    """
+
+    def __init__(self, sweep_every: float = 1.0) -> None:
+        self.sweep_every = sweep_every
+        #: When the earliest pending request expires (None: none pending); kept by the handlers,
+        #: read by the timer thread (a float, replaced whole).
+        self._due: float | None = None
+        self._stopping = threading.Event()
+
+    def on_start(self) -> None:
+        self._due = self._earliest()
+        threading.Thread(target=self._timer, name=f"garrison-approvals-{self.agent_id}", daemon=True).start()
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+
+    def _timer(self) -> None:
+        me = self.lookup(self.agent_id)
+        while not self._stopping.wait(self.sweep_every):
+            due, now = self._due, time.time()
+            if due is None or now < due:
+                continue
+            # Until the sweep sets the real one: a queue that cannot handle it now (halted,
+            # quarantined) is not told again every tick, which would pile up dead letters.
+            self._due = now + max(10.0, 10 * self.sweep_every)
+            try:
+                me.tell(SweepApprovals())
+            except GarrisonError as exc:  # stopping, halted, quarantined: the next look tries again
+                log.info("approval queue %s: sweep not sent: %s", self.agent_id, exc)
+
+    @handler
+    def swept(self, msg: SweepApprovals) -> int:
+        """Expire what is due; the number still pending."""
+        self._sweep(time.time())
+        return len(self.state.keys("pending/"))
 
     @handler
     def request(self, msg: RequestApproval) -> dict[str, Any]:
@@ -90,6 +140,7 @@ class ApprovalQueue(Agent):
         self._sweep(time.time())
         if f"req/{req.id}" not in self.state:
             self._save(req)
+            self._due = req.expires if self._due is None else min(self._due, req.expires)
         return self._load(req.id).model_dump(mode="json")
 
     @handler
@@ -144,6 +195,11 @@ class ApprovalQueue(Agent):
             if lapsed is not req:
                 self._save(lapsed)
                 self._notify(lapsed)
+        self._due = self._earliest()
+
+    def _earliest(self) -> float | None:
+        pending = [self._load(k.split("/", 1)[1]).expires for k in self.state.keys("pending/")]
+        return min(pending, default=None)
 
     def _notify(self, req: ApprovalRequest) -> None:
         reason = {ApprovalState.APPROVED: f"approved by {', '.join(req.approvers())}",

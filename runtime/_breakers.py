@@ -27,6 +27,8 @@ __all__ = ["Admitted", "Breakers"]
 log = logging.getLogger("garrison.gateway")
 
 AGENT = "breaker/agent"
+#: Trips kept for the supervisor's probe to report (more between two probes are counted, not named).
+RECENT_TRIPS = 8
 
 #: The breakers that admitted one call: (name, generation) each.
 Admitted = list[tuple[str, int]]
@@ -36,13 +38,18 @@ class Breakers:
     """The breakers of one agent (see module docstring)."""
 
     def __init__(self, *, agent_id: str, policy: BreakerPolicy, ledger: Ledger, drift: DriftPolicy | None,
-                 scorer: Callable[[Any], float] | None, on_trip: Callable[[str, str], None]) -> None:
+                 scorer: Callable[[Any], float] | None, on_trip: Callable[[str, str], None],
+                 policy_on_trip: str = "notify") -> None:
         self.agent_id = agent_id
+        self.policy_on_trip = policy_on_trip
         self._policy = policy
         self._on_trip = on_trip
         self._breakers = {name: Breaker.restore(policy, snapshot)
                           for name, snapshot in ledger.states("breaker/").items()}
         self.trips = 0
+        #: The newest trips, oldest first, each ``{"breaker", "why", "at"}`` (a tuple replaced whole, so
+        #: another thread reads it safely).
+        self.recent_trips: tuple[dict[str, Any], ...] = ()
         self._drift: DriftMonitor | None = None
         if drift is not None and scorer is not None:
             snapshot = ledger.state("drift")
@@ -120,8 +127,17 @@ class Breakers:
         log.warning("agent %s: %s %s -> %s (%s)", self.agent_id, name, transition.from_state.value,
                     transition.to_state.value, transition.reason.value)
         if transition.to_state is BreakerState.OPEN and transition.from_state is BreakerState.CLOSED:
-            self.trips += 1
+            why = transition.reason.value + (f" ({transition.detail})" if transition.detail else "")
+            trip = {"breaker": name.removeprefix("breaker/"), "why": why, "at": transition.at}
+            self.recent_trips = (*self.recent_trips, trip)[-RECENT_TRIPS:]
+            self.trips += 1  # after recent_trips: a reader that sees the new count sees its trip
             self._on_trip(name.removeprefix("breaker/"), transition.reason.value)
+
+    def tripped(self) -> dict[str, Any] | None:
+        """For a supervisor's probe: how many trips this incarnation saw, the newest, and what a trip
+        does besides telling operators (``on_trip``); None before the first."""
+        return None if not self.trips else {"count": self.trips, "recent": list(self.recent_trips),
+                                            "on_trip": self.policy_on_trip}
 
     def state(self, names: list[str]) -> list[tuple[str, Any]]:
         """What to commit with an outcome: the snapshots of the breakers ``record`` named, and the drift monitor's."""

@@ -254,6 +254,8 @@ class AgentCore:
             "handler_running_for": self._invoker.running_for(),
             # None, or the current episode of failing background work (``_degraded``).
             "degraded": self._background.degraded.probe(),
+            # None, or how many breakers tripped in this incarnation and the newest trip (``_breakers``).
+            "breaker_trips": self.gateway.breakers.tripped(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -308,13 +310,18 @@ class AgentCore:
         """``who`` reviewed ``count`` (None: all) of the medium-risk actions flagged for review."""
         with self._lock:  # the gateway is the handling thread's between messages
             left = self.gateway.review(count)
+            self._operations.record("review", who, f"reviewed {'all' if count is None else count} flagged "
+                                                   f"medium-risk actions; {left} left")
         log.warning("agent %s: %s reviewed %s flagged actions; %d left", self.agent_id, who,
                     "all" if count is None else count, left)
         return {"unreviewed_medium": left}
 
     def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+        """``who`` closes breaker ``name`` (recorded in the operator log)."""
         with self._lock:
-            return self.gateway.reset_breaker(name, who)
+            status = self.gateway.reset_breaker(name, who)
+            self._operations.record("reset_breaker", who, f"{name} breaker closed")
+            return status
 
     def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
         self._operations.quarantine(why, who)

@@ -106,7 +106,7 @@ class Gateway:
                                       config_version=self.config_version, lookup=lookup, clock=clock)
         # Durable state, as the last commit left it.
         self.breakers = Breakers(agent_id=agent_id, policy=config.breaker, ledger=ledger, drift=config.drift,
-                                 scorer=scorer, on_trip=on_trip)
+                                 scorer=scorer, on_trip=on_trip, policy_on_trip=config.on_trip)
         self._spending = Spending(agent_id=agent_id, policy=config.budget, fleet=config.fleet_budget,
                                   ledger=ledger, lookup=lookup, now=clock())
         self.unreviewed: int = ledger.state("unreviewed", 0)
@@ -256,6 +256,13 @@ class Gateway:
         log.warning("agent %s: breaker %s reset by %s", self.agent_id, name, who)
         return self.breakers.status()
 
+    def ledger(self, *, limit: int = 100, tag: str | None = None, in_doubt: bool = False) -> list[dict[str, Any]]:
+        """Intents with their outcomes, oldest first, the newest ``limit`` (``in_doubt``: only those without one)."""
+        if in_doubt:
+            found = [e for e in self._ledger.in_doubt() if tag is None or e["tag"] == tag]
+            return found[-limit:] if limit else found
+        return self._ledger.entries(limit=limit, tag=tag)
+
     def review(self, count: int | None = None) -> int:
         """Mark ``count`` (None: all) unreviewed medium actions reviewed; the number left."""
         self.unreviewed = 0 if count is None else max(0, self.unreviewed - count)
@@ -271,7 +278,7 @@ class Gateway:
             **self.breakers.status(),
             **self._spending.status(self._clock()),
             "unreviewed_medium": self.unreviewed,
-            "in_doubt": len(self._ledger.in_doubt()),
+            "in_doubt": self._ledger.in_doubt_count(),
         }
 
 

@@ -264,5 +264,10 @@ class AgentHost:
     def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
         return self._core().reset_breaker(name, who)
 
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def ledger(self, limit: int = 100, tag: str | None = None, in_doubt: bool = False) -> list[dict[str, Any]]:
+        return self._core().gateway.ledger(limit=limit, tag=tag, in_doubt=in_doubt)  # reads only: no lock
+
 
 RemoteAgentHost = ray.remote(concurrency_groups={CONTROL: 2, WATCH: 16})(AgentHost)

@@ -19,7 +19,9 @@ Table ``ledger``, keys (``key`` is the action's idempotency key)::
 Invariants: an outcome is written at most once per key (the gateway looks
 the key up before it acts, on the agent's one handling thread); an intent without an outcome is an
 action *in doubt* (the process died during the call), which the gateway never
-blindly repeats (see ``_gateway``).  Entries are kept for the agent's life
+blindly repeats (see ``_gateway``).  ``_open`` holds exactly the keys with an
+intent and no outcome: found by one scan when the ledger is opened, then kept
+by ``intent`` and ``outcome``, so ``status()`` counts them without a scan.  Entries are kept for the agent's life
 (bounding them is noted in the README's "what is not done yet").
 """
 
@@ -47,6 +49,7 @@ class Ledger:
         self._store = store
         self.agent_id = agent_id
         self._clock = clock
+        self._open: set[str] = {e["key"] for e in self.entries(limit=0) if e["outcome"] is None}
 
     # -- writes: each is its own LMDB commit -------------------------------------------
 
@@ -59,6 +62,7 @@ class Ledger:
         ops = [Op(TABLE, PUT, b"i/" + key.encode(), pack(record))]
         ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
         self._store.commit(ops, trim=False)
+        self._open.add(key)
         return record
 
     def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = ()) -> None:
@@ -70,6 +74,7 @@ class Ledger:
         ops = [Op(TABLE, PUT, b"o/" + key.encode(), pack({**outcome, "at": self._clock()}))]
         ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
         self._store.commit(ops, trim=False)
+        self._open.discard(key)
 
     def save(self, state: Iterable[tuple[str, Any]]) -> None:
         """Commit governance state on its own (a refusal that changed a breaker's window, say)."""
@@ -113,5 +118,10 @@ class Ledger:
         return out[-limit:] if limit else out
 
     def in_doubt(self) -> list[dict[str, Any]]:
-        """Intents without an outcome: calls a crash interrupted."""
-        return [e for e in self.entries(limit=0) if e["outcome"] is None]
+        """Intents without an outcome (a call in flight, or one a crash interrupted), oldest first."""
+        found = [{**self.get(key)[0], "outcome": None} for key in self._open]  # type: ignore[dict-item]
+        return sorted(found, key=lambda e: e["at"])
+
+    def in_doubt_count(self) -> int:
+        """How many intents have no outcome (no read: see the invariant on ``_open``)."""
+        return len(self._open)

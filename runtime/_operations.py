@@ -157,9 +157,15 @@ class Operations:
         return results
 
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest ``limit`` operator actions on this agent (quarantine, release, halt, unhalt), oldest first."""
+        """The newest ``limit`` operator actions on this agent (quarantine, release, halt, unhalt, review,
+        reset_breaker), oldest first."""
         rows = self._store.scan("control", _ACTION)
         return [unpack(v) for _, v in rows[-limit:]] if limit > 0 else []
+
+    def record(self, action: str, who: str, why: str) -> None:
+        """Add an operator action that changes no lifecycle (a review, a breaker reset) to the operator log."""
+        now = time.time()
+        self._store.commit(_action_ops(self._store, action, who, why, now), now=now)
 
     def quarantine(self, why: str, who: str = "supervisor") -> None:
         """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.

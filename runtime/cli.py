@@ -147,6 +147,40 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
     emit(_system(address).lookup(agent_id).admin.replay_dead_letters(ids=list(ids) or None, reason=reason))
 
 
+@commands.command()
+@click.argument("agent_id")
+@click.option("--tag", help="Only this action type (e.g. shop.refund@1).")
+@click.option("--in-doubt", is_flag=True, help="Only intents without an outcome (in flight, or cut by a crash).")
+@click.option("--limit", type=int, default=100, show_default=True, help="The newest this many.")
+@address_option
+@reports_errors
+def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: str) -> None:
+    """Show an agent's governed actions: each intent with its outcome."""
+    emit(_system(address).lookup(agent_id).admin.ledger(limit=limit, tag=tag, in_doubt=in_doubt))
+
+
+@commands.command(name="reset-breaker")
+@click.argument("agent_id")
+@click.argument("breaker")
+@click.option("--who", required=True, help="Your identity, recorded in the agent's operator log.")
+@address_option
+@reports_errors
+def reset_breaker(agent_id: str, breaker: str, who: str, address: str) -> None:
+    """Close an agent's breaker: `agent`, an action tag, or `drift`."""
+    emit(_system(address).lookup(agent_id).admin.reset_breaker(breaker, who))
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--who", required=True, help="Your identity, recorded in the agent's operator log.")
+@click.option("--count", type=int, help="How many flagged actions you reviewed (default: all).")
+@address_option
+@reports_errors
+def review(agent_id: str, who: str, count: int | None, address: str) -> None:
+    """Mark an agent's flagged medium-risk actions reviewed (they block past the policy's limit)."""
+    emit(_system(address).lookup(agent_id).admin.review_actions(who, count))
+
+
 @commands.group()
 def approvals() -> None:
     """People's side of an approval queue: list, show, approve, deny."""

@@ -25,6 +25,11 @@ episode (told apart by its ``since``) gets ``on_degraded`` once, as decided by
 :func:`judge_degraded`: ignore it, notify (a ``degraded`` alert, and a
 ``recovered`` event when it clears), restart the child (exit reason
 ``degraded``, counted toward the intensity), or quarantine it.
+
+A probe answer also counts the agent's *breaker trips* (a breaker of its
+governed actions opened; see ``runtime._breakers``): each new trip becomes one
+``breaker_tripped`` alert to the notifiers (:func:`judge_trips`).  Pulling the
+kill switch on a trip is the agent's own policy (``AgentConfig.on_trip``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pydantic import Field
 from ._frozen import Frozen
 
 __all__ = ["DegradedAction", "DegradedJudgement", "HangAction", "ProbePolicy", "Verdict", "judge_degraded",
-           "judge_probe"]
+           "judge_probe", "judge_trips"]
 
 
 class HangAction(enum.Enum):
@@ -131,3 +136,16 @@ def judge_degraded(policy: ProbePolicy, known: float | None, answer: dict[str, A
     if since == known:
         return DegradedJudgement(known)
     return DegradedJudgement(since, action=policy.on_degraded)
+
+
+def judge_trips(known: int, answer: dict[str, Any] | None) -> tuple[int, dict[str, Any] | None]:
+    """Tell operators of each breaker trip once: ``(count now known, the trips to report or None)``.
+
+    ``known`` is how many of this incarnation's trips were reported (0 at
+    first); an unanswered probe, or an answer without new trips, reports nothing.
+    """
+    trips = None if answer is None else answer.get("breaker_trips")
+    if not trips or trips["count"] <= known:
+        return known, None
+    new = trips["count"] - known
+    return trips["count"], {**trips, "new": new, "recent": trips["recent"][-new:]}

@@ -24,7 +24,7 @@ __all__ = ["Event", "JsonlNotifier", "LogNotifier", "Notifier", "WebhookNotifier
 log = logging.getLogger("garrison.supervisor.notify")
 
 #: Event kinds worth waking a human for; the others are informational.
-ALERTS = frozenset({"escalated", "quarantined", "halted", "suspect", "start_failed", "degraded"})
+ALERTS = frozenset({"escalated", "quarantined", "halted", "suspect", "start_failed", "degraded", "breaker_tripped"})
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class Event:
 
     #: What happened: started, exited, restarting, restarted, restart_failed, stopped, killed,
     #: suspect, escalated, quarantined, released, halted, unhalted, degraded (the child's checkpoint
-    #: store fails; ``details`` say since when, why, errno), recovered (it works again).
+    #: store fails; ``details`` say since when, why, errno), recovered (it works again),
+    #: breaker_tripped (a breaker of the child's governed actions opened; ``details`` count the trips).
     kind: str
     #: The supervisor that reports it.
     supervisor: str

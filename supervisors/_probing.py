@@ -3,9 +3,10 @@
 :class:`Prober` is the supervisor's collaborator for this.  One prober task
 per child incarnation (only with a :class:`ProbePolicy`); probes are answered
 by the host off its handling thread, so a busy agent still answers and only
-a handler past ``handler_limit`` or missed probes make it suspect.  An answer that says the agent is degraded (its checkpoint store
-fails) gets the policy's ``on_degraded``, once per episode
-(:func:`judge_degraded`).
+a handler past ``handler_limit`` or missed probes make it suspect.  An
+answer that says the agent is degraded (its checkpoint store fails) gets the
+policy's ``on_degraded``, once per episode (:func:`judge_degraded`); one that
+counts new breaker trips gets a ``breaker_tripped`` alert (:func:`judge_trips`).
 
 Probes go out on a fixed cadence, one every ``interval`` whether or not the
 previous one has answered, each with its own ``timeout``; they are judged in
@@ -33,7 +34,7 @@ from ray.exceptions import RayActorError
 
 from ._calls import awaitable
 from ._child import Child
-from ._health import DegradedAction, HangAction, ProbePolicy, Verdict, judge_degraded, judge_probe
+from ._health import DegradedAction, HangAction, ProbePolicy, Verdict, judge_degraded, judge_probe, judge_trips
 from ._lifecycle import ChildState
 from ._port import SupervisorPort
 from ._strategy import ExitReason
@@ -62,6 +63,7 @@ class Prober:
         sent: asyncio.Queue[asyncio.Task[dict[str, Any] | None] | None] = asyncio.Queue()
         launcher = asyncio.ensure_future(self._launch_probes(child, gen, policy, sent))
         missed = 0
+        trips = 0  # this incarnation's breaker trips already reported
         known: float | None = None  # ``since`` of the degraded episode already acted on
         degraded: tuple[DegradedAction, str] | None = None  # restart or quarantine it, and why
         try:
@@ -75,6 +77,9 @@ class Prober:
                 missed, verdict = judge_probe(policy, missed, answer)
                 if verdict is Verdict.SUSPECT:
                     break
+                trips, tripped = judge_trips(trips, answer)
+                if tripped is not None:
+                    self._trip_event(child, tripped)
                 judged = judge_degraded(policy, known, answer)
                 known = judged.known
                 if judged.cleared and policy.on_degraded is not DegradedAction.IGNORE:
@@ -130,6 +135,16 @@ class Prober:
             self._port.emit("quarantined", child.id, why=why)
             return
         await self._port.kill_and_exit(child, ExitReason.HUNG, f"hung: {why}")
+
+    def _trip_event(self, child: Child, trips: dict[str, Any]) -> None:
+        """One ``breaker_tripped`` alert for the trips new since the last probe (see ``judge_trips``)."""
+        named = trips["recent"]
+        why = "; ".join(f"{t['breaker']} breaker opened: {t['why']}" for t in named)
+        if trips["new"] > len(named):
+            why += f" (and {trips['new'] - len(named)} earlier trips)"
+        if trips.get("on_trip") == "halt":
+            why += "; the agent pulled its kill switch"
+        self._port.emit("breaker_tripped", child.id, who="breaker", why=why, details=trips)
 
     def _degraded_event(self, child: Child, info: dict[str, Any], action: DegradedAction) -> str:
         """The ``degraded`` alert (once per episode); returns the why."""

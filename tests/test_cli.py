@@ -88,8 +88,8 @@ def test_garrison_help_lists_every_command():
     out = console("--help")
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == {"actions", "agents", "approvals", "checkpoint", "deadletters", "demo", "kill", "quarantine", "release",
-                      "replay", "restores", "status", "unhalt"}
+    assert listed == {"actions", "agents", "approvals", "checkpoint", "deadletters", "demo", "kill", "ledger",
+                      "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt"}
 
 
 def test_a_switch_without_who_why_or_target_is_a_usage_error_that_touches_no_cluster():

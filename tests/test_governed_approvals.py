@@ -140,17 +140,36 @@ def test_an_approval_is_void_when_the_arguments_policy_or_config_change(desk):
     assert _calls(log) == ["refund V1 500"]
 
 
-def test_expiry_and_denial_reach_the_agent_as_outcomes(desk):
+def test_expiry_reaches_the_agent_from_the_queues_timer_with_nobody_touching_the_queue(desk):
     system, queue, approvals, shop_id, log = desk
     shop = system.spawn(Clerk, shop_id, config=_config(queue.agent_id, approval_ttl=2.0))
     [expiring] = shop.ask(Act(actions=[_refund(log, order="T1")]))
-    # Nobody decides: the queue's sweep (on any message) expires it and tells the agent.
-    wait_for(lambda: approvals.list(state="expired") != [], timeout=60)
-    with pytest.raises(Exception, match="expired"):
-        approvals.approve(expiring["approval_id"], who="alice")
+    # Nobody decides and nobody asks the queue anything: its timer sweeps, and the agent is told.
     wait_for(lambda: expiring["approval_id"] in shop.ask(Decisions())["outcomes"], timeout=120)
     assert shop.ask(Decisions())["outcomes"][expiring["approval_id"]]["code"] == "expired"
+    [expired] = approvals.list(state="expired")
+    assert expired["id"] == expiring["approval_id"]
+    with pytest.raises(Exception, match="expired"):
+        approvals.approve(expiring["approval_id"], who="alice")
     assert _calls(log) == []
+
+
+def test_a_policy_needing_two_approvers_executes_after_the_second_distinct_one_once(desk):
+    system, queue, approvals, shop_id, log = desk
+    shop = system.spawn(Clerk, shop_id, config=_config(queue.agent_id, approvals_required=2))
+    [pending] = shop.ask(Act(actions=[_refund(log, order="W2")]))
+    approval_id = _queued(approvals, pending["approval_id"])
+    assert approvals.approve(approval_id, who="alice")["state"] == "pending"
+    assert approvals.approve(approval_id, who="Alice ")["state"] == "pending", "the same person twice is one"
+    with pytest.raises(Exception, match="cannot approve its own"):
+        approvals.approve(approval_id, who=shop_id)
+    decided = approvals.approve(approval_id, who="bob")
+    assert decided["state"] == "approved" and [a["who"] for a in decided["approvals"]] == ["alice", "bob"]
+    wait_for(lambda: approval_id in shop.ask(Decisions())["outcomes"], timeout=120)
+    assert shop.ask(Decisions())["outcomes"][approval_id]["code"] == "ok"
+    assert approvals.approve(approval_id, who="carol")["state"] == "approved"  # a late third: no second run
+    assert shop.ask(Act(actions=[{**_refund(log, order="W2"), "approval": approval_id}]))[0]["code"] == "ok"
+    assert _calls(log) == ["refund W2 500"]
 
 
 def test_a_prohibited_action_never_runs_even_with_a_forged_approval(desk):

@@ -207,3 +207,28 @@ def test_a_child_without_a_probe_policy_gets_no_prober():
 
     run(go())
     assert child.tasks == [] and port.tasks == []
+
+
+def tripped(count: int, *breakers: str, on_trip: str = "notify") -> dict[str, Any]:
+    """A probe answer counting ``count`` trips, the newest of them those of ``breakers``."""
+    recent = [{"breaker": b, "why": "consecutive_failures (3 in a row)", "at": 1.0} for b in breakers]
+    return {**OK, "breaker_trips": {"count": count, "recent": recent, "on_trip": on_trip}}
+
+
+def test_each_probe_that_sees_new_breaker_trips_is_one_alert_naming_them_and_the_child_keeps_running():
+    script = [OK, tripped(1, "refund"), tripped(1, "refund"), tripped(3, "refund", "agent", "ship"), DEAD,
+              tripped(3, "refund", "agent", "ship")]
+    port, _ = run(probe(script, ProbePolicy(missed_limit=5)))
+    assert port.kinds() == ["breaker_tripped", "breaker_tripped"]
+    assert {e[2] for e in port.events} == {"breaker"}
+    first, second = (e[3] for e in port.events)
+    assert first == "refund breaker opened: consecutive_failures (3 in a row)"
+    assert second == ("agent breaker opened: consecutive_failures (3 in a row); "
+                      "ship breaker opened: consecutive_failures (3 in a row)")
+    assert port.calls == [], "an alert only: the agent applies its own on_trip"
+
+
+def test_more_trips_than_the_agent_keeps_are_counted_and_a_halt_is_said():
+    port, _ = run(probe([tripped(12, "agent", on_trip="halt")], ProbePolicy()))
+    assert port.events[0][3] == ("agent breaker opened: consecutive_failures (3 in a row) (and 11 earlier trips); "
+                                 "the agent pulled its kill switch")
