@@ -65,6 +65,20 @@ class OutcomeCode(str, enum.Enum):
     UNKNOWN = "unknown"                  # it may or may not have run (crash between intent and outcome)
 
 
+def _msgpack_friendly(value: Any) -> Any:
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"result must be msgpack-friendly: {exc}") from exc
+    return value
+
+
+def _finite_cost(value: float | None) -> float | None:
+    if value is not None and (value < 0 or not math.isfinite(value)):
+        raise ValueError(f"cost must be a finite number >= 0, got {value!r}")
+    return value
+
+
 class Outcome(BaseModel):
     """The structured answer of one governed action (see the module docstring for the codes)."""
 
@@ -83,18 +97,12 @@ class Outcome(BaseModel):
     @field_validator("result")
     @classmethod
     def _result_is_msgpack_friendly(cls, value: Any) -> Any:
-        try:
-            msgpack.packb(value, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"result must be msgpack-friendly: {exc}") from exc
-        return value
+        return _msgpack_friendly(value)
 
     @field_validator("cost")
     @classmethod
     def _cost_is_not_negative(cls, value: float | None) -> float | None:
-        if value is not None and (value < 0 or not math.isfinite(value)):
-            raise ValueError(f"cost must be a finite number >= 0, got {value!r}")
-        return value
+        return _finite_cost(value)
 
     @field_validator("escalation")
     @classmethod
@@ -121,9 +129,25 @@ class Outcome(BaseModel):
     @classmethod
     def success(cls, correlation_id: str, result: Any = None, *, partial: bool = False,
                 cost: float | None = None, reason: str = "") -> Outcome:
-        """``ok``: it ran; ``partial=True`` when ``result`` is incomplete."""
-        return cls(code=OutcomeCode.OK, correlation_id=correlation_id, result=result, partial=partial,
-                   cost=cost, reason=reason)
+        """``ok``: it ran; ``partial=True`` when ``result`` is incomplete.
+
+        The gateway's hot path: when the result is msgpack-friendly and the cost
+        a finite float >= 0 (what the validators check; the other fields are
+        constants here), it skips pydantic's validation machinery; otherwise
+        pydantic validates and raises its ValidationError as for any code.
+        """
+        try:
+            if (not isinstance(correlation_id, str) or not isinstance(reason, str)
+                    or (cost is not None and type(cost) is not float)):
+                raise TypeError("not the plain case")
+            _finite_cost(cost)
+            _msgpack_friendly(result)
+        except (TypeError, ValueError):
+            return cls(code=OutcomeCode.OK, correlation_id=correlation_id, result=result, partial=partial,
+                       cost=cost, reason=reason)
+        return cls.model_construct(code=OutcomeCode.OK, reason=reason, retryable=False, escalation=None,
+                                   correlation_id=correlation_id, result=result, partial=bool(partial),
+                                   cost=cost, approval_id=None)
 
     @classmethod
     def refusal(cls, correlation_id: str, reason: str, *, escalation: str | None = None) -> Outcome:

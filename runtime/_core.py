@@ -119,7 +119,8 @@ class AgentCore:
         self._invoker = Invoker(agent, agent_id=self.agent_id, state=self.state, send=self._txn.send,
                                 lookup=None if lookup is None else
                                 functools.partial(lookup, sender=self.agent_id, epoch=self.epoch),
-                                gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None)
+                                gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None,
+                                after=self.gateway.flush)
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).

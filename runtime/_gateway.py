@@ -169,9 +169,10 @@ class Gateway:
         args = action.model_dump(mode="json")
         self._ledger.intent(key, tag=action.type_tag(), args=args, digest=argument_digest(action, args),
                             idempotent=action.idempotent, state=self._spending.state())
-        return await self._call(action, key, tool, admitted, flag=flag)
+        return await self._call(action, key, tool, admitted, flag=flag, defer=action.idempotent)
 
-    async def _call(self, action: Action, key: str, tool: Tool, admitted: Admitted, *, flag: bool) -> Outcome:
+    async def _call(self, action: Action, key: str, tool: Tool, admitted: Admitted, *, flag: bool,
+                    defer: bool = False) -> Outcome:
         started = time.monotonic()
         try:
             value = tool.call(action, idempotency_key=key) if tool.takes_key() else tool.call(action)
@@ -189,10 +190,12 @@ class Gateway:
             outcome, actual = _success(key, value, action.estimated_cost())
             result = CallResult.SUCCESS
         duration = time.monotonic() - started
-        return await self._finish(key, outcome, actual, result, duration, admitted, flag=flag)
+        return await self._finish(key, outcome, actual, result, duration, admitted, flag=flag, defer=defer)
 
     async def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
-                      admitted: Admitted, *, flag: bool) -> Outcome:
+                      admitted: Admitted, *, flag: bool, defer: bool = False) -> Outcome:
+        """Settle the call and record its outcome (``defer``: an idempotent action's, with the next
+        commit; see ``_ledger``)."""
         now = self._clock()
         dirty = self.breakers.record(admitted, result, duration, now)
         state = []
@@ -203,8 +206,12 @@ class Gateway:
                 state.append(("unreviewed", self.unreviewed))
         await self._spending.settle(key, actual, now)
         state += [*self.breakers.state(dirty), *self._spending.state()]
-        self._ledger.outcome(key, {**outcome.model_dump(mode="json"), "review": flag}, state)
+        self._ledger.outcome(key, {**outcome.model_dump(mode="json"), "review": flag}, state, defer=defer)
         return outcome
+
+    def flush(self) -> None:
+        """Commit the deferred outcomes (called when a handler returns, before its changes commit)."""
+        self._ledger.flush()
 
     # -- after a crash -------------------------------------------------------------
 

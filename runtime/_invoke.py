@@ -31,14 +31,19 @@ from .exceptions import HandlerError, NoHandler, UnencodableReply
 
 __all__ = ["Invoker"]
 
+log = logging.getLogger("garrison.agent")
+
 
 class Invoker:
     """The agent object, its handlers, and how they are called (see module docstring)."""
 
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
                  lookup: Callable[[str], Any] | None, gateway: Any = None,
-                 hooks: MessageHooks | None = None) -> None:
+                 hooks: MessageHooks | None = None, after: Callable[[], None] | None = None) -> None:
         self.agent = agent
+        # Called when a handler or hook returns or raises, before its changes commit (the
+        # gateway's deferred outcomes); a failure fails the handler.
+        self._after = after
         self.agent_id = agent_id
         self._hooks = hooks
         bind(agent, agent_id=agent_id, state=state, log=logging.getLogger(f"garrison.agent.{agent_id}"),
@@ -90,8 +95,16 @@ class Invoker:
             result = fn(*args)
             if result is not None and inspect.isawaitable(result):
                 result = self._loop.run(self._in_context(result, deadline))
+            if self._after is not None:
+                self._after()
             return True, result
         except Exception as exc:
+            if self._after is not None:
+                try:
+                    self._after()  # the effects happened whether or not the handler failed
+                except Exception:  # noqa: BLE001 - the handler's own error is what the caller gets
+                    log.exception("agent %s: recording the outcomes of a failed handler's actions failed",
+                                  self.agent_id)
             return False, exc
         finally:
             if deadline_token is not None:

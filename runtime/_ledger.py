@@ -16,6 +16,16 @@ Table ``ledger``, keys (``key`` is the action's idempotency key)::
     s/<name>    the gateway's durable governance state (breakers, budget, review counter),
                 written in the same commit as the outcome that changed it
 
+**Deferred outcomes.** The outcome of an *idempotent* action is not
+committed on its own: it is kept (``_pending``) and rides with the ledger's
+next commit (the next action's intent) or with :meth:`flush`, which the
+invoker calls when the handler returns, before the handler's changes commit.
+A crash before that loses only the record, never the effect's safety: the
+message is redelivered, the intent is found without an outcome, and an
+idempotent tool is called again with the same idempotency key (``_gateway``).
+A non-idempotent action's outcome always commits at once.  So a handler's run
+of idempotent actions costs one commit per action, not two.
+
 Invariants: an outcome is written at most once per key (the gateway looks
 the key up before it acts, on the agent's one handling thread); an intent without an outcome is an
 action *in doubt* (the process died during the call), which the gateway never
@@ -49,6 +59,9 @@ class Ledger:
         self._store = store
         self.agent_id = agent_id
         self._clock = clock
+        # Deferred outcomes by key, and the governance state they changed (last value per name).
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_state: dict[str, Any] = {}
         self._open: set[str] = {e["key"] for e in self.entries(limit=0) if e["outcome"] is None}
 
     # -- writes: each is its own LMDB commit -------------------------------------------
@@ -56,36 +69,56 @@ class Ledger:
     def intent(self, key: str, *, tag: str, args: dict[str, Any], digest: str, idempotent: bool,
                state: Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
         """Commit the intent to call a tool for ``key`` (with the ``state`` its admission changed, such
-        as a budget reservation): before the call, never after."""
+        as a budget reservation, and the deferred outcomes): before the call, never after."""
         record = {"key": key, "tag": tag, "args": args, "digest": digest, "idempotent": idempotent,
                   "at": self._clock(), "agent_id": self.agent_id}
-        ops = [Op(TABLE, PUT, b"i/" + key.encode(), pack(record))]
-        ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
-        self._store.commit(ops, trim=False)
+        self._commit([Op(TABLE, PUT, b"i/" + key.encode(), pack(record))], state)
         self._open.add(key)
         return record
 
-    def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = ()) -> None:
-        """Commit ``key``'s outcome with the governance ``state`` it changed.
+    def outcome(self, key: str, outcome: dict[str, Any], state: Iterable[tuple[str, Any]] = (), *,
+                defer: bool = False) -> None:
+        """Record ``key``'s outcome with the governance ``state`` it changed: committed now, or with
+        ``defer`` (an idempotent action's; see module docstring) with the next commit.
 
         The caller (the gateway, on the agent's one handling thread) has looked
         ``key`` up first and found no outcome: that is what keeps it to one.
         """
-        ops = [Op(TABLE, PUT, b"o/" + key.encode(), pack({**outcome, "at": self._clock()}))]
-        ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
-        self._store.commit(ops, trim=False)
+        record = {**outcome, "at": self._clock()}
         self._open.discard(key)
+        if defer:
+            self._pending[key] = record
+            self._pending_state.update(state)
+            return
+        self._commit([Op(TABLE, PUT, b"o/" + key.encode(), pack(record))], state)
 
     def save(self, state: Iterable[tuple[str, Any]]) -> None:
         """Commit governance state on its own (a refusal that changed a breaker's window, say)."""
-        ops = [Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state]
-        if ops:
-            self._store.commit(ops, trim=False)
+        state = list(state)
+        if state or self._pending:
+            self._commit([], state)
+
+    def flush(self) -> None:
+        """Commit the deferred outcomes, if any (the invoker, when a handler returns)."""
+        if self._pending or self._pending_state:
+            self._commit([], ())
+
+    def _commit(self, ops: list[Op], state: Iterable[tuple[str, Any]]) -> None:
+        """One LMDB commit: the deferred outcomes and state first, then ``ops`` and ``state``."""
+        pending, pending_state = self._pending, self._pending_state
+        if pending or pending_state:
+            head = [Op(TABLE, PUT, b"o/" + k.encode(), pack(r)) for k, r in pending.items()]
+            head.extend(Op(TABLE, PUT, b"s/" + n.encode(), pack(v)) for n, v in pending_state.items())
+            ops = head + ops
+        ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)
+        self._store.commit(ops, trim=False)
+        self._pending, self._pending_state = {}, {}  # only once committed: a failed commit keeps them
 
     # -- reads -------------------------------------------------------------------------
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(intent, outcome)`` for ``key``; either may be None (one read snapshot for both)."""
+        """``(intent, outcome)`` for ``key``; either may be None (one read snapshot for both; a deferred
+        outcome counts)."""
         k = key.encode()
         try:
             txn = self._store.read_txn()
@@ -96,15 +129,23 @@ class Ledger:
                 txn.abort()
         except lmdb.Error as exc:
             raise StateError(f"agent {self.agent_id}: reading the ledger failed: {exc}") from exc
+        deferred = self._pending.get(key)  # one read: the handling thread may replace the dict
+        if outcome is None and deferred is not None:
+            return (None if intent is None else unpack(intent)), deferred
         return (None if intent is None else unpack(intent)), (None if outcome is None else unpack(outcome))
 
     def state(self, name: str, default: Any = None) -> Any:
+        pending = self._pending_state
+        if name in pending:
+            return pending[name]
         raw = self._store.get(TABLE, b"s/" + name.encode())
         return default if raw is None else unpack(raw)
 
     def states(self, prefix: str) -> dict[str, Any]:
         """Every piece of governance state whose name starts with ``prefix``, by name."""
-        return {k[2:].decode(): unpack(v) for k, v in self._store.scan(TABLE, b"s/" + prefix.encode())}
+        found = {k[2:].decode(): unpack(v) for k, v in self._store.scan(TABLE, b"s/" + prefix.encode())}
+        found.update((n, v) for n, v in self._pending_state.items() if n.startswith(prefix))
+        return found
 
     def entries(self, *, limit: int = 100, tag: str | None = None) -> list[dict[str, Any]]:
         """Intents with their outcomes (None while in doubt), oldest first, at most ``limit``."""

@@ -105,6 +105,12 @@ class Act(Message, name="govtest.act"):
     actions: list[dict]
 
 
+class ActThenFail(Message, name="govtest.act_then_fail"):
+    """Perform these actions, then raise: the handler fails after its effects happened."""
+
+    actions: list[dict]
+
+
 class Decisions(Message, name="govtest.decisions"):
     """The outcomes of the actions this agent resumed on ``ApprovalDecided``, by approval id."""
 
@@ -128,6 +134,12 @@ class Clerk(Agent):
             outcome = await self.act(action, approval=spec.get("approval"), context="test ticket")
             out.append(outcome.model_dump(mode="json"))
         return out
+
+    @handler
+    async def act_then_fail(self, msg: ActThenFail) -> None:
+        for spec in msg.actions:
+            await self.act(ACTIONS[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"}))
+        raise RuntimeError("the handler failed after acting")
 
     @handler
     async def decided(self, msg: ApprovalDecided) -> None:

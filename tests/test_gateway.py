@@ -26,7 +26,7 @@ from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
 
-from .gov_agents import Act, Clerk, ReconcilingClerk, WatchedClerk
+from .gov_agents import Act, ActThenFail, Clerk, ReconcilingClerk, WatchedClerk
 from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +97,28 @@ def test_an_action_runs_once_and_a_redelivered_message_gets_its_recorded_outcome
     finally:
         core.stop()
     assert _calls(log) == ["refund A1 80", f"ship A1 {first[1]['correlation_id']}"]
+
+
+def test_idempotent_outcomes_are_committed_before_the_handler_returns_even_when_it_fails(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path))
+    ship = {"kind": "ship", "order": "S1", "log": str(log)}
+    raw = encode_envelope(make_envelope(ActThenFail(actions=[ship, {**ship, "order": "S2"}]), "clerk"))
+    try:
+        ok, error = decode_reply(core.deliver(raw))
+        assert not ok and "failed after acting" in str(error)
+        assert len(_calls(log)) == 2
+    finally:
+        core.stop()
+    core = AgentCore(_spec(tmp_path))  # the next incarnation: only what was committed
+    try:
+        ledger = core.gateway.ledger(limit=0)
+        assert [(e["args"]["order"], e["outcome"]["code"]) for e in ledger] == [("S1", "ok"), ("S2", "ok")]
+        assert core.gateway.status()["in_doubt"] == 0
+        ok, _ = decode_reply(core.deliver(raw))  # the same message again: recorded outcomes, no new calls
+        assert not ok and len(_calls(log)) == 2
+    finally:
+        core.stop()
 
 
 def test_business_errors_do_not_open_the_breaker_and_failures_do(tmp_path):
