@@ -10,7 +10,7 @@ from ._ckstore import CheckpointStore, DirectoryStore, Manifest
 from ._config import AgentConfig, Durability, validated
 from ._directory import live_ids
 from ._directory import resolve as host_of
-from ._fleet_budget import FleetBudget
+from ._fleet_budget import FleetBudget, FleetUsage
 from ._lifecycle import AgentState
 from ._ref import AgentRef
 from ._restore import RestoreReport
@@ -70,6 +70,7 @@ __all__ = [
     "Durability",
     "Fenced",
     "FleetBudget",
+    "FleetUsage",
     "GarrisonError",
     "HandlerError",
     "InternalError",

@@ -27,7 +27,7 @@ from protocols import Message
 
 from ._agent import Agent, handler
 
-__all__ = ["FleetBudget", "Release", "Reserve", "Settle", "Usage"]
+__all__ = ["FleetBudget", "FleetUsage", "Release", "Reserve", "Settle"]
 
 
 class Reserve(Message, name="garrison.budget.reserve"):
@@ -44,8 +44,8 @@ class Release(Message, name="garrison.budget.release"):
     key: str
 
 
-class Usage(Message, name="garrison.budget.usage"):
-    pass
+class FleetUsage(Message, name="garrison.budget.usage"):
+    """Ask a FleetBudget for its limit, spent, reserved, remaining and overrun."""
 
 
 class FleetBudget(Agent):
@@ -88,7 +88,7 @@ class FleetBudget(Agent):
         self.state.put("budget", budget.snapshot())
 
     @handler
-    def usage(self, msg: Usage) -> dict[str, Any]:
+    def usage(self, msg: FleetUsage) -> dict[str, Any]:
         u = self._budget(time.time()).usage(time.time())
         return {"limit": u.limit, "spent": u.spent, "reserved": u.reserved, "remaining": u.remaining,
                 "overrun": u.overrun}

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from runtime import AgentConfig, FleetBudget
-from runtime._fleet_budget import Usage
+from runtime import FleetUsage
 
 from .gov_agents import Act, Clerk
 from .waiting import wait_for
@@ -42,8 +42,8 @@ def test_three_agents_drawing_from_one_fleet_budget_never_overspend_it(system, t
     # 10.0 / 0.70: 14 fit; the 15th and every later one is refused before its tool runs.
     assert codes.count("ok") == 14, codes
     assert len(log.read_text().splitlines()) == 14
-    wait_for(lambda: fleet.ask(Usage())["reserved"] == 0)  # every reservation settled
-    final = fleet.ask(Usage())
+    wait_for(lambda: fleet.ask(FleetUsage())["reserved"] == 0)  # every reservation settled
+    final = fleet.ask(FleetUsage())
     assert final["spent"] == pytest.approx(14 * 0.70) and final["spent"] <= final["limit"]
     refused = [o for o in outcomes if o["code"] == "budget_exceeded"]
     assert all("fleet budget" in o["reason"] for o in refused)
