@@ -10,8 +10,12 @@ agent's worker starts itself.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import sys
+import threading
 
 import pytest
 
@@ -20,7 +24,7 @@ from governance.mcp import McpServer, mcp_actions
 from runtime import AgentConfig, AgentState
 from supervisors import ChildSpec, JsonlNotifier, ProbePolicy, SupervisorFlags, SupervisorSpec, start_supervisor
 
-from .gov_agents import Act, Clerk, WatchedClerk
+from .gov_agents import Act, Clerk, ReconcilingClerk, WatchedClerk
 from .openai_server import OpenAIServer
 from .sup_agents import FAST, uid
 from .test_cli import console
@@ -168,3 +172,37 @@ def test_mcp_tools_run_in_the_agents_worker_against_a_local_server_process(syste
     assert calls.read_text().splitlines() == ['add {"a": 2, "b": 3}'], "the refused one never reached the server"
     [entry] = ref.admin.ledger()
     assert entry["tag"] == "mcp.shop.add@1" and entry["outcome"]["code"] == "ok"
+
+
+@pytest.mark.parametrize("kind, cls, want, calls", [
+    ("ship", Clerk, "ok", 2),                      # idempotent: called again, same key
+    ("refund", Clerk, "unknown", 1),               # not idempotent, no hook: escalated, not repeated
+    ("refund", ReconcilingClerk, "ok", 1),         # the hook finds it happened: not repeated
+], ids=["idempotent-recalled", "unknown-escalated", "reconciled"])
+def test_an_agent_sigkilled_during_a_tool_call_never_repeats_it_blindly(system, tmp_path, kind, cls, want, calls):
+    log, gate = tmp_path / "calls", tmp_path / "gate"
+    clerk = system.spawn(cls, uid("cut"), config=AgentConfig(grants=GRANTS))
+    action = {"kind": kind, "order": "K1", "log": str(log), "block": str(gate),
+              **({"amount": 10} if kind == "refund" else {})}
+    answer: dict = {}
+    with open(gate, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the tool waits on it, its line written
+        pid = clerk.admin.status()["pid"]
+        asking = threading.Thread(target=lambda: answer.update(
+            outcomes=clerk.ask(Act(actions=[action]), timeout=120)), daemon=True)
+        asking.start()
+        wait_for(lambda: len(_calls(log)) == 1, timeout=60)
+        os.kill(pid, signal.SIGKILL)  # Ray restarts the actor; the ask follows it with the same message
+        fcntl.flock(held, fcntl.LOCK_UN)  # the dead process can no longer pass; a re-call may
+    asking.join(timeout=180)
+    [outcome] = answer["outcomes"]
+    assert outcome["code"] == want, outcome
+    if want == "unknown":
+        assert outcome["escalation"] == "human" and "not repeated" in outcome["reason"]
+    lines = _calls(log)
+    assert len(lines) == calls, lines
+    if kind == "ship":
+        assert lines[0] == lines[1], "the same idempotency key both times"
+    assert clerk.admin.status()["pid"] != pid
+    [entry] = clerk.admin.ledger()
+    assert entry["outcome"]["code"] == want and clerk.admin.ledger(in_doubt=True) == []
