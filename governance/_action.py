@@ -260,13 +260,24 @@ class Action(Message, abstract=True):
 _BIG_INT = 1
 
 
-_PLAIN = (str, float, bool, type(None), bytes)
+_PLAIN = frozenset({str, float, bool, type(None), bytes})
+_INT64_MIN, _UINT64_END = -2**63, 2**64
 
 
 def _sorted(value: Any) -> Any:
-    if type(value) in _PLAIN:  # the common case first: most arguments are flat
+    # Exact types first (the common, flat case: no recursion, no isinstance); then subclasses.
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+    if kind is int:
+        return value if _INT64_MIN <= value < _UINT64_END else msgpack.ExtType(_BIG_INT, str(value).encode())
+    if kind is dict:
+        return {k: (v if type(v) in _PLAIN else _sorted(v)) for k, v in sorted(value.items())}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else _sorted(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not _INT64_MIN <= value < _UINT64_END:
         return msgpack.ExtType(_BIG_INT, str(value).encode())
     if isinstance(value, dict):
         return {k: _sorted(value[k]) for k in sorted(value)}

@@ -129,25 +129,9 @@ class Outcome(BaseModel):
     @classmethod
     def success(cls, correlation_id: str, result: Any = None, *, partial: bool = False,
                 cost: float | None = None, reason: str = "") -> Outcome:
-        """``ok``: it ran; ``partial=True`` when ``result`` is incomplete.
-
-        The gateway's hot path: when the result is msgpack-friendly and the cost
-        a finite float >= 0 (what the validators check; the other fields are
-        constants here), it skips pydantic's validation machinery; otherwise
-        pydantic validates and raises its ValidationError as for any code.
-        """
-        try:
-            if (not isinstance(correlation_id, str) or not isinstance(reason, str)
-                    or (cost is not None and type(cost) is not float)):
-                raise TypeError("not the plain case")
-            _finite_cost(cost)
-            _msgpack_friendly(result)
-        except (TypeError, ValueError):
-            return cls(code=OutcomeCode.OK, correlation_id=correlation_id, result=result, partial=partial,
-                       cost=cost, reason=reason)
-        return cls.model_construct(code=OutcomeCode.OK, reason=reason, retryable=False, escalation=None,
-                                   correlation_id=correlation_id, result=result, partial=bool(partial),
-                                   cost=cost, approval_id=None)
+        """``ok``: it ran; ``partial=True`` when ``result`` is incomplete."""
+        return cls(code=OutcomeCode.OK, correlation_id=correlation_id, result=result, partial=partial,
+                   cost=cost, reason=reason)
 
     @classmethod
     def refusal(cls, correlation_id: str, reason: str, *, escalation: str | None = None) -> Outcome:

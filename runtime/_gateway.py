@@ -53,11 +53,13 @@ from governance import (
     Action,
     ActionEvent,
     CallResult,
+    Decision,
     DecisionCode,
     InterventionKind,
     Outcome,
     OutcomeCode,
     Result,
+    Risk,
     Tool,
     ToolError,
     argument_digest,
@@ -78,6 +80,9 @@ from .exceptions import ConfigError
 __all__ = ["Gateway", "config_digest"]
 
 log = logging.getLogger("garrison.gateway")
+
+#: Decisions that depend only on the action's class, its declared risk, the grants and the policy.
+_CONSTANT = frozenset({DecisionCode.EXECUTE, DecisionCode.REFUSE, DecisionCode.PROHIBIT})
 
 def config_digest(config: AgentConfig) -> str:
     """The agent's config version as approvals bind it: its ``config_version`` and a digest of every setting."""
@@ -110,6 +115,9 @@ class Gateway:
         self._spending = Spending(agent_id=agent_id, policy=config.budget, fleet=config.fleet_budget,
                                   ledger=ledger, lookup=lookup, now=clock())
         self.unreviewed: int = ledger.state("unreviewed", 0)
+        # Decisions that depend only on the action's class (see ``_decide``); the grants and policy
+        # are fixed for the gateway's life.
+        self._constant_decisions: dict[type[Action], Decision] = {}
         # Which message's actions are being numbered, and how many it has asked for.
         self._numbering: tuple[Context | None, int] = (None, 0)
 
@@ -136,7 +144,7 @@ class Gateway:
                 return Outcome.refusal(key, f"an intervention hook replaced the action with a "
                                             f"{type(action).__name__}, not an Action")
             held = verdict.reason if verdict.kind is InterventionKind.HOLD else None
-        decision = decide(action, self._policy, granted=self._grants, unreviewed_medium=self.unreviewed)
+        decision = self._decide(action)
         if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
             return Outcome.refusal(key, decision.reason)
         if held is not None:  # whatever its risk, a person decides
@@ -156,6 +164,17 @@ class Gateway:
             return Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has tools for: "
                                         f"{', '.join(sorted(self._tools)) or 'none'}")
         return await self._admit_and_call(action, key, tool, flag=flag)
+
+    def _decide(self, action: Action) -> Decision:
+        """``governance.decide`` for ``action``; its answer is kept per class when nothing in it can
+        change between calls: a declared (not computed) risk that runs at once or is refused."""
+        cls = type(action)
+        decision = self._constant_decisions.get(cls)
+        if decision is None:
+            decision = decide(action, self._policy, granted=self._grants, unreviewed_medium=self.unreviewed)
+            if isinstance(cls.declaration().risk, Risk) and decision.code in _CONSTANT:
+                self._constant_decisions[cls] = decision
+        return decision
 
     async def _admit_and_call(self, action: Action, key: str, tool: Tool, *, flag: bool) -> Outcome:
         now = self._clock()

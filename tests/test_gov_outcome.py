@@ -103,12 +103,3 @@ JSON = st.recursive(
 def test_any_json_result_round_trips(result, partial, cost):
     out = Outcome.success(CID, result, partial=partial, cost=cost)
     assert Outcome.model_validate(out.model_dump(mode="json")) == out
-
-
-@settings(max_examples=60, deadline=None)
-@given(result=JSON, partial=st.booleans(), cost=st.none() | st.floats(0, 1e9) | st.integers(0, 10**6))
-def test_the_fast_ok_constructor_gives_what_validation_gives(result, partial, cost):
-    fast = Outcome.success(CID, result, partial=partial, cost=cost)
-    validated = Outcome(code=OutcomeCode.OK, correlation_id=CID, result=result, partial=partial, cost=cost)
-    assert fast == validated and type(fast.cost) is type(validated.cost)
-    assert fast.model_dump(mode="json") == validated.model_dump(mode="json")
