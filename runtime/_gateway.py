@@ -186,8 +186,14 @@ class Gateway:
             self.breakers.release(admitted, now)
             return Outcome.over_budget(key, refused[0], retryable=refused[1])
         args = action.model_dump(mode="json")
-        self._ledger.intent(key, tag=action.type_tag(), args=args, digest=argument_digest(action, args),
-                            idempotent=action.idempotent, state=self._spending.state())
+        try:
+            self._ledger.intent(key, tag=action.type_tag(), args=args, digest=argument_digest(action, args),
+                                idempotent=action.idempotent, state=self._spending.state())
+        except Exception:
+            # No intent, no call: give back what the admission took (a probe slot, a reservation).
+            self.breakers.release(admitted, now)
+            await self._spending.release(key, now)
+            raise
         return await self._call(action, key, tool, admitted, flag=flag, defer=action.idempotent)
 
     async def _call(self, action: Action, key: str, tool: Tool, admitted: Admitted, *, flag: bool,

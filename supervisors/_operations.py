@@ -81,9 +81,7 @@ class Operators:
             c.state = ChildState.STOPPED
             await self._port.start_child(c)
         if c.running and c.state is ChildState.QUARANTINED:
-            if c.spec.is_supervisor:  # a nested supervisor's release(child, who, why): all of it
-                await c.handle.release.remote(None, who, why)
-            else:
+            if not c.spec.is_supervisor:  # a nested supervisor was only marked (``quarantine_child``)
                 await c.handle.release.remote(who, why)
             c.state = ChildState.RUNNING
             self._prober.start(c, c.generation)
@@ -91,8 +89,13 @@ class Operators:
         return c.describe()
 
     async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
-        """Quarantine one child by hand: it refuses messages, keeps its state, is neither probed nor restarted."""
+        """Quarantine one agent child by hand: it refuses messages, keeps its state, is neither probed nor
+        restarted.  A nested supervisor is refused: quarantine its agents through it, or halt its subtree."""
         c = self._port.child(child)
+        if c.spec.is_supervisor:
+            raise SupervisorError(f"child {child!r} of {self.name!r} is a supervisor: quarantine its agents "
+                                  f"through it (supervisor={child!r}), or halt its subtree",
+                                  supervisor=self.name, child=child)
         await self.quarantine_child(c, why, who=who)
         self._port.emit("quarantined", child, who=who, why=why)
         return c.describe()
@@ -141,14 +144,19 @@ class Operators:
         return True
 
     async def quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:
-        """QUARANTINED: its prober cancelled, the agent told (it refuses messages and keeps its state)."""
+        """QUARANTINED: its prober cancelled, the agent told (it refuses messages and keeps its state).
+
+        A nested supervisor (quarantined by its prober: it stopped answering) is
+        only marked: left as it is, neither probed nor restarted, for an
+        operator to look at; it has no quarantine of its own to be told of.
+        """
         child.state = ChildState.QUARANTINED
         child.last_failure = why if who == "supervisor" else f"{why} (by {who})"
         for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
             if task is not asyncio.current_task():
                 task.cancel()
         del child.tasks[1:]
-        if child.running:
+        if child.running and not child.spec.is_supervisor:
             try:
                 await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why, who)), DEATH_WAIT)
             except Exception as exc:

@@ -21,8 +21,9 @@ import pytest
 
 from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import encode_envelope, make_envelope
-from runtime import AgentConfig, AgentState, ConfigError
+from runtime import AgentConfig, AgentState, ConfigError, StateError
 from runtime._core import AgentCore
+from runtime._ledger import Ledger
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
 
@@ -211,6 +212,32 @@ def test_an_estimate_over_what_is_left_is_refused_before_the_call(tmp_path):
         assert _calls(log) == ["refund C1 60"]
         budget = core.gateway.status()["budget"]
         assert budget["spent"] == pytest.approx(0.6) and budget["reserved"] == 0
+    finally:
+        core.stop()
+
+
+def test_an_intent_that_cannot_commit_fails_the_handler_and_gives_back_its_reservation(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, budget=BudgetPolicy(limit=1.0)))
+    real = Ledger.intent
+    failures = []
+
+    def full_disk(self, key, **kw):
+        if not failures:
+            failures.append(key)
+            raise StateError("commit failed: MDB_MAP_FULL")
+        return real(self, key, **kw)
+
+    monkeypatch.setattr(Ledger, "intent", full_disk)
+    try:
+        refund = {"kind": "refund", "order": "C1", "amount": 60, "log": str(log)}
+        ok, error = decode_reply(core.deliver(encode_envelope(make_envelope(Act(actions=[refund]), "clerk"))))
+        assert not ok and "MDB_MAP_FULL" in str(error) and failures
+        assert _calls(log) == [], "no intent, no call"
+        budget = core.gateway.status()["budget"]
+        assert budget["reserved"] == 0 and budget["spent"] == 0, "the reservation was given back"
+        assert [o["code"] for o in _act(core, refund)] == ["ok"]
+        assert core.gateway.status()["budget"]["spent"] == pytest.approx(0.6)
     finally:
         core.stop()
 

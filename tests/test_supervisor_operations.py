@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from supervisors import ChildState, ProbePolicy, SupervisorError, SupervisorState
+from supervisors import ChildState, ProbePolicy, SupervisorError, SupervisorSpec, SupervisorState
 from supervisors._operations import Operators
 from tests.supervisor_fakes import FakeHandle, FakePort, running_child
 
@@ -127,6 +127,25 @@ def test_a_quarantine_by_hand_is_recorded_with_who_and_the_agent_told():
         await ops.release("a", "dave", "fine")
         assert a.state is ChildState.RUNNING and a.handle.release.calls == [("dave", "fine")]
         assert prober.started == [("a", 1)], "probed again once released"
+
+    asyncio.run(go())
+
+
+def test_a_nested_supervisor_is_not_quarantined_by_hand_and_one_its_prober_marked_is_released_in_place():
+    async def go() -> None:
+        sub = FakeHandle("supervisor", quarantine=lambda child, who, why: {}, release=lambda child, who, why: {})
+        child = running_child("sub", sub, probe=ProbePolicy())
+        child.spec = child.spec.model_copy(update={"agent": None, "supervisor": SupervisorSpec(id="sub")})
+        port, prober = FakePort(children=[child]), FakeProber()
+        ops = Operators("sup", port.port(), prober)  # type: ignore[arg-type]
+        with pytest.raises(SupervisorError, match="is a supervisor: quarantine its agents through it"):
+            await ops.quarantine("sub", "carol", "looks odd")
+        assert child.state is ChildState.RUNNING and port.events == []
+        await ops.quarantine_child(child, "hung: 3 probes unanswered")  # what its prober does
+        assert child.state is ChildState.QUARANTINED and sub.quarantine.calls == []
+        await ops.release("sub", "dave", "it answers again")
+        assert child.state is ChildState.RUNNING and sub.release.calls == []
+        assert prober.started == [("sub", 1)]
 
     asyncio.run(go())
 
