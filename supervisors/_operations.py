@@ -41,8 +41,10 @@ class Operators:
         self.name = name
         self._port = port
         self._prober = prober
-        #: ``(who, why)`` of the last kill switch pulled here, until the subtree's is lifted.
+        #: ``(who, why)`` of the kill switch pulled on the whole subtree, until it is lifted.
         self._halted_by: tuple[str, str] | None = None
+        #: ``(who, why)`` of each single child's kill switch, until that child's is lifted.
+        self._child_halts: dict[str, tuple[str, str]] = {}
 
     async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
         """Kill switch on one child or (``child=None``) the whole subtree.
@@ -51,12 +53,13 @@ class Operators:
         their state; nothing under a halted supervisor restarts.  The
         notifiers get a ``halted`` event with who and why.
         """
-        self._halted_by = (who, why)
         if child is None:
+            self._halted_by = (who, why)
             self._port.halt_subtree()
             targets = self._port.children()
         else:
-            targets = [self._port.child(child)]
+            targets = [self._port.child(child)]  # ChildNotFound before anything is recorded
+            self._child_halts[child] = (who, why)
         results = await asyncio.gather(*(self.halt_child(c, who, why) for c in targets))
         self._port.emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
         return {"supervisor": self.name, "state": self._port.state().value,
@@ -112,12 +115,14 @@ class Operators:
         if child is None:
             self._port.lift_halt()
             self._halted_by = None
+            self._child_halts.clear()
             targets = [c for c in self._port.children() if c.state is ChildState.HALTED]
         else:
             c = self._port.child(child)
             if c.state is not ChildState.HALTED:
                 raise SupervisorError(f"child {child!r} of {self.name!r} is {c.state.name}, not HALTED",
                                       supervisor=self.name, child=child)
+            self._child_halts.pop(child, None)
             targets = [c]
         results = {c.id: await self.unhalt_child(c, who, why) for c in targets}
         self._port.emit("unhalted", child, who=who, why=why, details={"children": list(results)})
@@ -138,9 +143,10 @@ class Operators:
 
     async def reapply_halt(self, child: Child) -> bool:
         """Halt a just-started child if a kill switch holds (pulled while it was spawned); True if it did."""
-        if self._halted_by is None:
+        halted_by = self._child_halts.get(child.id) or self._halted_by
+        if halted_by is None:
             return False
-        await self.halt_child(child, *self._halted_by)
+        await self.halt_child(child, *halted_by)
         return True
 
     async def quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:

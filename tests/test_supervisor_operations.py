@@ -71,11 +71,14 @@ def test_a_kill_switch_holds_for_a_child_started_later_until_the_subtree_is_unha
         assert not await ops.reapply_halt(late), "no kill switch pulled: nothing to reapply"
         await ops.halt("alice", "runaway", child="a")
         assert port.calls == [], "one child's kill switch leaves the supervisor as it is"
+        assert not await ops.reapply_halt(late), "and holds for that child only"
+        await ops.halt("erin", "everything stops")
+        assert port.calls == [("halt_subtree",)]
         assert await ops.reapply_halt(late)
-        assert late.state is ChildState.HALTED and late.handle.halt.calls == [("alice", "runaway")]
+        assert late.state is ChildState.HALTED and late.handle.halt.calls[-1] == ("erin", "everything stops")
         port.state = SupervisorState.HALTED
         result = await ops.unhalt("bob", "fixed")
-        assert port.calls == [("lift_halt",)]
+        assert port.calls[-1] == ("lift_halt",)
         assert result["unhalted"] == {"a": {"state": "running"}, "late": {"state": "running"}}
         assert prober.started == [("a", 1), ("late", 1)], "probed again"
         assert not await ops.reapply_halt(late), "lifted"
@@ -101,6 +104,26 @@ def test_a_halted_child_whose_process_died_is_started_again_through_the_supervis
         result = await ops.unhalt("bob", "ok", child="a")
         assert port.calls == [("start_child", "a")], "started again, under the supervisor's restart lock"
         assert result["unhalted"]["a"]["id"] == "a"
+
+    asyncio.run(go())
+
+
+def test_halting_a_child_that_does_not_exist_records_nothing_and_each_child_keeps_its_own_who():
+    async def go() -> None:
+        port, _, ops, (a, b) = setup("a", "b")
+        with pytest.raises(KeyError):  # the fake port's ChildNotFound
+            await ops.halt("mallory", "typo", child="nope")
+        await ops.halt("alice", "runaway spend", child="a")
+        await ops.halt("bob", "odd replies", child="b")
+        # Both restarted while halted (their processes died): each comes back halted by its own operator.
+        for c in (a, b):
+            assert await ops.reapply_halt(c)
+        assert a.handle.halt.calls[-1] == ("alice", "runaway spend")
+        assert b.handle.halt.calls[-1] == ("bob", "odd replies")
+        await ops.unhalt("carol", "checked", child="a")
+        a.state = ChildState.HALTED  # as if its restart raced the unhalt
+        assert not await ops.reapply_halt(a), "a lifted halt is not applied again"
+        assert port.events[0][:3] == ("halted", "a", "alice")
 
     asyncio.run(go())
 
