@@ -161,8 +161,16 @@ class LmdbStore:
             return txn.stat(self._db[table])["entries"]
 
     def meta(self, key: str, default: Any = None) -> Any:
+        """A value :meth:`put_meta` wrote (``seq`` and ``epoch`` are the store's own binary counters: use
+        ``seq`` and :meth:`stamped_epoch`)."""
         raw = self.get("meta", key.encode())
-        return default if raw is None else unpack(raw)
+        if raw is None:
+            return default
+        try:
+            return unpack(raw)
+        except Exception as exc:  # noqa: BLE001 - msgpack's errors, translated at the boundary
+            raise StateError(f"metadata {key!r} is not a value put_meta wrote ({type(exc).__name__}: {exc})",
+                             key=key) from exc
 
     def journal_since(self, after_seq: int, *, txn: lmdb.Transaction | None = None) -> list[JournalRecord]:
         """Journal records with seq > after_seq, in order."""

@@ -163,6 +163,13 @@ def test_metadata_round_trips_and_is_neither_journaled_nor_numbered(tmp_path):
 # -- retention -------------------------------------------------------------------------------------
 
 
+def test_reading_the_stores_own_binary_counters_as_metadata_is_a_state_error(store):
+    store.take_epoch(3)
+    with pytest.raises(StateError, match="'epoch' is not a value put_meta wrote") as info:
+        store.meta("epoch")
+    assert info.value.details == {"key": "epoch"}
+
+
 def test_the_journal_is_trimmed_up_to_trim_upto_by_later_commits_a_batch_at_a_time(store):
     store.commit([put(f"k{i}") for i in range(600)])
     store.trim_upto = 550
