@@ -96,6 +96,10 @@ class AgentConfig(BaseModel):
     drift: DriftPolicy | None = None
     #: What a tripped breaker does besides telling operators: ``notify`` only, or ``halt`` (the kill switch).
     on_trip: Literal["notify", "halt"] = "notify"
+    #: Seconds a governed action's ledger entry (intent and outcome) is kept once it has its outcome:
+    #: within it, a message redelivered or an approval resumed gets the recorded outcome back (keep it
+    #: above the longest approval time to live and redelivery horizon). In-doubt intents are kept.
+    ledger_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
     #: Intervention hooks on every message and action, ``"module:function"`` each
     #: (``governance.Intervention``); ``System(interventions=...)`` adds them to every agent it spawns.
     interventions: tuple[str, ...] = ()

@@ -73,9 +73,9 @@ from ._agent import Context
 from ._approval_desk import ApprovalDesk
 from ._breakers import Admitted, Breakers
 from ._config import AgentConfig
-from ._ledger import Ledger
+from ._ledger import TRIM_EVERY, Ledger
 from ._spending import Spending
-from .exceptions import ConfigError
+from .exceptions import ConfigError, StateError
 
 __all__ = ["Gateway", "config_digest"]
 
@@ -118,6 +118,8 @@ class Gateway:
         # Decisions that depend only on the action's class (see ``_decide``); the grants and policy
         # are fixed for the gateway's life.
         self._constant_decisions: dict[type[Action], Decision] = {}
+        self._retention = config.ledger_retention
+        self._next_trim = 0.0
         # Which message's actions are being numbered, and how many it has asked for.
         self._numbering: tuple[Context | None, int] = (None, 0)
 
@@ -235,8 +237,17 @@ class Gateway:
         return outcome
 
     def flush(self) -> None:
-        """Commit the deferred outcomes (called when a handler returns, before its changes commit)."""
+        """Commit the deferred outcomes (called when a handler returns, before its changes commit);
+        every ``TRIM_EVERY`` seconds, trim the ledger past its retention (a failure there is logged)."""
         self._ledger.flush()
+        now = self._clock()
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_EVERY
+            try:
+                self._ledger.trim(now, self._retention)
+            except StateError as exc:
+                log.warning("agent %s: trimming the ledger failed (retried in %.0f s): %s",
+                            self.agent_id, TRIM_EVERY, exc)
 
     # -- after a crash -------------------------------------------------------------
 

@@ -13,8 +13,18 @@ Table ``ledger``, keys (``key`` is the action's idempotency key)::
 
     i/<key>     intent   {"key", "tag", "args", "digest", "idempotent", "at", "agent_id"}
     o/<key>     outcome  Outcome.model_dump(mode="json") plus "at"
+    t/<at>/<key>  the intents in time order (``at`` in ns, big-endian), for retention
     s/<name>    the gateway's durable governance state (breakers, budget, review counter),
                 written in the same commit as the outcome that changed it
+
+**Retention.** :meth:`trim` deletes the entries whose intent is older than
+``AgentConfig.ledger_retention`` *and* that have their outcome, oldest
+first, a batch at a time; the gateway calls it after handlers, at most once
+per ``TRIM_EVERY`` seconds.  An intent in doubt is kept until it has an
+outcome.  Within the retention a redelivered message or a resumed approval
+gets its recorded outcome back; past it, the same key would act again, so
+the retention must exceed the longest redelivery horizon and approval time to
+live (a week by default).
 
 **Deferred outcomes.** The outcome of an *idempotent* action is not
 committed on its own: it is kept (``_pending``) and rides with the ledger's
@@ -32,11 +42,12 @@ action *in doubt* (the process died during the call), which the gateway never
 blindly repeats (see ``_gateway``).  ``_open`` holds exactly the keys with an
 intent and no outcome: found by one scan when the ledger is opened, then kept
 by ``intent`` and ``outcome``, so ``status()`` counts them without a scan.  Entries are kept for the agent's life
-(bounding them is noted in the README's "what is not done yet").
+until :meth:`trim` removes them (above).
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,12 +55,20 @@ from typing import Any
 import lmdb
 
 from ._codec import pack, unpack
-from ._store import PUT, LmdbStore, Op
+from ._store import DELETE, PUT, LmdbStore, Op
 from .exceptions import StateError
 
 __all__ = ["Ledger"]
 
 TABLE = "ledger"
+#: Seconds between two retention passes (``trim``), and entries deleted per pass at most.
+TRIM_EVERY = 10.0
+TRIM_BATCH = 256
+_NS = struct.Struct(">Q")
+
+
+def _time_key(at: float, key: str) -> bytes:
+    return b"t/" + _NS.pack(int(at * 1e9)) + b"/" + key.encode()
 
 
 class Ledger:
@@ -63,6 +82,7 @@ class Ledger:
         self._pending: dict[str, dict[str, Any]] = {}
         self._pending_state: dict[str, Any] = {}
         self._open: set[str] = {e["key"] for e in self.entries(limit=0) if e["outcome"] is None}
+        self.index()
 
     # -- writes: each is its own LMDB commit -------------------------------------------
 
@@ -72,7 +92,8 @@ class Ledger:
         as a budget reservation, and the deferred outcomes): before the call, never after."""
         record = {"key": key, "tag": tag, "args": args, "digest": digest, "idempotent": idempotent,
                   "at": self._clock(), "agent_id": self.agent_id}
-        self._commit([Op(TABLE, PUT, b"i/" + key.encode(), pack(record))], state)
+        self._commit([Op(TABLE, PUT, b"i/" + key.encode(), pack(record)),
+                      Op(TABLE, PUT, _time_key(record["at"], key), b"")], state)
         self._open.add(key)
         return record
 
@@ -102,6 +123,43 @@ class Ledger:
         """Commit the deferred outcomes, if any (the invoker, when a handler returns)."""
         if self._pending or self._pending_state:
             self._commit([], ())
+
+    def trim(self, now: float, retention: float, *, batch: int = TRIM_BATCH) -> int:
+        """Delete up to ``batch`` entries with an outcome whose intent is older than ``retention``; how many.
+
+        Entries without their ``t/`` index (written before it existed) are indexed first, once.
+        """
+        horizon = _NS.pack(int(max(0.0, now - retention) * 1e9))
+        doomed: list[str] = []
+        for tkey, _ in self._store.scan(TABLE, b"t/", limit=batch + len(self._open)):
+            if tkey[2:10] >= horizon:
+                break
+            key = tkey[11:].decode()
+            if key in self._open or key in self._pending:
+                continue  # in doubt, or its outcome not committed yet: kept
+            doomed.append(key)
+            if len(doomed) >= batch:
+                break
+        if not doomed:
+            return 0
+        ops = []
+        for key in doomed:
+            intent, _ = self.get(key)
+            k = key.encode()
+            ops += [Op(TABLE, DELETE, b"i/" + k, None), Op(TABLE, DELETE, b"o/" + k, None)]
+            if intent is not None:
+                ops.append(Op(TABLE, DELETE, _time_key(intent["at"], key), None))
+        self._commit(ops, ())
+        return len(doomed)
+
+    def index(self) -> int:
+        """Give every intent without one its ``t/`` entry (a ledger written before the index); how many."""
+        indexed = {k[11:] for k, _ in self._store.scan(TABLE, b"t/")}
+        ops = [Op(TABLE, PUT, _time_key(r["at"], r["key"]), b"")
+               for k, r in ((k, unpack(v)) for k, v in self._store.scan(TABLE, b"i/")) if k[2:] not in indexed]
+        if ops:
+            self._commit(ops, ())
+        return len(ops)
 
     def _commit(self, ops: list[Op], state: Iterable[tuple[str, Any]]) -> None:
         """One LMDB commit: the deferred outcomes and state first, then ``ops`` and ``state``."""

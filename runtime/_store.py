@@ -161,8 +161,7 @@ class LmdbStore:
             return txn.stat(self._db[table])["entries"]
 
     def meta(self, key: str, default: Any = None) -> Any:
-        """A value :meth:`put_meta` wrote (``seq`` and ``epoch`` are the store's own binary counters: use
-        ``seq`` and :meth:`stamped_epoch`)."""
+        """A value :meth:`put_meta` wrote (not ``seq`` or ``epoch``: the store's own binary counters)."""
         raw = self.get("meta", key.encode())
         if raw is None:
             return default

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,25 @@ def test_idempotent_outcomes_are_committed_before_the_handler_returns_even_when_
         assert core.gateway.status()["in_doubt"] == 0
         ok, _ = decode_reply(core.deliver(raw))  # the same message again: recorded outcomes, no new calls
         assert not ok and len(_calls(log)) == 2
+    finally:
+        core.stop()
+
+
+def test_the_ledger_keeps_entries_for_its_retention_then_trims_them_after_handlers(tmp_path, monkeypatch):
+    monkeypatch.setattr("runtime._gateway.TRIM_EVERY", 0.0)
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, ledger_retention=0.5))
+    try:
+        ship = {"kind": "ship", "order": "S", "log": str(log)}
+        assert [o["code"] for o in _act(core, ship, ship, ship)] == ["ok"] * 3
+        first = {e["key"] for e in core.gateway.ledger(limit=0)}
+        assert len(first) == 3
+        # Later handlers trim what is past the retention (the first three); what is younger stays.
+        wait_for(lambda: _act(core, ship) and not first & {e["key"] for e in core.gateway.ledger(limit=0)},
+                 timeout=30)
+        kept = core.gateway.ledger(limit=0)
+        assert kept and all(e["outcome"]["code"] == "ok" for e in kept)
+        assert max(e["at"] for e in kept) > time.time() - 0.5, "the newest are kept"
     finally:
         core.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime._ledger import Ledger
-from runtime._store import LmdbStore
+from runtime._store import DELETE, LmdbStore, Op
 from runtime.exceptions import StateError
 
 
@@ -80,3 +80,40 @@ def test_a_failed_commit_keeps_the_deferred_outcomes_for_the_next(store, monkeyp
     assert ledger.get("k1")[1]["code"] == "ok"
     ledger.flush()
     assert _reopened(store).get("k1")[1]["code"] == "ok"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_trim_deletes_what_is_past_the_retention_with_its_outcome_and_keeps_what_is_in_doubt(store):
+    clock = Clock(1_000.0)
+    ledger = Ledger(store, agent_id="clerk", clock=clock)
+    for n in range(5):  # k0..k4 at 1000..1004; k2 stays in doubt
+        clock.now = 1_000.0 + n
+        _intent(ledger, f"k{n}")
+        if n != 2:
+            ledger.outcome(f"k{n}", {"code": "ok"})
+    assert ledger.trim(1_003.5, retention=1.0, batch=100) == 2, "k0 and k1; k2 is in doubt; k3 is recent"
+    assert [e["key"] for e in ledger.entries(limit=0)] == ["k2", "k3", "k4"]
+    assert ledger.trim(1_003.5, retention=1.0) == 0
+    ledger.outcome("k2", {"code": "unknown"})
+    assert ledger.trim(1_010.0, retention=1.0, batch=2) == 2, "a batch at a time, oldest first"
+    assert [e["key"] for e in ledger.entries(limit=0)] == ["k4"]
+    assert store.scan("ledger", b"t/") == [(store.scan("ledger", b"t/")[0][0], b"")]
+    assert _reopened(store).entries(limit=0)[0]["key"] == "k4"
+
+
+def test_a_ledger_written_before_the_time_index_is_indexed_once_when_opened(store):
+    ledger = Ledger(store, agent_id="clerk", clock=Clock(5.0))
+    _intent(ledger, "old")
+    ledger.outcome("old", {"code": "ok"})
+    [(tkey, _)] = store.scan("ledger", b"t/")
+    store.commit([Op("ledger", DELETE, tkey, None)])  # as an older Garrison left it
+    again = Ledger(store, agent_id="clerk", clock=Clock(100.0))
+    assert len(store.scan("ledger", b"t/")) == 1 and again.index() == 0
+    assert again.trim(100.0, retention=10.0) == 1 and again.entries(limit=0) == []
