@@ -48,24 +48,22 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._action import CAPABILITY, Action, Risk
+from ._policy import Policy
 from .exceptions import PolicyError
 
 __all__ = ["Decision", "DecisionCode", "RiskPolicy", "decide", "effective_risk", "is_granted", "parse_grants"]
 
 
-class RiskPolicy(BaseModel):
+class RiskPolicy(Policy):
     """Versioned risk policy: overrides of action risk classes, the review limit, approval rules.
 
     ``version`` is the policy's identity: an approval is bound to it, so any
     change of the policy that matters must come with a new version.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     #: action tag (``"shop.refund@1"``) or name (``"shop.refund"``) -> its risk under this policy.
@@ -115,18 +113,6 @@ class RiskPolicy(BaseModel):
             raise ValueError(f"approval_ttl must be a finite number of seconds > 0, got {value}")
         return value
 
-    # Defined after the other validators, so it wraps them all (pydantic nests them in order).
-    @model_validator(mode="wrap")
-    @classmethod
-    def _as_policy_error(cls, data: Any, handler: Any) -> RiskPolicy:
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise PolicyError(f"invalid risk policy: {exc}", errors=_errors(exc)) from exc
-
-
-def _errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
 
 
 class DecisionCode(str, enum.Enum):
