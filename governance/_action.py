@@ -56,14 +56,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import msgpack
 from pydantic import ConfigDict
 
-from protocols import Message
+from protocols import Message, canonical_bytes
 
 from .exceptions import ActionDeclarationError
 
-__all__ = ["Action", "ActionDeclaration", "Risk", "argument_digest", "canonical_bytes"]
+__all__ = ["Action", "ActionDeclaration", "Risk", "argument_digest"]
 
 #: A capability: dot-separated segments, each of letters, digits, ``_`` or ``-``.
 CAPABILITY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
@@ -254,45 +253,6 @@ class Action(Message, abstract=True):
         if isinstance(declared, float):
             return declared
         return _valid_cost(f"{type(self).__qualname__}'s cost function", declared(self))
-
-
-#: msgpack ext type of an int outside 64 bits, written as its decimal digits.
-_BIG_INT = 1
-
-
-_PLAIN = frozenset({str, float, bool, type(None), bytes})
-_INT64_MIN, _UINT64_END = -2**63, 2**64
-
-
-def _sorted(value: Any) -> Any:
-    # Exact types first (the common, flat case: no recursion, no isinstance); then subclasses.
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is int:
-        return value if _INT64_MIN <= value < _UINT64_END else msgpack.ExtType(_BIG_INT, str(value).encode())
-    if kind is dict:
-        return {k: (v if type(v) in _PLAIN else _sorted(v)) for k, v in sorted(value.items())}
-    if kind is list or kind is tuple:
-        return [v if type(v) in _PLAIN else _sorted(v) for v in value]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and not _INT64_MIN <= value < _UINT64_END:
-        return msgpack.ExtType(_BIG_INT, str(value).encode())
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, (list, tuple)):
-        return [_sorted(v) for v in value]
-    return value
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """msgpack of ``value`` with every dict's keys sorted: equal data, equal bytes, in any process.
-
-    An int msgpack cannot hold (outside 64 bits) is encoded as an ext value of
-    its decimal digits, so any int pydantic accepts can be digested.
-    """
-    return msgpack.packb(_sorted(value), use_bin_type=True)
 
 
 def argument_digest(action: Action, arguments: dict[str, Any] | None = None) -> str:

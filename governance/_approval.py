@@ -46,7 +46,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from ._action import Action, Risk, argument_digest, canonical_bytes
+from protocols import canonical_bytes
+
+from ._action import Action, Risk, argument_digest
 from ._outcome import Outcome
 from ._risk import RiskPolicy, effective_risk
 from .exceptions import ApprovalError

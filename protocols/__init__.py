@@ -4,6 +4,7 @@ This package depends on nothing else of Garrison's.
 """
 
 from ._batch import decode_batch, encode_batch
+from ._canonical import canonical_bytes
 from ._delivery import Delivery
 from ._envelope import Envelope, decode_envelope, encode_envelope, encode_envelopes, make_envelope
 from ._ids import id_time, new_id
@@ -43,6 +44,7 @@ __all__ = [
     "StaleEpoch",
     "UnknownMessageType",
     "WireError",
+    "canonical_bytes",
     "decode_batch",
     "decode_envelope",
     "default_registry",
