@@ -1,6 +1,6 @@
-"""The tamper-evident audit log's pure core: records and their Merkle tree.
+"""The tamper-evident audit log's pure core: records, Merkle tree, signed checkpoints.
 
-Two layers, each a small set of pure functions and values (no I/O but the
+Three layers, each a small set of pure functions and values (no I/O but the
 key-file helpers, no clock: times are passed in):
 
 - :mod:`audit._chain`: hash-chained records (canonical msgpack of index,
@@ -9,6 +9,9 @@ key-file helpers, no clock: times are passed in):
 - :mod:`audit._merkle`: RFC 6962 hashing, the tree head at any size
   (:class:`Frontier` for a writer, :class:`TreeStore` for a prover), and the
   pure verifiers :func:`verify_inclusion` and :func:`verify_consistency`.
+- :mod:`audit._note` and :mod:`audit._keys`: checkpoints (origin, size,
+  root) as Ed25519 signed notes in the transparency logs' text format, and
+  the checks between two of them (:func:`check_consistent`).
 
 Invariants across the layers:
 
@@ -23,6 +26,7 @@ plus the ``cryptography`` package; nothing of Garrison depends on it yet.
 """
 
 from ._chain import GENESIS, Chain, ChainReport, Fault, Record, Tamper, decode_record, verify_chain
+from ._keys import SigningKey, VerifierKey, read_signing_key, read_verifier_key, write_signing_key
 from ._merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -32,6 +36,17 @@ from ._merkle import (
     root_of,
     verify_consistency,
     verify_inclusion,
+)
+from ._note import (
+    Checkpoint,
+    Note,
+    NoteSignature,
+    check_consistent,
+    open_checkpoint,
+    open_note,
+    parse_note,
+    sign_checkpoint,
+    sign_note,
 )
 from .exceptions import (
     AuditError,
@@ -49,6 +64,7 @@ __all__ = [
     "BadSignature",
     "Chain",
     "ChainReport",
+    "Checkpoint",
     "EMPTY_ROOT",
     "Fault",
     "Frontier",
@@ -56,15 +72,28 @@ __all__ = [
     "InconsistentCheckpoints",
     "KeyFileError",
     "MalformedNote",
+    "Note",
+    "NoteSignature",
     "Record",
+    "SigningKey",
     "Tamper",
     "TamperDetected",
     "TreeStore",
+    "VerifierKey",
+    "check_consistent",
     "decode_record",
     "leaf_hash",
     "node_hash",
+    "open_checkpoint",
+    "open_note",
+    "parse_note",
+    "read_signing_key",
+    "read_verifier_key",
     "root_of",
+    "sign_checkpoint",
+    "sign_note",
     "verify_chain",
     "verify_consistency",
     "verify_inclusion",
+    "write_signing_key",
 ]
