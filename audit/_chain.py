@@ -204,16 +204,17 @@ class ChainReport:
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    raw: bytes
+    """A record read ahead of a fault: its hash, and what it says (None when malformed)."""
+
     hash: bytes
     record: Record | None
 
 
 def _seen(raw: bytes) -> _Seen:
     try:
-        return _Seen(raw, _hash(raw), decode_record(raw))
+        return _Seen(_hash(raw), decode_record(raw))
     except ValueError:
-        return _Seen(raw, _hash(raw), None)
+        return _Seen(_hash(raw), None)
 
 
 def verify_chain(records: Iterable[bytes], *, roots_at: Collection[int] = (), window: int = 1024) -> ChainReport:
@@ -270,10 +271,11 @@ def verify_chain(records: Iterable[bytes], *, roots_at: Collection[int] = (), wi
             continue
         ahead = [_seen(r) for r in itertools.islice(it, window)]
         tamper = _classify(p, rec, h, expected, bytes(hashes), ahead)
-        if tamper.index < p:  # rule 3 blames the record already counted as good
-            return _report(tamper.index, _frontier_of(hashes, tamper.index), hashes[-64:-32] if p > 1 else GENESIS,
-                           roots, tamper, p + 1 + len(ahead))
-        return _report(p, frontier, expected, roots, tamper, p + 1 + len(ahead))
+        good = tamper.index
+        if good < p:  # rules 3 and 6 may blame records already counted as good: report the prefix before them
+            frontier = _frontier_of(hashes, good)
+            expected = bytes(hashes[32 * (good - 1):32 * good]) if good else GENESIS
+        return _report(good, frontier, expected, roots, tamper, p + 1 + len(ahead))
     return _report(p, frontier, expected, roots, None, p)
 
 

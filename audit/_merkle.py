@@ -41,6 +41,12 @@ Invariants:
 - A consistency proof from size 0 is refused (``"range"``): it would prove
   nothing (every tree extends the empty one; callers check that case without
   a proof).  This follows the public test vectors.
+- A root commits to the leaves, not to the tree size: a proof read with
+  another size that gives it the same shape (leaf 0 of 7 leaves and of 8:
+  three right siblings either way) leads to the same root; a size that
+  changes the shape is refused (for inclusion proofs it always changes the
+  length too).  So a verifier takes size and root together from one signed
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
+def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
     """The tree head of these leaf hashes (a bottom-up reduction; a :class:`Frontier` without appending)."""
     frontier = Frontier()
     for h in leaf_hashes:
@@ -138,9 +144,6 @@ class Frontier:
         for left in reversed(nodes[:-1]):
             h = _sha256(_NODE + left + h).digest()
         return h
-
-    def copy(self) -> Frontier:
-        return Frontier(self._size, self._nodes)
 
 
 class TreeStore:
@@ -272,7 +275,8 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
     Raises :class:`~audit.BadProof` (``check``: ``"range"`` when ``index`` is
     not below ``size``, ``"hash_size"``, ``"length"`` when the proof has not
     exactly the nodes ``(index, size)`` call for, ``"root"`` when it leads to
-    another root).
+    another root).  ``size`` and ``root`` belong together: take both from one
+    signed checkpoint.
     """
     if not 0 <= index < size:
         raise _bad("range", f"leaf {index} is not in a tree of size {size}", index=index, size=size)

@@ -159,6 +159,14 @@ def insert_linked_forgery(raws, k):
     raws.insert(k, Record(k, T0 + k, "test.event", {"forged": True}, prev).encode())
 
 
+def insert_linked_branch(raws, k):
+    """Two records forged to fit in place k and k + 1, each linked to the one before it."""
+    prev = leaf_hash(raws[k - 1]) if k else GENESIS
+    first = Record(k, T0 + k, "test.event", {"forged": 1}, prev).encode()
+    second = Record(k + 1, T0 + k, "test.event", {"forged": 2}, leaf_hash(first)).encode()
+    raws[k:k] = [first, second]
+
+
 def insert_unlinked_forgery(raws, k):
     raws.insert(k, Record(k, T0 + k, "test.event", {"forged": True}, b"\x11" * 32).encode())
 
@@ -208,6 +216,8 @@ MATRIX = [
     (insert_copy_of_last, 4, 4, Fault.INSERTED),
     (insert_linked_forgery, 0, 0, Fault.INSERTED),
     (insert_linked_forgery, 4, 4, Fault.INSERTED),
+    (insert_linked_branch, 0, 0, Fault.INSERTED),
+    (insert_linked_branch, 4, 4, Fault.INSERTED),
     (insert_unlinked_forgery, 0, 0, Fault.INSERTED),
     (insert_unlinked_forgery, 4, 4, Fault.INSERTED),
     (insert_unlinked_forgery, LAST, LAST, Fault.INSERTED),

@@ -344,7 +344,7 @@ def test_every_mutated_consistency_proof_is_refused_and_by_which_check():
     assert set(refused["root1 of a perfect tree"]) == {"root2"}
     assert set(refused["root2"]) == {"root2"}
     assert set(refused["swapped"]) == {"range"}
-    assert set(refused["size1"]) <= {"range", "length", "root1", "root2"} and refused["size1"]
+    assert set(refused["size1"]) <= {"range", "length", "root1", "root2"} and refused["size1"]["length"]
 
 
 def test_equal_sizes_need_an_empty_proof_and_equal_roots_and_size_zero_proves_nothing():
