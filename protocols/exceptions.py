@@ -13,7 +13,8 @@ The whole tree, once (each package's module draws its own part)::
     ├── ProtocolError               the message itself was wrong or late (this module)
     ├── ConfigError, DataDirectoryError, StateError, CheckpointError, RestoreError,
     │   ClusterUnavailable, InternalError, AgentError, AskTimeout   (runtime.exceptions)
-    └── SupervisorError             (supervisors.exceptions)
+    ├── SupervisorError             (supervisors.exceptions)
+    └── AuditError                  the audit log: tampering, bad proofs and signatures (audit.exceptions)
 
 This module's part::
 

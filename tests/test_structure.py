@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("runtime", "protocols", "supervisors", "governance")
+PACKAGES = ("runtime", "protocols", "supervisors", "governance", "audit")
 MAX_CLASS_LINES = 300
 
 #: (module, attribute) -> why this foreign private attribute cannot be avoided.

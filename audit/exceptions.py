@@ -1,0 +1,80 @@
+"""Exceptions raised by the audit log's core.
+
+A log that verifies raises nothing; these say what is wrong when it does not,
+or what is wrong with a key or a note someone hands in.  They hang under the
+one root every Garrison error has (:class:`protocols.GarrisonError`)::
+
+    GarrisonError
+    └── AuditError                  (this module)
+        ├── TamperDetected          a record is not what the chain commits to (``index``, ``reason``)
+        ├── BadProof                an inclusion or consistency proof does not verify (``check``)
+        ├── BadSignature            a note has no valid signature by a trusted key
+        ├── MalformedNote           text is not a well-formed signed note or checkpoint
+        ├── InconsistentCheckpoints two checkpoints cannot both be true: other origin, shrunk tree, fork
+        └── KeyFileError            a key file or key text cannot be read as an Ed25519 key
+
+Neighbours, told apart: ``MalformedNote`` is "this is not a note" (nothing
+was checked cryptographically); ``BadSignature`` is "a well-formed note, not
+vouched for by a key you trust".  ``BadProof`` is "this proof does not link
+these two tree heads"; ``InconsistentCheckpoints`` is "no proof could": the
+heads themselves contradict each other (a newer one is smaller, or two heads
+of one size differ), which is evidence against the log, not against a proof.
+"""
+
+from __future__ import annotations
+
+from protocols.exceptions import GarrisonError
+
+__all__ = [
+    "AuditError",
+    "BadProof",
+    "BadSignature",
+    "InconsistentCheckpoints",
+    "KeyFileError",
+    "MalformedNote",
+    "TamperDetected",
+]
+
+
+class AuditError(GarrisonError):
+    """Root of the audit log's errors."""
+
+
+class TamperDetected(AuditError):
+    """A record of the log is not what the chain commits to; ``index`` is the first bad one.
+
+    ``reason`` is a :class:`~audit.Fault` value (``"modified"``, ``"deleted"``,
+    ``"inserted"``, ``"reordered"``, ``"malformed"``).
+    """
+
+    @property
+    def index(self) -> int:
+        return int(self.details["index"])
+
+    @property
+    def reason(self) -> str:
+        return str(self.details["reason"])
+
+
+class BadProof(AuditError):
+    """An inclusion or consistency proof does not verify; ``check`` names the check that refused it."""
+
+    @property
+    def check(self) -> str:
+        return str(self.details["check"])
+
+
+class BadSignature(AuditError):
+    """A note carries no valid signature by a trusted key, or a trusted key's signature fails."""
+
+
+class MalformedNote(AuditError):
+    """The text is not a well-formed signed note, or its body is not a well-formed checkpoint."""
+
+
+class InconsistentCheckpoints(AuditError):
+    """Two checkpoints cannot both be true: other origin, a tree that shrank, or a fork at one size."""
+
+
+class KeyFileError(AuditError):
+    """A key file or key text cannot be read as an Ed25519 key of the expected kind."""
