@@ -20,9 +20,9 @@ Invariants across the layers:
 - Nothing here trusts what it is checking: every verifier either returns a
   result it proved or raises an :class:`AuditError` saying which check failed.
 
-It depends on :mod:`protocols` (the root error) and on
-``governance._action.canonical_bytes`` (the house's one canonical encoding),
-plus the ``cryptography`` package; nothing of Garrison depends on it yet.
+It depends only on :mod:`protocols` (the root error, and
+``protocols.canonical_bytes``, the house's one canonical encoding) and the
+``cryptography`` package; nothing of Garrison depends on it yet.
 """
 
 from ._chain import GENESIS, Chain, ChainReport, Fault, Record, Tamper, decode_record, verify_chain

@@ -1,6 +1,6 @@
 """Hash-chained audit records, and the pure check that finds the first one tampered with.
 
-A record is the canonical encoding (:func:`governance._action.canonical_bytes`:
+A record is the canonical encoding (:func:`protocols.canonical_bytes`:
 msgpack, every map's keys sorted) of one map::
 
     {"body": <any msgpack value>, "index": <int>, "kind": <str>, "prev_hash": <32 bytes>, "time": <float>}
@@ -38,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from governance._action import canonical_bytes
+from protocols import canonical_bytes
 
 from ._merkle import EMPTY_ROOT, HASH_SIZE, Frontier
 from .exceptions import TamperDetected

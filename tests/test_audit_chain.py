@@ -22,7 +22,7 @@ from audit import (
     root_of,
     verify_chain,
 )
-from governance._action import canonical_bytes
+from protocols import canonical_bytes
 from protocols import error_from_wire
 
 T0 = 1_700_000_000.0
