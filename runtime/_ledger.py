@@ -41,8 +41,8 @@ the key up before it acts, on the agent's one handling thread); an intent withou
 action *in doubt* (the process died during the call), which the gateway never
 blindly repeats (see ``_gateway``).  ``_open`` holds exactly the keys with an
 intent and no outcome: found by one scan when the ledger is opened, then kept
-by ``intent`` and ``outcome``, so ``status()`` counts them without a scan.  Entries are kept for the agent's life
-until :meth:`trim` removes them (above).
+by ``intent`` and ``outcome``, so ``status()`` counts them without a scan.
+Entries are kept until :meth:`trim` removes them (above).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Ledger:
         self._open: set[str] = {e["key"] for e in self.entries(limit=0) if e["outcome"] is None}
         self.index()
 
-    # -- writes: each is its own LMDB commit -------------------------------------------
+    # -- writes: each commit also carries the deferred outcomes ----------------------------
 
     def intent(self, key: str, *, tag: str, args: dict[str, Any], digest: str, idempotent: bool,
                state: Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
@@ -127,7 +127,8 @@ class Ledger:
     def trim(self, now: float, retention: float, *, batch: int = TRIM_BATCH) -> int:
         """Delete up to ``batch`` entries with an outcome whose intent is older than ``retention``; how many.
 
-        Entries without their ``t/`` index (written before it existed) are indexed first, once.
+        Only entries with a ``t/`` index are seen (:meth:`index`, run when the ledger opens, gives
+        one to those written before it existed).
         """
         horizon = _NS.pack(int(max(0.0, now - retention) * 1e9))
         doomed: list[str] = []
