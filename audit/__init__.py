@@ -1,7 +1,7 @@
-"""The tamper-evident audit log's pure core: records, Merkle tree, signed checkpoints.
+"""The tamper-evident audit log: records, Merkle tree, signed checkpoints, and the log on disk.
 
-Three layers, each a small set of pure functions and values (no I/O but the
-key-file helpers, no clock: times are passed in):
+Four layers, each a small set of pure functions and values (no I/O but the
+key-file helpers and the log's files, no clock: times are passed in):
 
 - :mod:`audit._chain`: hash-chained records (canonical msgpack of index,
   time, kind, body and the previous record's hash) and :func:`verify_chain`,
@@ -12,6 +12,11 @@ key-file helpers, no clock: times are passed in):
 - :mod:`audit._note` and :mod:`audit._keys`: checkpoints (origin, size,
   root) as Ed25519 signed notes in the transparency logs' text format, and
   the checks between two of them (:func:`check_consistent`).
+- :mod:`audit._files`, :mod:`audit._log` and :mod:`audit._verify`: the log
+  on disk (a framed ``records`` file and a ``checkpoints/`` directory of
+  signed notes), its writer :class:`AuditLog` with its anchors, and the
+  offline checks :func:`verify_log`, :func:`prove_inclusion` and
+  :func:`prove_consistency` that ``garrison audit`` runs.
 
 Invariants across the layers:
 
@@ -22,7 +27,7 @@ Invariants across the layers:
 
 It depends only on :mod:`protocols` (the root error, and
 ``protocols.canonical_bytes``, the house's one canonical encoding) and the
-``cryptography`` package; nothing of Garrison depends on it yet.
+``cryptography`` package; only ``garrison audit`` (:mod:`runtime.cli`) uses it yet.
 """
 
 from ._chain import GENESIS, Chain, ChainReport, Fault, Record, Tamper, decode_record, verify_chain
@@ -48,29 +53,41 @@ from ._note import (
     sign_checkpoint,
     sign_note,
 )
+from ._log import Anchor, AuditLog, DirectoryAnchor, repair_log
+from ._verify import LogProver, LogReport, prove_consistency, prove_inclusion, read_log, verify_log
 from .exceptions import (
+    AnchorFailed,
     AuditError,
     BadProof,
     BadSignature,
     InconsistentCheckpoints,
     KeyFileError,
+    LogStorageError,
     MalformedNote,
     TamperDetected,
+    TornRecord,
 )
 
 __all__ = [
+    "Anchor",
+    "AnchorFailed",
     "AuditError",
+    "AuditLog",
     "BadProof",
     "BadSignature",
     "Chain",
     "ChainReport",
     "Checkpoint",
+    "DirectoryAnchor",
     "EMPTY_ROOT",
     "Fault",
     "Frontier",
     "GENESIS",
     "InconsistentCheckpoints",
     "KeyFileError",
+    "LogProver",
+    "LogReport",
+    "LogStorageError",
     "MalformedNote",
     "Note",
     "NoteSignature",
@@ -78,6 +95,7 @@ __all__ = [
     "SigningKey",
     "Tamper",
     "TamperDetected",
+    "TornRecord",
     "TreeStore",
     "VerifierKey",
     "check_consistent",
@@ -87,13 +105,18 @@ __all__ = [
     "open_checkpoint",
     "open_note",
     "parse_note",
+    "prove_consistency",
+    "prove_inclusion",
+    "read_log",
     "read_signing_key",
     "read_verifier_key",
+    "repair_log",
     "root_of",
     "sign_checkpoint",
     "sign_note",
     "verify_chain",
     "verify_consistency",
     "verify_inclusion",
+    "verify_log",
     "write_signing_key",
 ]

@@ -11,7 +11,10 @@ one root every Garrison error has (:class:`protocols.GarrisonError`)::
         ├── BadSignature            a note has no valid signature by a trusted key
         ├── MalformedNote           text is not a well-formed signed note or checkpoint
         ├── InconsistentCheckpoints two checkpoints cannot both be true: other origin, shrunk tree, fork
-        └── KeyFileError            a key file or key text cannot be read as an Ed25519 key
+        ├── KeyFileError            a key file or key text cannot be read as an Ed25519 key
+        ├── TornRecord              the records file ends in part of a record (a crash mid-append)
+        ├── LogStorageError         the log's files cannot be read or written (the OSError is chained)
+        └── AnchorFailed            an anchor refused or failed to take a checkpoint (it is on disk)
 
 Neighbours, told apart: ``MalformedNote`` is "this is not a note" (nothing
 was checked cryptographically); ``BadSignature`` is "a well-formed note, not
@@ -19,6 +22,10 @@ vouched for by a key you trust".  ``BadProof`` is "this proof does not link
 these two tree heads"; ``InconsistentCheckpoints`` is "no proof could": the
 heads themselves contradict each other (a newer one is smaller, or two heads
 of one size differ), which is evidence against the log, not against a proof.
+``TornRecord`` is "the file stops mid-record", what a crash during an append
+leaves (repairable with :func:`~audit.repair_log`); ``TamperDetected`` is
+"whole records that are not what the chain commits to", never repaired.
+``LogStorageError`` is the file system failing us, not evidence about the log.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from __future__ import annotations
 from protocols.exceptions import GarrisonError
 
 __all__ = [
+    "AnchorFailed",
     "AuditError",
     "BadProof",
     "BadSignature",
     "InconsistentCheckpoints",
     "KeyFileError",
+    "LogStorageError",
     "MalformedNote",
     "TamperDetected",
+    "TornRecord",
 ]
 
 
@@ -78,3 +88,27 @@ class InconsistentCheckpoints(AuditError):
 
 class KeyFileError(AuditError):
     """A key file or key text cannot be read as an Ed25519 key of the expected kind."""
+
+
+class TornRecord(AuditError):
+    """The records file ends in part of a record; ``index`` is that record's, ``offset`` where it starts.
+
+    What a crash in the middle of an append leaves.  Nothing truncates it but
+    an explicit :func:`~audit.repair_log`.
+    """
+
+    @property
+    def index(self) -> int:
+        return int(self.details["index"])
+
+    @property
+    def offset(self) -> int:
+        return int(self.details["offset"])
+
+
+class LogStorageError(AuditError):
+    """A file of the log cannot be read or written (the ``OSError`` is chained); says nothing of tampering."""
+
+
+class AnchorFailed(AuditError):
+    """An anchor raised on a new checkpoint; the checkpoint is already on disk and the log goes on."""
