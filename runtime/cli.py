@@ -9,6 +9,7 @@
     garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
+    garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
@@ -51,6 +52,17 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.exceptions.Exit(2) from exc
 
     return wrapper
+
+
+def _hexed(value: Any) -> Any:
+    """``value`` with every bytes as hex, for JSON."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(_hexed(k)): _hexed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hexed(v) for v in value]
+    return value
 
 
 def _system(address: str) -> Any:
@@ -238,6 +250,82 @@ def approvals_approve(approval_id: str, who: str, queue: str, address: str) -> N
 def approvals_deny(approval_id: str, who: str, why: str, queue: str, address: str) -> None:
     """Deny a request; its agent gets a ``denied`` outcome."""
     emit(_approvals(address, queue).deny(approval_id, who=who, why=why))
+
+
+@commands.group()
+def audit() -> None:
+    """Check an audit log directory offline: verify, show, prove; keygen for a signing key."""
+
+
+def _verifier_keys(keys: tuple[str, ...]) -> list[Any]:
+    """Each ``--key``: a file holding a verifier key, or a vkey line ``name+hex+base64`` itself."""
+    import os
+
+    from audit import VerifierKey, read_verifier_key
+
+    return [read_verifier_key(k) if os.path.isfile(k) else VerifierKey.parse(k) for k in keys]
+
+
+@audit.command(name="verify")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--key", "keys", multiple=True, required=True,
+              help="A trusted verifier key: a vkey line or a file holding one (repeatable).")
+@click.option("--origin", help="The log's name its checkpoints must carry (default: the first checkpoint's).")
+@reports_errors
+def audit_verify(directory: str, keys: tuple[str, ...], origin: str | None) -> None:
+    """Check every record and checkpoint; exit 1 naming the first bad index and why, 0 when the log is intact."""
+    from audit import verify_log
+
+    report = verify_log(directory, _verifier_keys(keys), origin=origin)
+    emit(report.to_json())
+    if not report.ok:
+        click.echo(f"garrison: audit log {directory}: {report.reason} at index {report.index}: {report.detail}",
+                   err=True)
+        raise click.exceptions.Exit(1)
+
+
+@audit.command(name="show")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--from", "start", type=int, default=0, show_default=True, help="The first record's index.")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many records.")
+@reports_errors
+def audit_show(directory: str, start: int, limit: int) -> None:
+    """Print records as JSON (bytes as hex); this checks nothing: run verify for that."""
+    from audit import read_log
+
+    emit(_hexed(read_log(directory, start, limit)))
+
+
+@audit.command(name="prove")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--index", type=int, help="Inclusion: this record is in the tree.")
+@click.option("--size", type=int, help="Inclusion: of this size (default: the whole log).")
+@click.option("--from-size", type=int, help="Consistency: the tree of this size ...")
+@click.option("--to-size", type=int, help="... is a prefix of the tree of this size (default: the whole log).")
+@reports_errors
+def audit_prove(directory: str, index: int | None, size: int | None, from_size: int | None,
+                to_size: int | None) -> None:
+    """An inclusion proof (--index [--size]) or a consistency proof (--from-size [--to-size]), as hex."""
+    from audit import prove_consistency, prove_inclusion
+
+    if (index is None) == (from_size is None) or (index is None and size is not None) or \
+            (from_size is None and to_size is not None):
+        raise click.UsageError("prove needs either --index [--size] or --from-size [--to-size]")
+    emit(prove_inclusion(directory, index, size) if index is not None else
+         prove_consistency(directory, from_size, to_size))
+
+
+@audit.command(name="keygen")
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The new signing key file (mode 0600).")
+@reports_errors
+def audit_keygen(name: str, out: str) -> None:
+    """Write a new Ed25519 signing key NAME to --out (never over a file); print its verifier key line."""
+    from audit import SigningKey, write_signing_key
+
+    key = SigningKey.generate(name)
+    write_signing_key(out, key)
+    click.echo(str(key.verifier))
 
 
 def run_group(group: click.Group, argv: list[str] | None) -> int:

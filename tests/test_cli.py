@@ -72,10 +72,15 @@ GARRISON = str(_BESIDE) if _BESIDE.exists() else (shutil.which("garrison") or "g
 
 
 def console(*args: str, address: str | None = None) -> subprocess.CompletedProcess:
-    """Run the installed ``garrison`` console script (the one users run)."""
+    """Run the installed ``garrison`` console script (the one users run), on this checkout's code.
+
+    PYTHONPATH puts this checkout ahead of the one the script was installed
+    from (an editable install's finder comes after it).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [GARRISON, *args, *(["--address", address] if address else [])],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ},
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
     )
 
 
@@ -88,7 +93,7 @@ def test_garrison_help_lists_every_command():
     out = console("--help")
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == {"actions", "agents", "approvals", "checkpoint", "deadletters", "demo", "kill", "ledger",
+    assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "demo", "kill", "ledger",
                       "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt"}
 
 
