@@ -32,6 +32,7 @@ It depends only on :mod:`protocols` (the root error, and
 
 from ._chain import GENESIS, Chain, ChainReport, Fault, Record, Tamper, decode_record, verify_chain
 from ._keys import SigningKey, VerifierKey, read_signing_key, read_verifier_key, write_signing_key
+from ._log import Anchor, AuditLog, DirectoryAnchor, repair_log
 from ._merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -53,7 +54,6 @@ from ._note import (
     sign_checkpoint,
     sign_note,
 )
-from ._log import Anchor, AuditLog, DirectoryAnchor, repair_log
 from ._verify import LogProver, LogReport, prove_consistency, prove_inclusion, read_log, verify_log
 from .exceptions import (
     AnchorFailed,

@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ._chain import Chain, verify_chain
 from ._files import CHECKPOINTS, RECORDS, checkpoint_name, frame, list_checkpoints, read_records, write_atomic
@@ -117,7 +117,7 @@ class AuditLog:
             raise LogStorageError(f"cannot create {self.directory}: {exc}", path=str(self.directory)) from exc
         self._chain = self._resume()
         try:
-            self._file = open(self.directory / RECORDS, "ab")
+            self._file = open(self.directory / RECORDS, "ab")  # noqa: SIM115 - held open until close()
         except OSError as exc:
             raise LogStorageError(f"cannot open {self.directory / RECORDS}: {exc}") from exc
 
@@ -158,7 +158,11 @@ class AuditLog:
         return self._chain.root()
 
     def append(self, kind: str, body: Any) -> int:
-        """Add a record (``kind``, ``body``, the clock's time); its index.  Durable after the next :meth:`sync`."""
+        """Add a record (``kind``, ``body``, the clock's time); its index.  Durable after the next :meth:`sync`.
+
+        When it completes a checkpoint, an :class:`~audit.AnchorFailed` from
+        it means the record *was* appended and the checkpoint written.
+        """
         raw = self._chain.append(kind, body, float(self._clock()))
         self._buffer += frame(raw)
         index = self._chain.size - 1
@@ -201,7 +205,7 @@ class AuditLog:
         for anchor in self._anchors:
             try:
                 anchor(note)
-            except Exception as exc:  # an anchor is user code: any failure, reported once all have run
+            except Exception as exc:  # noqa: BLE001 - an anchor is user code: any failure, reported once all ran
                 failures.append(exc)
         if failures:
             raise AnchorFailed(f"{len(failures)} anchor(s) failed: {failures[0]!r}",
@@ -217,7 +221,7 @@ class AuditLog:
             except OSError as exc:
                 raise LogStorageError(f"cannot close {self.directory / RECORDS}: {exc}") from exc
 
-    def __enter__(self) -> AuditLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
