@@ -46,7 +46,7 @@ from ._files import CHECKPOINTS, RECORDS, checkpoint_name, frame, list_checkpoin
 from ._keys import SigningKey
 from ._merkle import Frontier, leaf_hash
 from ._note import Checkpoint, open_checkpoint, parse_note, sign_checkpoint
-from .exceptions import AnchorFailed, LogStorageError, TamperDetected, TornRecord
+from .exceptions import AnchorFailed, AuditError, LogStorageError, TamperDetected, TornRecord
 
 __all__ = ["Anchor", "AuditLog", "DirectoryAnchor", "repair_log"]
 
@@ -102,7 +102,7 @@ class AuditLog:
                  clock: Callable[[], float] = time.time, checkpoint_every: int = 1000,
                  anchors: Iterable[Anchor] = ()) -> None:
         if checkpoint_every < 1:
-            raise ValueError("checkpoint_every is at least 1")
+            raise AuditError(f"checkpoint_every is at least 1, got {checkpoint_every}")
         self.directory = Path(directory)
         self.origin = origin
         self._key = key
