@@ -8,13 +8,14 @@ in the agent's store (see ``runtime/_holding.py``).
 from __future__ import annotations
 
 import os
+import pprint
 import signal
 import time
 
 import pytest
 
 from protocols import decode_envelope
-from runtime import System
+from runtime import GarrisonError, System
 from supervisors import BackoffPolicy, ChildSpec, SupervisorFlags, SupervisorSpec, start_supervisor
 from tests._quiet import Quiet
 from tests.agents import GetItems, Item, Report, Sink
@@ -48,13 +49,21 @@ def test_tells_across_a_sigkill_and_supervisor_restart_take_effect_once_each_in_
             killed_at = told
         most_held = max(most_held, ref.tell_stats()["held"])
         time.sleep(0.002)
-    ref.flush(timeout=60)
-    stats = ref.tell_stats()
-    assert most_held > 0 and stats["resent"] > 0, "tells were held and failed ones went again"
-    assert (stats["held"], stats["overflowed"], stats["mode"]) == (0, 0, "direct")
-    assert sup.child(sid)["pid"] != pid
-    assert ref.ask(Report(), timeout=30) == {"count": told, "dups": 0, "out_of_order": 0}
-    assert ref.ask(GetItems(), timeout=30) == list(range(told))
+    try:
+        ref.flush(timeout=60)
+        stats = ref.tell_stats()
+        assert most_held > 0 and stats["resent"] > 0, "tells were held and failed ones went again"
+        assert (stats["held"], stats["overflowed"], stats["mode"]) == (0, 0, "direct")
+        assert sup.child(sid)["pid"] != pid
+        assert ref.ask(Report(), timeout=30) == {"count": told, "dups": 0, "out_of_order": 0}
+        assert ref.ask(GetItems(), timeout=30) == list(range(told))
+    except (AssertionError, GarrisonError) as exc:
+        # It failed once in a full run beside two CPU hogs and passed alone beside them: say
+        # everything (pytest.fail is not truncated), for whoever meets it next.
+        pytest.fail(pprint.pformat({"failed": f"{type(exc).__name__}: {exc}", "told": told,
+                                    "killed_at": killed_at, "most_held": most_held,
+                                    "stats": ref.tell_stats(), "children": sup.which_children(),
+                                    "events": sup.events()[-20:]}))
 
 
 def test_tells_past_the_bound_while_the_agent_is_down_become_overflow_dead_letters(data_dir, refs):
