@@ -81,7 +81,9 @@ class Ledger:
         # Deferred outcomes by key, and the governance state they changed (last value per name).
         self._pending: dict[str, dict[str, Any]] = {}
         self._pending_state: dict[str, Any] = {}
-        self._open: set[str] = {e["key"] for e in self.entries(limit=0) if e["outcome"] is None}
+        # One scan per prefix, keys only: no read per entry (a ledger holds up to a retention's worth).
+        intents = {k[2:] for k, _ in self._store.scan(TABLE, b"i/")}
+        self._open: set[str] = {k.decode() for k in intents - {k[2:] for k, _ in self._store.scan(TABLE, b"o/")}}
         self.index()
 
     # -- writes: each commit also carries the deferred outcomes ----------------------------
