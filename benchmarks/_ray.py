@@ -15,11 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_ray() -> None:
-    """Start a local Ray (dashboard off) whose workers can import ``benchmarks``, once."""
+    """Start a local Ray (dashboard off) whose workers can import ``benchmarks``, once, as ``System`` does."""
     if ray.is_initialized():
         return
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(namespace="garrison", include_dashboard=False, log_to_driver=False)
+    from runtime import System
+
+    System()  # starts Ray as a user's embedded System would (agents at normal priority)
 
 
 @contextlib.contextmanager

@@ -160,7 +160,9 @@ class AgentHost:
     @ray.method(concurrency_group=CONTROL)
     @guarded
     def status(self) -> dict[str, Any]:
-        return self._core().status()
+        # "nice": the process's nice value; above 0, anything CPU-bound at normal priority on the
+        # node starves this agent (Ray's default for workers is 15; see ``EMBEDDED_RAY_CONFIG``).
+        return {**self._core().status(), "nice": os.nice(0)}
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

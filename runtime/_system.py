@@ -97,8 +97,7 @@ class System:
         self.sender = f"driver:{uuid.uuid4().hex[:12]}"
         self._owns_ray = False
         if not ray.is_initialized():
-            kwargs = {"namespace": namespace, "include_dashboard": False, "log_to_driver": False}
-            kwargs.update(ray_init or {})
+            kwargs = embedded_ray_init(address, **{"namespace": namespace, **(ray_init or {})})
             if address is not None:
                 _use_cluster_token()
             try:
@@ -280,6 +279,29 @@ class System:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+
+
+#: What a Ray started by Garrison runs with, beside the caller's ``ray_init``.  Ray starts its
+#: workers at nice 15, below every ordinary process on the node: beside anything CPU-bound at
+#: normal priority (a busy neighbour, a backup, a build) an agent gets about a thirtieth of the
+#: share, its probes time out and its supervisor takes it for hung.  Agents are services, not batch
+#: work: a Ray that Garrison starts runs them at the node's normal priority.  A cluster started
+#: with ``ray start`` keeps Ray's default unless started with ``RAY_worker_niceness=0`` (README).
+EMBEDDED_RAY_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+
+
+def embedded_ray_init(address: str | None = None, **ray_init: Any) -> dict[str, Any]:
+    """``ray.init`` keyword arguments for a ``System`` (``ray_init`` wins, ``_system_config`` merged).
+
+    Ray's system config can only be given to a Ray being started, so it is added only when
+    this call starts one: no ``address`` and no ``RAY_ADDRESS`` to join.
+    """
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "log_to_driver": False}
+    starts_ray = address is None and not os.environ.get("RAY_ADDRESS")
+    if starts_ray:
+        kwargs["_system_config"] = {**EMBEDDED_RAY_CONFIG, **ray_init.pop("_system_config", {})}
+    kwargs.update(ray_init)
+    return kwargs
 
 
 def _use_cluster_token() -> None:

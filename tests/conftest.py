@@ -18,10 +18,13 @@ def ray_session():
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # The dashboard is on, as for users: tests read the state API it serves.
-    ray.init(namespace="garrison", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False, num_cpus=2)
+    from runtime import System
+
+    # Started by a System, as a user's embedded Ray is (its workers at normal priority, see
+    # ``runtime._system.EMBEDDED_RAY_CONFIG``); the dashboard is on: tests read the state API it serves.
+    host = System(ray_init={"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": 2})
     yield ray
-    ray.shutdown()
+    host.shutdown(stop_agents=False)
 
 
 @pytest.fixture
