@@ -18,7 +18,8 @@ Durability, exactly:
 Invariants:
 
 - The records file only grows, and only by whole frames; this class never
-  truncates it.  A torn tail found on opening is reported
+  truncates a record that a sync completed (only what a sync of its own that
+  failed half-way left, before the next sync writes).  A torn tail found on opening is reported
   (:class:`~audit.TornRecord`) and cut only by :func:`repair_log`.
 - Reopening resumes from the file: the chain and the tree continue from its
   last record, after :func:`~audit.verify_chain` found every record good and
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
-from ._chain import Chain, verify_chain
+from ._chain import Chain, Record, decode_record, verify_chain
 from ._files import CHECKPOINTS, RECORDS, checkpoint_name, frame, list_checkpoints, read_records, write_atomic
 from ._keys import SigningKey
 from ._merkle import Frontier, leaf_hash
@@ -116,8 +117,9 @@ class AuditLog:
         except OSError as exc:
             raise LogStorageError(f"cannot create {self.directory}: {exc}", path=str(self.directory)) from exc
         self._chain = self._resume()
-        try:
-            self._file = open(self.directory / RECORDS, "ab")  # noqa: SIM115 - held open until close()
+        try:  # created if missing; _resume found no torn tail: the file is whole records
+            os.close(os.open(self.directory / RECORDS, os.O_WRONLY | os.O_CREAT, 0o644))
+            self._on_disk = (self.directory / RECORDS).stat().st_size
         except OSError as exc:
             raise LogStorageError(f"cannot open {self.directory / RECORDS}: {exc}") from exc
 
@@ -143,6 +145,7 @@ class AuditLog:
                 raise TamperDetected(f"the records do not hash to checkpoint {cp.size}'s root", index=cp.size,
                                      reason="root-mismatch")
         self._last_checkpoint = newest
+        self._last_raw: bytes | None = records[-1] if records else None
         frontier = Frontier()
         for raw in records:
             frontier.append(leaf_hash(raw))
@@ -153,18 +156,24 @@ class AuditLog:
         """Records appended so far (synced or not)."""
         return self._chain.size
 
+    @property
+    def last(self) -> Record | None:
+        """The newest record, decoded (None for an empty log): where a writer that resumes stands."""
+        return None if self._last_raw is None else decode_record(self._last_raw)
+
     def root(self) -> bytes:
         """The tree head over every record appended so far."""
         return self._chain.root()
 
-    def append(self, kind: str, body: Any) -> int:
-        """Add a record (``kind``, ``body``, the clock's time); its index.  Durable after the next :meth:`sync`.
+    def append(self, kind: str, body: Any, *, time: float | None = None) -> int:
+        """Add a record (``kind``, ``body``, ``time`` or the clock's); its index.  Durable after the next :meth:`sync`.
 
         When it completes a checkpoint, an :class:`~audit.AnchorFailed` from
         it means the record *was* appended and the checkpoint written.
         """
-        raw = self._chain.append(kind, body, float(self._clock()))
+        raw = self._chain.append(kind, body, float(self._clock() if time is None else time))
         self._buffer += frame(raw)
+        self._last_raw = raw
         index = self._chain.size - 1
         if self._key is not None and self._chain.size - self._last_checkpoint >= self._every:
             self.checkpoint()
@@ -174,12 +183,26 @@ class AuditLog:
         """Write the buffered records and fsync: every record appended so far is durable when this returns."""
         if not self._buffer:
             return
+        path = self.directory / RECORDS
         try:
-            self._file.write(self._buffer)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            # Opened per sync, not held: no file stays open for writing between syncs (a shared
+            # mount can be remounted, a node's handles do not linger).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size > self._on_disk:
+                    os.ftruncate(fd, self._on_disk)  # what a failed sync of ours left half-written
+                os.lseek(fd, self._on_disk, os.SEEK_SET)
+                with memoryview(self._buffer) as whole:
+                    view = whole
+                    while view:
+                        view = view[os.write(fd, view):]
+                    del view
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise LogStorageError(f"cannot append to {self.directory / RECORDS}: {exc}") from exc
+            raise LogStorageError(f"cannot append to {path}: {exc}") from exc
+        self._on_disk += len(self._buffer)
         self._buffer.clear()
 
     def checkpoint(self) -> str | None:
@@ -212,14 +235,8 @@ class AuditLog:
                                errors=[repr(e) for e in failures]) from failures[0]
 
     def close(self) -> None:
-        """Sync and close the file (no checkpoint: call :meth:`checkpoint` first to sign the tail)."""
-        try:
-            self.sync()
-        finally:
-            try:
-                self._file.close()
-            except OSError as exc:
-                raise LogStorageError(f"cannot close {self.directory / RECORDS}: {exc}") from exc
+        """Sync (no checkpoint: call :meth:`checkpoint` first to sign the tail)."""
+        self.sync()
 
     def __enter__(self) -> Self:
         return self

@@ -132,6 +132,15 @@ class AgentAdmin:
         """The newest operator actions on this agent (action, who, why, time), oldest first."""
         return self._call("operator_log", limit)
 
+    def decisions(self, *, trace: str | None = None, since: float | None = None, until: float | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` decisions (``Agent.decide``), oldest first: of one ``trace`` (a
+        ``traceparent``), in ``[since, until)`` (Unix times); from the audit log and what is not in it yet.
+
+        Each carries its ``index`` in the log (None: not shipped yet), ``seq``, ``time`` and what was recorded.
+        """
+        return self._call("decisions", trace, since, until, limit)
+
     def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters kept by the agent, oldest first (optionally of one reason)."""
         return self._call("dead_letters", reason, limit)

@@ -211,16 +211,33 @@ class Agent:
             raise RuntimeError("act() is only available inside a running agent host")
         return await gateway.act(action, key=key, approval=approval, context=context)
 
+    def decide(self, choice: Any, *, options: typing.Iterable[Any] = (), rationale: str = "",
+               context: Any = None, keep_context: bool = False, actions: typing.Iterable[str] = ()) -> str:
+        """Record a decision in the agent's audit log, with this handler's changes; its id.
+
+        ``choice`` among ``options``, with the ``rationale``; ``context`` is what
+        the decision saw: its SHA-256 digest is recorded, the context itself only
+        with ``keep_context``; ``actions`` are ids of actions it led to.  The
+        message's id and trace are added.  All of it must be plain data (str,
+        numbers, bool, None, bytes, lists, str-keyed maps).  If the handler
+        fails, the decision is not recorded, like the rest of its changes.
+        """
+        recorder = getattr(self, "_decide", None)
+        if recorder is None or current_stage.get() is None:
+            raise RuntimeError("decide() is only available while a handler runs")
+        return recorder(choice, options=options, rationale=rationale, context=context,
+                        keep_context=keep_context, actions=actions)
+
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"
 
 
 def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
-         lookup: Callable[[str], AgentRef] | None, gateway: Any = None) -> None:
+         lookup: Callable[[str], AgentRef] | None, gateway: Any = None, decide: Any = None) -> None:
     """Give a user's agent object what its host provides (the attributes ``Agent`` documents).
 
-    The one place they are set; ``lookup`` and ``gateway`` are private to
-    ``Agent`` (users call ``Agent.lookup`` and ``Agent.act``), hence set here,
+    The one place they are set; ``lookup``, ``gateway`` and ``decide`` are private to
+    ``Agent`` (users call ``Agent.lookup``, ``Agent.act`` and ``Agent.decide``), hence set here,
     in the module that owns the class.
     """
     agent.agent_id = agent_id
@@ -229,3 +246,4 @@ def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
     agent.log = log
     agent._lookup = lookup
     agent._gateway = gateway
+    agent._decide = decide

@@ -1,4 +1,4 @@
-"""The agent's background thread: ships the journal and takes checkpoints.
+"""The agent's background thread: ships the journal (and the audit records) and takes checkpoints.
 
 :class:`Background` owns the thread, its wake-up, the queue of checkpoints
 asked for from other threads, and the failure bookkeeping; it is given the
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._degraded import DegradedEpisode, DegradedState, retry_backoff
+from ._audit import AuditTrail
 from ._checkpoint import Checkpointer
 from ._config import AgentConfig
 from ._journal import Shipper
@@ -51,8 +52,9 @@ class Background:
 
     def __init__(self, *, agent_id: str, config: AgentConfig, store: LmdbStore, shipper: Shipper,
                  checkpointer: Checkpointer, metrics: AgentMetrics, lifecycle: Lifecycle,
-                 on_fenced: Callable[[Fenced], None]) -> None:
+                 on_fenced: Callable[[Fenced], None], audit: AuditTrail | None = None) -> None:
         self.agent_id = agent_id
+        self._audit = audit  # ships the audit records after each journal shipment (``_audit``)
         self._config = config
         self._store = store
         self._shipper = shipper
@@ -97,8 +99,11 @@ class Background:
         def periodic() -> bool:
             """Ship; take a checkpoint if one is due (a failed one stays due) or to end a degraded
             episode (only a checkpoint does: nothing if nothing changed since the last one); True if it did."""
-            self._metrics.shipped.labels(self.agent_id).set(self._shipper.ship())
+            shipped = self._shipper.ship()
+            self._metrics.shipped.labels(self.agent_id).set(shipped)
             self._metrics.seq.labels(self.agent_id).set(self._store.seq)
+            if self._audit is not None:
+                self._audit.ship(shipped)
             if self.degraded.active or time.monotonic() >= next_checkpoint:
                 self._checkpoint_now(False)
                 return True
@@ -168,7 +173,10 @@ class Background:
         shipped once the store takes writes again.  ``Fenced`` still raises.
         """
         try:
-            return self.checkpoint(force=force, where=why)
+            manifest = self.checkpoint(force=force, where=why)
+            if self._audit is not None:  # the last records, and a signed checkpoint of the whole log
+                self._attempt(lambda: self._audit.ship(self._shipper.shipped, final=True), why)
+            return manifest
         except Fenced:
             raise
         except Exception as exc:

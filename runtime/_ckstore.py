@@ -13,6 +13,7 @@ Layout of :class:`DirectoryStore`::
     <root>/<agent_id>/staging/                 temporary files, same filesystem
     <root>/<agent_id>/epochs/<epoch>           one file per claimed fencing epoch (who, when)
     <root>/<agent_id>/epochs/<epoch>.base      the seq that epoch's host restored to
+    <root>/<agent_id>/audit/                   the agent's audit log (``audit``'s format, see ``_audit``)
 
 Invariant: a checkpoint exists iff its manifest exists; the manifest is
 written (temp file, fsync, rename, fsync of the directory) only after its body
@@ -257,6 +258,10 @@ class CheckpointStore(abc.ABC):
     def staging(self, agent_id: str) -> Path:
         """A fresh local directory to build a checkpoint body in."""
 
+    def audit_dir(self, agent_id: str) -> Path | None:
+        """The directory of the agent's audit log; None: this store keeps none (no audit log)."""
+        return None
+
     @abc.abstractmethod
     def put_checkpoint(self, manifest: Manifest, body: Path) -> None:
         """Publish ``body`` (moved or copied) and then its manifest, atomically."""
@@ -346,6 +351,9 @@ class DirectoryStore(CheckpointStore):
         except OSError as exc:
             raise store_error(f"cannot create {path}", exc, path) from exc
         return path
+
+    def audit_dir(self, agent_id: str) -> Path:
+        return self.root / agent_id / "audit"
 
     def staging(self, agent_id: str) -> Path:
         path = self._agent(agent_id) / "staging" / uuid.uuid4().hex

@@ -104,6 +104,19 @@ class AgentConfig(BaseModel):
     #: (``governance.Intervention``); ``System(interventions=...)`` adds them to every agent it spawns.
     interventions: tuple[str, ...] = ()
 
+    # -- the audit trail (``_audit``) --
+    #: Record every message handled, decision and operator action in the agent's audit log
+    #: (``<checkpoint_dir>/<agent_id>/audit/``).  Off: nothing is recorded, ``decide`` included.
+    audit: bool = True
+    #: The Ed25519 key file (``garrison audit keygen``) that signs the log's checkpoints, readable
+    #: on every node that may host the agent; None: an unsigned log (a chain and a tree only:
+    #: ``garrison audit verify`` then cannot tell a log cut short from one that ended there).
+    audit_key: str | None = None
+    #: The key's name, as given to ``garrison audit keygen`` (it is part of each signature).
+    audit_key_name: str = "garrison"
+    #: A signed checkpoint every this many records, and at least every ``checkpoint_interval``.
+    audit_checkpoint_every: int = Field(1000, ge=1)
+
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
         if self.ship_interval > self.checkpoint_interval:

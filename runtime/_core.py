@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._agent import Agent
+from ._audit import DecisionRecorder, open_trail
 from ._background import Background
 from ._checkpoint import Checkpointer
 from ._codec import unpack
@@ -111,16 +112,19 @@ class AgentCore:
             self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
                                    ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context,
                                    lookup=agent.lookup if lookup is not None else None,
-                                   scorer=type(agent).drift_scorer, on_trip=self._breaker_tripped, hooks=hooks)
+                                   scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
+                                   hooks=hooks)
+            self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
         except Exception as exc:
             inc.close()
-            raise AgentStartError(f"{spec.class_path}: its tools, hooks or governance settings are wrong: "
+            raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "
                                   f"{type(exc).__name__}: {exc}", agent_id=self.agent_id) from exc
         self._invoker = Invoker(agent, agent_id=self.agent_id, state=self.state, send=self._txn.send,
                                 lookup=None if lookup is None else
                                 functools.partial(lookup, sender=self.agent_id, epoch=self.epoch),
                                 gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None,
-                                after=self.gateway.flush)
+                                after=self.gateway.flush, decide=DecisionRecorder(
+                                    self._txn.record if self.audit else None, lambda: agent.context))
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
@@ -146,23 +150,15 @@ class AgentCore:
                                     dispatcher=self.dispatcher, shipper=self.shipper, resolve=resolve, **common)
         self._inbox = Inbox(config=cfg, store=self.store, lock=self._lock, txn=self._txn, invoker=self._invoker,
                             committer=self._committer, fence=self.fence, peer_epochs=PeerEpochs(self.ckstore),
-                            on_fenced=self._fenced, **common)
+                            on_fenced=self._fenced, audited=self.audit is not None, **common)
         self._background = Background(config=cfg, store=self.store, shipper=self.shipper,
-                                      checkpointer=self.checkpointer, on_fenced=self._fenced, **common)
+                                      checkpointer=self.checkpointer, on_fenced=self._fenced, audit=self.audit,
+                                      **common)
         self._operations = Operations(config=cfg, store=self.store, lock=self._lock, txn=self._txn,
                                       inbox=self._inbox, committer=self._committer, dispatcher=self.dispatcher,
-                                      final_checkpoint=self._background.final_checkpoint, **common)
+                                      final_checkpoint=self._background.final_checkpoint,
+                                      audited=self.audit is not None, **common)
         self._background.start()
-
-    def _breaker_tripped(self, name: str, why: str) -> None:
-        """A breaker of the gateway opened: with ``on_trip="halt"``, pull this agent's kill switch.
-
-        Called from inside a handler, which holds the handling lock: the halt
-        runs on its own thread and takes effect once that handler is done.
-        """
-        if self.config.on_trip == "halt":
-            threading.Thread(target=self._operations.halt, args=("breaker", f"{name} breaker tripped: {why}"),
-                             name=f"garrison-trip-{self.agent_id}", daemon=True).start()
 
     # -- the lifecycle ---------------------------------------------------------------
 
@@ -283,6 +279,7 @@ class AgentCore:
             "failure": self._lifecycle.failure,
             "restore": self.restore_report.model_dump(mode="json"),
             "governance": self.gateway.status() if open_ else None,
+            "audit": self.audit.status() if self.audit else None,
         }
 
     def restore_history(self) -> list[dict[str, Any]]:
@@ -370,6 +367,8 @@ class AgentCore:
     def close_files(self) -> None:
         self._background.stop(wait=False)
         try:
+            if self.audit:
+                self.audit.close()
             self.incarnation_files.close()
         finally:
             self._invoker.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import threading
 import time
 from typing import Any
 
@@ -50,6 +51,8 @@ log = logging.getLogger("garrison.host")
 
 CONTROL = "control"
 WATCH = "watch"
+#: Seconds ``stop`` waits for pending watch calls to return before it answers.
+WATCHERS_DRAIN = 10.0
 
 
 def lookup_agent(agent_id: str, *, namespace: str, sender: str | None, epoch: int | None = None) -> AgentRef:
@@ -69,6 +72,9 @@ class AgentHost:
         self._namespace = namespace
         self._spec = spec
         self.core: AgentCore | None = None
+        #: Pending ``watch`` calls (monitors, supervisors); ``stop`` lets them answer before it does.
+        self._watchers = 0
+        self._watchers_done = threading.Condition()
         #: Why this host could not start its agent (see the module invariants).
         self.start_failure: AgentStartError | None = None
         if spec is not None:
@@ -151,7 +157,13 @@ class AgentHost:
         # kill this process at any moment.
         _directory.forget(self.core.agent_id, ray.get_runtime_context().get_actor_name() or self.core.agent_id,
                           namespace=self._namespace)
-        return self.core.stop()
+        status = self.core.stop()
+        # Every pending watch returns "stopped" before this returns: whoever called stop() kills the
+        # process once it has this answer, and a watcher that lost that race would hear "crashed"
+        # (it did, on a loaded machine).  Bounded: a watcher thread that never runs is not waited on.
+        with self._watchers_done:
+            self._watchers_done.wait_for(lambda: self._watchers == 0, timeout=WATCHERS_DRAIN)
+        return status
 
     @guarded
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:
@@ -188,9 +200,16 @@ class AgentHost:
 
         A monitor holds one of these per agent: crash detection without polling.
         """
-        # The final status was taken by stop() itself: this answers at once,
-        # before whoever called stop() gets to kill the process.
-        return self._core().stopped.result()
+        # The final status was taken by stop() itself, which waits for this to return
+        # before it answers (and whoever called it kills the process).
+        with self._watchers_done:
+            self._watchers += 1
+        try:
+            return self._core().stopped.result()
+        finally:
+            with self._watchers_done:
+                self._watchers -= 1
+                self._watchers_done.notify_all()
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
@@ -255,6 +274,13 @@ class AgentHost:
     @guarded
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._core().operator_log(limit)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def decisions(self, trace: str | None = None, since: float | None = None, until: float | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        audit = self._core().audit
+        return [] if audit is None else audit.decisions(trace=trace, since=since, until=until, limit=limit)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

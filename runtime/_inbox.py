@@ -45,6 +45,7 @@ from protocols import (
     decode_envelope,
 )
 
+from ._audit import request_op
 from ._codec import pack, unpack
 from ._committer import Committer
 from ._config import AgentConfig, Durability
@@ -75,8 +76,10 @@ class Inbox:
 
     def __init__(self, *, agent_id: str, config: AgentConfig, store: LmdbStore, lifecycle: Lifecycle,
                  lock: threading.RLock, txn: Transaction, invoker: Invoker, committer: Committer, fence: Fence,
-                 peer_epochs: PeerEpochs, metrics: AgentMetrics, on_fenced: Callable[[Fenced], None]) -> None:
+                 peer_epochs: PeerEpochs, metrics: AgentMetrics, on_fenced: Callable[[Fenced], None],
+                 audited: bool = False) -> None:
         self.agent_id = agent_id
+        self._audited = audited  # each message handled leaves a ``request`` audit record (``_audit``)
         self._max_bytes = config.max_message_bytes
         self._sync = config.durability is Durability.SYNC
         self._store = store
@@ -176,6 +179,8 @@ class Inbox:
 
         txn = self._txn
         txn.begin()
+        if self._audited:  # first, so the request precedes the decisions its handler records
+            txn.record(request_op(env, time.time()))
         ok, result = self._invoker.handle(env, msg, method)
         if not ok:
             txn.discard()
@@ -263,7 +268,7 @@ class Inbox:
         dealt: int | None = None  # seq of the last envelope of this batch dealt with, in order
         handled = 0
         where = f"agent {self.agent_id!r} before handling"
-        metrics, invoker, txn = self._metrics, self._invoker, self._txn
+        metrics, invoker, txn, audited = self._metrics, self._invoker, self._txn, self._audited
         read = self._store.read_txn()
         stage_token = invoker.staging()
         try:
@@ -308,6 +313,8 @@ class Inbox:
                     errors.append([env.seq, exc.code, exc.message])
                     continue
                 point = txn.savepoint()
+                if audited:  # rolled back with the handler's changes if it fails
+                    txn.record(request_op(env, now))
                 ok, result = invoker.handle(env, msg, method)
                 if ok:
                     txn.release()

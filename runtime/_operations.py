@@ -32,6 +32,7 @@ from ._inbox import Inbox
 from ._lifecycle import AgentState, Lifecycle
 from ._metrics import AgentMetrics
 from ._outbox import Dispatcher
+from ._audit import audit_op
 from ._store import DELETE, DELETE_RANGE, PUT, LmdbStore, Op
 from ._transaction import Transaction
 from .exceptions import MailboxFull, NotDurable
@@ -52,10 +53,12 @@ _NS = struct.Struct(">Q")
 ACTIONS_KEPT = 200
 
 
-def _action_ops(store: Any, action: str, who: str, why: str, now: float) -> list[Op]:
-    """Ops adding one operator-log record (and trimming the oldest past ``ACTIONS_KEPT``)."""
+def _action_ops(store: Any, audited: bool, action: str, who: str, why: str, now: float) -> list[Op]:
+    """Ops adding one operator-log record (and trimming the oldest past ``ACTIONS_KEPT``), and its audit record."""
     key = _ACTION + _NS.pack(int(now * 1e9)) + os.urandom(4)
     ops = [Op("control", PUT, key, pack({"action": action, "who": who, "why": why, "time": now}))]
+    if audited:
+        ops.append(audit_op("operator", {"action": action, "who": who, "why": why}, now))
     keys = [k for k, _ in store.scan("control", _ACTION)]
     if len(keys) >= ACTIONS_KEPT:
         ops.append(Op("control", DELETE_RANGE, keys[0], keys[len(keys) - ACTIONS_KEPT + 1]))
@@ -71,8 +74,10 @@ class Operations:
     def __init__(self, *, agent_id: str, config: AgentConfig, store: LmdbStore, lifecycle: Lifecycle,
                  lock: threading.RLock, txn: Transaction, inbox: Inbox, committer: Committer,
                  dispatcher: Dispatcher, metrics: AgentMetrics,
-                 final_checkpoint: Callable[..., Any]) -> None:
+                 final_checkpoint: Callable[..., Any], audited: bool = False) -> None:
         self.agent_id = agent_id
+        self._audited = audited  # operator actions also go to the audit log (``_audit``)
+        self._on_trip = config.on_trip
         self._max_bytes = config.max_message_bytes
         self._store = store
         self._lifecycle = lifecycle
@@ -165,7 +170,7 @@ class Operations:
     def record(self, action: str, who: str, why: str) -> None:
         """Add an operator action that changes no lifecycle (a review, a breaker reset) to the operator log."""
         now = time.time()
-        self._store.commit(_action_ops(self._store, action, who, why, now), now=now)
+        self._store.commit(_action_ops(self._store, self._audited, action, who, why, now), now=now)
 
     def quarantine(self, why: str, who: str = "supervisor") -> None:
         """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
@@ -180,7 +185,7 @@ class Operations:
             now = time.time()
             record = pack({"who": who, "why": why, "time": now})
             self._store.commit([Op("control", PUT, QUARANTINE_KEY, record),
-                               *_action_ops(self._store, "quarantine", who, why, now)], now=now)
+                               *_action_ops(self._store, self._audited, "quarantine", who, why, now)], now=now)
             self._final_checkpoint("quarantine", force=True)  # a failure is recorded, not raised
             log.warning("agent %s quarantined by %s: %s", self.agent_id, who, why)
 
@@ -196,10 +201,20 @@ class Operations:
             return
         now = time.time()
         self._store.commit([Op("control", DELETE, QUARANTINE_KEY, None),
-                           *_action_ops(self._store, "release", who, why, now)], now=now)
+                           *_action_ops(self._store, self._audited, "release", who, why, now)], now=now)
         if self._lifecycle.state is AgentState.QUARANTINED:
             self._lifecycle.set(AgentState.RUNNING)
         log.warning("agent %s released by %s: %s", self.agent_id, who, why)
+
+    def tripped(self, name: str, why: str) -> None:
+        """A breaker of the gateway opened: with ``on_trip="halt"``, pull this agent's kill switch.
+
+        Called from inside a handler, which holds the handling lock: the halt
+        runs on its own thread and takes effect once that handler is done.
+        """
+        if self._on_trip == "halt":
+            threading.Thread(target=self.halt, args=("breaker", f"{name} breaker tripped: {why}"),
+                             name=f"garrison-trip-{self.agent_id}", daemon=True).start()
 
     def halt(self, who: str, why: str, *, grace: float = 2.0) -> None:
         """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.
@@ -218,7 +233,7 @@ class Operations:
         try:
             now = time.time()
             self._store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": now})),
-                               *_action_ops(self._store, "halt", who, why, now)], now=now)
+                               *_action_ops(self._store, self._audited, "halt", who, why, now)], now=now)
         finally:
             if acquired:
                 self._lock.release()
@@ -231,7 +246,7 @@ class Operations:
             with self._lock:
                 now = time.time()
                 self._store.commit([Op("control", DELETE, HALT_KEY, None),
-                                   *_action_ops(self._store, "unhalt", who, why, now)], now=now)
+                                   *_action_ops(self._store, self._audited, "unhalt", who, why, now)], now=now)
                 quarantined = self._store.get("control", QUARANTINE_KEY)
                 if quarantined is None:
                     self._lifecycle.set(AgentState.RUNNING)

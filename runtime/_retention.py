@@ -7,6 +7,8 @@ Bounds (what keeps each table of ``_store`` from growing with the message count)
 * ``transitions``: entries up to ``transitions_trim_upto`` (set once they are in
   shipped transition segments, see ``_transitions``) are deleted, so locally
   about one checkpoint interval of them is kept.
+* ``audit``: entries up to ``audit_trim_upto`` (set once they are in the agent's
+  audit log, see ``_audit``) are deleted: locally about one ship interval of them.
 * ``dedup``, ``dedup_keys``, ``dedup_time``: entries older than ``dedup_horizon``.
 * ``deadletters``: at most ``dead_letter_limit`` entries, the oldest go first.
 * ``outbox``: what was staged and not yet acknowledged (deleted on each
@@ -45,15 +47,18 @@ class Retention:
         self._db = db
         self._journal_done = 0  # journal entries up to this seq are gone
         self._transitions_done = 0  # the same for transition records
+        self._audit_done = 0  # and for audit records
 
     def trim(self, txn: lmdb.Transaction, now: float, budget: int, *, journal_upto: int, transitions_upto: int,
-             dedup_horizon: float, dead_letter_limit: int) -> None:
+             dedup_horizon: float, dead_letter_limit: int, audit_upto: int = 0) -> None:
         """Delete up to ``budget`` old entries per table in ``txn`` (see module docstring for what is old)."""
         if journal_upto > self._journal_done and self._trim_seqs(txn, "journal", journal_upto, budget):
             self._journal_done = journal_upto
         if transitions_upto > self._transitions_done and self._trim_seqs(
                 txn, "transitions", transitions_upto, budget):
             self._transitions_done = transitions_upto
+        if audit_upto > self._audit_done and self._trim_seqs(txn, "audit", audit_upto, budget):
+            self._audit_done = audit_upto
         horizon_ms = int((now - dedup_horizon) * 1000)
         cur = txn.cursor(db=self._db["dedup"])
         if cur.first():

@@ -13,6 +13,8 @@ One LMDB environment per agent, with named tables:
 ``deadletters``  messages that could not be delivered or handled, by time-ordered id
 ``control``      the runtime's own durable flags and records: a pulled kill switch, a quarantine, the operator log
 ``ledger``       governed actions' intents and outcomes, and the gateway's durable state (``_ledger``)
+``audit``        audit records not yet in the agent's audit log, keyed by their op's own seq
+                 (a PUT with an empty key gets it; see ``_audit``)
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
                  (its older part lives in segments in the checkpoint store, see ``_transitions``)
@@ -60,7 +62,8 @@ DELETE = 1
 #: Delete every key in [key, value) -- one journal record for a whole range.
 DELETE_RANGE = 2
 JOURNALED = frozenset(
-    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters", "control", "ledger"}
+    {"data", "dedup", "dedup_keys", "dedup_time", "outbox", "outseq", "inseq", "deadletters", "control", "ledger",
+     "audit"}
 )
 TABLES = (*sorted(JOURNALED), "journal", "transitions", "meta")
 _U64 = struct.Struct(">Q")
@@ -111,16 +114,13 @@ class LmdbStore:
             self._db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
             with self.env.begin(db=self._db["meta"]) as txn:
                 raw = txn.get(b"seq")
-        except lmdb.Error as exc:
-            raise StateError(f"cannot open LMDB state at {path}: {exc}", path=str(path)) from exc
-        except OSError as exc:
+        except (lmdb.Error, OSError) as exc:
             raise StateError(f"cannot open LMDB state at {path}: {exc}", path=str(path)) from exc
         self.seq = _U64.unpack(raw)[0] if raw else 0
-        # Journal entries with seq <= trim_upto may be deleted (set by the
-        # checkpointer); the deletes ride along with later commits, a few at a time.
-        self.trim_upto = 0
-        # The same for transition records (set once they are in shipped segments).
-        self.transitions_trim_upto = 0
+        # Entries with seq <= these may be deleted (the deletes ride along with later commits, a few
+        # at a time): journal (set by the checkpointer), transitions (once in shipped segments) and
+        # audit records (once in the agent's audit log, see ``_audit``).
+        self.trim_upto = self.transitions_trim_upto = self.audit_trim_upto = 0
         self.dedup_horizon = 600.0
         self.dead_letter_limit = 100_000
         self._retention = Retention(self._db)
@@ -260,7 +260,8 @@ class LmdbStore:
                     self._write(txn, records, append=True)
                 if trim:
                     self._retention.trim(txn, now, max(256, 2 * len(records)), journal_upto=self.trim_upto,
-                                         transitions_upto=self.transitions_trim_upto, dedup_horizon=self.dedup_horizon,
+                                         transitions_upto=self.transitions_trim_upto, audit_upto=self.audit_trim_upto,
+                                         dedup_horizon=self.dedup_horizon,
                                          dead_letter_limit=self.dead_letter_limit)
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
@@ -341,6 +342,8 @@ class LmdbStore:
         run_table: str | None = None
         for seq, ts, table, kind, key, value in records:
             k = u64(seq)
+            if not key and table == "audit":
+                key = k  # an audit record is keyed by its own seq (``_audit``)
             journal.append((k, pack_([ts, table, kind, key, value])))
             if table == "data":
                 transitions.append((k, pack_([ts, agent_id, table, kind, key])))

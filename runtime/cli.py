@@ -8,6 +8,7 @@
     garrison actions ID [--limit N]                  an agent's operator log: who did what, why, when
     garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
+    garrison decisions ID [--trace T] [--since S]    an agent's recorded decisions, from its audit log
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
 
@@ -169,6 +170,21 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
 def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: str) -> None:
     """Show an agent's governed actions: each intent with its outcome."""
     emit(_system(address).lookup(agent_id).admin.ledger(limit=limit, tag=tag, in_doubt=in_doubt))
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--trace", help="Only decisions of this trace (the message's traceparent).")
+@click.option("--since", type=float, help="Only decisions at or after this Unix time.")
+@click.option("--until", type=float, help="Only decisions before this Unix time.")
+@click.option("--limit", type=int, default=100, show_default=True, help="The newest this many.")
+@address_option
+@reports_errors
+def decisions(agent_id: str, trace: str | None, since: float | None, until: float | None, limit: int,
+              address: str) -> None:
+    """Show an agent's recorded decisions (Agent.decide): choice, options, rationale, context digest, trace."""
+    emit(_hexed(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until,
+                                                                  limit=limit)))
 
 
 @commands.command(name="reset-breaker")

@@ -264,3 +264,24 @@ class Laggard(Agent):
     @handler
     def add(self, msg: Add) -> int:
         return self.state.increment("count", msg.n)
+
+
+class Classify(Message, name="test.classify"):
+    ticket: str
+    text: str
+
+
+class Triage(Agent):
+    """Records a decision per ticket (``Agent.decide``); a ticket ending in ``!`` fails after deciding."""
+
+    OPTIONS = ("refund", "question", "complaint")
+
+    @handler
+    def classify(self, msg: Classify) -> str:
+        choice = "refund" if "refund" in msg.text else "complaint" if "angry" in msg.text else "question"
+        self.decide(choice, options=self.OPTIONS, rationale=f"keywords in ticket {msg.ticket}",
+                    context={"ticket": msg.ticket, "text": msg.text}, keep_context=msg.ticket.startswith("keep"))
+        self.state.increment("decided")
+        if msg.ticket.endswith("!"):
+            raise ValueError("failed after deciding")
+        return choice

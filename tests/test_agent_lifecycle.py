@@ -78,10 +78,10 @@ def test_lost_data_directory_restores_last_shipped_operation(system, agent_id):
     store_head = max(s.last for s in _segments(system, agent_id))
     assert status["seq"] == store_head >= shipped_before_kill
     items = ref.ask(GetItems())
-    # Exactly the prefix the shipped journal describes: each Append is 3 ops
-    # (count, item, and the effectively-once record), so count == seq // 3.
+    # Exactly the prefix the shipped journal describes: each Append is 4 ops (count, item, the
+    # effectively-once record and the audit log's request record), so count == seq // 4.
     assert items == list(range(len(items)))
-    assert ref.ask(GetCount()) == len(items) == status["seq"] // 3
+    assert ref.ask(GetCount()) == len(items) == status["seq"] // 4
     assert len(items) <= acknowledged
 
 

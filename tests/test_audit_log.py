@@ -126,3 +126,28 @@ def test_file_system_errors_leave_as_log_storage_errors(tmp_path):
     assert isinstance(caught.value.__cause__, OSError)
     with pytest.raises(LogStorageError):
         verify_log(tmp_path / "missing", KEY.verifier)
+
+
+def test_a_sync_that_failed_half_way_is_cut_back_before_the_next_one_writes(tmp_path):
+    log = AuditLog(tmp_path, KEY, ORIGIN, clock=clock(), checkpoint_every=100)
+    log.append("e", 0)
+    log.sync()
+    whole = (tmp_path / "records").stat().st_size
+    log.append("e", 1)
+    with open(tmp_path / "records", "ab") as f:  # what a write cut short by a full disk leaves
+        f.write(b"\x00\x00\x01\x00half a rec")
+    log.append("e", 2)
+    log.sync()  # the retry: from where the last good sync ended, not after the torn bytes
+    assert (tmp_path / "records").stat().st_size > whole
+    assert [r["body"] for r in read_log(tmp_path)] == [0, 1, 2]
+    log.checkpoint()
+    assert verify_log(tmp_path, [KEY.verifier]).ok
+
+
+def test_no_file_stays_open_for_writing_between_syncs(tmp_path):
+    log = AuditLog(tmp_path, KEY, ORIGIN, clock=clock())
+    log.append("e", 0)
+    log.sync()
+    fds = os.listdir("/proc/self/fd")
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [p for p in held if p.startswith(str(tmp_path))], held

@@ -316,7 +316,7 @@ def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release
     assert agent.ask(Append(item=5), timeout=20) == 6  # accepted until the supervisor acts
     sup.wait_until(lambda s: s.child(wid)["state"] == "quarantined", timeout=30)
     quarantined = [e for e in sup.events() if e["kind"] == "quarantined" and e["child"] == wid]
-    assert quarantined and quarantined[0]["why"].startswith("degraded: ")
+    assert quarantined and quarantined[0]["why"].startswith("degraded: "), sup.events()[-8:]
     # The quarantine completed although its final checkpoint could not be written.
     status = agent.admin.status()
     assert status["state"] == "quarantined" and status["degraded"]["reason"] == "store_full"

@@ -1,0 +1,261 @@
+"""The agent's audit trail: records committed with its handlers' changes, shipped to its audit log.
+
+What an agent records (``kind``: ``body``), each in the transaction of what it records:
+
+``request``   every message handled (committed): ``id`` (hex), ``type``, ``sender``, ``trace``
+``decision``  ``Agent.decide``: ``id``, ``message``, ``trace``, ``choice``, ``options``,
+              ``rationale``, ``context_digest`` (SHA-256 of the context's canonical bytes),
+              ``context`` (only when kept), ``actions``
+``operator``  a kill switch pulled or released, a quarantine or release: ``action``, ``who``, ``why``
+
+The log: ``<checkpoint store>/<agent_id>/audit/`` (the format of :mod:`audit`: framed,
+hash-chained records under an RFC 6962 tree, signed checkpoint notes when the agent has a
+signing key, ``AgentConfig.audit_key``).  Each record's body carries the ``seq`` of its op.
+
+Flow: :func:`audit_op` makes a PUT to the journaled ``audit`` table whose key the store sets
+to the op's own seq (``_store``, empty key), so it is journaled, shipped, restored and
+replayed like any state.  :meth:`AuditTrail.ship` (the background thread, after each journal
+shipment) appends the entries with seq in ``(shipped, upto]`` to the log, syncs it, signs a
+checkpoint every ``checkpoint_every`` records, every ``sign_interval`` seconds and at stop,
+then lets retention trim the local table up to ``shipped``.
+
+Invariants:
+
+* ``upto`` is the journal's shipped seq: the log only holds records whose op is already in the
+  checkpoint store, and a restore brings back at least that much, so a later incarnation's
+  records always have seqs above every record in the log.
+* ``shipped`` is the seq in the log's last record (read when the log is opened): entries at or
+  below it are skipped, so a crash between appending and trimming puts nothing in twice.
+* One writer: the incarnation's fence is checked before each shipment (a replaced
+  incarnation appends nothing more), and the log directory's lock file is held while open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from audit import AuditError, AuditLog, SigningKey, read_signing_key
+from protocols import canonical_bytes
+
+from ._codec import pack, unpack
+from ._store import PUT, LmdbStore, Op
+from .exceptions import AgentStartError, CheckpointError, StateError
+
+__all__ = ["AUDIT_TABLE", "AuditTrail", "DecisionRecorder", "audit_op", "context_digest", "open_trail",
+           "request_op"]
+
+AUDIT_TABLE = "audit"
+_U64 = struct.Struct(">Q")  # the store's seq keys: big-endian, so byte order is seq order
+
+
+def audit_op(kind: str, body: dict[str, Any], now: float) -> Op:
+    """The op recording ``kind``/``body`` at ``now``, committed with whatever it rides with."""
+    return Op(AUDIT_TABLE, PUT, b"", pack([now, kind, body]))
+
+
+def request_op(env: Any, now: float) -> Op:
+    """The record of a message handled: its id, type, sender and trace (never its body)."""
+    return audit_op("request", {"id": env.id.hex(), "type": env.type, "sender": env.sender,
+                                "trace": env.traceparent}, now)
+
+
+def context_digest(context: Any) -> str:
+    """``sha256:<hex>`` of the context's canonical bytes: what a decision saw, without keeping it."""
+    return "sha256:" + hashlib.sha256(canonical_bytes(context)).hexdigest()
+
+
+def load_signing_key(path: str | None, name: str, agent_id: str) -> SigningKey | None:
+    """The agent's checkpoint signing key (None: an unsigned log); a bad file is an ``AgentStartError``."""
+    if path is None:
+        return None
+    try:
+        return read_signing_key(path, name)
+    except AuditError as exc:
+        raise AgentStartError(f"audit_key {path}: {exc.message}", agent_id=agent_id) from exc
+
+
+def scan_seqs(store: LmdbStore, table: str, after: int, upto: int | None) -> list[tuple[int, bytes]]:
+    """``(seq, value)`` of a seq-keyed table with ``after < seq <= upto`` (no bound: ``None``), in order."""
+    end = None if upto is None else _U64.pack(upto)
+    try:
+        with store.env.begin(db=store.db(table)) as txn:
+            cur = txn.cursor()
+            out: list[tuple[int, bytes]] = []
+            if not cur.set_range(_U64.pack(after + 1)):
+                return out
+            for k, v in cur.iternext():
+                if end is not None and k > end:
+                    break
+                out.append((_U64.unpack(k)[0], v))
+            return out
+    except lmdb.Error as exc:
+        raise StateError(f"scan of {table} failed: {exc}") from exc
+
+
+def open_trail(config: Any, ckstore: Any, store: LmdbStore, agent_id: str,
+               fence: Callable[[str], None]) -> AuditTrail | None:
+    """The agent's trail, or None: audit off, or a checkpoint store that keeps no audit log."""
+    directory = ckstore.audit_dir(agent_id) if config.audit else None
+    if directory is None:
+        return None
+    return AuditTrail(store, directory, agent_id=agent_id, fence=fence,
+                      key=load_signing_key(config.audit_key, config.audit_key_name, agent_id),
+                      checkpoint_every=config.audit_checkpoint_every, sign_interval=config.checkpoint_interval)
+
+
+class DecisionRecorder:
+    """What ``Agent.decide`` calls: one ``decision`` record into the running handler's transaction."""
+
+    def __init__(self, record: Callable[[Op], None] | None, context: Callable[[], Any]) -> None:
+        self._record = record  # None: audit off, nothing is recorded
+        self._context = context
+
+    def __call__(self, choice: Any, *, options: Iterable[Any], rationale: str, context: Any, keep_context: bool,
+                 actions: Iterable[str]) -> str:
+        ctx = self._context()
+        decision_id = uuid.uuid4().hex
+        if self._record is None:
+            return decision_id
+        body = {"id": decision_id, "message": ctx.message_id.hex() if ctx is not None else None,
+                "trace": ctx.traceparent if ctx is not None else None, "choice": choice,
+                "options": list(options), "rationale": rationale, "context_digest": context_digest(context),
+                "actions": list(actions)}
+        if keep_context:
+            body["context"] = context
+        try:
+            canonical_bytes(body)  # refused here, in the handler, not later in the background
+        except (TypeError, ValueError) as exc:  # a mistake in the handler: it fails (HandlerError)
+            raise TypeError(f"a decision must be plain data (str, int, float, bool, None, bytes, "
+                                f"lists and str-keyed maps): {exc}") from exc
+        self._record(audit_op("decision", body, time.time()))
+        return decision_id
+
+
+class AuditTrail:
+    """Ships the ``audit`` table to the agent's audit log; reads decisions back (see module docstring)."""
+
+    def __init__(self, store: LmdbStore, directory: Path, *, agent_id: str, key: SigningKey | None,
+                 fence: Callable[[str], None], checkpoint_every: int = 1000, sign_interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.directory = directory
+        self.agent_id = agent_id
+        self.origin = f"garrison/audit/{agent_id}"
+        self._key = key
+        self._fence = fence
+        self._every = checkpoint_every
+        self._sign_interval = sign_interval
+        self._clock = clock
+        self._log: AuditLog | None = None
+        self._lock_fd: int | None = None
+        self._signed_at = clock()
+        self._mutex = threading.Lock()
+        #: The seq of the newest op in the log (None until the log was opened).
+        self.shipped: int | None = None
+
+    def _open(self) -> AuditLog:
+        if self._log is not None:
+            return self._log
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # Read-only: flock needs no write access, and no file stays open for writing.
+            fd = os.open(self.directory / "writer.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"cannot open audit log {self.directory}: {exc}", errno=exc.errno,
+                                  path=str(self.directory)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise CheckpointError(f"audit log {self.directory} is held by another writer (an older incarnation "
+                                  "still alive?)", errno=exc.errno, path=str(self.directory)) from exc
+        try:
+            log = AuditLog(self.directory, self._key, self.origin, checkpoint_every=self._every)
+        except AuditError as exc:
+            os.close(fd)
+            raise CheckpointError(f"audit log {self.directory}: {exc.message}", path=str(self.directory)) from exc
+        self._lock_fd, self._log = fd, log
+        last = log.last
+        self.shipped = int(last.body["seq"]) if last is not None else 0
+        self.store.audit_trim_upto = max(self.store.audit_trim_upto, self.shipped)
+        return log
+
+    def ship(self, upto: int, *, final: bool = False) -> int:
+        """Append the local records with ``shipped < seq <= upto`` to the log; the new ``shipped``."""
+        with self._mutex:
+            self._fence("audit log")
+            log = self._open()
+            assert self.shipped is not None
+            appended = 0
+            try:
+                for seq, raw in scan_seqs(self.store, AUDIT_TABLE, self.shipped, upto):
+                    when, kind, body = unpack(raw)
+                    log.append(kind, {**body, "seq": seq, "agent": self.agent_id}, time=when)
+                    self.shipped = seq
+                    appended += 1
+                if self._key is not None and (final or (self._clock() - self._signed_at >= self._sign_interval
+                                                        and log.size > 0)):
+                    log.checkpoint()
+                    self._signed_at = self._clock()
+                else:
+                    log.sync()
+            except AuditError as exc:
+                raise CheckpointError(f"audit log {self.directory}: {exc.message}",
+                                      path=str(self.directory)) from exc
+            self.store.audit_trim_upto = self.shipped
+            return self.shipped
+
+    def status(self) -> dict[str, Any]:
+        log = self._log
+        return {"directory": str(self.directory), "signed": self._key is not None, "shipped_seq": self.shipped,
+                "records": None if log is None else log.size}
+
+    def decisions(self, *, trace: str | None = None, since: float | None = None, until: float | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        """Decisions, oldest first: the log's, then those not shipped yet; filtered by trace and time."""
+        from audit import read_log  # the whole log is read: a query, not the hot path
+
+        out: list[dict[str, Any]] = []
+
+        def add(when: float, body: dict[str, Any], index: int | None) -> None:
+            if (trace is None or body.get("trace") == trace) and (since is None or when >= since) and \
+                    (until is None or when < until):
+                out.append({**body, "time": when, "index": index})
+
+        last = 0
+        if (self.directory / "records").exists():
+            for rec in read_log(self.directory, 0, None):
+                if "malformed" in rec:
+                    continue
+                last = max(last, rec["body"].get("seq", 0))
+                if rec["kind"] == "decision":
+                    add(rec["time"], rec["body"], rec["index"])
+        for seq, raw in scan_seqs(self.store, AUDIT_TABLE, last, None):
+            when, kind, body = unpack(raw)
+            if kind == "decision":
+                add(when, {**body, "seq": seq, "agent": self.agent_id}, None)
+        return out[-limit:] if limit else out
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._log is not None:
+                try:
+                    self._log.close()
+                except AuditError:
+                    pass  # the records not synced are still in the local table: the next incarnation ships them
+                self._log = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+

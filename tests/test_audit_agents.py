@@ -1,0 +1,99 @@
+"""Agents on the shared Ray keep a signed audit log: it verifies, the CLI reads its decisions,
+tampering is found, and a SIGKILL under load neither loses nor repeats a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audit import SigningKey, read_log, verify_log, write_signing_key
+from protocols import make_envelope
+from runtime import AgentConfig, AgentUnavailable
+
+from .agents import Add, Classify, Counter, GetCount, Triage
+from .waiting import wait_for
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def garrison(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "supervisors.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ})
+
+
+def _log_dir(system, agent_id) -> Path:
+    return system.checkpoint_dir / agent_id / "audit"
+
+
+def test_an_agents_signed_log_verifies_the_cli_reads_its_decisions_and_finds_a_change(
+        system, agent_id, tmp_path, ray_session):
+    key = SigningKey.generate("ops-2026")
+    write_signing_key(tmp_path / "audit.key", key)
+    (tmp_path / "audit.vkey").write_text(str(key.verifier) + "\n")
+    ref = system.spawn(Triage, agent_id, config=AgentConfig(audit_key=str(tmp_path / "audit.key"),
+                                                            audit_key_name="ops-2026"))
+    trace = "00-" + "12" * 16 + "-" + "34" * 8 + "-01"
+    texts = ["refund now", "hello", "angry customer", "refund again"]
+    for i, text in enumerate(texts):  # refs take no trace yet: an envelope made by hand carries one
+        ref.ask_envelope(make_envelope(Classify(ticket=f"t{i}", text=text), agent_id, deadline=time.time() + 60,
+                                       traceparent=trace if i % 2 == 0 else None))
+    assert [d["choice"] for d in ref.admin.decisions(trace=trace)] == ["refund", "complaint"]
+    address = ray_session.get_runtime_context().gcs_address
+    out = garrison("decisions", agent_id, "--trace", trace, "--address", address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert [d["rationale"] for d in json.loads(out.stdout)] == ["keywords in ticket t0", "keywords in ticket t2"]
+    status = system.stop(agent_id)  # the last records and a signed checkpoint of the whole log
+    assert status["audit"]["signed"] and status["audit"]["records"] == 8, status["audit"]
+
+    directory = _log_dir(system, agent_id)
+    out = garrison("audit", "verify", str(directory), "--key", str(tmp_path / "audit.vkey"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["size"] == 8
+    # Someone edits the fourth record's choice ("question" -> "refund!!") in place: found, at index 3.
+    records = directory / "records"
+    raw = records.read_bytes()
+    assert raw.count(b"question") >= 2  # the decision's choice and its options
+    at = raw.index(b"question", raw.index(b"keywords in ticket t1") - 200)
+    records.write_bytes(raw[:at] + b"refund!!" + raw[at + 8:])
+    out = garrison("audit", "verify", str(directory), "--key", str(tmp_path / "audit.vkey"))
+    assert out.returncode == 1 and "at index 3" in out.stderr, out.stdout + out.stderr
+
+
+def test_a_sigkill_under_load_neither_loses_nor_repeats_a_request_record(system, agent_id):
+    ref = system.spawn(Counter, agent_id, config=AgentConfig(ship_interval=0.2))
+    first = ref.admin.status()
+    told = 0
+    while told < 400:
+        ref.tell(Add(n=1))
+        told += 1
+        if told == 200:
+            os.kill(first["pid"], signal.SIGKILL)
+        time.sleep(0.002)  # pacing, so that some tells meet the agent down
+
+    def restarted():
+        try:
+            return ref.admin.status()["incarnation"] > first["incarnation"]
+        except AgentUnavailable:
+            return False
+
+    wait_for(restarted, timeout=120)
+    ref.flush(timeout=120)
+    assert ref.ask(GetCount(), timeout=60) == told, "each tell took effect once"
+    directory = _log_dir(system, agent_id)
+
+    def requests() -> list[str]:
+        return [r["body"]["id"] for r in read_log(directory) if r.get("kind") == "request"]
+
+    # Every Add and the GetCount, once each, once shipped (each ship interval, by the new incarnation too).
+    ids = wait_for(lambda: (lambda got: got if len(got) >= told + 1 else None)(requests()), timeout=60)
+    assert len(ids) == len(set(ids)) == told + 1
+    assert verify_log(directory, []).ok

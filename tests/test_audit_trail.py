@@ -1,0 +1,160 @@
+"""The agent's audit trail, in-process (no Ray): requests, decisions and operator actions reach its log.
+
+Real LMDB and real log files under ``tmp_path``; each core is built as its
+host builds it.  The log is checked with the same offline verifier that
+``garrison audit verify`` runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from audit import SigningKey, read_log, verify_log, write_signing_key
+from protocols import canonical_bytes, encode_envelope, error_from_wire, make_envelope
+from runtime import AgentConfig, AgentStartError
+from runtime._core import AgentCore
+from runtime._reply import decode_reply
+from runtime._spec import HostSpec
+
+from .agents import Add, Classify, Counter, Triage
+
+
+def _core(tmp_path, agent=Triage, config=None, agent_id="triage-1") -> AgentCore:
+    (tmp_path / "node").mkdir(exist_ok=True)
+    (tmp_path / "ck").mkdir(exist_ok=True)
+    core = AgentCore(HostSpec(agent_id, agent, str(tmp_path / "node"), str(tmp_path / "ck"),
+                              config=config or AgentConfig()))
+    core.ensure_started()
+    return core
+
+
+def _ask(core, msg, **kw):
+    env = make_envelope(msg, core.agent_id, **kw)
+    ok, value = decode_reply(core.deliver(encode_envelope(env)))
+    return (value if ok else error_from_wire(value)), env
+
+
+def _ship(core) -> int:
+    """What the background thread does each ship interval: the journal, then the audit records."""
+    return core.audit.ship(core.shipper.ship())
+
+
+@pytest.fixture
+def key(tmp_path):
+    key = SigningKey.generate("garrison")
+    write_signing_key(tmp_path / "audit.key", key)
+    return key
+
+
+def test_requests_and_decisions_are_recorded_in_order_and_the_log_verifies(tmp_path, key):
+    core = _core(tmp_path, config=AgentConfig(audit_key=str(tmp_path / "audit.key")))
+    trace = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    assert _ask(core, Classify(ticket="t1", text="refund please"), traceparent=trace)[0] == "refund"
+    assert _ask(core, Classify(ticket="keep-2", text="how do I"))[0] == "question"
+    _ship(core)
+    core.stop()  # signs a checkpoint of the whole log
+    directory = tmp_path / "ck" / "triage-1" / "audit"
+    report = verify_log(directory, [key.verifier])
+    assert report.ok and report.size == 4 and report.checkpoints >= 1, report.to_json()
+    records = read_log(directory)
+    assert [r["kind"] for r in records] == ["request", "decision", "request", "decision"]
+    first, decision = records[0]["body"], records[1]["body"]
+    assert first["type"] == "test.classify@1" and first["trace"] == trace
+    assert decision["message"] == first["id"] and decision["trace"] == trace
+    assert (decision["choice"], decision["options"]) == ("refund", ["refund", "question", "complaint"])
+    want = "sha256:" + hashlib.sha256(canonical_bytes({"ticket": "t1", "text": "refund please"})).hexdigest()
+    assert decision["context_digest"] == want and "context" not in decision, "only the digest unless kept"
+    assert records[3]["body"]["context"] == {"ticket": "keep-2", "text": "how do I"}
+    assert all(r["body"]["agent"] == "triage-1" for r in records)
+    seqs = [r["body"]["seq"] for r in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+
+
+def test_a_failed_handler_records_neither_its_request_nor_its_decision(tmp_path):
+    core = _core(tmp_path)
+    failed, _ = _ask(core, Classify(ticket="t1!", text="refund"))
+    assert type(failed).__name__ == "HandlerError"
+    assert _ask(core, Classify(ticket="t2", text="angry"))[0] == "complaint"
+    _ship(core)
+    kinds = [(r["kind"], r["body"].get("choice")) for r in read_log(core.audit.directory)]
+    assert kinds == [("request", None), ("decision", "complaint")]
+
+
+def test_decisions_are_queryable_by_trace_and_time_from_the_log_and_from_what_is_not_shipped(tmp_path):
+    core = _core(tmp_path)
+    traces = ["00-" + f"{i:032x}" + "-" + "cd" * 8 + "-01" for i in range(3)]
+    for i, tp in enumerate(traces):
+        _ask(core, Classify(ticket=f"t{i}", text="refund" if i else "hello"), traceparent=tp)
+    _ship(core)  # t0..t2 in the log
+    _ask(core, Classify(ticket="t3", text="angry"), traceparent=traces[1])  # not shipped yet
+    all_ = core.audit.decisions()
+    assert [d["choice"] for d in all_] == ["question", "refund", "refund", "complaint"]
+    assert [d["index"] is None for d in all_] == [False, False, False, True]
+    assert [d["choice"] for d in core.audit.decisions(trace=traces[1])] == ["refund", "complaint"]
+    cut = all_[2]["time"]
+    assert [d["choice"] for d in core.audit.decisions(since=cut)] == ["refund", "complaint"]
+    assert [d["choice"] for d in core.audit.decisions(until=cut)] == ["question", "refund"]
+    assert [d["choice"] for d in core.audit.decisions(limit=1)] == ["complaint"]
+
+
+def test_operator_actions_are_in_the_log_with_who_and_why(tmp_path):
+    core = _core(tmp_path, agent=Counter, agent_id="ops-1")
+    core.quarantine("odd replies", "dave")
+    core.release("erin", "checked")
+    core.halt("frank", "incident 7", grace=0.1)
+    core.unhalt("grace", "resolved")
+    _ship(core)
+    ops = [(r["body"]["action"], r["body"]["who"], r["body"]["why"])
+           for r in read_log(core.audit.directory) if r["kind"] == "operator"]
+    assert ops == [("quarantine", "dave", "odd replies"), ("release", "erin", "checked"),
+                   ("halt", "frank", "incident 7"), ("unhalt", "grace", "resolved")]
+
+
+def test_a_crash_between_appending_and_trimming_puts_nothing_in_twice(tmp_path):
+    core = _core(tmp_path, agent=Counter, agent_id="c-1")
+    for n in range(5):
+        _ask(core, Add(n=n))
+    _ship(core)
+    assert core.store.count("audit") == 5, "shipped, not trimmed yet: trims ride along with later commits"
+    core.close_files()  # the process dies here
+
+    core = _core(tmp_path, agent=Counter, agent_id="c-1")
+    for n in range(3):
+        _ask(core, Add(n=n))
+    _ship(core)
+    _ask(core, Add(n=1))  # a commit: its trim deletes what is in the log
+    assert core.store.count("audit") == 1, "only the newest, not shipped yet"
+    records = read_log(core.audit.directory)
+    assert [r["kind"] for r in records] == ["request"] * 8
+    assert len({r["body"]["id"] for r in records}) == 8
+    assert verify_log(core.audit.directory, []).ok
+
+
+def test_audit_off_records_nothing_and_decide_still_answers(tmp_path):
+    core = _core(tmp_path, config=AgentConfig(audit=False))
+    assert _ask(core, Classify(ticket="t1", text="refund"))[0] == "refund"
+    assert core.audit is None and core.store.count("audit") == 0
+    assert not (tmp_path / "ck" / "triage-1" / "audit").exists()
+
+
+def test_a_decision_that_is_not_plain_data_fails_the_handler(tmp_path):
+    class Odd(Triage):
+        def classify(self, msg: Classify) -> str:
+            self.decide({1, 2}, rationale="a set")
+            return "x"
+
+    core = _core(tmp_path, agent=Odd)
+    failed, _ = _ask(core, Classify(ticket="t", text="x"))
+    assert type(failed).__name__ == "HandlerError" and "plain data" in str(failed), failed
+
+
+def test_decide_outside_a_handler_is_refused():
+    with pytest.raises(RuntimeError, match="only available while a handler runs"):
+        Triage().decide("x")
+
+
+def test_a_missing_audit_key_is_an_agent_start_error(tmp_path):
+    with pytest.raises(AgentStartError, match="audit_key"):
+        _core(tmp_path, config=AgentConfig(audit_key=str(tmp_path / "nope.key")))
