@@ -2,7 +2,10 @@
 
 What an agent records (``kind``: ``body``), each in the transaction of what it records:
 
-``request``   every message handled (committed): ``id`` (hex), ``type``, ``sender``, ``trace``
+``request``   every message handled (committed) from a driver or an ask: ``id`` (hex), ``type``,
+              ``sender``, ``trace``
+``requests``  a batch from another agent's outbox: ``sender`` and ``messages``, ``[id, type,
+              trace]`` of each one handled (one record per batch, after its handlers' records)
 ``decision``  ``Agent.decide``: ``id``, ``message``, ``trace``, ``choice``, ``options``,
               ``rationale``, ``context_digest`` (SHA-256 of the context's canonical bytes),
               ``context`` (only when kept), ``actions``
@@ -53,7 +56,7 @@ from ._store import PUT, LmdbStore, Op
 from .exceptions import AgentStartError, CheckpointError, StateError
 
 __all__ = ["AUDIT_TABLE", "AuditTrail", "DecisionRecorder", "audit_op", "context_digest", "open_trail",
-           "request_op"]
+           "request_op", "requests_op"]
 
 AUDIT_TABLE = "audit"
 _U64 = struct.Struct(">Q")  # the store's seq keys: big-endian, so byte order is seq order
@@ -68,6 +71,11 @@ def request_op(env: Any, now: float) -> Op:
     """The record of a message handled: its id, type, sender and trace (never its body)."""
     return audit_op("request", {"id": env.id.hex(), "type": env.type, "sender": env.sender,
                                 "trace": env.traceparent}, now)
+
+
+def requests_op(sender: str | None, messages: list[list[Any]], now: float) -> Op:
+    """The record of a batch from another agent's outbox: ``[id, type, trace]`` of each message handled."""
+    return audit_op("requests", {"sender": sender, "messages": messages}, now)
 
 
 def context_digest(context: Any) -> str:

@@ -45,7 +45,7 @@ from protocols import (
     decode_envelope,
 )
 
-from ._audit import request_op
+from ._audit import request_op, requests_op
 from ._codec import pack, unpack
 from ._committer import Committer
 from ._config import AgentConfig, Durability
@@ -268,7 +268,8 @@ class Inbox:
         dealt: int | None = None  # seq of the last envelope of this batch dealt with, in order
         handled = 0
         where = f"agent {self.agent_id!r} before handling"
-        metrics, invoker, txn, audited = self._metrics, self._invoker, self._txn, self._audited
+        metrics, invoker, txn = self._metrics, self._invoker, self._txn
+        audited: list[list[Any]] | None = [] if self._audited else None  # [id, type, trace] of each handled
         read = self._store.read_txn()
         stage_token = invoker.staging()
         try:
@@ -313,12 +314,12 @@ class Inbox:
                     errors.append([env.seq, exc.code, exc.message])
                     continue
                 point = txn.savepoint()
-                if audited:  # rolled back with the handler's changes if it fails
-                    txn.record(request_op(env, now))
                 ok, result = invoker.handle(env, msg, method)
                 if ok:
                     txn.release()
                     handled += 1
+                    if audited is not None:
+                        audited.append([env.id.hex(), env.type, env.traceparent])
                 else:
                     txn.rollback(point)
                     err = invoker.handler_error(method, result)
@@ -327,6 +328,8 @@ class Inbox:
                     errors.append([env.seq, err.code, err.message])
             if sender is not None and mark != start:
                 txn.record(Op("inseq", PUT, sender.encode(), pack([mark[1], now, mark[0]])))
+            if audited:  # one audit record for the batch's handled messages, not one each
+                txn.record(requests_op(sender, audited, now))
             layer, records = txn.take()
         finally:
             invoker.unstage(stage_token)

@@ -18,7 +18,7 @@ from audit import SigningKey, read_log, verify_log, write_signing_key
 from protocols import make_envelope
 from runtime import AgentConfig, AgentUnavailable
 
-from .agents import Add, Classify, Counter, GetCount, Triage
+from .agents import Add, Classify, Counter, Emit, GetCount, Producer, Report, Sink, Triage
 from .waiting import wait_for
 
 pytestmark = pytest.mark.ray
@@ -96,4 +96,24 @@ def test_a_sigkill_under_load_neither_loses_nor_repeats_a_request_record(system,
     # Every Add and the GetCount, once each, once shipped (each ship interval, by the new incarnation too).
     ids = wait_for(lambda: (lambda got: got if len(got) >= told + 1 else None)(requests()), timeout=60)
     assert len(ids) == len(set(ids)) == told + 1
+    assert verify_log(directory, []).ok
+
+
+def test_batches_from_another_agents_outbox_are_one_requests_record_each_naming_every_message(system, agent_id):
+    sink = system.spawn(Sink, f"{agent_id}-sink")
+    producer = system.spawn(Producer, f"{agent_id}-producer")
+    for start in range(0, 3000, 1000):
+        producer.ask(Emit(to=sink.agent_id, start=start, count=1000))
+    wait_for(lambda: sink.ask(Report())["count"] == 3000, timeout=60)
+    directory = _log_dir(system, sink.agent_id)
+
+    def batches() -> list[dict] | None:
+        got = [r["body"] for r in read_log(directory) if r.get("kind") == "requests"]
+        return got if sum(len(b["messages"]) for b in got) >= 3000 else None
+
+    got = wait_for(batches, timeout=60)
+    assert len(got) < 3000, "batched: fewer records than messages"
+    assert {b["sender"] for b in got} == {producer.agent_id}
+    ids = [m[0] for b in got for m in b["messages"]]
+    assert len(ids) == len(set(ids)) == 3000 and {m[1] for b in got for m in b["messages"]} == {"test.item@1"}
     assert verify_log(directory, []).ok
