@@ -32,11 +32,13 @@ def test_the_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"example-{i + 1}" for i in range(len(BLOCKS))])
 def test_readme_example_runs_as_a_script(index, tmp_path):
-    """Twice in the same directory, as a newcomer does: the second run meets the first one's durable state."""
+    """Twice in the same directory where it keeps state there (``./garrison-data``), as a newcomer
+    does: the second run meets the first one's durable state.  An example that makes a fresh
+    temporary directory each run would only repeat itself: once."""
     script = tmp_path / "driver.py"
     script.write_text(BLOCKS[index])
     outputs = []
-    for run in (1, 2):
+    for run in (1, 2) if "./garrison-data" in BLOCKS[index] else (1,):
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_clean_env(), capture_output=True,
                               text=True, timeout=280)
         assert done.returncode == 0, (f"README example {index + 1}, run {run}, failed:\n"
