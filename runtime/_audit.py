@@ -144,8 +144,8 @@ class DecisionRecorder:
         try:
             canonical_bytes(body)  # refused here, in the handler, not later in the background
         except (TypeError, ValueError) as exc:  # a mistake in the handler: it fails (HandlerError)
-            raise TypeError(f"a decision must be plain data (str, int, float, bool, None, bytes, "
-                                f"lists and str-keyed maps): {exc}") from exc
+            raise TypeError("a decision must be plain data (str, int, float, bool, None, bytes, "
+                            f"lists and str-keyed maps): {exc}") from exc
         self._record(audit_op("decision", body, time.time()))
         return decision_id
 
@@ -205,13 +205,11 @@ class AuditTrail:
             self._fence("audit log")
             log = self._open()
             assert self.shipped is not None
-            appended = 0
             try:
                 for seq, raw in scan_seqs(self.store, AUDIT_TABLE, self.shipped, upto):
                     when, kind, body = unpack(raw)
                     log.append(kind, {**body, "seq": seq, "agent": self.agent_id}, time=when)
                     self.shipped = seq
-                    appended += 1
                 if self._key is not None and (final or (self._clock() - self._signed_at >= self._sign_interval
                                                         and log.size > 0)):
                     log.checkpoint()
