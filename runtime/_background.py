@@ -102,12 +102,12 @@ class Background:
             shipped = self._shipper.ship()
             self._metrics.shipped.labels(self.agent_id).set(shipped)
             self._metrics.seq.labels(self.agent_id).set(self._store.seq)
-            if self._audit is not None:
-                self._audit.ship(shipped)
-            if self.degraded.active or time.monotonic() >= next_checkpoint:
+            took = self.degraded.active or time.monotonic() >= next_checkpoint
+            if took:
                 self._checkpoint_now(False)
-                return True
-            return False
+            if self._audit is not None:  # last: a failing audit log is degraded too, but stops no checkpoint
+                self._audit.ship(shipped)
+            return took
 
         while not self._stop.is_set():
             now = time.monotonic()
