@@ -31,6 +31,9 @@ Invariants:
   below it are skipped, so a crash between appending and trimming puts nothing in twice.
 * One writer: the incarnation's fence is checked before each shipment (a replaced
   incarnation appends nothing more), and the log directory's lock file is held while open.
+  A replaced incarnation that is still alive finds out at its next shipment (``Fenced``) and
+  lets go of the lock (``AgentCore._fenced`` closes the trail); its successor waits for it
+  quietly for ``HELD_GRACE`` seconds, then reports the log as failing (degraded) until it can.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ __all__ = ["AUDIT_TABLE", "AuditTrail", "DecisionRecorder", "audit_op", "context
            "request_op", "requests_op"]
 
 AUDIT_TABLE = "audit"
+#: Seconds a new incarnation waits, shipping nothing and reporting nothing, for the one it
+#: replaced to let go of the log's lock (it does within a ``ship_interval`` of its next check).
+HELD_GRACE = 10.0
 _U64 = struct.Struct(">Q")  # the store's seq keys: big-endian, so byte order is seq order
 
 
@@ -168,11 +174,13 @@ class AuditTrail:
         self._log: AuditLog | None = None
         self._lock_fd: int | None = None
         self._signed_at = clock()
+        self._held_since: float | None = None  # when the lock was first found held by another writer
         self._mutex = threading.Lock()
         #: The seq of the newest op in the log (None until the log was opened).
         self.shipped: int | None = None
 
-    def _open(self) -> AuditLog:
+    def _open(self) -> AuditLog | None:
+        """The open log; None while another writer holds it, within ``HELD_GRACE`` (then an error)."""
         if self._log is not None:
             return self._log
         try:
@@ -186,8 +194,15 @@ class AuditTrail:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            raise CheckpointError(f"audit log {self.directory} is held by another writer (an older incarnation "
-                                  "still alive?)", errno=exc.errno, path=str(self.directory)) from exc
+            now = self._clock()
+            if self._held_since is None:
+                self._held_since = now
+            if now - self._held_since < HELD_GRACE:
+                return None
+            raise CheckpointError(f"audit log {self.directory} has been held by another writer for "
+                                  f"{now - self._held_since:.0f}s (an older incarnation still alive?)",
+                                  errno=exc.errno, path=str(self.directory)) from exc
+        self._held_since = None
         try:
             log = AuditLog(self.directory, self._key, self.origin, checkpoint_every=self._every)
         except AuditError as exc:
@@ -204,6 +219,8 @@ class AuditTrail:
         with self._mutex:
             self._fence("audit log")
             log = self._open()
+            if log is None:
+                return self.shipped or 0
             assert self.shipped is not None
             try:
                 for seq, raw in scan_seqs(self.store, AUDIT_TABLE, self.shipped, upto):

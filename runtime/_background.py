@@ -109,9 +109,10 @@ class Background:
                 self._audit.ship(shipped)
             return took
 
+        next_ship = time.monotonic() + cfg.ship_interval
         while not self._stop.is_set():
             now = time.monotonic()
-            until = self._retry_at if self.degraded.active else min(now + cfg.ship_interval, next_checkpoint)
+            until = self._retry_at if self.degraded.active else min(next_ship, next_checkpoint)
             self._wake.wait(max(0.0, until - now))
             self._wake.clear()
             try:
@@ -123,8 +124,9 @@ class Background:
                         future.set_exception(exc)
                 if self._stop.is_set():
                     break
-                if self.degraded.active and time.monotonic() < self._retry_at:
-                    continue  # backing off; woken early by a request
+                if time.monotonic() < (self._retry_at if self.degraded.active else until):
+                    continue  # woken early by a request (served above): the periodic work waits until due
+                next_ship = time.monotonic() + cfg.ship_interval
                 if self._attempt(periodic, "background"):
                     next_checkpoint = time.monotonic() + cfg.checkpoint_interval
             except Fenced as exc:

@@ -221,6 +221,8 @@ class AgentCore:
             log.warning("agent %s epoch %s fenced: %s", self.agent_id, self.epoch, exc.message)
         self.dispatcher.stop(timeout=0)
         self._background.stop(wait=False)
+        if self.audit:  # let go of the log's lock: the incarnation that replaced this one writes it now
+            self.audit.close()
 
     def _peer_refused(self, recipient: str, errors: list[Any]) -> None:
         for seq, code, message in errors:

@@ -1,14 +1,38 @@
-"""Shared fixtures: one real local Ray for the whole session, fresh directories per test."""
+"""Shared fixtures: one real local Ray per test process, fresh directories per test.
+
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadfile``, pyproject.toml); each
+worker that runs a test needing Ray starts one Ray of its own, once, and keeps it for the
+session.  ``python -m pytest -n 0`` runs everything in one process with one Ray.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+#: Files that take a minute or more, collected first: the two pytest-xdist workers (``--dist
+#: loadfile`` in pyproject.toml) then start on them, instead of one of them finishing the longest
+#: file alone at the end.
+SLOW_FIRST = ("test_readme.py", "test_supervisor_chaos.py", "test_supervisor_actor.py", "test_cli.py",
+              "test_node_loss.py", "test_supervisor_intensity.py", "test_demo.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +46,9 @@ def ray_session():
 
     # Started by a System, as a user's embedded Ray is (its workers at normal priority, see
     # ``runtime._system.EMBEDDED_RAY_CONFIG``); the dashboard is on: tests read the state API it serves.
-    host = System(ray_init={"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": 2})
+    # Its dashboard on a free port: under pytest-xdist each worker process has a Ray of its own.
+    host = System(ray_init={"include_dashboard": True, "dashboard_host": "127.0.0.1",
+                            "dashboard_port": _free_port(), "num_cpus": 2})
     yield ray
     host.shutdown(stop_agents=False)
 

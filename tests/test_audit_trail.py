@@ -13,7 +13,8 @@ import pytest
 
 from audit import SigningKey, read_log, verify_log, write_signing_key
 from protocols import canonical_bytes, encode_envelope, error_from_wire, make_envelope
-from runtime import AgentConfig, AgentStartError
+from runtime import AgentConfig, AgentStartError, CheckpointError, Fenced
+from runtime._audit import HELD_GRACE, AuditTrail
 from runtime._core import AgentCore
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
@@ -158,3 +159,46 @@ def test_decide_outside_a_handler_is_refused():
 def test_a_missing_audit_key_is_an_agent_start_error(tmp_path):
     with pytest.raises(AgentStartError, match="audit_key"):
         _core(tmp_path, config=AgentConfig(audit_key=str(tmp_path / "nope.key")))
+
+
+QUIET = {"ship_interval": 3600, "checkpoint_interval": 3600}  # no background shipping: the test drives it
+
+
+def test_a_replaced_incarnation_lets_go_of_the_log_and_its_successor_ships_after_it(tmp_path):
+    old = _core(tmp_path, config=AgentConfig(**QUIET))
+    _ask(old, Classify(ticket="t1", text="refund please"))
+    _ship(old)  # the old incarnation holds the log's lock from now on
+    (tmp_path / "node-b").mkdir()
+    new = AgentCore(HostSpec("triage-1", Triage, str(tmp_path / "node-b"), str(tmp_path / "ck"),
+                             config=AgentConfig(**QUIET)))  # another node: restores from the store
+    new.ensure_started()
+    assert _ask(new, Classify(ticket="t2", text="angry"))[0] == "complaint"
+    assert _ship(new) == 0 and new.audit.status()["records"] is None  # waits, quietly, for the lock
+
+    late, _ = _ask(old, Classify(ticket="t3", text="refund"))
+    assert isinstance(late, Fenced)  # the old one finds out, and lets go
+    shipped = _ship(new)
+    records = list(read_log(tmp_path / "ck" / "triage-1" / "audit", 0, None))
+    assert [r["kind"] for r in records] == ["request", "decision"] * 2  # the old one's, then the new one's
+    assert [r["body"]["rationale"] for r in records[1::2]] == ["keywords in ticket t1", "keywords in ticket t2"]
+    seqs = [r["body"]["seq"] for r in records]
+    assert seqs == sorted(set(seqs)) and shipped == seqs[-1], (seqs, shipped)
+    old.stop()
+    new.stop()
+
+
+def test_a_log_held_past_the_grace_is_reported_as_failing(tmp_path):
+    holder = _core(tmp_path, config=AgentConfig(**QUIET))
+    _ask(holder, Classify(ticket="t1", text="refund please"))
+    shipped = _ship(holder)
+    now = [0.0]
+    other = AuditTrail(holder.store, tmp_path / "ck" / "triage-1" / "audit", agent_id="triage-1", key=None,
+                       fence=lambda where: None, clock=lambda: now[0])
+    assert other.ship(holder.store.seq) == 0  # within the grace: nothing shipped, nothing raised
+    now[0] = HELD_GRACE
+    with pytest.raises(CheckpointError, match="held by another writer for 10s"):
+        other.ship(holder.store.seq)
+    holder.audit.close()  # lets go
+    assert other.ship(holder.store.seq) == shipped and other.status()["records"] == 2
+    other.close()
+    holder.stop()
