@@ -100,7 +100,6 @@ class Operators:
                                   f"through it (supervisor={child!r}), or halt its subtree",
                                   supervisor=self.name, child=child)
         await self.quarantine_child(c, why, who=who)
-        self._port.emit("quarantined", child, who=who, why=why)
         return c.describe()
 
     async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
@@ -158,6 +157,8 @@ class Operators:
         """
         child.state = ChildState.QUARANTINED
         child.last_failure = why if who == "supervisor" else f"{why} (by {who})"
+        # The event with the state change (one step of the actor's loop): whoever sees the one sees the other.
+        self._port.emit("quarantined", child.id, who=who, why=why)
         for task in child.tasks[1:]:  # probers: a quarantined child is not judged again
             if task is not asyncio.current_task():
                 task.cancel()

@@ -58,7 +58,8 @@ class SupervisorPort:
     remove_child: Callable[[Child, str], Awaitable[None]]
     #: Kill a child's process at once, then act on its exit as if it had died: ``(child, reason, failure)``.
     kill_and_exit: Callable[[Child, ExitReason, str], Awaitable[None]]
-    #: Quarantine a child (the supervisor's own decision, e.g. a hang): ``(child, why)``.
+    #: Quarantine a child (the supervisor's own decision, e.g. a hang): ``(child, why)``; the
+    #: ``quarantined`` event goes out with the state change.
     quarantine_child: Callable[[Child, str], Awaitable[None]]
     #: The kill switch on the whole subtree: the supervisor becomes HALTED (nothing under it restarts).
     halt_subtree: Callable[[], None]

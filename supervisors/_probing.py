@@ -132,7 +132,6 @@ class Prober:
         self._port.emit("suspect", child.id, why=why, details={"action": policy.action.value})
         if policy.action is HangAction.QUARANTINE:
             await self._port.quarantine_child(child, f"hung: {why}")
-            self._port.emit("quarantined", child.id, why=why)
             return
         await self._port.kill_and_exit(child, ExitReason.HUNG, f"hung: {why}")
 
@@ -156,6 +155,5 @@ class Prober:
     async def _act_on_degraded(self, child: Child, action: DegradedAction, why: str) -> None:
         if action is DegradedAction.QUARANTINE:
             await self._port.quarantine_child(child, f"degraded: {why}")
-            self._port.emit("quarantined", child.id, why=f"degraded: {why}")
             return
         await self._port.kill_and_exit(child, ExitReason.DEGRADED, f"degraded: {why}")

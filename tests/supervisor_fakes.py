@@ -99,6 +99,7 @@ class FakePort:
     async def quarantine_child(self, child: Child, why: str) -> None:
         self.calls.append(("quarantine_child", child.id, why))
         child.state = ChildState.QUARANTINED
+        self.emit("quarantined", child.id, why=why)  # with the state change, as the supervisor's does
         self.acted.set()
 
     def halt_subtree(self) -> None:
