@@ -12,7 +12,7 @@ The whole tree, once (each package's module draws its own part)::
     GarrisonError                   root: catch this one
     ├── ProtocolError               the message itself was wrong or late (this module)
     ├── ConfigError, DataDirectoryError, StateError, CheckpointError, RestoreError,
-    │   ClusterUnavailable, InternalError, AgentError, AskTimeout   (runtime.exceptions)
+    │   ClusterUnavailable, InternalError, AgentError, FeedbackError, AskTimeout   (runtime.exceptions)
     ├── SupervisorError             (supervisors.exceptions)
     └── AuditError                  the audit log: tampering, bad proofs and signatures (audit.exceptions)
 

@@ -141,6 +141,16 @@ class AgentAdmin:
         """
         return self._call("decisions", trace, since, until, limit)
 
+    def annotate(self, decision: str, label: str, *, who: str, note: str = "") -> dict[str, Any]:
+        """``who`` says what they think of recorded decision ``decision`` (its ``id``): ``label`` one of
+        ``correct``, ``wrong``, ``near_miss``, ``right_for_wrong_reason``; kept in the audit log."""
+        return self._call("annotate", decision, label, note, who)
+
+    def feedback(self, *, limit: int = 0) -> list[dict[str, Any]]:
+        """The newest ``limit`` annotations (0: all), oldest first, each joined with the provenance of
+        its decision (``provenance``: the decision record as :meth:`decisions` gives it)."""
+        return self._call("feedback", limit)
+
     def dead_letters(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead letters kept by the agent, oldest first (optionally of one reason)."""
         return self._call("dead_letters", reason, limit)

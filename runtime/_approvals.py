@@ -19,6 +19,10 @@ State (the queue's LMDB working state, checkpointed like any agent's)::
     req/<id>       the ApprovalRequest, as JSON data
     pending/<id>   present while the request is pending (what expiry sweeps)
 
+Each approval and denial that changes a request is also a ``decision`` record
+in the queue's own audit log (``Agent.decide``): choice ``approve`` or ``deny``,
+rationale with who and why, the request's id, agent, action and arguments as context.
+
 Invariants: a request id is stored once (a repeated request changes
 nothing); a decision is sent to the requesting agent once per request, in
 the same transaction that records it.  Expiry is swept whenever the queue
@@ -144,7 +148,7 @@ class ApprovalQueue(Agent):
         return self._load(req.id).model_dump(mode="json")
 
     @handler
-    def decide(self, msg: DecideApproval) -> dict[str, Any]:
+    def decide_approval(self, msg: DecideApproval) -> dict[str, Any]:
         now = time.time()
         self._sweep(now)
         req = self._load(msg.approval_id)
@@ -154,7 +158,11 @@ class ApprovalQueue(Agent):
             decided = deny(req, msg.who, msg.why, now)
         else:
             raise ValueError(f"verdict must be 'approve' or 'deny', not {msg.verdict!r}")
-        if decided != req:
+        if decided != req:  # recorded in the queue's audit log too: a person's decision, with who
+            self.decide(msg.verdict, options=("approve", "deny"), keep_context=True,
+                        rationale=f"{msg.verdict} by {msg.who}" + (f": {msg.why}" if msg.why else ""),
+                        context={"approval": req.id, "agent": req.agent_id, "action": req.action,
+                                 "arguments": req.arguments, "who": msg.who, "state": decided.state.value})
             self._save(decided)
             if decided.state is not ApprovalState.PENDING:
                 self._notify(decided)

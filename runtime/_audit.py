@@ -9,7 +9,12 @@ What an agent records (``kind``: ``body``), each in the transaction of what it r
 ``decision``  ``Agent.decide``: ``id``, ``message``, ``trace``, ``choice``, ``options``,
               ``rationale``, ``context_digest`` (SHA-256 of the context's canonical bytes),
               ``context`` (only when kept), ``actions``
+``intent``    a governed action about to run (``_ledger``, its own commit before the call): ``key``,
+              ``tag``, ``args``, ``digest``, ``idempotent``
+``outcome``   what came of it: ``key`` and the outcome as the ledger keeps it (``code``, ``result``, ...)
 ``operator``  a kill switch pulled or released, a quarantine or release: ``action``, ``who``, ``why``
+``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``
+              (``_feedback``)
 
 The log: ``<checkpoint store>/<agent_id>/audit/`` (the format of :mod:`audit`: framed,
 hash-chained records under an RFC 6962 tree, signed checkpoint notes when the agent has a
@@ -247,6 +252,12 @@ class AuditTrail:
     def decisions(self, *, trace: str | None = None, since: float | None = None, until: float | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:
         """Decisions, oldest first: the log's, then those not shipped yet; filtered by trace and time."""
+        return self.records("decision", trace=trace, since=since, until=until, limit=limit)
+
+    def records(self, kind: str, *, trace: str | None = None, since: float | None = None,
+                until: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` records of ``kind`` (0: all), oldest first: the log's, then those not
+        shipped yet; each body with its ``time``, ``index`` (None: not in the log yet) and ``seq``."""
         from audit import read_log  # the whole log is read: a query, not the hot path
 
         out: list[dict[str, Any]] = []
@@ -262,11 +273,11 @@ class AuditTrail:
                 if "malformed" in rec:
                     continue
                 last = max(last, rec["body"].get("seq", 0))
-                if rec["kind"] == "decision":
+                if rec["kind"] == kind:
                     add(rec["time"], rec["body"], rec["index"])
         for seq, raw in scan_seqs(self.store, AUDIT_TABLE, last, None):
-            when, kind, body = unpack(raw)
-            if kind == "decision":
+            when, rec_kind, body = unpack(raw)
+            if rec_kind == kind:
                 add(when, {**body, "seq": seq, "agent": self.agent_id}, None)
         return out[-limit:] if limit else out
 

@@ -109,12 +109,12 @@ class AgentCore:
         self._txn = Transaction(self.state)
         try:
             hooks = load_hooks(cfg.interventions)
-            self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools,
-                                   ledger=Ledger(self.store, agent_id=self.agent_id), context=lambda: agent.context,
+            self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
+            self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools, context=lambda: agent.context,
+                                   ledger=Ledger(self.store, agent_id=self.agent_id, audited=self.audit is not None),
                                    lookup=agent.lookup if lookup is not None else None,
                                    scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
                                    hooks=hooks)
-            self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "

@@ -41,6 +41,7 @@ import ray
 from . import _directory
 from ._boundary import guarded, start_failed
 from ._core import AgentCore
+from ._feedback import FeedbackDesk
 from ._ref import AgentRef
 from ._spec import HostSpec
 from .exceptions import AgentAlreadyRunning, AgentNotRunning, AgentStartError
@@ -281,6 +282,20 @@ class AgentHost:
                   limit: int = 100) -> list[dict[str, Any]]:
         audit = self._core().audit
         return [] if audit is None else audit.decisions(trace=trace, since=since, until=until, limit=limit)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def annotate(self, decision: str, label: str, note: str, who: str) -> dict[str, Any]:
+        return self._feedback().annotate(decision, label, note, who)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def feedback(self, limit: int = 0) -> list[dict[str, Any]]:
+        return self._feedback().export(limit)
+
+    def _feedback(self) -> FeedbackDesk:
+        core = self._core()
+        return FeedbackDesk(core.agent_id, core.audit, core.store)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

@@ -36,6 +36,10 @@ idempotent tool is called again with the same idempotency key (``_gateway``).
 A non-idempotent action's outcome always commits at once.  So a handler's run
 of idempotent actions costs one commit per action, not two.
 
+**Audit.** With ``audited`` (the agent keeps an audit log), each intent and
+outcome is also an ``intent`` / ``outcome`` audit record (``_audit``) in the
+same commit: the key, tag, arguments and their digest; the outcome as recorded.
+
 Invariants: an outcome is written at most once per key (the gateway looks
 the key up before it acts, on the agent's one handling thread); an intent without an outcome is an
 action *in doubt* (the process died during the call), which the gateway never
@@ -54,6 +58,7 @@ from typing import Any
 
 import lmdb
 
+from ._audit import audit_op
 from ._codec import pack, unpack
 from ._store import DELETE, PUT, LmdbStore, Op
 from .exceptions import StateError
@@ -74,9 +79,11 @@ def _time_key(at: float, key: str) -> bytes:
 class Ledger:
     """Intents and outcomes of one agent's governed actions (see module docstring)."""
 
-    def __init__(self, store: LmdbStore, *, agent_id: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: LmdbStore, *, agent_id: str, audited: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self.agent_id = agent_id
+        self._audited = audited  # each intent and outcome also an audit record, in the same commit
         self._clock = clock
         # Deferred outcomes by key, and the governance state they changed (last value per name).
         self._pending: dict[str, dict[str, Any]] = {}
@@ -94,8 +101,11 @@ class Ledger:
         as a budget reservation, and the deferred outcomes): before the call, never after."""
         record = {"key": key, "tag": tag, "args": args, "digest": digest, "idempotent": idempotent,
                   "at": self._clock(), "agent_id": self.agent_id}
-        self._commit([Op(TABLE, PUT, b"i/" + key.encode(), pack(record)),
-                      Op(TABLE, PUT, _time_key(record["at"], key), b"")], state)
+        ops = [Op(TABLE, PUT, b"i/" + key.encode(), pack(record)), Op(TABLE, PUT, _time_key(record["at"], key), b"")]
+        if self._audited:
+            ops.append(audit_op("intent", {k: record[k] for k in ("key", "tag", "args", "digest", "idempotent")},
+                                record["at"]))
+        self._commit(ops, state)
         self._open.add(key)
         return record
 
@@ -113,7 +123,14 @@ class Ledger:
             self._pending[key] = record
             self._pending_state.update(state)
             return
-        self._commit([Op(TABLE, PUT, b"o/" + key.encode(), pack(record))], state)
+        self._commit(self._outcome_ops(key, record), state)
+
+    def _outcome_ops(self, key: str, record: dict[str, Any]) -> list[Op]:
+        ops = [Op(TABLE, PUT, b"o/" + key.encode(), pack(record))]
+        if self._audited:
+            ops.append(audit_op("outcome", {"key": key, **{k: v for k, v in record.items() if k != "at"}},
+                                record["at"]))
+        return ops
 
     def save(self, state: Iterable[tuple[str, Any]]) -> None:
         """Commit governance state on its own (a refusal that changed a breaker's window, say)."""
@@ -168,7 +185,7 @@ class Ledger:
         """One LMDB commit: the deferred outcomes and state first, then ``ops`` and ``state``."""
         pending, pending_state = self._pending, self._pending_state
         if pending or pending_state:
-            head = [Op(TABLE, PUT, b"o/" + k.encode(), pack(r)) for k, r in pending.items()]
+            head = [op for k, r in pending.items() for op in self._outcome_ops(k, r)]
             head.extend(Op(TABLE, PUT, b"s/" + n.encode(), pack(v)) for n, v in pending_state.items())
             ops = head + ops
         ops.extend(Op(TABLE, PUT, b"s/" + name.encode(), pack(value)) for name, value in state)

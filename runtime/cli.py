@@ -9,6 +9,7 @@
     garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
     garrison decisions ID [--trace T] [--since S]    an agent's recorded decisions, from its audit log
+    garrison feedback add|export ID ...              annotate decisions; export them as JSONL with provenance
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
 
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
+from ._feedback import LABELS
 
 __all__ = ["address_option", "commands", "emit", "main", "reports_errors", "run_group"]
 
@@ -185,6 +188,36 @@ def decisions(agent_id: str, trace: str | None, since: float | None, until: floa
     """Show an agent's recorded decisions (Agent.decide): choice, options, rationale, context digest, trace."""
     emit(_hexed(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until,
                                                                   limit=limit)))
+
+
+@commands.group()
+def feedback() -> None:
+    """People's annotations of an agent's decisions: add one, export them with their provenance."""
+
+
+@feedback.command(name="add")
+@click.argument("agent_id")
+@click.argument("decision_id")
+@click.option("--label", required=True, type=click.Choice(LABELS), help="What you think of the decision.")
+@click.option("--note", default="", help="Why, in your words.")
+@click.option("--who", required=True, help="Your identity, recorded with the annotation.")
+@address_option
+@reports_errors
+def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: str, address: str) -> None:
+    """Annotate one recorded decision (its id, from `garrison decisions`); kept in the audit log."""
+    emit(_system(address).lookup(agent_id).admin.annotate(decision_id, label, who=who, note=note))
+
+
+@feedback.command(name="export")
+@click.argument("agent_id")
+@click.option("--out", type=click.File("w"), default="-", show_default=True, help="The JSONL file to write.")
+@click.option("--limit", type=int, default=0, show_default=True, help="The newest this many (0: all).")
+@address_option
+@reports_errors
+def feedback_export(agent_id: str, out: Any, limit: int, address: str) -> None:
+    """Write the annotations as JSONL, one per line, each with its decision's provenance."""
+    for row in _system(address).lookup(agent_id).admin.feedback(limit=limit):
+        out.write(json.dumps(_hexed(row), sort_keys=True) + "\n")
 
 
 @commands.command(name="reset-breaker")

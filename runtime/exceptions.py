@@ -35,6 +35,7 @@ The runtime's part of the tree::
     │   ├── HandlerError            the agent's handler raised; the state change was rolled back
     │   │   └── UnencodableReply    the handler returned a value that cannot be encoded; rolled back too
     │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
+    ├── FeedbackError               an annotation names no recorded decision, has no known label, or audit is off
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
 """
 
@@ -55,6 +56,7 @@ __all__ = [
     "ClusterUnavailable",
     "ConfigError",
     "DataDirectoryError",
+    "FeedbackError",
     "Fenced",
     "GarrisonError",
     "HandlerError",
@@ -191,6 +193,10 @@ class Fenced(AgentError):
 
     ``details``: ``agent_id``, ``epoch`` (this incarnation's) and ``where``.
     """
+
+
+class FeedbackError(GarrisonError):
+    """An annotation was refused: no such recorded decision, an unknown label, no ``who``, or audit off."""
 
 
 class AskTimeout(GarrisonError, TimeoutError):

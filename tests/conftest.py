@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: Files that take a minute or more, collected first: the two pytest-xdist workers (``--dist
-#: loadfile`` in pyproject.toml) then start on them, instead of one of them finishing the longest
-#: file alone at the end.
+#: loadfile --no-loadscope-reorder`` in pyproject.toml; xdist would otherwise hand out the files
+#: with the most tests first) then start on them, instead of one of them finishing a long file
+#: alone at the end.
 SLOW_FIRST = ("test_readme.py", "test_supervisor_chaos.py", "test_supervisor_actor.py", "test_cli.py",
               "test_node_loss.py", "test_supervisor_intensity.py", "test_demo.py")
 

@@ -117,3 +117,37 @@ def test_batches_from_another_agents_outbox_are_one_requests_record_each_naming_
     ids = [m[0] for b in got for m in b["messages"]]
     assert len(ids) == len(set(ids)) == 3000 and {m[1] for b in got for m in b["messages"]} == {"test.item@1"}
     assert verify_log(directory, []).ok
+
+
+def test_people_annotate_decisions_from_the_console_script_and_export_them_as_jsonl(
+        system, agent_id, tmp_path, ray_session):
+    ref = system.spawn(Triage, agent_id)
+    for i, text in enumerate(["refund now", "hello"]):
+        ref.ask(Classify(ticket=f"keep-{i}", text=text))
+    address = ray_session.get_runtime_context().gcs_address
+    out = garrison("decisions", agent_id, "--address", address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    refund, hello = json.loads(out.stdout)
+    out = garrison("feedback", "add", agent_id, refund["id"], "--label", "right_for_wrong_reason",
+                   "--note", "refund, but not because of the keyword", "--who", "erin@ops", "--address", address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    out = garrison("feedback", "add", agent_id, "no-such-decision", "--label", "wrong", "--who", "erin@ops",
+                   "--address", address)
+    assert out.returncode == 2 and "FeedbackError" in out.stderr and "no-such-decision" in out.stderr, out.stderr
+    out = garrison("feedback", "add", agent_id, hello["id"], "--label", "meh", "--who", "erin@ops",
+                   "--address", address)
+    assert out.returncode == 2 and "Invalid value for '--label'" in out.stderr, out.stderr  # click: a usage error
+    out = garrison("feedback", "add", agent_id, hello["id"], "--label", "correct", "--who", "frank@ops",
+                   "--address", address)
+    assert out.returncode == 0, out.stderr[-1500:]
+
+    export = tmp_path / "feedback.jsonl"
+    out = garrison("feedback", "export", agent_id, "--out", str(export), "--address", address)
+    assert out.returncode == 0, out.stderr[-1500:]
+    rows = [json.loads(line) for line in export.read_text().splitlines()]
+    assert [(r["decision"], r["label"], r["who"]) for r in rows] == [
+        (refund["id"], "right_for_wrong_reason", "erin@ops"), (hello["id"], "correct", "frank@ops")]
+    assert rows[0]["note"] == "refund, but not because of the keyword" and rows[0]["agent"] == agent_id
+    assert rows[0]["provenance"]["choice"] == "refund"
+    assert rows[0]["provenance"]["context"] == {"ticket": "keep-0", "text": "refund now"}
+    assert rows[1]["provenance"]["rationale"] == "keywords in ticket keep-1"

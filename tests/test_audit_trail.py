@@ -13,9 +13,10 @@ import pytest
 
 from audit import SigningKey, read_log, verify_log, write_signing_key
 from protocols import canonical_bytes, encode_envelope, error_from_wire, make_envelope
-from runtime import AgentConfig, AgentStartError, CheckpointError, Fenced
+from runtime import AgentConfig, AgentStartError, CheckpointError, FeedbackError, Fenced
 from runtime._audit import HELD_GRACE, AuditTrail
 from runtime._core import AgentCore
+from runtime._feedback import FeedbackDesk
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
 
@@ -35,6 +36,10 @@ def _ask(core, msg, **kw):
     env = make_envelope(msg, core.agent_id, **kw)
     ok, value = decode_reply(core.deliver(encode_envelope(env)))
     return (value if ok else error_from_wire(value)), env
+
+
+def _desk(core) -> FeedbackDesk:
+    return FeedbackDesk(core.agent_id, core.audit, core.store)  # as the host makes it for each call
 
 
 def _ship(core) -> int:
@@ -202,3 +207,52 @@ def test_a_log_held_past_the_grace_is_reported_as_failing(tmp_path):
     assert other.ship(holder.store.seq) == shipped and other.status()["records"] == 2
     other.close()
     holder.stop()
+
+
+def test_feedback_on_a_decision_is_exported_with_its_provenance_before_and_after_shipping_and_a_restart(tmp_path):
+    core = _core(tmp_path, config=AgentConfig(**QUIET))
+    trace = "00-" + "ef" * 16 + "-" + "01" * 8 + "-01"
+    _ask(core, Classify(ticket="keep-1", text="refund please"), traceparent=trace)
+    _ask(core, Classify(ticket="t2", text="hello"))
+    first, second = core.audit.decisions()
+    _desk(core).annotate(first["id"], "wrong", "it was a question", "erin@ops")
+    before = _desk(core).export()  # not shipped yet: read from the local table
+    _ship(core)
+    _desk(core).annotate(second["id"], "correct", "", "erin@ops")
+    _desk(core).annotate(first["id"], "near_miss", "on second thought", "frank@ops")
+    core.stop()
+
+    again = _core(tmp_path, config=AgentConfig(**QUIET))  # restored: the annotations are in the log
+    rows = _desk(again).export()
+    assert [(r["decision"], r["label"], r["who"]) for r in rows] == [
+        (first["id"], "wrong", "erin@ops"), (second["id"], "correct", "erin@ops"),
+        (first["id"], "near_miss", "frank@ops")]
+    assert all(r["index"] is not None for r in rows), "all in the log after the stop"
+    assert before[0]["index"] is None and before[0]["note"] == "it was a question"
+    provenance = rows[0]["provenance"]
+    assert provenance["choice"] == "refund" and provenance["trace"] == trace
+    assert provenance["rationale"] == "keywords in ticket keep-1" and provenance["options"] == list(Triage.OPTIONS)
+    assert provenance["context"] == {"ticket": "keep-1", "text": "refund please"}  # kept for keep-* tickets
+    assert provenance["context_digest"] == "sha256:" + hashlib.sha256(
+        canonical_bytes({"ticket": "keep-1", "text": "refund please"})).hexdigest()
+    assert "context" not in rows[1]["provenance"], "only the digest of a context not kept"
+    assert _desk(again).export(limit=1) == rows[-1:]
+    again.stop()
+
+
+def test_feedback_is_refused_for_an_unknown_decision_or_label_and_without_an_audit_log(tmp_path):
+    core = _core(tmp_path, config=AgentConfig(**QUIET))
+    _ask(core, Classify(ticket="t1", text="refund please"))
+    (decision,) = core.audit.decisions()
+    with pytest.raises(FeedbackError, match="recorded no decision 'nope'"):
+        _desk(core).annotate("nope", "wrong", "", "erin@ops")
+    with pytest.raises(FeedbackError, match="unknown feedback label 'meh'"):
+        _desk(core).annotate(decision["id"], "meh", "", "erin@ops")
+    with pytest.raises(FeedbackError, match="who"):
+        _desk(core).annotate(decision["id"], "wrong", "", "  ")
+    assert _desk(core).export() == []  # nothing refused was recorded
+    core.stop()
+    off = _core(tmp_path, config=AgentConfig(audit=False), agent_id="triage-off")
+    with pytest.raises(FeedbackError, match="keeps no audit log"):
+        _desk(off).annotate(decision["id"], "wrong", "", "erin@ops")
+    off.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from audit import read_log, verify_log
 from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import encode_envelope, make_envelope
 from runtime import AgentConfig, AgentState, ConfigError, StateError
@@ -99,6 +100,28 @@ def test_an_action_runs_once_and_a_redelivered_message_gets_its_recorded_outcome
     finally:
         core.stop()
     assert _calls(log) == ["refund A1 80", f"ship A1 {first[1]['correlation_id']}"]
+
+
+def test_every_action_is_an_intent_and_an_outcome_record_in_the_audit_log(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path))
+    try:
+        first = _act(core, {"kind": "refund", "order": "A1", "amount": 80, "log": str(log)},
+                     {"kind": "ship", "order": "A1", "log": str(log)},  # idempotent: its outcome is deferred
+                     {"kind": "wipe", "log": str(log)})  # refused: never an intent
+    finally:
+        core.stop()  # ships the audit records
+    records = [r for r in read_log(tmp_path / "ck" / "clerk" / "audit", 0, None) if r["kind"] in ("intent", "outcome")]
+    assert [(r["kind"], r["body"]["tag"]) for r in records if r["kind"] == "intent"] == [
+        ("intent", "govtest.refund@1"), ("intent", "govtest.ship@1")]
+    intents = {r["body"]["key"]: r["body"] for r in records if r["kind"] == "intent"}
+    outcomes = {r["body"]["key"]: r["body"] for r in records if r["kind"] == "outcome"}
+    assert set(intents) == set(outcomes) and len(records) == 4, records
+    refund_key = next(k for k, b in intents.items() if b["tag"] == "govtest.refund@1")
+    assert intents[refund_key]["args"]["amount"] == 80 and intents[refund_key]["idempotent"] is False
+    assert outcomes[refund_key]["code"] == "ok" and outcomes[refund_key]["result"] == {"refunded": 80}
+    assert [o["code"] for o in first] == ["ok", "ok", "refused"]
+    assert verify_log(tmp_path / "ck" / "clerk" / "audit", []).ok
 
 
 def test_idempotent_outcomes_are_committed_before_the_handler_returns_even_when_it_fails(tmp_path):

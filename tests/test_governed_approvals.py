@@ -101,6 +101,9 @@ def test_a_pending_approval_survives_sigkills_and_the_approved_action_executes_o
     assert "carol" in decided["outcomes"][other["approval_id"]]["reason"]
     assert _calls(log) == ["refund A1 500"], "executed once, and the denied one never"
     assert decided["handled"] == 2
+    # The queue's audit log: each approval and denial that changed a request, once, with who.
+    made = [(d["choice"], d["context"]["who"], d["context"]["approval"]) for d in queue.admin.decisions()]
+    assert made == [("approve", "alice", approval_id), ("deny", "carol", other["approval_id"])]
 
 
 def test_an_approval_is_void_when_the_arguments_policy_or_config_change(desk):
