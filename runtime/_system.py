@@ -98,7 +98,7 @@ class System:
         self._owns_ray = False
         if not ray.is_initialized():
             kwargs = embedded_ray_init(address, **{"namespace": namespace, **(ray_init or {})})
-            if address is not None:
+            if address is not None or os.environ.get("RAY_ADDRESS"):  # joining a cluster
                 _use_cluster_token()
             try:
                 ray.init(address=address, **kwargs)
