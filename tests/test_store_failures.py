@@ -397,7 +397,7 @@ def test_a_restart_policy_restarts_a_degraded_child_and_the_restarts_count_towar
     sup.wait_until(lambda s: s.status()["state"] == "quarantined", timeout=90)
     events = sup.events()
     exits = [e["details"]["reason"] for e in events if e["kind"] == "exited" and e["child"] == wid]
-    assert exits == ["degraded", "degraded"]
+    assert exits == ["degraded", "degraded"], [(e["kind"], e.get("why")) for e in events if e["child"] == wid]
     assert len([e for e in events if e["kind"] == "restarted" and e["child"] == wid]) == 1
     assert "more than 1 restart(s) in 60" in sup.status()["escalation"]
     assert "(degraded:" in sup.status()["escalation"]
