@@ -317,9 +317,10 @@ def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release
     sup.wait_until(lambda s: s.child(wid)["state"] == "quarantined", timeout=30)
     quarantined = [e for e in sup.events() if e["kind"] == "quarantined" and e["child"] == wid]
     assert quarantined and quarantined[0]["why"].startswith("degraded: "), sup.events()[-8:]
-    # The quarantine completed although its final checkpoint could not be written.
-    status = agent.admin.status()
-    assert status["state"] == "quarantined" and status["degraded"]["reason"] == "store_full"
+    # The quarantine completed although its final checkpoint could not be written.  (The supervisor
+    # marks the child, emits the event, then tells the agent: wait for the agent to have it.)
+    status = wait_for(lambda: (s := agent.admin.status())["state"] == "quarantined" and s, timeout=30)
+    assert status["degraded"]["reason"] == "store_full"
     assert sup.child(wid)["restarts"] == 0
     with pytest.raises(AgentNotRunning):
         agent.ask(Append(item=99), timeout=20)
