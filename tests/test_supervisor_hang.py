@@ -111,7 +111,8 @@ def test_quarantine_policy_keeps_the_hung_agent_alive_refusing_messages_until_re
     c = sup.child(wid)
     assert c["pid"] == pid and c["restarts"] == 0  # not restarted: kept for investigation
     host = ray.get_actor(wid, namespace="garrison")
-    assert ray.get(host.probe.remote())["state"] == "quarantined"
+    # The supervisor marks the child before it tells the agent: wait for the agent to have it.
+    wait_for(lambda: ray.get(host.probe.remote())["state"] == "quarantined", timeout=30)
     with pytest.raises(AgentNotRunning):
         agent.ask(Read(), timeout=20)  # queued behind the spin, then refused
     # Notified off the event loop.
