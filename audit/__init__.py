@@ -17,6 +17,9 @@ key-file helpers and the log's files, no clock: times are passed in):
   signed notes), its writer :class:`AuditLog` with its anchors, and the
   offline checks :func:`verify_log`, :func:`prove_inclusion` and
   :func:`prove_consistency` that ``garrison audit`` runs.
+- :mod:`audit._operators`: who may act: the operators file (names, roles,
+  Ed25519 keys), signed operator calls and :func:`authorize`, which admits
+  a call or says which check refused it.
 
 Invariants across the layers:
 
@@ -27,7 +30,7 @@ Invariants across the layers:
 
 It depends only on :mod:`protocols` (the root error, and
 ``protocols.canonical_bytes``, the house's one canonical encoding) and the
-``cryptography`` package; only ``garrison audit`` (:mod:`runtime.cli`) uses it yet.
+``cryptography`` package.
 """
 
 from ._chain import GENESIS, Chain, ChainReport, Fault, Record, Tamper, decode_record, verify_chain
@@ -54,21 +57,42 @@ from ._note import (
     sign_checkpoint,
     sign_note,
 )
+from ._operators import (
+    ACTIONS,
+    GRANTS,
+    Credential,
+    Identity,
+    Operator,
+    OperatorKey,
+    ReplayGuard,
+    Role,
+    Roster,
+    authorize,
+)
 from ._verify import LogProver, LogReport, prove_consistency, prove_inclusion, read_log, verify_log
 from .exceptions import (
+    AccessDenied,
     AnchorFailed,
     AuditError,
     BadProof,
     BadSignature,
+    Forbidden,
     InconsistentCheckpoints,
     KeyFileError,
     LogStorageError,
     MalformedNote,
+    OperatorsFileError,
     TamperDetected,
     TornRecord,
+    Unauthenticated,
 )
 
 __all__ = [
+    "ACTIONS",
+    "EMPTY_ROOT",
+    "GENESIS",
+    "GRANTS",
+    "AccessDenied",
     "Anchor",
     "AnchorFailed",
     "AuditError",
@@ -78,11 +102,12 @@ __all__ = [
     "Chain",
     "ChainReport",
     "Checkpoint",
+    "Credential",
     "DirectoryAnchor",
-    "EMPTY_ROOT",
     "Fault",
+    "Forbidden",
     "Frontier",
-    "GENESIS",
+    "Identity",
     "InconsistentCheckpoints",
     "KeyFileError",
     "LogProver",
@@ -91,13 +116,21 @@ __all__ = [
     "MalformedNote",
     "Note",
     "NoteSignature",
+    "Operator",
+    "OperatorKey",
+    "OperatorsFileError",
     "Record",
+    "ReplayGuard",
+    "Role",
+    "Roster",
     "SigningKey",
     "Tamper",
     "TamperDetected",
     "TornRecord",
     "TreeStore",
+    "Unauthenticated",
     "VerifierKey",
+    "authorize",
     "check_consistent",
     "decode_record",
     "leaf_hash",

@@ -14,7 +14,11 @@ one root every Garrison error has (:class:`protocols.GarrisonError`)::
         ├── KeyFileError            a key file or key text cannot be read as an Ed25519 key
         ├── TornRecord              the records file ends in part of a record (a crash mid-append)
         ├── LogStorageError         the log's files cannot be read or written (the OSError is chained)
-        └── AnchorFailed            an anchor refused or failed to take a checkpoint (it is on disk)
+        ├── AnchorFailed            an anchor refused or failed to take a checkpoint (it is on disk)
+        ├── OperatorsFileError      the operators file cannot be read or says something invalid
+        └── AccessDenied            an operator's call was refused (``check`` names why)
+            ├── Unauthenticated     not proven to come from the operator it names
+            └── Forbidden           proven, but none of the operator's roles grants the action
 
 Neighbours, told apart: ``MalformedNote`` is "this is not a note" (nothing
 was checked cryptographically); ``BadSignature`` is "a well-formed note, not
@@ -33,16 +37,20 @@ from __future__ import annotations
 from protocols.exceptions import GarrisonError
 
 __all__ = [
+    "AccessDenied",
     "AnchorFailed",
     "AuditError",
     "BadProof",
     "BadSignature",
+    "Forbidden",
     "InconsistentCheckpoints",
     "KeyFileError",
     "LogStorageError",
     "MalformedNote",
+    "OperatorsFileError",
     "TamperDetected",
     "TornRecord",
+    "Unauthenticated",
 ]
 
 
@@ -112,3 +120,23 @@ class LogStorageError(AuditError):
 
 class AnchorFailed(AuditError):
     """An anchor raised on a new checkpoint; the checkpoint is already on disk and the log goes on."""
+
+
+class OperatorsFileError(AuditError):
+    """The operators file cannot be read, or a field of it is invalid (which one, in the message)."""
+
+
+class AccessDenied(AuditError):
+    """An operator's call was refused; ``check`` names the check that refused it (see :mod:`audit._operators`)."""
+
+    @property
+    def check(self) -> str:
+        return str(self.details["check"])
+
+
+class Unauthenticated(AccessDenied):
+    """The call is not proven to come from the operator it names (no, a bad or a stale credential)."""
+
+
+class Forbidden(AccessDenied):
+    """The operator is who they say, but none of their roles grants the action (``who``)."""

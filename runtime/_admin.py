@@ -16,11 +16,17 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from audit import OperatorKey
+
 from ._boundary import creation_failed, from_ray
+from ._gatekeeper import credential_for
 from ._route import DEFAULT_TIMEOUT, Route
 from .exceptions import AskTimeout
 
 __all__ = ["AgentAdmin"]
+
+#: Who makes an operator's call: their key (signs it), or, without an operators file, a name.
+Who = OperatorKey | str
 
 
 class AgentAdmin:
@@ -92,33 +98,42 @@ class AgentAdmin:
         """Recent handling durations (monotonic start, seconds) and the host's monotonic now (benchmarks)."""
         return self._call("handling_times", timeout=timeout)
 
-    def halt(self, who: str, why: str) -> dict[str, Any]:
-        """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts."""
-        return self._call("halt", who, why)
+    def _operate(self, action: str, who: Who, **args: Any) -> Any:
+        """An operator's call: ``who`` signs it for this agent if it is an ``audit.OperatorKey``."""
+        return self._call("operate", action, credential_for(who, action, self._route.agent_id), args)
 
-    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
+    def halt(self, who: Who, why: str) -> dict[str, Any]:
+        """Kill switch for this agent: nothing handled or sent until ``unhalt``; survives restarts.
+
+        ``who`` here and in every operator call below: an ``audit.OperatorKey``
+        (required when the agent has an operators file, ``AgentConfig.operators``),
+        or a name (recorded as ``unverified``).
+        """
+        return self._operate("halt", who, why=why)
+
+    def unhalt(self, who: Who, why: str = "") -> dict[str, Any]:
         """Lift this agent's kill switch (recorded with who and why); it resumes unless quarantined."""
-        return self._call("unhalt", who, why)
+        return self._operate("unhalt", who, why=why)
 
-    def quarantine(self, who: str, why: str) -> dict[str, Any]:
+    def quarantine(self, who: Who, why: str) -> dict[str, Any]:
         """Stop this agent handling (messages refused, state kept) until ``release``; survives restarts.
 
         For a supervised agent prefer its supervisor's ``quarantine`` (or
         ``supervisors.quarantine``), so the supervisor stops probing it too.
         """
-        return self._call("quarantine", why, who)
+        return self._operate("quarantine", who, why=why)
 
-    def release(self, who: str, why: str = "") -> dict[str, Any]:
+    def release(self, who: Who, why: str = "") -> dict[str, Any]:
         """Lift this agent's quarantine (recorded with who and why): it handles messages again."""
-        return self._call("release", who, why)
+        return self._operate("release", who, why=why)
 
-    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
+    def review_actions(self, who: Who, count: int | None = None) -> dict[str, Any]:
         """``who`` reviewed the medium-risk actions flagged for review (``count`` of them; None: all)."""
-        return self._call("review_actions", who, count)
+        return self._operate("review", who, count=count)
 
-    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+    def reset_breaker(self, name: str, who: Who) -> dict[str, Any]:
         """Close one of the agent's breakers: ``agent``, a tool's action tag, or ``drift``."""
-        return self._call("reset_breaker", name, who)
+        return self._operate("reset_breaker", who, name=name)
 
     def ledger(self, *, limit: int = 100, tag: str | None = None, in_doubt: bool = False) -> list[dict[str, Any]]:
         """The agent's governed actions: each intent with its outcome (None while in doubt), oldest first.
@@ -129,7 +144,7 @@ class AgentAdmin:
         return self._call("ledger", limit, tag, in_doubt)
 
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest operator actions on this agent (action, who, why, time), oldest first."""
+        """The newest operator actions on this agent (action, who, auth, why, time), oldest first."""
         return self._call("operator_log", limit)
 
     def decisions(self, *, trace: str | None = None, since: float | None = None, until: float | None = None,
@@ -141,10 +156,10 @@ class AgentAdmin:
         """
         return self._call("decisions", trace, since, until, limit)
 
-    def annotate(self, decision: str, label: str, *, who: str, note: str = "") -> dict[str, Any]:
+    def annotate(self, decision: str, label: str, *, who: Who, note: str = "") -> dict[str, Any]:
         """``who`` says what they think of recorded decision ``decision`` (its ``id``): ``label`` one of
         ``correct``, ``wrong``, ``near_miss``, ``right_for_wrong_reason``; kept in the audit log."""
-        return self._call("annotate", decision, label, note, who)
+        return self._operate("annotate", who, decision=decision, label=label, note=note)
 
     def feedback(self, *, limit: int = 0) -> list[dict[str, Any]]:
         """The newest ``limit`` annotations (0: all), oldest first, each joined with the provenance of

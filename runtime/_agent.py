@@ -42,6 +42,10 @@ self.act(action)`` (a :class:`governance.Action`), which the agent's gateway
 checks (grants, risk, breakers, budget), records in its ledger and performs
 with the tool the class maps it to in ``tools``; it answers a
 :class:`governance.Outcome`, never raises for what the tool did.
+
+People's decisions: a handler that takes one (the approval queue's approve and
+deny) checks who sent it with ``self.admit(action, who)``, against the agent's
+operators file (``AgentConfig.operators``; ``audit._operators``).
 """
 
 from __future__ import annotations
@@ -228,16 +232,32 @@ class Agent:
         return recorder(choice, options=options, rationale=rationale, context=context,
                         keep_context=keep_context, actions=actions)
 
+    def admit(self, action: str, who: Any, *, on: str | None = None) -> Any:
+        """The operator ``who`` is, if they may do ``action`` here: an ``audit.Identity`` (name, auth).
+
+        For handlers that take operators' decisions (the approval queue's
+        approve and deny): with ``AgentConfig.operators`` set, ``who`` must be a
+        credential signed for ``action`` on this agent by an operator whose role
+        grants it, else ``audit.Unauthenticated`` or ``audit.Forbidden``; without
+        it, ``who`` is a name, admitted as ``unverified``.  ``on``: what the credential
+        must be signed for, when narrower than this agent (say ``<agent id>/<request id>``).
+        """
+        gatekeeper = getattr(self, "_gatekeeper", None)
+        if gatekeeper is None:
+            raise RuntimeError("admit() is only available inside a running agent host")
+        return gatekeeper.admit(action, who, on=on)
+
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {getattr(self, 'agent_id', '?')}>"
 
 
 def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
-         lookup: Callable[[str], AgentRef] | None, gateway: Any = None, decide: Any = None) -> None:
+         lookup: Callable[[str], AgentRef] | None, gateway: Any = None, decide: Any = None,
+         gatekeeper: Any = None) -> None:
     """Give a user's agent object what its host provides (the attributes ``Agent`` documents).
 
-    The one place they are set; ``lookup``, ``gateway`` and ``decide`` are private to
-    ``Agent`` (users call ``Agent.lookup``, ``Agent.act`` and ``Agent.decide``), hence set here,
+    The one place they are set; ``lookup``, ``gateway``, ``decide`` and ``gatekeeper`` are private to
+    ``Agent`` (users call ``Agent.lookup``, ``Agent.act``, ``Agent.decide`` and ``Agent.admit``), hence set here,
     in the module that owns the class.
     """
     agent.agent_id = agent_id
@@ -247,3 +267,4 @@ def bind(agent: Agent, *, agent_id: str, state: State, log: logging.Logger,
     agent._lookup = lookup
     agent._gateway = gateway
     agent._decide = decide
+    agent._gatekeeper = gatekeeper

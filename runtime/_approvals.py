@@ -19,9 +19,13 @@ State (the queue's LMDB working state, checkpointed like any agent's)::
     req/<id>       the ApprovalRequest, as JSON data
     pending/<id>   present while the request is pending (what expiry sweeps)
 
+Who decides is admitted first (``Agent.admit``): with ``AgentConfig.operators``
+set on the queue, a decision must carry a credential signed for that very
+request (``<queue>/<request id>``) by an operator with the approver role.
 Each approval and denial that changes a request is also a ``decision`` record
 in the queue's own audit log (``Agent.decide``): choice ``approve`` or ``deny``,
-rationale with who and why, the request's id, agent, action and arguments as context.
+rationale with who and why, the request's id, agent, action and arguments, and
+who with how they were established (``auth``) as context.
 
 Invariants: a request id is stored once (a repeated request changes
 nothing); a decision is sent to the requesting agent once per request, in
@@ -40,10 +44,12 @@ import threading
 import time
 from typing import Any
 
+from audit import OperatorKey
 from governance import Action, ApprovalError, ApprovalRequest, ApprovalState, approve, deny, expire
 from protocols import Message, default_registry
 
 from ._agent import Agent, handler
+from ._gatekeeper import credential_for
 from .exceptions import GarrisonError
 
 __all__ = ["ApprovalDecided", "ApprovalQueue", "Approvals", "DecideApproval", "GetApproval", "ListApprovals",
@@ -59,12 +65,17 @@ class RequestApproval(Message, name="garrison.approval.request"):
 
 
 class DecideApproval(Message, name="garrison.approval.decide"):
-    """From a person: ``verdict`` is ``approve`` or ``deny`` (``why`` required for a denial)."""
+    """From a person: ``verdict`` is ``approve`` or ``deny`` (``why`` required for a denial).
+
+    ``credential``: ``who``'s signed credential for ``verdict`` on ``<queue>/<approval_id>``
+    (``audit.Credential``), required when the queue has an operators file.
+    """
 
     approval_id: str
     verdict: str
     who: str
     why: str = ""
+    credential: dict[str, Any] | None = None
 
 
 class GetApproval(Message, name="garrison.approval.get"):
@@ -149,20 +160,24 @@ class ApprovalQueue(Agent):
 
     @handler
     def decide_approval(self, msg: DecideApproval) -> dict[str, Any]:
+        if msg.verdict not in ("approve", "deny"):
+            raise ValueError(f"verdict must be 'approve' or 'deny', not {msg.verdict!r}")
+        # Who decides is checked first (the approver role, a credential signed for this very request).
+        me = self.admit(msg.verdict, msg.credential if msg.credential is not None else msg.who,
+                        on=f"{self.agent_id}/{msg.approval_id}")
         now = time.time()
         self._sweep(now)
         req = self._load(msg.approval_id)
         if msg.verdict == "approve":
-            decided = approve(req, msg.who, now)
-        elif msg.verdict == "deny":
-            decided = deny(req, msg.who, msg.why, now)
+            decided = approve(req, me.name, now)
         else:
-            raise ValueError(f"verdict must be 'approve' or 'deny', not {msg.verdict!r}")
+            decided = deny(req, me.name, msg.why, now)
         if decided != req:  # recorded in the queue's audit log too: a person's decision, with who
             self.decide(msg.verdict, options=("approve", "deny"), keep_context=True,
-                        rationale=f"{msg.verdict} by {msg.who}" + (f": {msg.why}" if msg.why else ""),
+                        rationale=f"{msg.verdict} by {me.name}" + (f": {msg.why}" if msg.why else ""),
                         context={"approval": req.id, "agent": req.agent_id, "action": req.action,
-                                 "arguments": req.arguments, "who": msg.who, "state": decided.state.value})
+                                 "arguments": req.arguments, "who": me.name, "auth": me.auth,
+                                 "state": decided.state.value})
             self._save(decided)
             if decided.state is not ApprovalState.PENDING:
                 self._notify(decided)
@@ -237,8 +252,16 @@ class Approvals:
     def show(self, approval_id: str) -> dict[str, Any]:
         return self._ask(GetApproval(approval_id=approval_id))
 
-    def approve(self, approval_id: str, *, who: str) -> dict[str, Any]:
-        return self._ask(DecideApproval(approval_id=approval_id, verdict="approve", who=who))
+    def approve(self, approval_id: str, *, who: OperatorKey | str) -> dict[str, Any]:
+        """``who`` approves: an ``audit.OperatorKey`` with the approver role (required when the queue
+        has an operators file), or a name (recorded as ``unverified``)."""
+        return self._ask(self._decision(approval_id, "approve", who, ""))
 
-    def deny(self, approval_id: str, *, who: str, why: str) -> dict[str, Any]:
-        return self._ask(DecideApproval(approval_id=approval_id, verdict="deny", who=who, why=why))
+    def deny(self, approval_id: str, *, who: OperatorKey | str, why: str) -> dict[str, Any]:
+        return self._ask(self._decision(approval_id, "deny", who, why))
+
+    def _decision(self, approval_id: str, verdict: str, who: OperatorKey | str, why: str) -> DecideApproval:
+        signed = credential_for(who, verdict, f"{self.queue}/{approval_id}")
+        return DecideApproval(approval_id=approval_id, verdict=verdict, why=why,
+                              who=who.name if isinstance(who, OperatorKey) else who,
+                              credential=signed if isinstance(who, OperatorKey) else None)

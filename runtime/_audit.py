@@ -12,9 +12,11 @@ What an agent records (``kind``: ``body``), each in the transaction of what it r
 ``intent``    a governed action about to run (``_ledger``, its own commit before the call): ``key``,
               ``tag``, ``args``, ``digest``, ``idempotent``
 ``outcome``   what came of it: ``key`` and the outcome as the ledger keeps it (``code``, ``result``, ...)
-``operator``  a kill switch pulled or released, a quarantine or release: ``action``, ``who``, ``why``
-``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``
-              (``_feedback``)
+``operator``  a kill switch pulled or released, a quarantine or release, a review, a breaker reset:
+              ``action``, ``who``, ``auth`` (how ``who`` was established: ``ed25519:<key id>`` of
+              the operator's key, ``unverified`` free text, or ``runtime``; ``_gatekeeper``), ``why``
+``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``,
+              ``auth`` (``_feedback``)
 
 The log: ``<checkpoint store>/<agent_id>/audit/`` (the format of :mod:`audit`: framed,
 hash-chained records under an RFC 6962 tree, signed checkpoint notes when the agent has a

@@ -117,6 +117,13 @@ class AgentConfig(BaseModel):
     #: A signed checkpoint every this many records, and at least every ``checkpoint_interval``.
     audit_checkpoint_every: int = Field(1000, ge=1)
 
+    # -- accountability (``_gatekeeper``) --
+    #: The operators file (TOML: names, roles, Ed25519 keys; see ``audit._operators``), readable on
+    #: every node that may host the agent.  Set: operators' calls on this agent (kill switch,
+    #: quarantine, release, review, breaker reset, annotation; approvals on an approval queue) must
+    #: be signed by an operator whose role grants them.  None: ``who`` is free text, recorded unverified.
+    operators: str | None = None
+
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
         if self.ship_interval > self.checkpoint_interval:

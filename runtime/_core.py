@@ -52,6 +52,7 @@ from ._codec import unpack
 from ._committer import Committer
 from ._config import Durability
 from ._fence import PeerEpochs
+from ._gatekeeper import RUNTIME, Gatekeeper
 from ._gateway import Gateway
 from ._hooks import MessageHooks, load_hooks
 from ._inbox import Inbox
@@ -107,6 +108,7 @@ class AgentCore:
             ) from exc
         self.state = State(self.store)
         self._txn = Transaction(self.state)
+        self.gatekeeper = Gatekeeper(cfg.operators, (self.agent_id,))  # admits operators' calls on it
         try:
             hooks = load_hooks(cfg.interventions)
             self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
@@ -124,7 +126,8 @@ class AgentCore:
                                 functools.partial(lookup, sender=self.agent_id, epoch=self.epoch),
                                 gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None,
                                 after=self.gateway.flush, decide=DecisionRecorder(
-                                    self._txn.record if self.audit else None, lambda: agent.context))
+                                    self._txn.record if self.audit else None, lambda: agent.context),
+                                gatekeeper=self.gatekeeper)
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
@@ -306,37 +309,35 @@ class AgentCore:
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._operations.operator_log(limit)
 
-    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
+    def review_actions(self, who: str, count: int | None = None, *, auth: str = RUNTIME) -> dict[str, Any]:
         """``who`` reviewed ``count`` (None: all) of the medium-risk actions flagged for review."""
         with self._lock:  # the gateway is the handling thread's between messages
             left = self.gateway.review(count)
             self._operations.record("review", who, f"reviewed {'all' if count is None else count} flagged "
-                                                   f"medium-risk actions; {left} left")
-        log.warning("agent %s: %s reviewed %s flagged actions; %d left", self.agent_id, who,
-                    "all" if count is None else count, left)
+                                                   f"medium-risk actions; {left} left", auth)
         return {"unreviewed_medium": left}
 
-    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
+    def reset_breaker(self, name: str, who: str, *, auth: str = RUNTIME) -> dict[str, Any]:
         """``who`` closes breaker ``name`` (recorded in the operator log)."""
         with self._lock:
             status = self.gateway.reset_breaker(name, who)
-            self._operations.record("reset_breaker", who, f"{name} breaker closed")
+            self._operations.record("reset_breaker", who, f"{name} breaker closed", auth)
             return status
 
-    def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
-        self._operations.quarantine(why, who)
+    def quarantine(self, why: str, who: str = "supervisor", *, auth: str = RUNTIME) -> dict[str, Any]:
+        self._operations.quarantine(why, who, auth)
         return self.status()
 
-    def release(self, who: str = "operator", why: str = "") -> dict[str, Any]:
-        self._operations.release(who, why)
+    def release(self, who: str = "operator", why: str = "", *, auth: str = RUNTIME) -> dict[str, Any]:
+        self._operations.release(who, why, auth)
         return self.status()
 
-    def halt(self, who: str, why: str, *, grace: float = 2.0) -> dict[str, Any]:
-        self._operations.halt(who, why, grace=grace)
+    def halt(self, who: str, why: str, *, grace: float = 2.0, auth: str = RUNTIME) -> dict[str, Any]:
+        self._operations.halt(who, why, grace=grace, auth=auth)
         return self.status()
 
-    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
-        self._operations.unhalt(who, why)
+    def unhalt(self, who: str, why: str = "", *, auth: str = RUNTIME) -> dict[str, Any]:
+        self._operations.unhalt(who, why, auth)
         return self.status()
 
     # -- stop ---------------------------------------------------------------------

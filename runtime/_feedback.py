@@ -2,7 +2,7 @@
 
 An annotation says what a person thought of one decision (``Agent.decide``): a
 ``label`` from :data:`LABELS` and a free ``note``, with who gave it.  It is an
-audit record of kind ``feedback`` (``decision``, ``label``, ``note``, ``who``),
+audit record of kind ``feedback`` (``decision``, ``label``, ``note``, ``who``, ``auth``),
 committed to the agent's journaled ``audit`` table like every other record, so it
 reaches the signed log and survives crashes; it never changes the decision it
 annotates (both stay in the log, in order).
@@ -32,13 +32,16 @@ __all__ = ["LABELS", "FeedbackDesk", "export_rows", "feedback_op"]
 LABELS = ("correct", "wrong", "near_miss", "right_for_wrong_reason")
 
 
-def feedback_op(decision: str, label: str, note: str, who: str, now: float) -> Op:
-    """The audit record of one annotation (raises FeedbackError for an unknown label or no ``who``)."""
+def feedback_op(decision: str, label: str, note: str, who: str, now: float, auth: str = "unverified") -> Op:
+    """The audit record of one annotation (raises FeedbackError for an unknown label or no ``who``).
+
+    ``auth``: how ``who`` was established (``runtime._gatekeeper``).
+    """
     if label not in LABELS:
         raise FeedbackError(f"unknown feedback label {label!r}; one of: {', '.join(LABELS)}", label=label)
     if not who.strip():
         raise FeedbackError("feedback needs who gave it", decision=decision)
-    return audit_op("feedback", {"decision": decision, "label": label, "note": note, "who": who}, now)
+    return audit_op("feedback", {"decision": decision, "label": label, "note": note, "who": who, "auth": auth}, now)
 
 
 def export_rows(agent_id: str, decisions: Iterable[dict[str, Any]],
@@ -51,7 +54,7 @@ def export_rows(agent_id: str, decisions: Iterable[dict[str, Any]],
     """
     by_id = {d["id"]: d for d in decisions}
     return [{"agent": agent_id, "decision": a["decision"], "label": a["label"], "note": a["note"],
-             "who": a["who"], "time": a["time"], "index": a["index"], "provenance": by_id.get(a["decision"])}
+             "who": a["who"], "auth": a.get("auth", "unverified"), "time": a["time"], "index": a["index"], "provenance": by_id.get(a["decision"])}
             for a in annotations]
 
 
@@ -72,17 +75,17 @@ class FeedbackDesk:
                                 agent_id=self.agent_id)
         return self._trail
 
-    def annotate(self, decision: str, label: str, note: str, who: str) -> dict[str, Any]:
+    def annotate(self, decision: str, label: str, note: str, who: str, auth: str = "unverified") -> dict[str, Any]:
         """Record ``who``'s ``label`` and ``note`` on recorded decision ``decision``; the record's body."""
         trail = self._require_trail()
         now = self._clock()
-        op = feedback_op(decision, label, note, who, now)
+        op = feedback_op(decision, label, note, who, now, auth)
         if not any(d["id"] == decision for d in trail.records("decision", limit=0)):
             raise FeedbackError(f"agent {self.agent_id!r} recorded no decision {decision!r}",
                                 agent_id=self.agent_id, decision=decision)
         self._store.commit([op], now=now)
         return {"agent": self.agent_id, "decision": decision, "label": label, "note": note, "who": who,
-                "time": now}
+                "auth": auth, "time": now}
 
     def export(self, limit: int = 0) -> list[dict[str, Any]]:
         """The newest ``limit`` annotations (0: all), oldest first, each with its decision's provenance."""

@@ -38,10 +38,13 @@ import logging
 
 import ray
 
+from audit import AccessDenied
+
 from . import _directory
 from ._boundary import guarded, start_failed
 from ._core import AgentCore
 from ._feedback import FeedbackDesk
+from ._gatekeeper import RUNTIME
 from ._ref import AgentRef
 from ._spec import HostSpec
 from .exceptions import AgentAlreadyRunning, AgentNotRunning, AgentStartError
@@ -59,6 +62,10 @@ WATCHERS_DRAIN = 10.0
 def lookup_agent(agent_id: str, *, namespace: str, sender: str | None, epoch: int | None = None) -> AgentRef:
     handle = _directory.resolve(agent_id, namespace=namespace)
     return AgentRef(agent_id, handle, namespace=namespace, sender=sender, epoch=epoch)
+
+
+#: What an operator can do to one agent through ``ref.admin`` (each needs a role: ``audit.GRANTS``).
+AGENT_ACTIONS = frozenset({"halt", "unhalt", "quarantine", "release", "review", "reset_breaker", "annotate"})
 
 
 class AgentHost:
@@ -250,26 +257,61 @@ class AgentHost:
         return self._core().metrics.text()
 
     # -- supervisors: quarantine and kill switch (see supervisors/) ---------------------
+    # The runtime's own path: a supervisor's policy, or an operator's call a supervisor admitted
+    # (``auth`` says which).  Operators reach this agent through ``operate``.
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def quarantine(self, why: str, who: str = "supervisor") -> dict[str, Any]:
-        return self._core().quarantine(why, who)
+    def quarantine(self, why: str, who: str = "supervisor", auth: str = RUNTIME) -> dict[str, Any]:
+        return self._core().quarantine(why, who, auth=auth)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def release(self, who: str = "operator", why: str = "") -> dict[str, Any]:
-        return self._core().release(who, why)
+    def release(self, who: str = "operator", why: str = "", auth: str = RUNTIME) -> dict[str, Any]:
+        return self._core().release(who, why, auth=auth)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def halt(self, who: str, why: str) -> dict[str, Any]:
-        return self._core().halt(who, why)
+    def halt(self, who: str, why: str, auth: str = RUNTIME) -> dict[str, Any]:
+        return self._core().halt(who, why, auth=auth)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def unhalt(self, who: str, why: str = "") -> dict[str, Any]:
-        return self._core().unhalt(who, why)
+    def unhalt(self, who: str, why: str = "", auth: str = RUNTIME) -> dict[str, Any]:
+        return self._core().unhalt(who, why, auth=auth)
+
+    # -- operators (``ref.admin``) -----------------------------------------------------
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def operate(self, action: str, who: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """An operator's ``action`` with ``args``, once ``who`` is admitted for it (``_gatekeeper``).
+
+        ``who`` is a credential (a dict :meth:`audit.Credential.to_dict` made) or, in a
+        deployment without an operators file, a name.  Returns the agent's status, or
+        what the action returns (a review's count left, a breaker's status, an annotation).
+        """
+        core = self._core()
+        if action not in AGENT_ACTIONS:
+            raise AccessDenied(f"{action!r} is not an operator action on an agent; one of {sorted(AGENT_ACTIONS)}",
+                               check="action")
+        me = core.gatekeeper.admit(action, who)
+        match action:
+            case "halt":
+                return core.halt(me.name, args["why"], auth=me.auth)
+            case "unhalt":
+                return core.unhalt(me.name, args.get("why", ""), auth=me.auth)
+            case "quarantine":
+                return core.quarantine(args["why"], me.name, auth=me.auth)
+            case "release":
+                return core.release(me.name, args.get("why", ""), auth=me.auth)
+            case "review":
+                return core.review_actions(me.name, args.get("count"), auth=me.auth)
+            case "reset_breaker":
+                return core.reset_breaker(args["name"], me.name, auth=me.auth)
+            case _:  # annotate
+                return self._feedback().annotate(args["decision"], args["label"], args.get("note", ""),
+                                                 me.name, me.auth)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
@@ -285,27 +327,12 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def annotate(self, decision: str, label: str, note: str, who: str) -> dict[str, Any]:
-        return self._feedback().annotate(decision, label, note, who)
-
-    @ray.method(concurrency_group=CONTROL)
-    @guarded
     def feedback(self, limit: int = 0) -> list[dict[str, Any]]:
         return self._feedback().export(limit)
 
     def _feedback(self) -> FeedbackDesk:
         core = self._core()
         return FeedbackDesk(core.agent_id, core.audit, core.store)
-
-    @ray.method(concurrency_group=CONTROL)
-    @guarded
-    def review_actions(self, who: str, count: int | None = None) -> dict[str, Any]:
-        return self._core().review_actions(who, count)
-
-    @ray.method(concurrency_group=CONTROL)
-    @guarded
-    def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
-        return self._core().reset_breaker(name, who)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

@@ -40,7 +40,7 @@ class Invoker:
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
                  lookup: Callable[[str], Any] | None, gateway: Any = None,
                  hooks: MessageHooks | None = None, after: Callable[[], None] | None = None,
-                 decide: Any = None) -> None:
+                 decide: Any = None, gatekeeper: Any = None) -> None:
         self.agent = agent
         # Called when a handler or hook returns or raises, before its changes commit (the
         # gateway's deferred outcomes); a failure fails the handler.
@@ -48,7 +48,7 @@ class Invoker:
         self.agent_id = agent_id
         self._hooks = hooks
         bind(agent, agent_id=agent_id, state=state, log=logging.getLogger(f"garrison.agent.{agent_id}"),
-             lookup=lookup, gateway=gateway, decide=decide)
+             lookup=lookup, gateway=gateway, decide=decide, gatekeeper=gatekeeper)
         # Handlers by type tag, not by class object: a message class that reached
         # this process by value (defined in a driver's ``__main__``) may be a
         # different object from the one the agent class was pickled with.

@@ -33,6 +33,7 @@ from ._lifecycle import AgentState, Lifecycle
 from ._metrics import AgentMetrics
 from ._outbox import Dispatcher
 from ._audit import audit_op
+from ._gatekeeper import RUNTIME
 from ._store import DELETE, DELETE_RANGE, PUT, LmdbStore, Op
 from ._transaction import Transaction
 from .exceptions import MailboxFull, NotDurable
@@ -53,12 +54,16 @@ _NS = struct.Struct(">Q")
 ACTIONS_KEPT = 200
 
 
-def _action_ops(store: Any, audited: bool, action: str, who: str, why: str, now: float) -> list[Op]:
-    """Ops adding one operator-log record (and trimming the oldest past ``ACTIONS_KEPT``), and its audit record."""
+def _action_ops(store: Any, audited: bool, action: str, who: str, why: str, now: float, auth: str) -> list[Op]:
+    """Ops adding one operator-log record (and trimming the oldest past ``ACTIONS_KEPT``), and its audit record.
+
+    ``auth`` says how ``who`` was established (``runtime._gatekeeper``): ``ed25519:<key id>``,
+    ``unverified`` (free text) or ``runtime`` (the runtime's own policy acted).
+    """
     key = _ACTION + _NS.pack(int(now * 1e9)) + os.urandom(4)
-    ops = [Op("control", PUT, key, pack({"action": action, "who": who, "why": why, "time": now}))]
+    ops = [Op("control", PUT, key, pack({"action": action, "who": who, "auth": auth, "why": why, "time": now}))]
     if audited:
-        ops.append(audit_op("operator", {"action": action, "who": who, "why": why}, now))
+        ops.append(audit_op("operator", {"action": action, "who": who, "auth": auth, "why": why}, now))
     keys = [k for k, _ in store.scan("control", _ACTION)]
     if len(keys) >= ACTIONS_KEPT:
         ops.append(Op("control", DELETE_RANGE, keys[0], keys[len(keys) - ACTIONS_KEPT + 1]))
@@ -167,12 +172,13 @@ class Operations:
         rows = self._store.scan("control", _ACTION)
         return [unpack(v) for _, v in rows[-limit:]] if limit > 0 else []
 
-    def record(self, action: str, who: str, why: str) -> None:
+    def record(self, action: str, who: str, why: str, auth: str = RUNTIME) -> None:
         """Add an operator action that changes no lifecycle (a review, a breaker reset) to the operator log."""
         now = time.time()
-        self._store.commit(_action_ops(self._store, self._audited, action, who, why, now), now=now)
+        self._store.commit(_action_ops(self._store, self._audited, action, who, why, now, auth), now=now)
+        log.warning("agent %s: %s by %s (%s): %s", self.agent_id, action, who, auth, why)
 
-    def quarantine(self, why: str, who: str = "supervisor") -> None:
+    def quarantine(self, why: str, who: str = "supervisor", auth: str = RUNTIME) -> None:
         """Stop handling (new messages are refused and kept as dead letters); keep state; checkpoint.
 
         Recorded (who, why, when) before it returns, so a restart comes back
@@ -185,11 +191,11 @@ class Operations:
             now = time.time()
             record = pack({"who": who, "why": why, "time": now})
             self._store.commit([Op("control", PUT, QUARANTINE_KEY, record),
-                               *_action_ops(self._store, self._audited, "quarantine", who, why, now)], now=now)
+                               *_action_ops(self._store, self._audited, "quarantine", who, why, now, auth)], now=now)
             self._final_checkpoint("quarantine", force=True)  # a failure is recorded, not raised
             log.warning("agent %s quarantined by %s: %s", self.agent_id, who, why)
 
-    def release(self, who: str = "operator", why: str = "") -> None:
+    def release(self, who: str = "operator", why: str = "", auth: str = RUNTIME) -> None:
         """Lift a quarantine: clear its record; a QUARANTINED agent resumes handling.
 
         No effect if there is no quarantine.  A HALTED agent stays halted (its
@@ -201,7 +207,7 @@ class Operations:
             return
         now = time.time()
         self._store.commit([Op("control", DELETE, QUARANTINE_KEY, None),
-                           *_action_ops(self._store, self._audited, "release", who, why, now)], now=now)
+                           *_action_ops(self._store, self._audited, "release", who, why, now, auth)], now=now)
         if self._lifecycle.state is AgentState.QUARANTINED:
             self._lifecycle.set(AgentState.RUNNING)
         log.warning("agent %s released by %s: %s", self.agent_id, who, why)
@@ -216,7 +222,7 @@ class Operations:
             threading.Thread(target=self.halt, args=("breaker", f"{name} breaker tripped: {why}"),
                              name=f"garrison-trip-{self.agent_id}", daemon=True).start()
 
-    def halt(self, who: str, why: str, *, grace: float = 2.0) -> None:
+    def halt(self, who: str, why: str, *, grace: float = 2.0, auth: str = RUNTIME) -> None:
         """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.
 
         The halt is recorded in the agent's state (who, why, when), so a new
@@ -233,20 +239,20 @@ class Operations:
         try:
             now = time.time()
             self._store.commit([Op("control", PUT, HALT_KEY, pack({"who": who, "why": why, "time": now})),
-                               *_action_ops(self._store, self._audited, "halt", who, why, now)], now=now)
+                               *_action_ops(self._store, self._audited, "halt", who, why, now, auth)], now=now)
         finally:
             if acquired:
                 self._lock.release()
         self._final_checkpoint("halt", force=True)  # halted even if the store refuses: the record is local
         log.warning("agent %s halted by %s: %s", self.agent_id, who, why)
 
-    def unhalt(self, who: str, why: str = "") -> None:
+    def unhalt(self, who: str, why: str = "", auth: str = RUNTIME) -> None:
         """Lift the kill switch: clear the record and resume sending; handling resumes unless quarantined."""
         if self._lifecycle.state is AgentState.HALTED:
             with self._lock:
                 now = time.time()
                 self._store.commit([Op("control", DELETE, HALT_KEY, None),
-                                   *_action_ops(self._store, self._audited, "unhalt", who, why, now)], now=now)
+                                   *_action_ops(self._store, self._audited, "unhalt", who, why, now, auth)], now=now)
                 quarantined = self._store.get("control", QUARANTINE_KEY)
                 if quarantined is None:
                     self._lifecycle.set(AgentState.RUNNING)

@@ -12,6 +12,7 @@
     garrison feedback add|export ID ...              annotate decisions; export them as JSONL with provenance
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
+    garrison operators keygen|check ...              operators' keys and the operators file (roles)
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
@@ -31,7 +32,8 @@ import click
 
 from ._feedback import LABELS
 
-__all__ = ["address_option", "commands", "emit", "main", "reports_errors", "run_group"]
+__all__ = ["address_option", "commands", "emit", "identity_options", "main", "operator", "reports_errors",
+           "run_group"]
 
 #: Every command that talks to a cluster takes ``--address``.
 address_option = click.option("--address", default="auto", show_default=True, help="Ray cluster address.")
@@ -73,6 +75,25 @@ def _system(address: str) -> Any:
     from ._system import System
 
     return System(address=address)
+
+
+def identity_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--who NAME`` and ``--key FILE``: an operator's identity; the command gets ``who`` (see :func:`operator`)."""
+    def options(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--key", envvar="GARRISON_OPERATOR_KEY", type=click.Path(dir_okay=False, exists=True),
+                          help="Your operator key (garrison operators keygen), signing the call; required where "
+                               "an operators file is set. Default: $GARRISON_OPERATOR_KEY.")(fn)
+        return click.option("--who", required=True, help=f"Your name, recorded with {what}.")(fn)
+    return options
+
+
+def operator(who: str, key: str | None) -> Any:
+    """The ``who`` an operator's call takes: ``who``'s key read from ``key``, or the bare name."""
+    if key is None:
+        return who
+    from audit import OperatorKey
+
+    return OperatorKey.load(key, who)
 
 
 @click.group(name="garrison", context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,12 +221,13 @@ def feedback() -> None:
 @click.argument("decision_id")
 @click.option("--label", required=True, type=click.Choice(LABELS), help="What you think of the decision.")
 @click.option("--note", default="", help="Why, in your words.")
-@click.option("--who", required=True, help="Your identity, recorded with the annotation.")
+@identity_options("the annotation")
 @address_option
 @reports_errors
-def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: str, address: str) -> None:
+def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: str, key: str | None,
+                 address: str) -> None:
     """Annotate one recorded decision (its id, from `garrison decisions`); kept in the audit log."""
-    emit(_system(address).lookup(agent_id).admin.annotate(decision_id, label, who=who, note=note))
+    emit(_system(address).lookup(agent_id).admin.annotate(decision_id, label, who=operator(who, key), note=note))
 
 
 @feedback.command(name="export")
@@ -223,23 +245,23 @@ def feedback_export(agent_id: str, out: Any, limit: int, address: str) -> None:
 @commands.command(name="reset-breaker")
 @click.argument("agent_id")
 @click.argument("breaker")
-@click.option("--who", required=True, help="Your identity, recorded in the agent's operator log.")
+@identity_options("the agent's operator log")
 @address_option
 @reports_errors
-def reset_breaker(agent_id: str, breaker: str, who: str, address: str) -> None:
+def reset_breaker(agent_id: str, breaker: str, who: str, key: str | None, address: str) -> None:
     """Close an agent's breaker: `agent`, an action tag, or `drift`."""
-    emit(_system(address).lookup(agent_id).admin.reset_breaker(breaker, who))
+    emit(_system(address).lookup(agent_id).admin.reset_breaker(breaker, operator(who, key)))
 
 
 @commands.command()
 @click.argument("agent_id")
-@click.option("--who", required=True, help="Your identity, recorded in the agent's operator log.")
+@identity_options("the agent's operator log")
 @click.option("--count", type=int, help="How many flagged actions you reviewed (default: all).")
 @address_option
 @reports_errors
-def review(agent_id: str, who: str, count: int | None, address: str) -> None:
+def review(agent_id: str, who: str, key: str | None, count: int | None, address: str) -> None:
     """Mark an agent's flagged medium-risk actions reviewed (they block past the policy's limit)."""
-    emit(_system(address).lookup(agent_id).admin.review_actions(who, count))
+    emit(_system(address).lookup(agent_id).admin.review_actions(operator(who, key), count))
 
 
 @commands.group()
@@ -280,25 +302,25 @@ def approvals_show(approval_id: str, queue: str, address: str) -> None:
 
 @approvals.command(name="approve")
 @click.argument("approval_id")
-@click.option("--who", required=True, help="Your identity, recorded with the approval.")
+@identity_options("the approval")
 @queue_option
 @address_option
 @reports_errors
-def approvals_approve(approval_id: str, who: str, queue: str, address: str) -> None:
+def approvals_approve(approval_id: str, who: str, key: str | None, queue: str, address: str) -> None:
     """Approve a request; once it has enough approvers its agent executes the action."""
-    emit(_approvals(address, queue).approve(approval_id, who=who))
+    emit(_approvals(address, queue).approve(approval_id, who=operator(who, key)))
 
 
 @approvals.command(name="deny")
 @click.argument("approval_id")
-@click.option("--who", required=True, help="Your identity, recorded with the denial.")
+@identity_options("the denial")
 @click.option("--why", required=True, help="Why: the agent gets it with the denial.")
 @queue_option
 @address_option
 @reports_errors
-def approvals_deny(approval_id: str, who: str, why: str, queue: str, address: str) -> None:
+def approvals_deny(approval_id: str, who: str, key: str | None, why: str, queue: str, address: str) -> None:
     """Deny a request; its agent gets a ``denied`` outcome."""
-    emit(_approvals(address, queue).deny(approval_id, who=who, why=why))
+    emit(_approvals(address, queue).deny(approval_id, who=operator(who, key), why=why))
 
 
 @commands.group()
@@ -375,6 +397,42 @@ def audit_keygen(name: str, out: str) -> None:
     key = SigningKey.generate(name)
     write_signing_key(out, key)
     click.echo(str(key.verifier))
+
+
+@commands.group()
+def operators() -> None:
+    """Operators' identities: a key for each person, and the operators file that lists them with roles."""
+
+
+@operators.command(name="keygen")
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The new key file (mode 0600).")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["viewer", "operator", "approver", "admin"]), help="A role (repeat for more).")
+@reports_errors
+def operators_keygen(name: str, out: str, roles: tuple[str, ...]) -> None:
+    """Write operator NAME's new Ed25519 key to --out (never over a file); print their operators-file entry.
+
+    The key stays with the person (their --key); the entry goes into the operators file.
+    """
+    from audit import SigningKey, write_signing_key
+
+    key = SigningKey.generate(name)
+    write_signing_key(out, key)
+    click.echo(f'[operators.{name}]\nroles = {json.dumps(sorted(set(roles)))}\nkey = "{key.verifier}"')
+
+
+@operators.command(name="check")
+@click.argument("path", type=click.Path(dir_okay=False))
+@reports_errors
+def operators_check(path: str) -> None:
+    """Read an operators file as the runtime will; print each operator's roles and what they may do."""
+    from audit import GRANTS, Roster
+
+    roster = Roster.read(path)
+    emit({name: {"roles": sorted(r.value for r in op.roles), "key_id": op.key.key_id.hex(),
+                 "may": sorted(set().union(*(GRANTS[r] for r in op.roles)))}
+          for name, op in sorted(roster.operators.items())})
 
 
 def run_group(group: click.Group, argv: list[str] | None) -> int:

@@ -35,7 +35,9 @@ from typing import Any
 
 import ray
 
+from audit import OperatorKey
 from runtime import NAMESPACE, AgentRef, host_of, live_ids
+from runtime._gatekeeper import credential_for
 
 from ._notifier import Event, LogNotifier, Notifier, notify_all
 from ._ref import SupervisorRef
@@ -44,12 +46,14 @@ from .exceptions import SpecError
 __all__ = ["halt", "quarantine", "release", "unhalt"]
 
 Notifiers = list[Notifier] | tuple[Notifier, ...]
+#: Who acts: their key (signs each call), or, without an operators file, a name.
+Who = OperatorKey | str
 #: The notifiers an operator's action is sent to unless told otherwise: the log.
 _LOG: Notifiers = (LogNotifier(),)
 
 
 def halt(
-    who: str,
+    who: Who,
     why: str,
     *,
     agent: str | None = None,
@@ -69,7 +73,7 @@ def halt(
 
 
 def unhalt(
-    who: str,
+    who: Who,
     why: str,
     *,
     agent: str | None = None,
@@ -91,7 +95,7 @@ def unhalt(
     return _switch("unhalt", "unhalted", who, why, agent, supervisor, everything, namespace, notifiers, timeout)
 
 
-def _switch(method: str, kind: str, who: str, why: str, agent: str | None, supervisor: str | None,
+def _switch(method: str, kind: str, who: Who, why: str, agent: str | None, supervisor: str | None,
             everything: bool, namespace: str, notifiers: Notifiers, timeout: float) -> dict[str, Any]:
     """Call ``method(who, why)`` on the one target of a kill switch's action, then notify ``kind``."""
     _one_target(agent, supervisor, everything)
@@ -100,17 +104,18 @@ def _switch(method: str, kind: str, who: str, why: str, agent: str | None, super
         target = f"{supervisor}/{agent}" if agent else supervisor
         results = {target: call(who, why, child=agent, timeout=timeout)}
     elif agent is not None:
-        results = _call_actors([agent], method, (who, why), namespace, timeout)
+        results = _call_actors([agent], method, who, why, namespace, timeout)
         target = agent
     else:
-        results = _call_actors(live_ids(namespace=namespace), method, (who, why), namespace, timeout)
+        results = _call_actors(live_ids(namespace=namespace), method, who, why, namespace, timeout)
         target = f"namespace {namespace}"
-    notify_all(tuple(notifiers), Event(kind, "kill-switch", target, who, why, details={"targets": sorted(results)}))
+    notify_all(tuple(notifiers), Event(kind, "kill-switch", target, _name(who), why,
+                                       details={"targets": sorted(results)}))
     return results
 
 
 def quarantine(
-    who: str,
+    who: Who,
     why: str,
     *,
     agent: str,
@@ -130,12 +135,12 @@ def quarantine(
     else:
         result = _agent(agent, namespace).admin.quarantine(who, why)
         target = agent
-    notify_all(tuple(notifiers), Event("quarantined", "operator", target, who, why))
+    notify_all(tuple(notifiers), Event("quarantined", "operator", target, _name(who), why))
     return result
 
 
 def release(
-    who: str,
+    who: Who,
     why: str,
     *,
     agent: str | None = None,
@@ -159,7 +164,7 @@ def release(
         assert agent is not None
         result = _agent(agent, namespace).admin.release(who, why)
         target = agent
-    notify_all(tuple(notifiers), Event("released", "operator", target, who, why))
+    notify_all(tuple(notifiers), Event("released", "operator", target, _name(who), why))
     return result
 
 
@@ -168,7 +173,11 @@ def _agent(agent_id: str, namespace: str) -> AgentRef:
     return AgentRef(agent_id, host_of(agent_id, namespace=namespace), namespace=namespace)
 
 
-def _check(who: str, why: str, what: str) -> None:
+def _name(who: Who) -> str:
+    return who.name if isinstance(who, OperatorKey) else who
+
+
+def _check(who: Who, why: str, what: str) -> None:
     if not who or not why:
         raise SpecError(f"{what} needs who does it and why (both are recorded and notified)")
 
@@ -178,9 +187,11 @@ def _one_target(agent: str | None, supervisor: str | None, everything: bool) -> 
         raise SpecError("give exactly one target: agent=, supervisor= (optionally with agent=) or everything=True")
 
 
-def _call_actors(names: list[str], method: str, args: tuple[Any, ...], namespace: str,
+def _call_actors(names: list[str], action: str, who: Who, why: str, namespace: str,
                  timeout: float) -> dict[str, Any]:
-    """Call ``method(*args)`` on each named actor (agent hosts and supervisors), at once; per name, its answer.
+    """An operator's ``action`` on each named actor (agent hosts and supervisors), at once; per name, its answer.
+
+    Each actor admits the call itself (``operate``): ``who`` signs one credential per actor.
 
     An actor that is gone, not one of ours, or raises gets ``{"error": ...}``
     in its entry, so one bad target does not hide what happened to the rest.
@@ -189,7 +200,8 @@ def _call_actors(names: list[str], method: str, args: tuple[Any, ...], namespace
     results: dict[str, Any] = {}
     for name in names:
         try:
-            pending[name] = getattr(host_of(name, namespace=namespace), method).remote(*args)
+            pending[name] = host_of(name, namespace=namespace).operate.remote(
+                action, credential_for(who, action, name), {"why": why, "child": None})
         except Exception as exc:  # gone meanwhile, or not one of ours
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     for name, ref in pending.items():

@@ -22,6 +22,9 @@ import asyncio
 import logging
 from typing import Any
 
+from audit import AccessDenied, Identity
+from runtime._gatekeeper import RUNTIME
+
 from ._calls import DEATH_WAIT, awaitable, first_line
 from ._child import Child
 from ._lifecycle import ChildState
@@ -29,9 +32,13 @@ from ._port import SupervisorPort
 from ._probing import Prober
 from .exceptions import SupervisorError
 
-__all__ = ["Operators"]
+__all__ = ["ACTIONS", "Operators"]
 
 log = logging.getLogger("garrison.supervisor")
+
+
+#: What an operator can do through a supervisor (each needs a role: ``audit.GRANTS``).
+ACTIONS = frozenset({"halt", "unhalt", "quarantine", "release"})
 
 
 class Operators:
@@ -41,31 +48,50 @@ class Operators:
         self.name = name
         self._port = port
         self._prober = prober
-        #: ``(who, why)`` of the kill switch pulled on the whole subtree, until it is lifted.
-        self._halted_by: tuple[str, str] | None = None
-        #: ``(who, why)`` of each single child's kill switch, until that child's is lifted.
-        self._child_halts: dict[str, tuple[str, str]] = {}
+        #: ``(who, why, auth)`` of the kill switch pulled on the whole subtree, until it is lifted.
+        self._halted_by: tuple[str, str, str] | None = None
+        #: ``(who, why, auth)`` of each single child's kill switch, until that child's is lifted.
+        self._child_halts: dict[str, tuple[str, str, str]] = {}
 
-    async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
+    async def operate(self, action: str, me: Identity, args: dict[str, Any]) -> dict[str, Any]:
+        """An admitted operator's ``action`` (:data:`ACTIONS`) with ``args`` (``why``; ``child``, None: the
+        subtree); ``me``'s name and ``auth`` go down to every agent's record."""
+        why, child = args.get("why", ""), args.get("child")
+        if action == "halt":
+            return await self.halt(me.name, why, child, me.auth)
+        if action == "unhalt":
+            return await self.unhalt(me.name, why, child, me.auth)
+        if action == "release":
+            return await self.release(child, me.name, why, me.auth)
+        if action == "quarantine":
+            if child is None:
+                raise SupervisorError("a quarantine needs the child to quarantine", supervisor=self.name)
+            return await self.quarantine(child, me.name, why, me.auth)
+        raise AccessDenied(f"{action!r} is not an operator action on a supervisor; one of {sorted(ACTIONS)}",
+                           check="action")
+
+    async def halt(self, who: str, why: str, child: str | None = None, auth: str = RUNTIME) -> dict[str, Any]:
         """Kill switch on one child or (``child=None``) the whole subtree.
 
         Halted children stop handling at once, take a final checkpoint and keep
         their state; nothing under a halted supervisor restarts.  The
-        notifiers get a ``halted`` event with who and why.
+        notifiers get a ``halted`` event with who and why.  ``auth``: how ``who`` was
+        established (``runtime._gatekeeper``), passed on to every agent's record.
         """
         if child is None:
-            self._halted_by = (who, why)
+            self._halted_by = (who, why, auth)
             self._port.halt_subtree()
             targets = self._port.children()
         else:
             targets = [self._port.child(child)]  # ChildNotFound before anything is recorded
-            self._child_halts[child] = (who, why)
-        results = await asyncio.gather(*(self.halt_child(c, who, why) for c in targets))
+            self._child_halts[child] = (who, why, auth)
+        results = await asyncio.gather(*(self.halt_child(c, who, why, auth) for c in targets))
         self._port.emit("halted", child, who=who, why=why, details={"children": [c.id for c in targets]})
         return {"supervisor": self.name, "state": self._port.state().value,
                 "halted": dict(zip([c.id for c in targets], results))}
 
-    async def release(self, child: str | None = None, who: str = "operator", why: str = "") -> dict[str, Any]:
+    async def release(self, child: str | None = None, who: str = "operator", why: str = "",
+                      auth: str = RUNTIME) -> dict[str, Any]:
         """Resume after a quarantine: a quarantined child, or a quarantined supervisor's whole subtree.
 
         A child whose process died while quarantined is started again; it
@@ -85,13 +111,13 @@ class Operators:
             await self._port.start_child(c)
         if c.running and c.state is ChildState.QUARANTINED:
             if not c.spec.is_supervisor:  # a nested supervisor was only marked (``quarantine_child``)
-                await c.handle.release.remote(who, why)
+                await c.handle.release.remote(who, why, auth=auth)
             c.state = ChildState.RUNNING
             self._prober.start(c, c.generation)
         self._port.emit("released", child, who=who, why=why)
         return c.describe()
 
-    async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
+    async def quarantine(self, child: str, who: str, why: str, auth: str = RUNTIME) -> dict[str, Any]:
         """Quarantine one agent child by hand: it refuses messages, keeps its state, is neither probed nor
         restarted.  A nested supervisor is refused: quarantine its agents through it, or halt its subtree."""
         c = self._port.child(child)
@@ -99,10 +125,10 @@ class Operators:
             raise SupervisorError(f"child {child!r} of {self.name!r} is a supervisor: quarantine its agents "
                                   f"through it (supervisor={child!r}), or halt its subtree",
                                   supervisor=self.name, child=child)
-        await self.quarantine_child(c, why, who=who)
+        await self.quarantine_child(c, why, who=who, auth=auth)
         return c.describe()
 
-    async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
+    async def unhalt(self, who: str, why: str = "", child: str | None = None, auth: str = RUNTIME) -> dict[str, Any]:
         """Lift the kill switch on one halted child or (``child=None``) the halted supervisor's whole subtree.
 
         A halted child still running is unhalted in place (recorded in the
@@ -123,7 +149,7 @@ class Operators:
                                       supervisor=self.name, child=child)
             self._child_halts.pop(child, None)
             targets = [c]
-        results = {c.id: await self.unhalt_child(c, who, why) for c in targets}
+        results = {c.id: await self.unhalt_child(c, who, why, auth) for c in targets}
         self._port.emit("unhalted", child, who=who, why=why, details={"children": list(results)})
         return {"supervisor": self.name, "state": self._port.state().value, "unhalted": results}
 
@@ -148,7 +174,7 @@ class Operators:
         await self.halt_child(child, *halted_by)
         return True
 
-    async def quarantine_child(self, child: Child, why: str, who: str = "supervisor") -> None:
+    async def quarantine_child(self, child: Child, why: str, who: str = "supervisor", auth: str = RUNTIME) -> None:
         """QUARANTINED: its prober cancelled, the agent told (it refuses messages and keeps its state).
 
         A nested supervisor (quarantined by its prober: it stopped answering) is
@@ -165,11 +191,11 @@ class Operators:
         del child.tasks[1:]
         if child.running and not child.spec.is_supervisor:
             try:
-                await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why, who)), DEATH_WAIT)
+                await asyncio.wait_for(awaitable(child.handle.quarantine.remote(why, who, auth=auth)), DEATH_WAIT)
             except Exception as exc:
                 log.warning("supervisor %s: quarantine of %s failed: %s", self.name, child.id, exc)
 
-    async def unhalt_child(self, child: Child, who: str, why: str) -> Any:
+    async def unhalt_child(self, child: Child, who: str, why: str, auth: str = RUNTIME) -> Any:
         """Lift one child's halt (starting it first if its process died); probed again unless back in quarantine."""
         if not child.running:
             child.state = ChildState.STOPPED
@@ -177,7 +203,7 @@ class Operators:
         if not child.running:
             return child.describe()
         try:
-            result = await asyncio.wait_for(awaitable(child.handle.unhalt.remote(who, why)), DEATH_WAIT)
+            result = await asyncio.wait_for(awaitable(child.handle.unhalt.remote(who, why, auth=auth)), DEATH_WAIT)
         except Exception as exc:
             return {"error": first_line(exc)}
         if not child.spec.is_supervisor and result.get("state") == "quarantined":
@@ -187,7 +213,7 @@ class Operators:
             self._prober.start(child, child.generation)
         return result
 
-    async def halt_child(self, child: Child, who: str, why: str) -> Any:
+    async def halt_child(self, child: Child, who: str, why: str, auth: str = RUNTIME) -> Any:
         """HALTED: its prober cancelled, the agent (or nested supervisor) told; its answer, or None if not running."""
         child.state = ChildState.HALTED
         for task in child.tasks[1:]:  # probers: a halted child is not probed
@@ -196,6 +222,6 @@ class Operators:
         if not child.running:
             return None
         try:
-            return await asyncio.wait_for(awaitable(child.handle.halt.remote(who, why)), DEATH_WAIT)
+            return await asyncio.wait_for(awaitable(child.handle.halt.remote(who, why, auth=auth)), DEATH_WAIT)
         except Exception as exc:
             return {"error": first_line(exc)}

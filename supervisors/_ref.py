@@ -32,7 +32,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from audit import AccessDenied, OperatorsFileError
 from runtime import NAMESPACE
+from runtime._gatekeeper import credential_for
 
 from ._notifier import Notifier
 from ._spec import SupervisorSpec
@@ -103,7 +105,7 @@ def _call(name: str, handle: Any, method: str, *args: Any, timeout: float = 60.0
         return ray.get(pending, timeout=timeout)
     except RayTaskError as exc:
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-        if isinstance(cause, SupervisorError):
+        if isinstance(cause, SupervisorError | AccessDenied | OperatorsFileError):  # ours, as themselves
             raise cause from exc
         raise SupervisorError(f"supervisor {name!r} failed in {method}: {exc}", supervisor=name) from exc
     except RayActorError as exc:
@@ -199,26 +201,37 @@ class SupervisorRef:
     def terminate_child(self, child_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
         return self._call("terminate_child", child_id, timeout=timeout)
 
-    def halt(self, who: str, why: str, *, child: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
-        """Kill switch on one child or the whole subtree (see :func:`supervisors.halt`)."""
-        return self._call("halt", who, why, child, timeout=timeout)
+    def _operate(self, action: str, who: Any, why: str, child: str | None, *, timeout: float,
+                 progressing: bool = False) -> dict[str, Any]:
+        """An operator's call: ``who`` signs it for this supervisor if it is an ``audit.OperatorKey``."""
+        return self._call("operate", action, credential_for(who, action, self.name), {"why": why, "child": child},
+                          timeout=timeout, progressing=progressing)
 
-    def unhalt(self, who: str, why: str = "", *, child: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    def halt(self, who: Any, why: str, *, child: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Kill switch on one child or the whole subtree (see :func:`supervisors.halt`).
+
+        ``who`` here and in ``unhalt``, ``quarantine`` and ``release``: an
+        ``audit.OperatorKey`` (required when the supervisor has an operators file,
+        ``SupervisorFlags.operators``), or a name (recorded as ``unverified``).
+        """
+        return self._operate("halt", who, why, child, timeout=timeout)
+
+    def unhalt(self, who: Any, why: str = "", *, child: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """Lift the kill switch on one halted child or the halted subtree (see :func:`supervisors.unhalt`)."""
-        return self._call("unhalt", who, why, child, timeout=timeout, progressing=True)
+        return self._operate("unhalt", who, why, child, timeout=timeout, progressing=True)
 
-    def quarantine(self, child: str, *, who: str, why: str, timeout: float = 30.0) -> dict[str, Any]:
+    def quarantine(self, child: str, *, who: Any, why: str, timeout: float = 30.0) -> dict[str, Any]:
         """Quarantine one child by hand (it keeps its state and refuses messages until released or retired)."""
-        return self._call("quarantine", child, who, why, timeout=timeout)
+        return self._operate("quarantine", who, why, child, timeout=timeout)
 
     def retire(self, child: str, *, who: str, why: str = "retired", timeout: float = 60.0) -> dict[str, Any]:
         """Stop a child for good and forget it; its state stays on disk."""
         return self._call("retire", child, who, why, timeout=timeout)
 
-    def release(self, child: str | None = None, *, who: str = "operator", why: str = "",
+    def release(self, child: str | None = None, *, who: Any = "operator", why: str = "",
                 timeout: float = 60.0) -> dict[str, Any]:
         """Lift a quarantine: one child's, or (``child=None``) a quarantined supervisor's."""
-        return self._call("release", child, who, why, timeout=timeout, progressing=True)
+        return self._operate("release", who, why, child, timeout=timeout, progressing=True)
 
     def stop(self, *, timeout: float = 120.0, kill: bool = True) -> dict[str, Any] | None:
         """Stop the children in reverse order, then (``kill``) end the supervisor's process."""

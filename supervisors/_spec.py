@@ -35,7 +35,8 @@ from ._frozen import Frozen
 from ._health import ProbePolicy
 from .exceptions import DuplicateChildId
 
-__all__ = ["AGENT_SHUTDOWN", "ChildSpec", "RestartType", "Strategy", "SupervisorFlags", "SupervisorSpec"]
+__all__ = ["AGENT_SHUTDOWN", "ChildSpec", "RestartType", "Strategy", "SupervisorFlags", "SupervisorSpec",
+           "inherit_operators"]
 
 #: Graceful stop budget of an agent child, in seconds (OTP: 5000 ms for workers).
 AGENT_SHUTDOWN = 5.0
@@ -78,6 +79,10 @@ class SupervisorFlags(Frozen):
     #: are placed as the first agent child (a pool's template) asks in its
     #: ``ray_options``; a child placed otherwise always restarts cold.
     standby: int = Field(0, ge=0, le=64)
+    #: The operators file (``runtime.AgentConfig.operators``), readable on every node: operators'
+    #: calls through this supervisor must then be signed by an operator whose role grants them.
+    #: Children that name none get this one (:func:`inherit_operators`).
+    operators: str | None = None
 
 
 def _valid_id(value: str) -> str:
@@ -191,3 +196,22 @@ class SupervisorSpec(Frozen):
 
 
 ChildSpec.model_rebuild()
+
+
+def inherit_operators(spec: SupervisorSpec, path: str | None = None) -> SupervisorSpec:
+    """``spec`` with its operators file (or ``path``) given to every child that names none, recursively.
+
+    So one ``SupervisorFlags(operators=...)`` on a root puts its whole tree behind the same file.
+    """
+    path = spec.flags.operators or path
+    if path is None:
+        return spec
+    children = []
+    for c in spec.children:
+        if c.supervisor is not None:
+            c = c.model_copy(update={"supervisor": inherit_operators(c.supervisor, path)})
+        elif c.config.operators is None:
+            c = c.model_copy(update={"config": c.config.model_copy(update={"operators": path})})
+        children.append(c)
+    flags = spec.flags if spec.flags.operators else spec.flags.model_copy(update={"operators": path})
+    return spec.model_copy(update={"flags": flags, "children": tuple(children)})

@@ -71,6 +71,7 @@ from typing import Any
 import ray
 
 from runtime import System
+from runtime._gatekeeper import RUNTIME, Gatekeeper
 
 from ._backoff import consecutive_failures, restart_delay
 from ._child import Child
@@ -83,7 +84,7 @@ from ._operations import Operators
 from ._port import SupervisorPort
 from ._probing import Prober
 from ._spawn import Spawner
-from ._spec import ChildSpec, Strategy, SupervisorSpec
+from ._spec import ChildSpec, Strategy, SupervisorSpec, inherit_operators
 from ._standby import SparePool, spare_placement
 from ._strategy import ExitReason, Plan, plan_restart
 from .exceptions import ChildNotFound, ChildStartError, SpecError, SupervisorError
@@ -111,7 +112,7 @@ class SupervisorActor:
     def __init__(self, spec: SupervisorSpec, *, data_dir: str, checkpoint_dir: str, namespace: str,
                  notifiers: tuple[Notifier, ...] = (), root: bool = True, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.spec = spec
+        self.spec = spec = inherit_operators(spec)
         self.name = spec.id
         self.root = root
         self.state = SupervisorState.STARTING
@@ -146,6 +147,7 @@ class SupervisorActor:
                                           on_exit=self._exited)
         self._prober = Prober(port)
         self._operators = Operators(self.name, port, self._prober)
+        self._gatekeeper = Gatekeeper(spec.flags.operators, (self.name,))  # admits operators' calls
 
     # -- public calls --------------------------------------------------------------
 
@@ -238,21 +240,18 @@ class SupervisorActor:
         """The warm spares ready now (state ``spare``, pid)."""
         return await self._spares.describe()
 
-    async def halt(self, who: str, why: str, child: str | None = None) -> dict[str, Any]:
-        """Kill switch on one child or (``child=None``) the whole subtree (see ``Operators.halt``)."""
-        return await self._operators.halt(who, why, child)
+    async def halt(self, who: str, why: str, child: str | None = None, auth: str = RUNTIME) -> dict[str, Any]:
+        """Kill switch on one child or the subtree, for the runtime (a parent's halt); operators: ``operate``."""
+        return await self._operators.halt(who, why, child, auth)
 
-    async def unhalt(self, who: str, why: str = "", child: str | None = None) -> dict[str, Any]:
+    async def unhalt(self, who: str, why: str = "", child: str | None = None, auth: str = RUNTIME) -> dict[str, Any]:
         """Lift the kill switch on one halted child or the halted subtree (see ``Operators.unhalt``)."""
-        return await self._operators.unhalt(who, why, child)
+        return await self._operators.unhalt(who, why, child, auth)
 
-    async def quarantine(self, child: str, who: str, why: str) -> dict[str, Any]:
-        """Quarantine one child by hand (see ``Operators.quarantine``)."""
-        return await self._operators.quarantine(child, who, why)
-
-    async def release(self, child: str | None = None, who: str = "operator", why: str = "") -> dict[str, Any]:
-        """Lift a quarantine: one child's, or (``child=None``) this supervisor's (see ``Operators.release``)."""
-        return await self._operators.release(child, who, why)
+    async def operate(self, action: str, who: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """An operator's ``action`` once ``who`` is admitted for it (``SupervisorFlags.operators``; see
+        ``Operators.operate``)."""
+        return await self._operators.operate(action, self._gatekeeper.admit(action, who), args)
 
     async def retire(self, child: str, who: str, why: str = "retired") -> dict[str, Any]:
         """Stop a child for good and forget it; its state stays on disk (see ``Operators.retire``)."""

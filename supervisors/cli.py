@@ -1,9 +1,9 @@
 """The ``garrison`` command: one click tree, the runtime's commands plus the operators' switches.
 
-    garrison kill       --who W --why TEXT (--agent ID [--supervisor S] | --supervisor S | --all)
-    garrison unhalt     --who W --why TEXT (--agent ID [--supervisor S] | --supervisor S | --all)
-    garrison quarantine --who W --why TEXT --agent ID [--supervisor S]
-    garrison release    --who W --why TEXT (--agent ID [--supervisor S] | --supervisor S)
+    garrison kill       --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S | --all)
+    garrison unhalt     --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S | --all)
+    garrison quarantine --who W [--key K] --why TEXT --agent ID [--supervisor S]
+    garrison release    --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S)
 
 each with ``[--address A]``.  Every switch is recorded with who and why (in
 the agent's operator log, ``garrison actions ID``; as a supervisor event when
@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from runtime.cli import address_option, commands, emit, reports_errors, run_group
+from runtime.cli import address_option, commands, emit, identity_options, operator, reports_errors, run_group
 
 __all__ = ["garrison", "main"]
 
@@ -39,7 +39,7 @@ for _command in commands.commands.values():
 
 def _who_why(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--why", required=True, help="Why (recorded and notified).")(fn)
-    return click.option("--who", required=True, help="Who does it (recorded and notified).")(fn)
+    return identity_options("the action (and notified)")(fn)
 
 
 def _switch_targets(supervisor_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -69,7 +69,8 @@ def _one_target(agent: str | None, supervisor: str | None, everything: bool) -> 
 @_who_why
 @address_option
 @reports_errors
-def kill(agent: str | None, supervisor: str | None, everything: bool, who: str, why: str, address: str) -> None:
+def kill(agent: str | None, supervisor: str | None, everything: bool, who: str, key: str | None, why: str,
+         address: str) -> None:
     """Pull the kill switch (lasts until unhalt).
 
     Halted agents handle and send nothing from now on, take a final
@@ -79,7 +80,7 @@ def kill(agent: str | None, supervisor: str | None, everything: bool, who: str, 
 
     _one_target(agent, supervisor, everything)
     _connect(address)
-    emit(halt(who, why, agent=agent, supervisor=supervisor, everything=everything))
+    emit(halt(operator(who, key), why, agent=agent, supervisor=supervisor, everything=everything))
 
 
 @garrison.command()
@@ -87,13 +88,14 @@ def kill(agent: str | None, supervisor: str | None, everything: bool, who: str, 
 @_who_why
 @address_option
 @reports_errors
-def unhalt(agent: str | None, supervisor: str | None, everything: bool, who: str, why: str, address: str) -> None:
+def unhalt(agent: str | None, supervisor: str | None, everything: bool, who: str, key: str | None, why: str,
+           address: str) -> None:
     """Lift the kill switch; agents resume from their state."""
     from ._killswitch import unhalt as unhalt_
 
     _one_target(agent, supervisor, everything)
     _connect(address)
-    emit(unhalt_(who, why, agent=agent, supervisor=supervisor, everything=everything))
+    emit(unhalt_(operator(who, key), why, agent=agent, supervisor=supervisor, everything=everything))
 
 
 @garrison.command()
@@ -102,7 +104,7 @@ def unhalt(agent: str | None, supervisor: str | None, everything: bool, who: str
 @_who_why
 @address_option
 @reports_errors
-def quarantine(agent: str, supervisor: str | None, who: str, why: str, address: str) -> None:
+def quarantine(agent: str, supervisor: str | None, who: str, key: str | None, why: str, address: str) -> None:
     """Quarantine an agent (lasts until release).
 
     It refuses messages (kept as dead letters) and keeps its state; a restart
@@ -111,7 +113,7 @@ def quarantine(agent: str, supervisor: str | None, who: str, why: str, address: 
     from ._killswitch import quarantine as quarantine_
 
     _connect(address)
-    emit(quarantine_(who, why, agent=agent, supervisor=supervisor))
+    emit(quarantine_(operator(who, key), why, agent=agent, supervisor=supervisor))
 
 
 @garrison.command()
@@ -120,14 +122,14 @@ def quarantine(agent: str, supervisor: str | None, who: str, why: str, address: 
 @_who_why
 @address_option
 @reports_errors
-def release(agent: str | None, supervisor: str | None, who: str, why: str, address: str) -> None:
+def release(agent: str | None, supervisor: str | None, who: str, key: str | None, why: str, address: str) -> None:
     """Lift a quarantine; the agent (or supervisor) resumes."""
     from ._killswitch import release as release_
 
     if not (agent or supervisor):
         raise click.UsageError("release needs --agent or --supervisor")
     _connect(address)
-    emit(release_(who, why, agent=agent, supervisor=supervisor))
+    emit(release_(operator(who, key), why, agent=agent, supervisor=supervisor))
 
 
 def main(argv: list[str] | None = None) -> int:

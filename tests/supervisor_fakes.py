@@ -20,14 +20,19 @@ from tests.agents import Counter
 
 
 class FakeMethod:
-    """``handle.method``: ``remote(*args)`` calls ``fn(*args)``; a coroutine or future it returns is the ObjectRef."""
+    """``handle.method``: ``remote(*args, **kw)`` calls ``fn(*args)``; a coroutine or future it returns is the ObjectRef.
+
+    ``calls`` records the positional arguments, ``keywords`` the keyword ones (``auth``), call by call.
+    """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.calls: list[tuple[Any, ...]] = []
+        self.keywords: list[dict[str, Any]] = []
 
-    def remote(self, *args: Any) -> Any:
+    def remote(self, *args: Any, **keywords: Any) -> Any:
         self.calls.append(args)
+        self.keywords.append(keywords)
         result = self.fn(*args)
         if asyncio.iscoroutine(result) or asyncio.isfuture(result):
             return result

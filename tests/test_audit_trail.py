@@ -110,12 +110,12 @@ def test_operator_actions_are_in_the_log_with_who_and_why(tmp_path):
     core.quarantine("odd replies", "dave")
     core.release("erin", "checked")
     core.halt("frank", "incident 7", grace=0.1)
-    core.unhalt("grace", "resolved")
+    core.unhalt("grace", "resolved", auth="ed25519:0a0b0c0d")
     _ship(core)
-    ops = [(r["body"]["action"], r["body"]["who"], r["body"]["why"])
+    ops = [(r["body"]["action"], r["body"]["who"], r["body"]["why"], r["body"]["auth"])
            for r in read_log(core.audit.directory) if r["kind"] == "operator"]
-    assert ops == [("quarantine", "dave", "odd replies"), ("release", "erin", "checked"),
-                   ("halt", "frank", "incident 7"), ("unhalt", "grace", "resolved")]
+    assert ops == [("quarantine", "dave", "odd replies", "runtime"), ("release", "erin", "checked", "runtime"),
+                   ("halt", "frank", "incident 7", "runtime"), ("unhalt", "grace", "resolved", "ed25519:0a0b0c0d")]
 
 
 def test_a_crash_between_appending_and_trimming_puts_nothing_in_twice(tmp_path):

@@ -44,6 +44,7 @@ FOREIGN_PRIVATE: dict[tuple[str, str], str] = {
     ("runtime/_agent.py", "_lookup"): "bind() gives a user's agent the host's lookup; Agent.lookup() reads it",
     ("runtime/_agent.py", "_gateway"): "bind() gives a user's agent the host's gateway; Agent.act() reads it",
     ("runtime/_agent.py", "_decide"): "bind() gives a user's agent the host's decision recorder; Agent.decide() reads it",
+    ("runtime/_agent.py", "_gatekeeper"): "bind() gives a user's agent the host's gatekeeper; Agent.admit() reads it",
     ("protocols/_envelope.py", "_value_"): "Enum's documented sunder attribute: .value without its descriptor, "
                                            "on the encoding hot path",
 }

@@ -143,12 +143,14 @@ def test_unhalting_or_releasing_a_child_in_another_state_is_refused():
 def test_a_quarantine_by_hand_is_recorded_with_who_and_the_agent_told():
     async def go() -> None:
         port, prober, ops, (a,) = setup("a")
-        described = await ops.quarantine("a", "carol", "looks odd")
+        described = await ops.quarantine("a", "carol", "looks odd", "ed25519:0c0a0r01")
         assert a.state is ChildState.QUARANTINED and described["last_failure"] == "looks odd (by carol)"
         assert a.handle.quarantine.calls == [("looks odd", "carol")]
+        assert a.handle.quarantine.keywords == [{"auth": "ed25519:0c0a0r01"}], "how carol was established, passed on"
         assert port.events == [("quarantined", "a", "carol", "looks odd")]
         await ops.release("a", "dave", "fine")
         assert a.state is ChildState.RUNNING and a.handle.release.calls == [("dave", "fine")]
+        assert a.handle.release.keywords == [{"auth": "runtime"}]
         assert prober.started == [("a", 1)], "probed again once released"
 
     asyncio.run(go())
