@@ -15,6 +15,8 @@ What an agent records (``kind``: ``body``), each in the transaction of what it r
 ``operator``  a kill switch pulled or released, a quarantine or release, a review, a breaker reset:
               ``action``, ``who``, ``auth`` (how ``who`` was established: ``ed25519:<key id>`` of
               the operator's key, ``unverified`` free text, or ``runtime``; ``_gatekeeper``), ``why``
+``refusal``   a governed action that never ran (refused, breaker_open, budget_exceeded): ``key``,
+              ``tag``, ``code``, ``reason``, ``message``, ``trace`` (``_gateway``)
 ``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``,
               ``auth`` (``_feedback``)
 
@@ -61,6 +63,7 @@ import lmdb
 from audit import AuditError, AuditLog, SigningKey, read_signing_key
 from protocols import canonical_bytes
 
+from ._agent import current_stage
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
 from .exceptions import AgentStartError, CheckpointError, StateError
@@ -133,6 +136,22 @@ def open_trail(config: Any, ckstore: Any, store: LmdbStore, agent_id: str,
     return AuditTrail(store, directory, agent_id=agent_id, fence=fence,
                       key=load_signing_key(config.audit_key, config.audit_key_name, agent_id),
                       checkpoint_every=config.audit_checkpoint_every, sign_interval=config.checkpoint_interval)
+
+
+def staged_recorder(record: Callable[[Op], None] | None,
+                    commit: Callable[[list[Op]], Any]) -> Callable[[str, dict[str, Any]], None] | None:
+    """``(kind, body)`` -> an audit record committed with the running handler's changes (``record``),
+    or on its own (``commit``) when no handler runs.  None when ``record`` is (audit off)."""
+    if record is None:
+        return None
+    def recorder(kind: str, body: dict[str, Any]) -> None:
+        op = audit_op(kind, body, time.time())
+        if current_stage.get() is not None:
+            record(op)
+        else:
+            commit([op])
+
+    return recorder
 
 
 class DecisionRecorder:

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._agent import Agent
-from ._audit import DecisionRecorder, open_trail
+from ._audit import DecisionRecorder, open_trail, staged_recorder
 from ._background import Background
 from ._checkpoint import Checkpointer
 from ._codec import unpack
@@ -116,7 +116,7 @@ class AgentCore:
                                    ledger=Ledger(self.store, agent_id=self.agent_id, audited=self.audit is not None),
                                    lookup=agent.lookup if lookup is not None else None,
                                    scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
-                                   hooks=hooks)
+                                   hooks=hooks, audit=staged_recorder(self._txn.record if self.audit else None, self.store.commit))
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "

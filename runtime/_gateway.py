@@ -31,6 +31,10 @@ an idempotent tool is called again with the same key; otherwise the tool's
 ``reconcile`` hook decides (:class:`governance.Tool`); without one the outcome
 is ``unknown``, escalated to a human, and recorded: it is never repeated blindly.
 
+Every call that never ran (refused, breaker_open, budget_exceeded) is a
+``refusal`` audit record (key, tag, code, reason, message, trace), committed
+with the running handler's changes (or on its own outside a handler).
+
 Invariants: at most one outcome per key; the tool is called only after its
 intent committed; a refused call leaves no intent.  Times kept in the ledger
 (breakers, budget) are wall-clock (``clock``), since they outlive the process;
@@ -97,8 +101,11 @@ class Gateway:
                  context: Callable[[], Context | None], lookup: Callable[[str], Any] | None = None,
                  scorer: Callable[[Any], float] | None = None,
                  on_trip: Callable[[str, str], None] = lambda name, why: None,
-                 hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time) -> None:
+                 hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time,
+                 audit: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.agent_id = agent_id
+        # Records a refusal in the agent's audit trail, with the running handler's changes (None: audit off).
+        self._audit = audit
         self._grants = parse_grants(config.grants)
         self._policy = config.risk_policy
         self.config_version = config_digest(config)
@@ -137,18 +144,18 @@ class Gateway:
             return _outcome(done)
         if intent is not None:
             return await self._recover(action, key, intent)
-        held = None
+        held, tag = None, action.type_tag()
         if self._hooks and approval is None:
             verdict, action = intervene(self._hooks, ActionEvent(self.agent_id, key, action))
             if verdict.kind is InterventionKind.DROP:
-                return Outcome.refusal(key, f"dropped by an intervention hook: {verdict.reason}")
+                return self._refused(tag, Outcome.refusal(key, f"dropped by an intervention hook: {verdict.reason}"))
             if not isinstance(action, Action):
-                return Outcome.refusal(key, f"an intervention hook replaced the action with a "
-                                            f"{type(action).__name__}, not an Action")
+                return self._refused(tag, Outcome.refusal(key, f"an intervention hook replaced the action with a "
+                                                               f"{type(action).__name__}, not an Action"))
             held = verdict.reason if verdict.kind is InterventionKind.HOLD else None
         decision = self._decide(action)
         if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
-            return Outcome.refusal(key, decision.reason)
+            return self._refused(tag, Outcome.refusal(key, decision.reason))
         if held is not None:  # whatever its risk, a person decides
             return self._approval.request(action, key, f"held by an intervention hook: {held}", context)
         flag = decision.code is DecisionCode.EXECUTE_AND_FLAG
@@ -163,9 +170,19 @@ class Gateway:
             return self._approval.request(action, key, decision.reason, context)
         tool = self._tools.get(action.type_tag())
         if tool is None:
-            return Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has tools for: "
-                                        f"{', '.join(sorted(self._tools)) or 'none'}")
+            return self._refused(tag, Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has "
+                                                           f"tools for: {', '.join(sorted(self._tools)) or 'none'}"))
         return await self._admit_and_call(action, key, tool, flag=flag)
+
+    def _refused(self, tag: str, outcome: Outcome) -> Outcome:
+        """``outcome`` (an action that never ran), recorded as a ``refusal`` audit record first."""
+        if self._audit is not None:
+            ctx = self._context()
+            self._audit("refusal", {"key": outcome.correlation_id, "tag": tag, "code": outcome.code.value,
+                                    "reason": outcome.reason,
+                                    "message": ctx.message_id.hex() if ctx is not None else None,
+                                    "trace": ctx.traceparent if ctx is not None else None})
+        return outcome
 
     def _decide(self, action: Action) -> Decision:
         """``governance.decide`` for ``action``; its answer is kept per class when nothing in it can
@@ -182,11 +199,11 @@ class Gateway:
         now = self._clock()
         admitted, why = self.breakers.admit(action.type_tag(), now)
         if why is not None:
-            return Outcome.breaker_tripped(key, why)
+            return self._refused(action.type_tag(), Outcome.breaker_tripped(key, why))
         refused = await self._spending.reserve(key, action.estimated_cost(), now)
         if refused is not None:
             self.breakers.release(admitted, now)
-            return Outcome.over_budget(key, refused[0], retryable=refused[1])
+            return self._refused(action.type_tag(), Outcome.over_budget(key, refused[0], retryable=refused[1]))
         args = action.model_dump(mode="json")
         try:
             self._ledger.intent(key, tag=action.type_tag(), args=args, digest=argument_digest(action, args),
@@ -253,7 +270,8 @@ class Gateway:
 
     async def _recover(self, action: Action, key: str, intent: dict[str, Any]) -> Outcome:
         if intent["digest"] != argument_digest(action):
-            return Outcome.refusal(key, f"key {key!r} was used for other arguments ({intent['tag']})")
+            return self._refused(action.type_tag(),
+                                 Outcome.refusal(key, f"key {key!r} was used for other arguments ({intent['tag']})"))
         tool = self._tools.get(action.type_tag())
         if tool is not None and intent["idempotent"]:
             log.warning("agent %s: %s in doubt; idempotent, calling again with key %s",

@@ -245,6 +245,28 @@ def test_the_semantic_breaker_trips_on_drifting_outputs_and_pulls_the_kill_switc
         core.stop()
 
 
+def test_every_action_that_never_ran_is_a_refusal_record_committed_with_its_handler(tmp_path):
+    log = tmp_path / "calls"
+    core = AgentCore(_spec(tmp_path, grants=("payments.refund", "db.admin"), budget=BudgetPolicy(limit=1.0)))
+    try:
+        codes = [o["code"] for o in _act(
+            core, {"kind": "ship", "order": "R1", "log": str(log)},                   # not granted
+            {"kind": "wipe", "log": str(log)},                                          # prohibited
+            {"kind": "refund", "order": "R2", "amount": 60, "log": str(log)},           # runs: 0.6 of 1.0
+            {"kind": "refund", "order": "R3", "amount": 50, "log": str(log)})]          # 0.5 > 0.4 left
+        assert codes == ["refused", "refused", "ok", "budget_exceeded"]
+        raw = encode_envelope(make_envelope(ActThenFail(actions=[{"kind": "wipe", "log": str(log)}]), "clerk"))
+        assert not decode_reply(core.deliver(raw))[0]  # the handler fails: its refusal record goes with it
+    finally:
+        core.stop()
+    refusals = [r["body"] for r in read_log(tmp_path / "ck" / "clerk" / "audit", 0, None) if r["kind"] == "refusal"]
+    assert [(r["tag"], r["code"]) for r in refusals] == [
+        ("govtest.ship@1", "refused"), ("govtest.wipe@1", "refused"), ("govtest.refund@1", "budget_exceeded")]
+    assert "shipping" in refusals[0]["reason"] and "prohibited" in refusals[1]["reason"]
+    assert all(r["message"] and r["key"].startswith(r["message"]) for r in refusals), refusals
+    assert _calls(log) == ["refund R2 60"]
+
+
 def test_an_estimate_over_what_is_left_is_refused_before_the_call(tmp_path):
     log = tmp_path / "calls"
     core = AgentCore(_spec(tmp_path, budget=BudgetPolicy(limit=1.0)))
