@@ -156,6 +156,12 @@ class AgentAdmin:
         """
         return self._call("decisions", trace, since, until, limit)
 
+    def versions(self) -> list[dict[str, Any]]:
+        """The agent versions it ran under, oldest first: each ``manifest`` audit record (``hash``,
+        ``manifest``, ``incarnation``, ``time``, ``index``), recorded when an incarnation started under
+        another version than the last.  ``status()["version"]`` is the current one."""
+        return self._call("versions")
+
     def annotate(self, decision: str, label: str, *, who: Who, note: str = "") -> dict[str, Any]:
         """``who`` says what they think of recorded decision ``decision`` (its ``id``): ``label`` one of
         ``correct``, ``wrong``, ``near_miss``, ``right_for_wrong_reason``; kept in the audit log."""

@@ -132,6 +132,10 @@ class Agent:
     #: The semantic breaker's scorer (with ``AgentConfig.drift``): a function of one action
     #: result giving its drift in [0, 1]; declare it with ``staticmethod``.
     drift_scorer: typing.ClassVar[Callable[[Any], float] | None] = None
+    #: The prompts this version uses (name -> text) and its model ids (name -> id): part of its
+    #: manifest (``_version``), so a changed prompt or model is a new, recorded agent version.
+    prompts: typing.ClassVar[dict[str, str]] = {}
+    models: typing.ClassVar[dict[str, str]] = {}
 
     agent_id: str
     state: State

@@ -17,12 +17,16 @@ What an agent records (``kind``: ``body``), each in the transaction of what it r
               the operator's key, ``unverified`` free text, or ``runtime``; ``_gatekeeper``), ``why``
 ``refusal``   a governed action that never ran (refused, breaker_open, budget_exceeded): ``key``,
               ``tag``, ``code``, ``reason``, ``message``, ``trace`` (``_gateway``)
+``manifest``  an incarnation started under another agent version than the last recorded: ``hash``,
+              ``manifest`` (``_version``), ``incarnation``
 ``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``,
               ``auth`` (``_feedback``)
 
 The log: ``<checkpoint store>/<agent_id>/audit/`` (the format of :mod:`audit`: framed,
 hash-chained records under an RFC 6962 tree, signed checkpoint notes when the agent has a
-signing key, ``AgentConfig.audit_key``).  Each record's body carries the ``seq`` of its op.
+signing key, ``AgentConfig.audit_key``).  Each record's body carries the ``seq`` of its op and
+``version``, the hash of the agent version's manifest in force when it was made (the last
+``manifest`` record before it in seq order; None before the first).
 
 Flow: :func:`audit_op` makes a PUT to the journaled ``audit`` table whose key the store sets
 to the op's own seq (``_store``, empty key), so it is journaled, shipped, restored and
@@ -204,6 +208,8 @@ class AuditTrail:
         self._mutex = threading.Lock()
         #: The seq of the newest op in the log (None until the log was opened).
         self.shipped: int | None = None
+        #: The agent version (manifest hash) the next record shipped ran under (``_version``).
+        self._version: str | None = None
 
     def _open(self) -> AuditLog | None:
         """The open log; None while another writer holds it, within ``HELD_GRACE`` (then an error)."""
@@ -237,6 +243,7 @@ class AuditTrail:
         self._lock_fd, self._log = fd, log
         last = log.last
         self.shipped = int(last.body["seq"]) if last is not None else 0
+        self._version = last.body.get("version") if last is not None and isinstance(last.body, dict) else None
         self.store.audit_trim_upto = max(self.store.audit_trim_upto, self.shipped)
         return log
 
@@ -251,7 +258,9 @@ class AuditTrail:
             try:
                 for seq, raw in scan_seqs(self.store, AUDIT_TABLE, self.shipped, upto):
                     when, kind, body = unpack(raw)
-                    log.append(kind, {**body, "seq": seq, "agent": self.agent_id}, time=when)
+                    if kind == "manifest":
+                        self._version = body["hash"]
+                    log.append(kind, {**body, "seq": seq, "agent": self.agent_id, "version": self._version}, time=when)
                     self.shipped = seq
                 if self._key is not None and (final or (self._clock() - self._signed_at >= self._sign_interval
                                                         and log.size > 0)):
@@ -288,18 +297,19 @@ class AuditTrail:
                     (until is None or when < until):
                 out.append({**body, "time": when, "index": index})
 
-        last = 0
+        last, version = 0, None
         if (self.directory / "records").exists():
             for rec in read_log(self.directory, 0, None):
                 if "malformed" in rec:
                     continue
-                last = max(last, rec["body"].get("seq", 0))
+                last, version = max(last, rec["body"].get("seq", 0)), rec["body"].get("version", version)
                 if rec["kind"] == kind:
                     add(rec["time"], rec["body"], rec["index"])
         for seq, raw in scan_seqs(self.store, AUDIT_TABLE, last, None):
             when, rec_kind, body = unpack(raw)
+            version = body["hash"] if rec_kind == "manifest" else version
             if rec_kind == kind:
-                add(when, {**body, "seq": seq, "agent": self.agent_id}, None)
+                add(when, {**body, "seq": seq, "agent": self.agent_id, "version": version}, None)
         return out[-limit:] if limit else out
 
     def close(self) -> None:

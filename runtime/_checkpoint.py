@@ -61,8 +61,10 @@ class Checkpointer:
         fence: Callable[[str], None] | None = None,
         epoch: int = 0,
         transitions: TransitionLog | None = None,
+        version: str | None = None,
     ) -> None:
         self.store = store
+        self.version = version  # the agent version's manifest hash, stamped on each checkpoint
         self.transitions = transitions
         self.fence = fence
         self.epoch = epoch
@@ -108,6 +110,7 @@ class Checkpointer:
             summary=summary,
             summary_type=summary_type,
             epoch=self.epoch,
+            version=self.version,
         )
         if self.fence is not None:
             try:

@@ -98,6 +98,8 @@ class Manifest(BaseModel):
     summary_type: str | None = None
     #: The fencing epoch of the incarnation that took it (0: before epochs).
     epoch: int = 0
+    #: The hash of the agent version's manifest it was taken under (``_version``; None: before manifests).
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

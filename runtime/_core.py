@@ -41,6 +41,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ from ._spec import HostSpec
 from ._state import State
 from ._transaction import Transaction
 from ._transitions import TransitionLog
+from ._version import agent_manifest, record_version
 from .exceptions import AgentStartError, Fenced
 
 __all__ = ["AgentCore"]
@@ -129,6 +131,8 @@ class AgentCore:
                                     self._txn.record if self.audit else None, lambda: agent.context),
                                 gatekeeper=self.gatekeeper)
         self.agent = agent
+        self.version = record_version(self.store, self.audit is not None,  # the agent version's manifest hash
+                                      agent_manifest(spec.class_path, type(agent), cfg), inc.number, time.time())
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,
@@ -142,7 +146,7 @@ class AgentCore:
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,
-            keep=cfg.keep_checkpoints, retention=cfg.journal_retention,
+            keep=cfg.keep_checkpoints, retention=cfg.journal_retention, version=self.version,
             summarize=agent.summary if type(agent).summary is not Agent.summary else None,
             fence=self.fence.check, epoch=self.epoch, transitions=self.transition_log,
         )
@@ -267,6 +271,7 @@ class AgentCore:
             **self.probe(),
             "agent_id": self.agent_id,
             "agent_class": self.spec.class_path,
+            "version": self.version,
             "seq": self.store.seq,
             "shipped_seq": self.shipper.shipped,
             "journal_entries": self.store.count("journal") if open_ else None,
@@ -310,19 +315,10 @@ class AgentCore:
         return self._operations.operator_log(limit)
 
     def review_actions(self, who: str, count: int | None = None, *, auth: str = RUNTIME) -> dict[str, Any]:
-        """``who`` reviewed ``count`` (None: all) of the medium-risk actions flagged for review."""
-        with self._lock:  # the gateway is the handling thread's between messages
-            left = self.gateway.review(count)
-            self._operations.record("review", who, f"reviewed {'all' if count is None else count} flagged "
-                                                   f"medium-risk actions; {left} left", auth)
-        return {"unreviewed_medium": left}
+        return self._operations.review(self.gateway, who, count, auth)
 
     def reset_breaker(self, name: str, who: str, *, auth: str = RUNTIME) -> dict[str, Any]:
-        """``who`` closes breaker ``name`` (recorded in the operator log)."""
-        with self._lock:
-            status = self.gateway.reset_breaker(name, who)
-            self._operations.record("reset_breaker", who, f"{name} breaker closed", auth)
-            return status
+        return self._operations.reset_breaker(self.gateway, name, who, auth)
 
     def quarantine(self, why: str, who: str = "supervisor", *, auth: str = RUNTIME) -> dict[str, Any]:
         self._operations.quarantine(why, who, auth)

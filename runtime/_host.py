@@ -327,6 +327,12 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
+    def versions(self) -> list[dict[str, Any]]:
+        audit = self._core().audit
+        return [] if audit is None else audit.records("manifest", limit=0)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
     def feedback(self, limit: int = 0) -> list[dict[str, Any]]:
         return self._feedback().export(limit)
 

@@ -172,6 +172,21 @@ class Operations:
         rows = self._store.scan("control", _ACTION)
         return [unpack(v) for _, v in rows[-limit:]] if limit > 0 else []
 
+    def review(self, gateway: Any, who: str, count: int | None, auth: str = RUNTIME) -> dict[str, Any]:
+        """``who`` reviewed ``count`` (None: all) of ``gateway``'s medium-risk actions flagged for review."""
+        with self._lock:  # the gateway is the handling thread's between messages
+            left = gateway.review(count)
+            self.record("review", who, f"reviewed {'all' if count is None else count} flagged medium-risk "
+                                       f"actions; {left} left", auth)
+        return {"unreviewed_medium": left}
+
+    def reset_breaker(self, gateway: Any, name: str, who: str, auth: str = RUNTIME) -> dict[str, Any]:
+        """``who`` closes ``gateway``'s breaker ``name`` (recorded in the operator log)."""
+        with self._lock:
+            status = gateway.reset_breaker(name, who)
+            self.record("reset_breaker", who, f"{name} breaker closed", auth)
+            return status
+
     def record(self, action: str, who: str, why: str, auth: str = RUNTIME) -> None:
         """Add an operator action that changes no lifecycle (a review, a breaker reset) to the operator log."""
         now = time.time()

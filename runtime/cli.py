@@ -9,6 +9,7 @@
     garrison deadletters ID [--reason R] [--limit N] list an agent's dead letters
     garrison replay ID (--id X ... | --reason R)     deliver dead letters again
     garrison decisions ID [--trace T] [--since S]    an agent's recorded decisions, from its audit log
+    garrison versions ID [--address A]               the agent versions (manifests) an agent ran under
     garrison feedback add|export ID ...              annotate decisions; export them as JSONL with provenance
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
@@ -209,6 +210,16 @@ def decisions(agent_id: str, trace: str | None, since: float | None, until: floa
     """Show an agent's recorded decisions (Agent.decide): choice, options, rationale, context digest, trace."""
     emit(_hexed(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until,
                                                                   limit=limit)))
+
+
+@commands.command()
+@click.argument("agent_id")
+@address_option
+@reports_errors
+def versions(agent_id: str, address: str) -> None:
+    """The agent versions an agent ran under, oldest first: each manifest (class, code, config, tools,
+    prompts, models) with its hash, the incarnation that started under it, and when."""
+    emit(_hexed(_system(address).lookup(agent_id).admin.versions()))
 
 
 @commands.group()

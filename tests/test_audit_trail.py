@@ -63,9 +63,11 @@ def test_requests_and_decisions_are_recorded_in_order_and_the_log_verifies(tmp_p
     core.stop()  # signs a checkpoint of the whole log
     directory = tmp_path / "ck" / "triage-1" / "audit"
     report = verify_log(directory, [key.verifier])
-    assert report.ok and report.size == 4 and report.checkpoints >= 1, report.to_json()
-    records = read_log(directory)
+    assert report.ok and report.size == 5 and report.checkpoints >= 1, report.to_json()
+    version, *records = read_log(directory)  # first, the agent version it runs (``_version``)
+    assert version["kind"] == "manifest" and version["body"]["hash"] == core.version
     assert [r["kind"] for r in records] == ["request", "decision", "request", "decision"]
+    assert all(r["body"]["version"] == core.version for r in records)
     first, decision = records[0]["body"], records[1]["body"]
     assert first["type"] == "test.classify@1" and first["trace"] == trace
     assert decision["message"] == first["id"] and decision["trace"] == trace
@@ -85,7 +87,7 @@ def test_a_failed_handler_records_neither_its_request_nor_its_decision(tmp_path)
     assert _ask(core, Classify(ticket="t2", text="angry"))[0] == "complaint"
     _ship(core)
     kinds = [(r["kind"], r["body"].get("choice")) for r in read_log(core.audit.directory)]
-    assert kinds == [("request", None), ("decision", "complaint")]
+    assert kinds == [("manifest", None), ("request", None), ("decision", "complaint")]
 
 
 def test_decisions_are_queryable_by_trace_and_time_from_the_log_and_from_what_is_not_shipped(tmp_path):
@@ -123,7 +125,7 @@ def test_a_crash_between_appending_and_trimming_puts_nothing_in_twice(tmp_path):
     for n in range(5):
         _ask(core, Add(n=n))
     _ship(core)
-    assert core.store.count("audit") == 5, "shipped, not trimmed yet: trims ride along with later commits"
+    assert core.store.count("audit") == 6, "shipped, not trimmed yet: trims ride along with later commits"
     core.close_files()  # the process dies here
 
     core = _core(tmp_path, agent=Counter, agent_id="c-1")
@@ -132,7 +134,8 @@ def test_a_crash_between_appending_and_trimming_puts_nothing_in_twice(tmp_path):
     _ship(core)
     _ask(core, Add(n=1))  # a commit: its trim deletes what is in the log
     assert core.store.count("audit") == 1, "only the newest, not shipped yet"
-    records = read_log(core.audit.directory)
+    version, *records = read_log(core.audit.directory)
+    assert version["kind"] == "manifest", "recorded once: the second incarnation runs the same version"
     assert [r["kind"] for r in records] == ["request"] * 8
     assert len({r["body"]["id"] for r in records}) == 8
     assert verify_log(core.audit.directory, []).ok
@@ -183,7 +186,7 @@ def test_a_replaced_incarnation_lets_go_of_the_log_and_its_successor_ships_after
     late, _ = _ask(old, Classify(ticket="t3", text="refund"))
     assert isinstance(late, Fenced)  # the old one finds out, and lets go
     shipped = _ship(new)
-    records = list(read_log(tmp_path / "ck" / "triage-1" / "audit", 0, None))
+    _, *records = read_log(tmp_path / "ck" / "triage-1" / "audit", 0, None)  # the version, then ...
     assert [r["kind"] for r in records] == ["request", "decision"] * 2  # the old one's, then the new one's
     assert [r["body"]["rationale"] for r in records[1::2]] == ["keywords in ticket t1", "keywords in ticket t2"]
     seqs = [r["body"]["seq"] for r in records]
@@ -204,7 +207,7 @@ def test_a_log_held_past_the_grace_is_reported_as_failing(tmp_path):
     with pytest.raises(CheckpointError, match="held by another writer for 10s"):
         other.ship(holder.store.seq)
     holder.audit.close()  # lets go
-    assert other.ship(holder.store.seq) == shipped and other.status()["records"] == 2
+    assert other.ship(holder.store.seq) == shipped and other.status()["records"] == 3  # manifest, request, decision
     other.close()
     holder.stop()
 
