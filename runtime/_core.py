@@ -314,6 +314,9 @@ class AgentCore:
     def operator_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._operations.operator_log(limit)
 
+    def record_operation(self, action: str, who: str, why: str, auth: str = RUNTIME) -> None:
+        self._operations.record(action, who, why, auth)  # one done elsewhere (a supervisor's deploy)
+
     def review_actions(self, who: str, count: int | None = None, *, auth: str = RUNTIME) -> dict[str, Any]:
         return self._operations.review(self.gateway, who, count, auth)
 

@@ -280,6 +280,12 @@ class AgentHost:
     def unhalt(self, who: str, why: str = "", auth: str = RUNTIME) -> dict[str, Any]:
         return self._core().unhalt(who, why, auth=auth)
 
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def record_operation(self, action: str, who: str, why: str, auth: str = RUNTIME) -> None:
+        """An operator's action its supervisor carried out (a deploy, a rollback), into the operator log."""
+        self._core().record_operation(action, who, why, auth)
+
     # -- operators (``ref.admin``) -----------------------------------------------------
 
     @ray.method(concurrency_group=CONTROL)

@@ -90,7 +90,7 @@ def start_incarnation(spec: HostSpec) -> Incarnation:
         fence = Fence(ckstore, agent_id, epoch)
         ckstore.sweep(agent_id)
         store, report, _ = restore(agent_dir / "state", ckstore, agent_id=agent_id, agent_class=spec.class_path,
-                                   map_size=cfg.map_size, sync=cfg.lmdb_sync)
+                                   replaces=spec.replaces, map_size=cfg.map_size, sync=cfg.lmdb_sync)
     except BaseException:
         host_lock.release()
         raise

@@ -74,7 +74,7 @@ def _set_aside(path: Path, why: str) -> str | None:
     return str(dest)
 
 
-def _open_local(path: Path, agent_id: str, agent_class: str, **kw: Any) -> LmdbStore:
+def _open_local(path: Path, agent_id: str, agent_class: str, replaces: tuple[str, ...] = (), **kw: Any) -> LmdbStore:
     store = LmdbStore(path, agent_id=agent_id, **kw)
     ident = store.meta("identity")
     if ident is not None and ident.get("agent_id") != agent_id:
@@ -83,7 +83,7 @@ def _open_local(path: Path, agent_id: str, agent_class: str, **kw: Any) -> LmdbS
             f"local state at {path} belongs to agent {ident.get('agent_id')!r}, not {agent_id!r}",
             path=str(path),
         )
-    if ident is not None and ident.get("agent_class") != agent_class:
+    if ident is not None and ident.get("agent_class") not in (agent_class, *replaces):
         store.close()
         raise RestoreError(
             f"local state at {path} was written by {ident.get('agent_class')}, not {agent_class}; "
@@ -130,6 +130,7 @@ def restore(
     *,
     agent_id: str,
     agent_class: str,
+    replaces: tuple[str, ...] = (),
     incarnation: int | None = None,
     **store_kw: Any,
 ) -> tuple[LmdbStore, RestoreReport, Manifest | None]:
@@ -143,7 +144,7 @@ def restore(
 
     if (path / "data.mdb").exists():
         try:
-            store = _open_local(path, agent_id, agent_class, **store_kw)
+            store = _open_local(path, agent_id, agent_class, replaces, **store_kw)
         except StateError as exc:
             corrupt.append(f"local state: {exc}")
             set_aside = _set_aside(path, "corrupt")

@@ -146,6 +146,8 @@ class HostSpec:
     load_error: str | None = None
     #: ``module:qualname`` of the class, kept for messages when it cannot be loaded.
     class_name: str = ""
+    #: Earlier classes (``module:qualname``) whose local state this agent takes over (a deploy).
+    replaces: tuple[str, ...] = ()
 
     @property
     def class_path(self) -> str:
@@ -157,16 +159,18 @@ class HostSpec:
         from ray import cloudpickle
 
         code = cloudpickle.dumps((self.agent_cls, self.init))
-        return (_load_spec, (self.agent_id, self.class_path, code, self.data_dir, self.checkpoint_dir, self.config))
+        return (_load_spec, (self.agent_id, self.class_path, code, self.data_dir, self.checkpoint_dir, self.config,
+                             self.replaces))
 
 
 def _load_spec(agent_id: str, class_name: str, code: bytes, data_dir: str, checkpoint_dir: str,
-               config: AgentConfig) -> HostSpec:
+               config: AgentConfig, replaces: tuple[str, ...] = ()) -> HostSpec:
     import pickle
 
     try:
         agent_cls, init = pickle.loads(code)
     except Exception as exc:  # noqa: BLE001 - whatever the unpickling raised is the user's cause
         return HostSpec(agent_id, None, data_dir, checkpoint_dir, config, {},
-                        load_error=f"{type(exc).__name__}: {exc}", class_name=class_name)
-    return HostSpec(agent_id, agent_cls, data_dir, checkpoint_dir, config, init, class_name=class_name)
+                        load_error=f"{type(exc).__name__}: {exc}", class_name=class_name, replaces=replaces)
+    return HostSpec(agent_id, agent_cls, data_dir, checkpoint_dir, config, init, class_name=class_name,
+                    replaces=replaces)

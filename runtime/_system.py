@@ -146,14 +146,17 @@ class System:
         detached: bool = True,
         timeout: float = 60.0,
         ray_options: dict[str, Any] | None = None,
+        replaces: tuple[str, ...] = (),
     ) -> AgentRef:
         """Start ``agent_cls`` as agent ``agent_id`` and wait until it is ready.
 
         An id whose state exists (local or in the checkpoint store) resumes
         it.  Raises AgentAlreadyRunning if the id is live, AgentStartError if
-        the constructor, restore or ``on_start`` failed.
+        the constructor, restore or ``on_start`` failed (local state written by
+        another class than ``agent_cls`` or one of ``replaces``, ``module:QualName``
+        each, among them).
         """
-        spec = self.host_spec(agent_cls, agent_id, config=config, init=init)
+        spec = self.host_spec(agent_cls, agent_id, config=config, init=init, replaces=replaces)
         options = self._host_options(agent_id, detached=detached, max_restarts=-1, ray_options=ray_options)
         try:
             handle = RemoteAgentHost.options(**options).remote(spec, self.namespace)
@@ -168,6 +171,7 @@ class System:
         *,
         config: AgentConfig | dict[str, Any] | None = None,
         init: dict[str, Any] | None = None,
+        replaces: tuple[str, ...] = (),
     ) -> HostSpec:
         """What a host needs to (re)build agent ``agent_id``; checked here, before anything starts."""
         if self.data_dir is None or self.checkpoint_dir is None:
@@ -185,6 +189,7 @@ class System:
             checkpoint_dir=str(self.checkpoint_dir),
             config=cfg,
             init=dict(init or {}),
+            replaces=tuple(replaces),
         )
 
     def spawn_spare(self, *, ray_options: dict[str, Any] | None = None) -> Any:

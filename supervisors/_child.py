@@ -44,6 +44,8 @@ class Child:
     last_exit: str | None = None
     #: Tasks (monitor, prober) of the live incarnation.
     tasks: list[Any] = field(default_factory=list)
+    #: The specs it ran under, oldest first (``_deploy.Deployment``); empty until the first deploy.
+    deployments: list[Any] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -68,4 +70,5 @@ class Child:
             "restarts": self.restarts,
             "last_failure": self.last_failure,
             "last_exit": self.last_exit,
+            "deployments": [d.describe() for d in self.deployments],
         }

@@ -27,6 +27,7 @@ from runtime._gatekeeper import RUNTIME
 
 from ._calls import DEATH_WAIT, awaitable, first_line
 from ._child import Child
+from ._deploy import Deployer
 from ._lifecycle import ChildState
 from ._port import SupervisorPort
 from ._probing import Prober
@@ -38,14 +39,15 @@ log = logging.getLogger("garrison.supervisor")
 
 
 #: What an operator can do through a supervisor (each needs a role: ``audit.GRANTS``).
-ACTIONS = frozenset({"halt", "unhalt", "quarantine", "release"})
+ACTIONS = frozenset({"halt", "unhalt", "quarantine", "release", "deploy", "rollback"})
 
 
 class Operators:
     """The kill switch, unhalt, quarantine, release and retire of supervisor ``name`` (see module docstring)."""
 
-    def __init__(self, name: str, port: SupervisorPort, prober: Prober) -> None:
+    def __init__(self, name: str, port: SupervisorPort, prober: Prober, deployer: Deployer | None = None) -> None:
         self.name = name
+        self._deployer = deployer
         self._port = port
         self._prober = prober
         #: ``(who, why, auth)`` of the kill switch pulled on the whole subtree, until it is lifted.
@@ -63,6 +65,13 @@ class Operators:
             return await self.unhalt(me.name, why, child, me.auth)
         if action == "release":
             return await self.release(child, me.name, why, me.auth)
+        if action in ("deploy", "rollback") and self._deployer is not None:
+            if child is None:
+                raise SupervisorError(f"a {action} needs the agent child it is for", supervisor=self.name)
+            if action == "deploy":
+                change = {k: args[k] for k in ("agent", "config", "init") if args.get(k) is not None}
+                return await self._deployer.deploy(child, change, me.name, why, me.auth)
+            return await self._deployer.rollback(child, args.get("to"), me.name, why, me.auth)
         if action == "quarantine":
             if child is None:
                 raise SupervisorError("a quarantine needs the child to quarantine", supervisor=self.name)
@@ -160,7 +169,7 @@ class Operators:
         investigation or a manual respawn; the supervisor never starts it again.
         """
         c = self._port.child(child)
-        await self._port.remove_child(c, f"retired by {who}: {why}")
+        await self._port.replace_child(c, f"retired by {who}: {why}", None)
         self._port.emit("retired", child, who=who, why=why)
         return c.describe()
 

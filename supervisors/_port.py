@@ -3,7 +3,7 @@
 The supervisor (:class:`supervisors._supervisor.SupervisorActor`) owns its
 lifecycle state, the children table, the restart lock and the restart
 intensity window.  Its collaborators (the prober in ``_probing``, the spare
-pool in ``_standby``, the operators' calls in ``_operations``) never touch
+pool in ``_standby``, the operators' calls in ``_operations``, deploys in ``_deploy``) never touch
 those directly: each is given a :class:`SupervisorPort` in its constructor and
 acts on the supervisor only through it.  The children's records
 (:class:`supervisors._child.Child`) are shared data: a collaborator reads and
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ._child import Child
 from ._lifecycle import SupervisorState
+from ._spec import ChildSpec
 from ._strategy import ExitReason
 
 __all__ = ["Emit", "SupervisorPort"]
@@ -54,8 +55,9 @@ class SupervisorPort:
     children: Callable[[], list[Child]]
     #: Start a child (again), holding the restart lock (raises ChildStartError).
     start_child: Callable[[Child], Awaitable[None]]
-    #: Holding the restart lock, stop a child if it runs (graceful, then kill) and forget it: ``(child, why)``.
-    remove_child: Callable[[Child, str], Awaitable[None]]
+    #: Holding the restart lock, stop a child if it runs (graceful, then kill), then forget it (``spec``
+    #: None) or start it again under ``spec`` (a deploy): ``(child, why, spec)``.
+    replace_child: Callable[[Child, str, ChildSpec | None], Awaitable[None]]
     #: Kill a child's process at once, then act on its exit as if it had died: ``(child, reason, failure)``.
     kill_and_exit: Callable[[Child, ExitReason, str], Awaitable[None]]
     #: Quarantine a child (the supervisor's own decision, e.g. a hang): ``(child, why)``; the

@@ -224,6 +224,26 @@ class SupervisorRef:
         """Quarantine one child by hand (it keeps its state and refuses messages until released or retired)."""
         return self._operate("quarantine", who, why, child, timeout=timeout)
 
+    def deploy(self, child: str, *, who: Any, why: str, agent: type | None = None,
+               config: dict[str, Any] | None = None, init: dict[str, Any] | None = None,
+               timeout: float = 120.0) -> dict[str, Any]:
+        """Run agent child ``child`` under a new version: another ``agent`` class, ``config`` fields
+        changed, other ``init`` arguments (see ``supervisors._deploy``); its state is kept.
+
+        Returns the child's entry with ``version`` and ``previous`` (manifest hashes).
+        """
+        args = {"why": why, "child": child, "agent": agent, "config": config, "init": init}
+        return self._call("operate", "deploy", credential_for(who, "deploy", self.name), args, timeout=timeout,
+                          progressing=True)
+
+    def rollback(self, child: str, *, who: Any, why: str, to: str | None = None,
+                 timeout: float = 120.0) -> dict[str, Any]:
+        """Run ``child`` again under an earlier version: the one before (``to`` None), or the newest
+        whose hash starts with ``to``.  The state is kept, not rolled back."""
+        args = {"why": why, "child": child, "to": to}
+        return self._call("operate", "rollback", credential_for(who, "rollback", self.name), args, timeout=timeout,
+                          progressing=True)
+
     def retire(self, child: str, *, who: str, why: str = "retired", timeout: float = 60.0) -> dict[str, Any]:
         """Stop a child for good and forget it; its state stays on disk."""
         return self._call("retire", child, who, why, timeout=timeout)

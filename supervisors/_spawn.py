@@ -49,7 +49,8 @@ class Spawner:
     def spawn_agent(self, spec: ChildSpec, spare: Any = None) -> tuple[Any, dict[str, Any]]:
         """Blocking (runs in a thread): hand the agent to ``spare``, or spawn it (no Ray restarts); wait until ready."""
         if spare is not None:
-            host_spec = self._system.host_spec(spec.agent, spec.id, config=spec.config, init=spec.init)
+            host_spec = self._system.host_spec(spec.agent, spec.id, config=spec.config, init=spec.init,
+                                               replaces=spec.replaces)
             try:
                 self._system.adopt(spare, host_spec)
                 return spare, ray.get(spare.probe.remote(), timeout=30)
@@ -60,7 +61,7 @@ class Spawner:
         while True:
             try:
                 self._system.spawn(spec.agent, spec.id, config=spec.config, init=spec.init, detached=False,
-                                   ray_options={**spec.ray_options, "max_restarts": 0})
+                                   ray_options={**spec.ray_options, "max_restarts": 0}, replaces=spec.replaces)
                 break
             except AgentAlreadyRunning:
                 # The previous incarnation's name is freed a moment after its death is reported.

@@ -106,6 +106,9 @@ class ChildSpec(Frozen):
     config: AgentConfig = Field(default_factory=AgentConfig)
     #: Keyword arguments of the agent class's constructor.
     init: dict[str, Any] = Field(default_factory=dict)
+    #: Earlier agent classes (``module:QualName``) whose state this child takes over: a deploy sets
+    #: it (``_deploy``); set it yourself when an agent class was renamed or moved.
+    replaces: tuple[str, ...] = ()
     restart: RestartType = RestartType.PERMANENT
     #: Graceful stop budget in seconds; ``None`` means the default for the kind
     #: (5 s for an agent, ``math.inf`` for a sub-supervisor).

@@ -75,6 +75,7 @@ from runtime._gatekeeper import RUNTIME, Gatekeeper
 
 from ._backoff import consecutive_failures, restart_delay
 from ._child import Child
+from ._deploy import Deployer
 from ._events import EventLog, TaskSet
 from ._incarnation import Incarnations
 from ._intensity import add_restart
@@ -136,7 +137,7 @@ class SupervisorActor:
         port = SupervisorPort(
             emit=self._events.emit, spawn_task=self._tasks.spawn, state=lambda: self.state, status=self.status,
             child=self._child, children=lambda: list(self._children.values()), start_child=self._start_locked,
-            remove_child=self._remove_child, kill_and_exit=self._kill_and_exit,
+            replace_child=self._replace_child, kill_and_exit=self._kill_and_exit,
             quarantine_child=lambda child, why: self._operators.quarantine_child(child, why),
             halt_subtree=self._halt_subtree, lift_halt=self._lift_halt, release_subtree=self._release_subtree,
         )
@@ -146,7 +147,7 @@ class SupervisorActor:
                                           emit=self._events.emit, spawn_task=self._tasks.spawn, clock=clock,
                                           on_exit=self._exited)
         self._prober = Prober(port)
-        self._operators = Operators(self.name, port, self._prober)
+        self._operators = Operators(self.name, port, self._prober, Deployer(self.name, port))
         self._gatekeeper = Gatekeeper(spec.flags.operators, (self.name,))  # admits operators' calls
 
     # -- public calls --------------------------------------------------------------
@@ -270,10 +271,13 @@ class SupervisorActor:
         async with self._restart_lock:
             await self._start_child(child)
 
-    async def _remove_child(self, child: Child, why: str) -> None:
+    async def _replace_child(self, child: Child, why: str, spec: ChildSpec | None) -> None:
         async with self._restart_lock:
             if child.running:
                 await self._incarnations.stop(child, why)
+            if spec is not None:  # a deploy: the same child, under another spec
+                child.spec = spec
+                return await self._start_child(child)
             del self._children[child.id]
 
     async def _kill_and_exit(self, child: Child, reason: ExitReason, failure: str) -> None:

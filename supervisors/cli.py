@@ -4,6 +4,8 @@
     garrison unhalt     --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S | --all)
     garrison quarantine --who W [--key K] --why TEXT --agent ID [--supervisor S]
     garrison release    --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S)
+    garrison deploy     --who W [--key K] --why TEXT --supervisor S --agent ID [--class M:C] [--config JSON] [--init JSON]
+    garrison rollback   --who W [--key K] --why TEXT --supervisor S --agent ID [--to HASH]
 
 each with ``[--address A]``.  Every switch is recorded with who and why (in
 the agent's operator log, ``garrison actions ID``; as a supervisor event when
@@ -130,6 +132,77 @@ def release(agent: str | None, supervisor: str | None, who: str, key: str | None
         raise click.UsageError("release needs --agent or --supervisor")
     _connect(address)
     emit(release_(operator(who, key), why, agent=agent, supervisor=supervisor))
+
+
+def _load_class(path: str) -> type:
+    """``module:QualName`` (or ``module.QualName``), imported with the current directory on the path."""
+    import importlib
+    import os
+    import sys
+
+    module, _, name = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module or not name:
+        raise click.BadParameter(f"{path!r}: give the class as module:ClassName")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        value: Any = importlib.import_module(module)
+        for part in name.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot import {path!r}: {exc}") from exc
+    return value
+
+
+def _json_object(value: str | None) -> dict[str, Any] | None:
+    import json
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("give a JSON object")
+    return parsed
+
+
+@garrison.command()
+@click.option("--supervisor", required=True, help="The agent's supervisor.")
+@click.option("--agent", required=True, help="The agent child to deploy a new version of.")
+@click.option("--class", "class_path", help="The new agent class, module:ClassName (importable here and on the nodes).")
+@click.option("--config", help='Config fields to change, as a JSON object (e.g. \'{"config_version": "2"}\').')
+@click.option("--init", help="New constructor arguments, as a JSON object.")
+@_who_why
+@address_option
+@reports_errors
+def deploy(supervisor: str, agent: str, class_path: str | None, config: str | None, init: str | None, who: str,
+           key: str | None, why: str, address: str) -> None:
+    """Run an agent under a new version through its supervisor (graceful stop, start; state kept)."""
+    from ._ref import SupervisorRef
+
+    cls = _load_class(class_path) if class_path else None
+    changes = {"agent": cls, "config": _json_object(config), "init": _json_object(init)}
+    if not any(v is not None for v in changes.values()):
+        raise click.UsageError("give what changes: --class, --config or --init")
+    _connect(address)
+    emit(SupervisorRef.lookup(supervisor).deploy(agent, who=operator(who, key), why=why, **changes))
+
+
+@garrison.command()
+@click.option("--supervisor", required=True, help="The agent's supervisor.")
+@click.option("--agent", required=True, help="The agent child to roll back.")
+@click.option("--to", help="The version (its hash, or a prefix of it) to go back to; default: the one before.")
+@_who_why
+@address_option
+@reports_errors
+def rollback(supervisor: str, agent: str, to: str | None, who: str, key: str | None, why: str, address: str) -> None:
+    """Run an agent again under an earlier version (its state is kept, not rolled back)."""
+    from ._ref import SupervisorRef
+
+    _connect(address)
+    emit(SupervisorRef.lookup(supervisor).rollback(agent, who=operator(who, key), why=why, to=to))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,6 +162,14 @@ class Sink(Agent):
         return [int(k.rsplit("/", 1)[1]) for k in self.state.keys("seen/")]
 
 
+class SinkV2(Sink):
+    """Sink's next version (a deploy): the same state and items; its report says which version answered."""
+
+    @handler
+    def report(self, msg: Report) -> dict:
+        return {**super().report(msg), "v": 2}
+
+
 class Producer(Agent):
     """Sends ``count`` items numbered from ``start`` to another agent."""
 

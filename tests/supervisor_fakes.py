@@ -70,7 +70,7 @@ class FakePort:
         return SupervisorPort(
             emit=self.emit, spawn_task=self.spawn_task, state=lambda: self.state, status=self.status,
             child=self.children.__getitem__, children=lambda: list(self.children.values()),
-            start_child=self.start_child, remove_child=self.remove_child, kill_and_exit=self.kill_and_exit,
+            start_child=self.start_child, replace_child=self.replace_child, kill_and_exit=self.kill_and_exit,
             quarantine_child=self.quarantine_child, halt_subtree=self.halt_subtree, lift_halt=self.lift_halt,
             release_subtree=self.release_subtree,
         )
@@ -93,9 +93,10 @@ class FakePort:
     async def start_child(self, child: Child) -> None:
         self.calls.append(("start_child", child.id))
 
-    async def remove_child(self, child: Child, why: str) -> None:
-        self.calls.append(("remove_child", child.id, why))
-        del self.children[child.id]
+    async def replace_child(self, child: Child, why: str, spec: Any) -> None:
+        self.calls.append(("replace_child", child.id, why, spec))
+        if spec is None:
+            del self.children[child.id]
 
     async def kill_and_exit(self, child: Child, reason: Any, failure: str) -> None:
         self.calls.append(("kill_and_exit", child.id, reason, failure))

@@ -94,7 +94,7 @@ def test_garrison_help_lists_every_command():
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "decisions", "demo", "feedback",
-                      "kill", "ledger", "operators", "versions",
+                      "deploy", "kill", "ledger", "operators", "rollback", "versions",
                       "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt"}
 
 

@@ -190,7 +190,7 @@ def test_a_retired_child_is_stopped_and_forgotten_through_the_supervisor():
     async def go() -> None:
         port, _, ops, _ = setup("a", "b")
         await ops.retire("a", "erin", "done")
-        assert port.calls == [("remove_child", "a", "retired by erin: done")]
+        assert port.calls == [("replace_child", "a", "retired by erin: done", None)]
         assert list(port.children) == ["b"]
         assert port.events == [("retired", "a", "erin", "done")]
 
