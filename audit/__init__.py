@@ -89,9 +89,6 @@ from .exceptions import (
 
 __all__ = [
     "ACTIONS",
-    "EMPTY_ROOT",
-    "GENESIS",
-    "GRANTS",
     "AccessDenied",
     "Anchor",
     "AnchorFailed",
@@ -104,9 +101,12 @@ __all__ = [
     "Checkpoint",
     "Credential",
     "DirectoryAnchor",
+    "EMPTY_ROOT",
     "Fault",
     "Forbidden",
     "Frontier",
+    "GENESIS",
+    "GRANTS",
     "Identity",
     "InconsistentCheckpoints",
     "KeyFileError",

@@ -26,6 +26,7 @@ from ._approval import (
     expire,
     new_request,
 )
+from ._behaviour import BehaviourLevel, BehaviourMonitor, BehaviourPolicy, BehaviourReport, Observation
 from ._breaker import Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Transition, TransitionReason
 from ._budget import Budget, BudgetPolicy, BudgetUsage, Refusal, RefusalReason, Reservation, Settlement
 from ._drift import DriftMonitor, DriftPolicy, Scorer
@@ -47,6 +48,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "NOT_DONE",
     "Action",
     "ActionDeclaration",
     "ActionDeclarationError",
@@ -56,6 +58,10 @@ __all__ = [
     "ApprovalError",
     "ApprovalRequest",
     "ApprovalState",
+    "BehaviourLevel",
+    "BehaviourMonitor",
+    "BehaviourPolicy",
+    "BehaviourReport",
     "Breaker",
     "BreakerPolicy",
     "BreakerState",
@@ -75,7 +81,7 @@ __all__ = [
     "InterventionKind",
     "MessageEvent",
     "ModelNotPriced",
-    "NOT_DONE",
+    "Observation",
     "Outcome",
     "OutcomeCode",
     "PolicyError",

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
+from governance import BehaviourPolicy, BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import field_errors
 
 from .exceptions import ConfigError
@@ -94,6 +94,10 @@ class AgentConfig(BaseModel):
     fleet_budget: str | None = None
     #: The semantic breaker: trips when the agent class's ``drift_scorer`` finds recent results drifting.
     drift: DriftPolicy | None = None
+    #: Behavioural drift (``governance._behaviour``): the agent's recent actions (mix, outcome codes,
+    #: cost, latency) against a baseline of its own version; flagged for review past ``flag_at``,
+    #: paused (the kill switch) past ``pause_at``.  None: not watched.
+    behaviour: BehaviourPolicy | None = None
     #: What a tripped breaker does besides telling operators: ``notify`` only, or ``halt`` (the kill switch).
     on_trip: Literal["notify", "halt"] = "notify"
     #: Seconds a governed action's ledger entry (intent and outcome) is kept once it has its outcome:

@@ -114,11 +114,14 @@ class AgentCore:
         try:
             hooks = load_hooks(cfg.interventions)
             self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
+            self.version = record_version(self.store, self.audit is not None,  # the agent version's manifest hash
+                                          agent_manifest(spec.class_path, type(agent), cfg), inc.number, time.time())
             self.gateway = Gateway(agent_id=self.agent_id, config=cfg, tools=type(agent).tools, context=lambda: agent.context,
                                    ledger=Ledger(self.store, agent_id=self.agent_id, audited=self.audit is not None),
                                    lookup=agent.lookup if lookup is not None else None,
                                    scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
-                                   hooks=hooks, audit=staged_recorder(self._txn.record if self.audit else None, self.store.commit))
+                                   hooks=hooks, audit=staged_recorder(self._txn.record if self.audit else None, self.store.commit),
+                                   version=self.version)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "
@@ -131,8 +134,6 @@ class AgentCore:
                                     self._txn.record if self.audit else None, lambda: agent.context),
                                 gatekeeper=self.gatekeeper)
         self.agent = agent
-        self.version = record_version(self.store, self.audit is not None,  # the agent version's manifest hash
-                                      agent_manifest(spec.class_path, type(agent), cfg), inc.number, time.time())
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).
         self.dispatcher = Dispatcher(self.store, agent_id=self.agent_id, config=cfg, resolve=resolve,

@@ -56,10 +56,13 @@ from governance import NOT_DONE as _NOT_DONE
 from governance import (
     Action,
     ActionEvent,
+    BehaviourLevel,
+    BehaviourMonitor,
     CallResult,
     Decision,
     DecisionCode,
     InterventionKind,
+    Observation,
     Outcome,
     OutcomeCode,
     Result,
@@ -100,10 +103,14 @@ class Gateway:
     def __init__(self, *, agent_id: str, config: AgentConfig, tools: Mapping[Any, Any], ledger: Ledger,
                  context: Callable[[], Context | None], lookup: Callable[[str], Any] | None = None,
                  scorer: Callable[[Any], float] | None = None,
-                 on_trip: Callable[[str, str], None] = lambda name, why: None,
+                 on_trip: Callable[..., None] = lambda name, why, halt=None: None,
                  hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time,
-                 audit: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 audit: Callable[[str, dict[str, Any]], None] | None = None, version: str = "") -> None:
         self.agent_id = agent_id
+        #: The agent version (manifest hash) it runs; the behaviour monitor keeps a baseline per version.
+        self.version = version
+        self._behaviour = BehaviourMonitor(config.behaviour) if config.behaviour is not None else None
+        self._on_trip = on_trip
         # Records a refusal in the agent's audit trail, with the running handler's changes (None: audit off).
         self._audit = audit
         self._grants = parse_grants(config.grants)
@@ -157,25 +164,42 @@ class Gateway:
         if decision.code in (DecisionCode.REFUSE, DecisionCode.PROHIBIT):
             return self._refused(tag, Outcome.refusal(key, decision.reason))
         if held is not None:  # whatever its risk, a person decides
-            return self._approval.request(action, key, f"held by an intervention hook: {held}", context)
+            return self._observe(tag, self._approval.request(action, key, f"held by an intervention hook: {held}",
+                                                             context))
         flag = decision.code is DecisionCode.EXECUTE_AND_FLAG
         if approval is not None:
             cleared = await self._approval.cleared(action, approval, key)
             if cleared is not None:
                 if not cleared.retryable:  # final (denied, expired, void): a duplicate gets the same answer
                     self._ledger.outcome(key, cleared.model_dump(mode="json"))
-                return cleared
+                return self._observe(tag, cleared)
             flag = False
         elif decision.code is DecisionCode.NEEDS_APPROVAL:
-            return self._approval.request(action, key, decision.reason, context)
+            return self._observe(tag, self._approval.request(action, key, decision.reason, context))
         tool = self._tools.get(action.type_tag())
         if tool is None:
             return self._refused(tag, Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has "
                                                            f"tools for: {', '.join(sorted(self._tools)) or 'none'}"))
         return await self._admit_and_call(action, key, tool, flag=flag)
 
+    def _observe(self, tag: str, outcome: Outcome, seconds: float = 0.0) -> Outcome:
+        """``outcome`` of a call, observed by the behaviour monitor (``governance._behaviour``)."""
+        if self._behaviour is None:
+            return outcome
+        verdict = self._behaviour.observe(self.version, Observation(tag, outcome.code.value, outcome.cost or 0.0,
+                                                                    seconds))
+        if verdict is not None:
+            level, report = verdict
+            log.warning("agent %s %s: %s", self.agent_id, level.value, report.why())
+            if self._audit is not None:
+                self._audit("behaviour", {"level": level.value, "reason": report.why(), **report.describe()})
+            if level is BehaviourLevel.PAUSED:
+                self._on_trip("behaviour", report.why(), True)
+        return outcome
+
     def _refused(self, tag: str, outcome: Outcome) -> Outcome:
         """``outcome`` (an action that never ran), recorded as a ``refusal`` audit record first."""
+        self._observe(tag, outcome)
         if self._audit is not None:
             ctx = self._context()
             self._audit("refusal", {"key": outcome.correlation_id, "tag": tag, "code": outcome.code.value,
@@ -234,7 +258,8 @@ class Gateway:
             outcome, actual = _success(key, value, action.estimated_cost())
             result = CallResult.SUCCESS
         duration = time.monotonic() - started
-        return await self._finish(key, outcome, actual, result, duration, admitted, flag=flag, defer=defer)
+        return self._observe(action.type_tag(), await self._finish(key, outcome, actual, result, duration, admitted,
+                                                                   flag=flag, defer=defer), duration)
 
     async def _finish(self, key: str, outcome: Outcome, actual: float, result: CallResult, duration: float,
                       admitted: Admitted, *, flag: bool, defer: bool = False) -> Outcome:
@@ -307,7 +332,14 @@ class Gateway:
         return f"{ctx.message_id.hex()}/{n}"
 
     def reset_breaker(self, name: str, who: str) -> dict[str, Any]:
-        """Close breaker ``name`` (an operator's call); ConfigError if the agent has no such breaker."""
+        """Close breaker ``name`` (an operator's call); ConfigError if the agent has no such breaker.
+
+        ``behaviour``: the operator reviewed a behaviour flag; the version starts a fresh baseline.
+        """
+        if name == "behaviour" and self._behaviour is not None:
+            self._behaviour.reset(self.version)
+            log.warning("agent %s: behaviour monitor reset by %s", self.agent_id, who)
+            return self.breakers.status()
         try:
             state = self.breakers.reset(name, who, self._clock())
         except KeyError:
@@ -340,6 +372,7 @@ class Gateway:
             **self._spending.status(self._clock()),
             "unreviewed_medium": self.unreviewed,
             "in_doubt": self._ledger.in_doubt_count(),
+            "behaviour": None if self._behaviour is None else self._behaviour.status(self.version),
         }
 
 

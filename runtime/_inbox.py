@@ -101,13 +101,22 @@ class Inbox:
     # -- hooks -----------------------------------------------------------------------
 
     def run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
-        """Run a start/stop/restore hook in its own transaction; raises what it raises (nothing committed)."""
+        """Run a start/stop/restore hook in its own transaction; raises what it raises (nothing committed).
+
+        Under SYNC, a hook whose commit could not be shipped yet (NotDurable: the checkpoint
+        store is unreachable) has still run and committed: the background thread ships it
+        later, and the agent goes on (a store outage at start does not fail the agent).
+        """
         self._txn.begin()
         ok, result = self._invoker.call(hook, args, None)
         if not ok:
             self._txn.discard()
             raise result
-        self._committer.commit(*self._txn.take(), time.time())
+        try:
+            self._committer.commit(*self._txn.take(), time.time())
+        except NotDurable as exc:
+            log.warning("agent %s: %s committed, not shipped yet: %s", self.agent_id,
+                        getattr(hook, "__name__", "a hook"), exc.message)
 
     # -- refusing ----------------------------------------------------------------------
 

@@ -227,15 +227,17 @@ class Operations:
             self._lifecycle.set(AgentState.RUNNING)
         log.warning("agent %s released by %s: %s", self.agent_id, who, why)
 
-    def tripped(self, name: str, why: str) -> None:
-        """A breaker of the gateway opened: with ``on_trip="halt"``, pull this agent's kill switch.
+    def tripped(self, name: str, why: str, halt: bool | None = None) -> None:
+        """A breaker of the gateway opened: with ``on_trip="halt"`` (or ``halt``: the behaviour policy's
+        pause), pull this agent's kill switch.
 
         Called from inside a handler, which holds the handling lock: the halt
         runs on its own thread and takes effect once that handler is done.
         """
-        if self._on_trip == "halt":
-            threading.Thread(target=self.halt, args=("breaker", f"{name} breaker tripped: {why}"),
-                             name=f"garrison-trip-{self.agent_id}", daemon=True).start()
+        if halt or (halt is None and self._on_trip == "halt"):
+            who, what = ("behaviour-policy", why) if name == "behaviour" else ("breaker", f"{name} breaker tripped: {why}")
+            threading.Thread(target=self.halt, args=(who, what), name=f"garrison-trip-{self.agent_id}",
+                             daemon=True).start()
 
     def halt(self, who: str, why: str, *, grace: float = 2.0, auth: str = RUNTIME) -> None:
         """Kill switch: no handler starts from now on, nothing leaves; final checkpoint.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from audit import read_log, verify_log
-from governance import BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
+from governance import BehaviourPolicy, BreakerPolicy, BudgetPolicy, DriftPolicy, RiskPolicy
 from protocols import encode_envelope, make_envelope
 from runtime import AgentConfig, AgentState, ConfigError, StateError
 from runtime._core import AgentCore
@@ -243,6 +243,38 @@ def test_the_semantic_breaker_trips_on_drifting_outputs_and_pulls_the_kill_switc
         assert halt["who"] == "breaker" and "drift breaker tripped" in halt["why"]
     finally:
         core.stop()
+
+
+def test_a_scripted_behaviour_change_is_flagged_then_paused_by_the_behaviour_policy(tmp_path):
+    log = tmp_path / "calls"
+    policy = BehaviourPolicy(baseline=20, window=10, flag_at=0.3, pause_at=0.6)
+    core = AgentCore(_spec(tmp_path, behaviour=policy))
+    try:
+        def ship(i):
+            return {"kind": "ship", "order": f"S{i}", "log": str(log)}
+
+        def refund(i):
+            return {"kind": "refund", "order": f"R{i}", "amount": 50, "log": str(log)}  # costs 0.5, as a shipment
+
+        assert {o["code"] for o in _act(core, *[ship(i) for i in range(20)])} == {"ok"}  # the baseline
+        _act(core, *[refund(i) for i in range(4)], *[ship(i) for i in range(20, 26)])  # the mix moves by 0.4
+        behaviour = core.gateway.status()["behaviour"]
+        assert behaviour["level"] == "flagged" and behaviour["last"]["action_mix"] == 0.4
+        assert core.lifecycle is AgentState.RUNNING, "flagged for review, not paused"
+        _act(core, *[refund(i) for i in range(4, 10)])  # refunds only now
+        assert core.gateway.status()["behaviour"]["level"] == "paused"
+        wait_for(lambda: core.lifecycle is AgentState.HALTED)  # the kill switch, once that handler is done
+        wait_for(lambda: not any(t.name.startswith("garrison-trip-") for t in threading.enumerate()))
+        [halt] = [e for e in core.operator_log() if e["action"] == "halt"]
+        assert halt["who"] == "behaviour-policy" and "action mix" in halt["why"]
+        core.unhalt("alice", "reviewed: refunds were the plan")
+        core.reset_breaker("behaviour", "alice")
+        assert core.gateway.status()["behaviour"]["level"] == "normal"
+    finally:
+        core.stop()
+    flags = [r["body"] for r in read_log(tmp_path / "ck" / "clerk" / "audit", 0, None) if r["kind"] == "behaviour"]
+    assert [(f["level"], f["action_mix"]) for f in flags] == [("flagged", 0.4), ("paused", 0.6)]
+    assert all(f["version"] == core.version for f in flags)
 
 
 def test_every_action_that_never_ran_is_a_refusal_record_committed_with_its_handler(tmp_path):
