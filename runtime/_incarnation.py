@@ -22,6 +22,7 @@ until :meth:`Incarnation.close`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from ._hostlock import HostLock
 from ._restore import RestoreReport, restore
 from ._spec import SHIP_CODE_HINT, HostSpec, check_agent_id, check_writable_dir, local_data_dir
 from ._store import LmdbStore
-from .exceptions import AgentStartError, DataDirectoryError
+from .exceptions import AgentStartError, CheckpointError, DataDirectoryError
 
 __all__ = ["Incarnation", "start_incarnation"]
 
@@ -67,6 +68,21 @@ class Incarnation:
             self.host_lock.release()
 
 
+def _claim(ckstore: CheckpointStore, agent_id: str) -> int:
+    """A new fencing epoch.  A store too full even for that is swept of interrupted checkpoints
+    first: a predecessor killed while copying its checkpoint body leaves a partial copy, which on a
+    full store takes the room the epoch file needs (a live predecessor's copy only fails, and is
+    retried: it is about to be fenced anyway)."""
+    claimant = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    try:
+        return ckstore.claim_epoch(agent_id, claimant)
+    except CheckpointError as exc:
+        if exc.errno != errno.ENOSPC or not ckstore.sweep(agent_id):
+            raise
+        log.warning("agent %s: checkpoint store full; removed an interrupted checkpoint's leftovers", agent_id)
+        return ckstore.claim_epoch(agent_id, claimant)
+
+
 def start_incarnation(spec: HostSpec) -> Incarnation:
     """Open ``spec``'s agent for a new incarnation (see module docstring); raises, leaving nothing held."""
     agent_id = check_agent_id(spec.agent_id)
@@ -86,7 +102,7 @@ def start_incarnation(spec: HostSpec) -> Incarnation:
         raise DataDirectoryError(f"cannot create {agent_dir}: {exc}", path=str(agent_dir)) from exc
     host_lock = HostLock(agent_dir / "host.lock", agent_id)
     try:
-        epoch = ckstore.claim_epoch(agent_id, {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+        epoch = _claim(ckstore, agent_id)
         fence = Fence(ckstore, agent_id, epoch)
         ckstore.sweep(agent_id)
         store, report, _ = restore(agent_dir / "state", ckstore, agent_id=agent_id, agent_class=spec.class_path,

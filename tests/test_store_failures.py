@@ -331,6 +331,33 @@ def test_a_quarantine_policy_quarantines_a_child_whose_store_is_full_and_release
     assert agent.ask(GetItems(), timeout=20) == list(range(6))
 
 
+def test_a_new_incarnation_on_a_full_store_sweeps_what_a_killed_one_left_mid_checkpoint(tmp_path, small_fs):
+    """A predecessor SIGKILLed while copying its checkpoint body leaves a partial copy in ``staging``;
+    on a full store that copy holds the room the next incarnation's epoch file needs."""
+    ck, node = small_fs.root / "ck", tmp_path / "node"
+    ck.mkdir()
+    node.mkdir()
+    spec = HostSpec("c-full", Counter, str(node), str(ck), config=QUICK)
+    AgentCore(spec).stop()  # it has an epoch, a checkpoint and an audit log in the store
+    leftover = ck / "c-full" / "staging" / "dead-incarnation"
+    leftover.mkdir(parents=True)
+    with open(leftover / "data.mdb", "wb", buffering=0) as f:  # the copy, until the store is full
+        try:
+            while True:
+                f.write(b"\0" * (64 << 10))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    small_fs.fill()
+    with pytest.raises(OSError) as full:  # what the epoch file meets: no room (the path this test is for)
+        (ck / "c-full" / "epochs" / "probe").write_bytes(b"x" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    core = AgentCore(spec)  # claims its epoch once the leftover is swept
+    try:
+        assert core.epoch >= 2 and not leftover.exists()  # (the failed claim used up a number: never reused)
+    finally:
+        core.stop()
+
+
 def test_every_write_of_the_directory_store_on_a_read_only_mount_is_a_checkpoint_error_with_errno_and_path(
         small_fs):
     from runtime import DirectoryStore
