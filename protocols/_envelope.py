@@ -108,7 +108,12 @@ def make_envelope(
     """Wrap a message for sending; the body is dumped in pydantic's JSON mode."""
     # The class's serializer directly: what ``model_dump(mode="json")`` calls,
     # without its keyword-argument plumbing (half the cost of a small body).
-    body = msg.__pydantic_serializer__.to_python(msg, mode="json")
+    try:
+        body = msg.__pydantic_serializer__.to_python(msg, mode="json")
+    except ValueError as exc:  # pydantic's serialization errors, and bytes that are not UTF-8 text
+        raise EncodingError(f"a {msg.__message_tag__} message cannot be encoded: its body is not JSON-mode "
+                            f"data ({type(exc).__name__}: {exc}); send bytes as base64 text, or as a bytes "
+                            "field of the message class") from exc
     return Envelope(
         new_id(), msg.__message_tag__, recipient, body, sender, None, None,
         deadline, 1, idempotency_key, traceparent, None, delivery or msg.__message_delivery__, epoch,

@@ -20,7 +20,7 @@ This module's part::
 
     GarrisonError                   (``WireError`` is its former name, kept as an alias)
     ProtocolError
-    ├── EncodingError               bytes are not a well-formed envelope
+    ├── EncodingError               bytes are not a well-formed envelope, or a message cannot be encoded into one
     ├── PayloadTooLarge             envelope is bigger than the receiver accepts
     ├── SchemaError
     │   ├── UnknownMessageType      type name or version is not registered
@@ -99,7 +99,8 @@ class ProtocolError(GarrisonError):
 
 
 class EncodingError(ProtocolError):
-    """The bytes are not a well-formed envelope (random bytes, truncated msgpack, wrong field types)."""
+    """The bytes are not a well-formed envelope (random bytes, truncated msgpack, wrong field types),
+    or a message's body cannot be encoded into one (data its class cannot dump in JSON mode)."""
 
 
 class PayloadTooLarge(ProtocolError):

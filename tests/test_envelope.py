@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgpack
 import pytest
@@ -11,7 +12,9 @@ from protocols import (
     DeadlineExpired,
     Delivery,
     EncodingError,
+    Message,
     PayloadTooLarge,
+    ProtocolError,
     decode_envelope,
     encode_envelope,
     id_time,
@@ -84,3 +87,16 @@ def test_deadline_check_names_where_it_expired():
     with pytest.raises(DeadlineExpired, match="at the middle") as err:
         env.check_deadline("the middle", now=101.5)
     assert err.value.details["late_by"] == pytest.approx(1.5)
+
+
+class Loose(Message, name="test.loose"):
+    data: dict[str, Any]
+
+
+@pytest.mark.parametrize("value, cause", [(b"\xfc\xfd raw bytes", "UnicodeDecodeError"),
+                                          (object(), "PydanticSerializationError")])
+def test_a_body_that_cannot_be_encoded_is_an_encoding_error_naming_the_message(value, cause):
+    with pytest.raises(EncodingError) as info:
+        make_envelope(Loose(data={"x": value}), "someone")
+    assert "test.loose@1" in str(info.value) and cause in str(info.value) and isinstance(info.value, ProtocolError)
+    assert make_envelope(Loose(data={"x": "text"}), "someone").body == {"data": {"x": "text"}}
