@@ -12,6 +12,7 @@ from ._directory import live_ids
 from ._directory import resolve as host_of
 from ._fleet_budget import FleetBudget, FleetUsage
 from ._lifecycle import AgentState
+from ._observer import GetTrace, Observed, Observer, ObserverStats
 from ._ref import AgentRef
 from ._restore import RestoreReport
 from ._spec import check_agent_id
@@ -74,6 +75,7 @@ __all__ = [
     "FleetBudget",
     "FleetUsage",
     "GarrisonError",
+    "GetTrace",
     "HandlerError",
     "InternalError",
     "MailboxFull",
@@ -81,6 +83,9 @@ __all__ = [
     "NAMESPACE",
     "NoHandler",
     "NotDurable",
+    "Observed",
+    "Observer",
+    "ObserverStats",
     "ReadOnlyState",
     "RestoreError",
     "RestoreReport",

@@ -193,7 +193,9 @@ class Agent:
         deadline = current_deadline.get()
         if timeout is not None:
             deadline = min(deadline or float("inf"), time.time() + timeout)
-        stage(to, make_envelope(msg, to, sender=self.agent_id, deadline=deadline, delivery=delivery))
+        ctx = self.context  # the trace goes on with the message (an observer assembles it across agents)
+        stage(to, make_envelope(msg, to, sender=self.agent_id, deadline=deadline, delivery=delivery,
+                                traceparent=None if ctx is None else ctx.traceparent))
 
     def lookup(self, agent_id: str) -> AgentRef:
         """A reference to another agent; asks made through it from a handler

@@ -161,14 +161,17 @@ def staged_recorder(record: Callable[[Op], None] | None,
 class DecisionRecorder:
     """What ``Agent.decide`` calls: one ``decision`` record into the running handler's transaction."""
 
-    def __init__(self, record: Callable[[Op], None] | None, context: Callable[[], Any]) -> None:
+    def __init__(self, record: Callable[[Op], None] | None, context: Callable[[], Any], tap: Any = None) -> None:
         self._record = record  # None: audit off, nothing is recorded
         self._context = context
+        self._tap = tap  # the observer tap (``_observer``), or None
 
     def __call__(self, choice: Any, *, options: Iterable[Any], rationale: str, context: Any, keep_context: bool,
                  actions: Iterable[str]) -> str:
         ctx = self._context()
         decision_id = uuid.uuid4().hex
+        if self._tap is not None:
+            self._tap.emit("decision", ctx.traceparent if ctx is not None else None, {"id": decision_id, "choice": choice})
         if self._record is None:
             return decision_id
         body = {"id": decision_id, "message": ctx.message_id.hex() if ctx is not None else None,

@@ -121,6 +121,13 @@ class AgentConfig(BaseModel):
     #: A signed checkpoint every this many records, and at least every ``checkpoint_interval``.
     audit_checkpoint_every: int = Field(1000, ge=1)
 
+    # -- the observer (``_observer``) --
+    #: An observer agent's id: this agent sends it a copy of every message handled, decision and
+    #: action settled, through a bounded queue that never blocks it (overflow is counted).
+    observer: str | None = None
+    #: How many events wait for the observer at most; past it they are dropped and counted.
+    observer_queue: int = Field(10_000, ge=1)
+
     # -- accountability (``_gatekeeper``) --
     #: The operators file (TOML: names, roles, Ed25519 keys; see ``audit._operators``), readable on
     #: every node that may host the agent.  Set: operators' calls on this agent (kill switch,

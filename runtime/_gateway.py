@@ -105,11 +105,13 @@ class Gateway:
                  scorer: Callable[[Any], float] | None = None,
                  on_trip: Callable[..., None] = lambda name, why, halt=None: None,
                  hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time,
-                 audit: Callable[[str, dict[str, Any]], None] | None = None, version: str = "") -> None:
+                 audit: Callable[[str, dict[str, Any]], None] | None = None, version: str = "",
+                 tap: Any = None) -> None:
         self.agent_id = agent_id
         #: The agent version (manifest hash) it runs; the behaviour monitor keeps a baseline per version.
         self.version = version
         self._behaviour = BehaviourMonitor(config.behaviour) if config.behaviour is not None else None
+        self._tap = tap  # the observer tap (``_observer``), or None
         self._on_trip = on_trip
         # Records a refusal in the agent's audit trail, with the running handler's changes (None: audit off).
         self._audit = audit
@@ -183,7 +185,12 @@ class Gateway:
         return await self._admit_and_call(action, key, tool, flag=flag)
 
     def _observe(self, tag: str, outcome: Outcome, seconds: float = 0.0) -> Outcome:
-        """``outcome`` of a call, observed by the behaviour monitor (``governance._behaviour``)."""
+        """``outcome`` of a call, observed by the behaviour monitor (``governance._behaviour``) and the
+        observer tap."""
+        if self._tap is not None:
+            ctx = self._context()
+            self._tap.emit("action", ctx.traceparent if ctx is not None else None,
+                           {"key": outcome.correlation_id, "tag": tag, "code": outcome.code.value, "seconds": seconds})
         if self._behaviour is None:
             return outcome
         verdict = self._behaviour.observe(self.version, Observation(tag, outcome.code.value, outcome.cost or 0.0,

@@ -40,8 +40,10 @@ class Invoker:
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
                  lookup: Callable[[str], Any] | None, gateway: Any = None,
                  hooks: MessageHooks | None = None, after: Callable[[], None] | None = None,
-                 decide: Any = None, gatekeeper: Any = None) -> None:
+                 decide: Any = None, gatekeeper: Any = None, tap: Any = None) -> None:
         self.agent = agent
+        #: The observer tap (``_observer``; None: not watched): one event per message handled. Closed with this.
+        self._tap = tap
         # Called when a handler or hook returns or raises, before its changes commit (the
         # gateway's deferred outcomes); a failure fails the handler.
         self._after = after
@@ -80,10 +82,15 @@ class Invoker:
     def handle(self, env: Envelope, msg: Any, method: str) -> tuple[bool, Any]:
         """Run ``method`` on ``msg`` with ``env``'s context: ``(ok, reply or exception)``."""
         self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
+        t0 = time.monotonic()
         try:
-            return self.call(getattr(self.agent, method), (msg,), env.deadline)
+            ok, result = self.call(getattr(self.agent, method), (msg,), env.deadline)
         finally:
             self.agent.context = None
+        if self._tap is not None:
+            self._tap.emit("message", env.traceparent, {"id": env.id.hex(), "type": env.type, "sender": env.sender,
+                                                        "ok": ok, "seconds": time.monotonic() - t0})
+        return ok, result
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float | None) -> tuple[bool, Any]:
         """Run a handler or hook (sync, or async on the loop thread): ``(ok, result or exception)``."""
@@ -145,3 +152,5 @@ class Invoker:
 
     def close(self) -> None:
         self._loop.close()
+        if self._tap is not None:
+            self._tap.close()
