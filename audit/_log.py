@@ -192,11 +192,11 @@ class AuditLog:
                 if os.fstat(fd).st_size > self._on_disk:
                     os.ftruncate(fd, self._on_disk)  # what a failed sync of ours left half-written
                 os.lseek(fd, self._on_disk, os.SEEK_SET)
-                with memoryview(self._buffer) as whole:
-                    view = whole
-                    while view:
-                        view = view[os.write(fd, view):]
-                    del view
+                # The buffer itself, exported only for the call (a view kept across a failed write
+                # would pin it: the next sync could not clear it); a partial write, rare, copies the rest.
+                written = os.write(fd, self._buffer)
+                while written < len(self._buffer):
+                    written += os.write(fd, self._buffer[written:])
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -68,6 +68,7 @@ from audit import AuditError, AuditLog, SigningKey, read_signing_key
 from protocols import canonical_bytes
 
 from ._agent import current_stage
+from ._ckstore import store_error
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
 from .exceptions import AgentStartError, CheckpointError, StateError
@@ -111,6 +112,14 @@ def load_signing_key(path: str | None, name: str, agent_id: str) -> SigningKey |
         return read_signing_key(path, name)
     except AuditError as exc:
         raise AgentStartError(f"audit_key {path}: {exc.message}", agent_id=agent_id) from exc
+
+
+def _storage_error(directory: Path, exc: AuditError) -> CheckpointError:
+    """The store's error for the audit log's: with the OS error's ``errno`` when there is one, so a full
+    or read-only store reads as such (``store_full``, ...), whichever of its writes met it first."""
+    if isinstance(exc.__cause__, OSError):
+        return store_error(f"audit log {directory}", exc.__cause__, directory)
+    return CheckpointError(f"audit log {directory}: {exc.message}", path=str(directory))
 
 
 def scan_seqs(store: LmdbStore, table: str, after: int, upto: int | None) -> list[tuple[int, bytes]]:
@@ -242,7 +251,7 @@ class AuditTrail:
             log = AuditLog(self.directory, self._key, self.origin, checkpoint_every=self._every)
         except AuditError as exc:
             os.close(fd)
-            raise CheckpointError(f"audit log {self.directory}: {exc.message}", path=str(self.directory)) from exc
+            raise _storage_error(self.directory, exc) from exc
         self._lock_fd, self._log = fd, log
         last = log.last
         self.shipped = int(last.body["seq"]) if last is not None else 0
@@ -272,8 +281,7 @@ class AuditTrail:
                 else:
                     log.sync()
             except AuditError as exc:
-                raise CheckpointError(f"audit log {self.directory}: {exc.message}",
-                                      path=str(self.directory)) from exc
+                raise _storage_error(self.directory, exc) from exc
             self.store.audit_trim_upto = self.shipped
             return self.shipped
 

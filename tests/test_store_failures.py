@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from audit import verify_log
 from protocols import encode_envelope, make_envelope
 from runtime import AgentAlreadyRunning, AgentConfig, AgentNotRunning, CheckpointError, System, host_of
 from runtime._core import AgentCore
@@ -355,6 +356,30 @@ def test_a_new_incarnation_on_a_full_store_sweeps_what_a_killed_one_left_mid_che
     try:
         assert core.epoch >= 2 and not leftover.exists()  # (the failed claim used up a number: never reused)
     finally:
+        core.stop()
+
+
+def test_an_audit_log_that_meets_a_full_store_says_the_store_is_full(tmp_path, small_fs):
+    """Whichever write meets the full store first (the journal, a checkpoint, the audit log), the agent
+    is degraded for the same reason: the audit log's error carries the OS error's errno too."""
+    ck, node = small_fs.root / "ck", tmp_path / "node"
+    ck.mkdir()
+    node.mkdir()
+    core = AgentCore(HostSpec("c-aud", Counter, str(node), str(ck), config=QUICK))
+    try:
+        core.ensure_started()
+        core.audit.ship(core.store.seq)  # the log is open and holds the first records
+        for n in range(50):
+            core.deliver(encode_envelope(make_envelope(Append(item=n), "c-aud")))
+        small_fs.fill()
+        with pytest.raises(CheckpointError) as full:
+            core.audit.ship(core.store.seq)
+        assert full.value.errno == errno.ENOSPC and "audit log" in str(full.value), full.value
+        small_fs.free()  # room again: the next shipment writes what the failed one could not
+        core.audit.ship(core.store.seq)
+        assert core.audit.status()["records"] == 51 and verify_log(core.audit.directory, []).ok  # version, 50 asks
+    finally:
+        small_fs.free()
         core.stop()
 
 
