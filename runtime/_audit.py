@@ -19,6 +19,9 @@ What an agent records (``kind``: ``body``), each in the transaction of what it r
               ``tag``, ``code``, ``reason``, ``message``, ``trace`` (``_gateway``)
 ``manifest``  an incarnation started under another agent version than the last recorded: ``hash``,
               ``manifest`` (``_version``), ``incarnation``
+``segment``   a transition segment stored (``_transitions``): ``first``, ``last``, ``epoch``,
+              ``records``, ``digest`` (``sha256:<hex>`` of its payload as stored); carried by the
+              agent's next commit, or at stop
 ``feedback``  a person's annotation of a decision: ``decision`` (its id), ``label``, ``note``, ``who``,
               ``auth`` (``_feedback``)
 
@@ -54,15 +57,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-import lmdb
 
 from audit import AuditError, AuditLog, SigningKey, read_signing_key
 from protocols import canonical_bytes
@@ -71,16 +71,15 @@ from ._agent import current_stage
 from ._ckstore import store_error
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
-from .exceptions import AgentStartError, CheckpointError, StateError
+from .exceptions import AgentStartError, CheckpointError
 
 __all__ = ["AUDIT_TABLE", "AuditTrail", "DecisionRecorder", "audit_op", "context_digest", "open_trail",
-           "request_op", "requests_op"]
+           "request_op", "requests_op", "segment_op"]
 
 AUDIT_TABLE = "audit"
 #: Seconds a new incarnation waits, shipping nothing and reporting nothing, for the one it
 #: replaced to let go of the log's lock (it does within a ``ship_interval`` of its next check).
 HELD_GRACE = 10.0
-_U64 = struct.Struct(">Q")  # the store's seq keys: big-endian, so byte order is seq order
 
 
 def audit_op(kind: str, body: dict[str, Any], now: float) -> Op:
@@ -97,6 +96,12 @@ def request_op(env: Any, now: float) -> Op:
 def requests_op(sender: str | None, messages: list[list[Any]], now: float) -> Op:
     """The record of a batch from another agent's outbox: ``[id, type, trace]`` of each message handled."""
     return audit_op("requests", {"sender": sender, "messages": messages}, now)
+
+
+def segment_op(info: Any, records: int, payload: bytes, now: float) -> Op:
+    """The record of a transition segment stored: its range, epoch, size and the digest of its bytes."""
+    return audit_op("segment", {"first": info.first, "last": info.last, "epoch": info.epoch, "records": records,
+                                "digest": "sha256:" + hashlib.sha256(payload).hexdigest()}, now)
 
 
 def context_digest(context: Any) -> str:
@@ -120,24 +125,6 @@ def _storage_error(directory: Path, exc: AuditError) -> CheckpointError:
     if isinstance(exc.__cause__, OSError):
         return store_error(f"audit log {directory}", exc.__cause__, directory)
     return CheckpointError(f"audit log {directory}: {exc.message}", path=str(directory))
-
-
-def scan_seqs(store: LmdbStore, table: str, after: int, upto: int | None) -> list[tuple[int, bytes]]:
-    """``(seq, value)`` of a seq-keyed table with ``after < seq <= upto`` (no bound: ``None``), in order."""
-    end = None if upto is None else _U64.pack(upto)
-    try:
-        with store.env.begin(db=store.db(table)) as txn:
-            cur = txn.cursor()
-            out: list[tuple[int, bytes]] = []
-            if not cur.set_range(_U64.pack(after + 1)):
-                return out
-            for k, v in cur.iternext():
-                if end is not None and k > end:
-                    break
-                out.append((_U64.unpack(k)[0], v))
-            return out
-    except lmdb.Error as exc:
-        raise StateError(f"scan of {table} failed: {exc}") from exc
 
 
 def open_trail(config: Any, ckstore: Any, store: LmdbStore, agent_id: str,
@@ -268,7 +255,7 @@ class AuditTrail:
                 return self.shipped or 0
             assert self.shipped is not None
             try:
-                for seq, raw in scan_seqs(self.store, AUDIT_TABLE, self.shipped, upto):
+                for seq, raw in self.store.raw_since(AUDIT_TABLE, self.shipped, upto):
                     when, kind, body = unpack(raw)
                     if kind == "manifest":
                         self._version = body["hash"]
@@ -316,7 +303,7 @@ class AuditTrail:
                 last, version = max(last, rec["body"].get("seq", 0)), rec["body"].get("version", version)
                 if rec["kind"] == kind:
                     add(rec["time"], rec["body"], rec["index"])
-        for seq, raw in scan_seqs(self.store, AUDIT_TABLE, last, None):
+        for seq, raw in self.store.raw_since(AUDIT_TABLE, last):
             when, rec_kind, body = unpack(raw)
             version = body["hash"] if rec_kind == "manifest" else version
             if rec_kind == kind:

@@ -177,7 +177,7 @@ class Background:
         try:
             manifest = self.checkpoint(force=force, where=why)
             if self._audit is not None:  # the last records, and a signed checkpoint of the whole log
-                self._attempt(lambda: self._audit.ship(self._shipper.shipped, final=True), why)
+                self._attempt(self._final_audit, why)
             return manifest
         except Fenced:
             raise
@@ -185,6 +185,14 @@ class Background:
             log.warning("agent %s: final checkpoint (%s) failed, going on without it: %s",
                         self.agent_id, why, exc)
             return None
+
+    def _final_audit(self) -> None:
+        """Commit the records waiting for a commit (the last segment's, ``LmdbStore.defer``), ship the
+        journal, then append everything shipped to the audit log and sign it."""
+        assert self._audit is not None
+        if self._store.deferred:
+            self._store.commit([])
+        self._audit.ship(self._shipper.ship(), final=True)
 
     def checkpoint(self, *, force: bool = False, where: str = "checkpoint") -> dict[str, Any] | None:
         """Ship the journal, then take a checkpoint; returns its manifest (None if nothing changed).

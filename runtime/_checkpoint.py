@@ -17,8 +17,10 @@ Retention rule, for the journal in the store and locally: with checkpoints
 With one checkpoint nothing is trimmed: if it were corrupt, the full journal
 is the only way back.
 
-After each checkpoint, transition records up to its seq go to the store as
-transition segments and are trimmed locally (see ``_transitions``).
+Before each checkpoint's copy, the transition records the shipped journal holds
+go to the store as transition segments and are trimmed locally (see
+``_transitions``); their ``segment`` audit records are committed before the
+copy, so the checkpoint holds them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ._ckstore import CheckpointStore, Manifest, sha256_file, store_error
 from ._journal import Shipper
 from ._state import ReadOnlyState
 from ._store import LmdbStore
-from .exceptions import CheckpointCorrupt
+from .exceptions import CheckpointCorrupt, Fenced
 
 from ._transitions import TransitionLog
 
@@ -89,6 +91,7 @@ class Checkpointer:
         """
         if not force and self.last is not None and self.last.seq == self.store.seq:
             return None
+        failed = self._ship_transitions()
         staging = self.ckstore.staging(self.agent_id)
         try:
             taken_at = time.time()
@@ -122,10 +125,27 @@ class Checkpointer:
         self.last = manifest
         self.taken += 1
         self.trim()
-        if self.transitions is not None:  # after publication: its failure costs no checkpoint
-            # Up to what the store now holds (this checkpoint, the shipped journal).
-            self.transitions.ship(max(manifest.seq, self.shipper.shipped))
+        if failed is not None:  # raised once the checkpoint is published: it cost no checkpoint
+            raise failed
         return manifest
+
+    def _ship_transitions(self) -> Exception | None:
+        """Ship the transitions the shipped journal holds, then commit the ``segment`` audit records
+        that put in wait (``LmdbStore.defer``), so the copy that follows holds them too: a stop's
+        checkpoint still covers every commit, and the next one finds nothing new.  A failure is
+        returned, for ``take`` to raise after publishing the checkpoint."""
+        if self.transitions is None:
+            return None
+        try:
+            self.transitions.ship(self.shipper.ship())  # the journal first: it ships nothing it could lose
+            if self.store.deferred:
+                self.store.commit([])
+                self.shipper.ship()
+        except Fenced:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store's errors, raised by ``take`` after publication
+            return exc
+        return None
 
     def _describe(self, staging: Path) -> tuple[int, Any, str | None]:
         """Sequence number and summary of the copy at ``staging`` (opened read-only)."""

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._agent import Agent
-from ._audit import DecisionRecorder, open_trail, staged_recorder
+from ._audit import DecisionRecorder, open_trail, segment_op, staged_recorder
 from ._background import Background
 from ._checkpoint import Checkpointer
 from ._codec import unpack
@@ -145,7 +145,8 @@ class AgentCore:
                                on_shipped=self.dispatcher.shipped)
         self.transition_log = TransitionLog(self.store, self.ckstore, self.agent_id,
                                             retention=cfg.transition_retention, epoch=self.epoch,
-                                            fence=self.fence.check)
+                                            fence=self.fence.check, on_shipped=None if self.audit is None else
+                                            lambda info, n, body: self.store.defer([segment_op(info, n, body, time.time())]))
         self.checkpointer = Checkpointer(
             self.store, self.ckstore, self.shipper,
             agent_id=self.agent_id, agent_class=spec.class_path, config_version=cfg.config_version,

@@ -70,7 +70,7 @@ class Shipper:
         with self._lock:
             if self.store.seq <= self.shipped:
                 return self.shipped
-            records = self.store.journal_raw_since(self.shipped)
+            records = self.store.raw_since("journal", self.shipped)
             if not records:
                 return self.shipped
             info = SegmentInfo(records[0][0], records[-1][0], time.time(), self.epoch)

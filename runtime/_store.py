@@ -18,7 +18,7 @@ One LMDB environment per agent, with named tables:
 ``journal``      op records by sequence number: the rolling op buffer
 ``transitions``  one record per op on ``data``, append-only: the state-transition log
                  (its older part lives in segments in the checkpoint store, see ``_transitions``)
-``meta``         identity, last sequence number, restore history (not journaled)
+``meta``         identity, last sequence number, restore history, deferred ops (not journaled)
 
 Bounds: each commit also deletes a bounded batch of old journal, transition,
 dedup and dead-letter entries (see ``_retention``, which says what keeps each
@@ -34,6 +34,11 @@ Invariants:
 * Housekeeping (trimming, see ``_retention``; writing ``meta``) is not
   journaled: replaying the journal over a checkpoint rebuilds the same
   user-visible state whether or not trims happened in between.
+* Deferred ops (:meth:`LmdbStore.defer`: records of housekeeping, such as a shipped transition
+  segment, that must not make a commit of their own) are kept in ``meta[deferred]`` until a
+  commit carries them, ahead of its own ops, and deletes the key in the same transaction: each
+  is committed once.  Replaying the journal drops those it finds already committed, so a
+  restore from a checkpoint taken before they were carried commits none of them twice.
 * Writers are serialized by ``_write_lock`` (LMDB serializes them too; the
   lock also keeps ``seq`` consistent).  Readers never wait for writers.
 """
@@ -56,6 +61,8 @@ from ._retention import Retention
 from .exceptions import Fenced, StateError
 
 __all__ = ["DELETE", "DELETE_RANGE", "PUT", "JournalRecord", "LmdbStore", "Op"]
+
+_DEFERRED_KEY = b"deferred"
 
 PUT = 0
 DELETE = 1
@@ -128,6 +135,8 @@ class LmdbStore:
         self._packer = msgpack.Packer(use_bin_type=True)  # used under _write_lock only
         #: This writer's fencing epoch (None: unfenced, e.g. a tool or a test).
         self.epoch: int | None = None
+        #: Ops the next commit carries (``defer``); mirrored in ``meta[deferred]``.
+        self._deferred = _load_deferred(self.get("meta", _DEFERRED_KEY))
 
     # -- reads (any thread) ------------------------------------------------
 
@@ -188,14 +197,6 @@ class LmdbStore:
         with self.env.begin() as t:
             return read(t)
 
-    def journal_raw_since(self, after_seq: int) -> list[tuple[int, bytes]]:
-        """``(seq, encoded record)`` with seq > after_seq, without decoding them (for shipping)."""
-        with self.env.begin(db=self._db["journal"]) as txn:
-            cur = txn.cursor()
-            if not cur.set_range(seq_key(after_seq + 1)):
-                return []
-            return [(_U64.unpack(k)[0], v) for k, v in cur]
-
     def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Local transition records after ``after_seq`` (only the part not yet trimmed)."""
         return self.transitions_window(after_seq, limit)[1]
@@ -214,19 +215,24 @@ class LmdbStore:
                         break
             return first, out
 
-    def transitions_raw_since(self, after_seq: int, upto: int, limit: int | None = None) -> list[tuple[int, bytes]]:
-        """``(seq, encoded record)`` of local transitions in ``(after_seq, upto]``, at most ``limit``, undecoded."""
-        with self.env.begin(db=self._db["transitions"]) as txn:
-            cur = txn.cursor()
-            out: list[tuple[int, bytes]] = []
-            if not cur.set_range(seq_key(after_seq + 1)):
+    def raw_since(self, table: str, after_seq: int, upto: int | None = None,
+                  limit: int | None = None) -> list[tuple[int, bytes]]:
+        """``(seq, value)`` of a seq-keyed table (``journal``, ``transitions``, ``audit``) with
+        ``after_seq < seq <= upto`` (no bound: None), at most ``limit``, in order and undecoded."""
+        try:
+            with self.env.begin(db=self._db[table]) as txn:
+                cur = txn.cursor()
+                out: list[tuple[int, bytes]] = []
+                if not cur.set_range(seq_key(after_seq + 1)):
+                    return out
+                end = None if upto is None else seq_key(upto)
+                for k, v in cur:
+                    if (end is not None and k > end) or len(out) == limit:
+                        break
+                    out.append((_U64.unpack(k)[0], v))
                 return out
-            for k, v in cur:
-                seq = _U64.unpack(k)[0]
-                if seq > upto or len(out) == limit:
-                    break
-                out.append((seq, v))
-            return out
+        except lmdb.Error as exc:
+            raise StateError(f"read of {table} failed: {exc}") from exc
 
     def db(self, table: str) -> Any:
         """The LMDB handle of ``table``, for reads in a transaction from :meth:`read_txn`."""
@@ -245,7 +251,27 @@ class LmdbStore:
         with self._write_lock:
             return self._commit(ops, now, trim)
 
+    def defer(self, ops: Iterable[Op]) -> None:
+        """Have the next commit carry ``ops`` ahead of its own (no commit of their own); kept in
+        ``meta[deferred]`` meanwhile, so a crash on this disk loses none of them."""
+        with self._write_lock:
+            pending = [*self._deferred, *ops]
+            try:
+                with self.env.begin(write=True) as txn:
+                    _save_deferred(txn, self._db["meta"], pending)
+            except lmdb.Error as exc:
+                raise StateError(f"metadata write failed: {exc}") from exc
+            self._deferred = pending
+
+    @property
+    def deferred(self) -> int:
+        """How many ops wait for a commit to carry them."""
+        return len(self._deferred)
+
     def _commit(self, ops: Iterable[Op], now: float, trim: bool = True) -> int:
+        carried = self._deferred
+        if carried:
+            ops = itertools.chain(carried, ops)
         # Plain tuples in JournalRecord's layout: a NamedTuple per op costs
         # more than the rest of the op's bookkeeping here.
         records = [
@@ -255,9 +281,11 @@ class LmdbStore:
         try:
             with self.env.begin(write=True) as txn:
                 if self.epoch is not None:
-                    self._check_epoch(txn)
+                    _check_epoch(txn, self._db["meta"], self.agent_id, self.epoch)
                 if records:
                     self._write(txn, records, append=True)
+                if carried:
+                    _save_deferred(txn, self._db["meta"], [])
                 if trim:
                     self._retention.trim(txn, now, max(256, 2 * len(records)), journal_upto=self.trim_upto,
                                          transitions_upto=self.transitions_trim_upto, audit_upto=self.audit_trim_upto,
@@ -266,16 +294,14 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
         self.seq = seq
+        if carried:
+            self._deferred = []
         return seq
 
     def stamped_epoch(self) -> int:
         """The fencing epoch of the last host that took these files (0: none did)."""
         with self.env.begin() as txn:
-            return self._epoch_in(txn)
-
-    def _epoch_in(self, txn: lmdb.Transaction) -> int:
-        raw = txn.get(b"epoch", db=self._db["meta"])
-        return _U64.unpack(raw)[0] if raw is not None else 0
+            return _epoch_in(txn, self._db["meta"])
 
     def take_epoch(self, epoch: int) -> None:
         """Stamp these files with ``epoch``; later commits by an older epoch's writer are refused.
@@ -288,19 +314,10 @@ class LmdbStore:
             try:
                 with self.env.begin(write=True) as txn:
                     self.epoch = epoch
-                    self._check_epoch(txn)
+                    _check_epoch(txn, self._db["meta"], self.agent_id, self.epoch)
                     txn.put(b"epoch", _U64.pack(epoch), db=self._db["meta"])
             except lmdb.Error as exc:
                 raise StateError(f"cannot record epoch {epoch}: {exc}") from exc
-
-    def _check_epoch(self, txn: lmdb.Transaction) -> None:
-        taken = self._epoch_in(txn)
-        if taken > self.epoch:  # type: ignore[operator]
-            raise Fenced(
-                f"agent {self.agent_id!r} epoch {self.epoch}: these files were taken by epoch "
-                f"{taken}; commit refused",
-                agent_id=self.agent_id, epoch=self.epoch, where="local state",
-            )
 
     def replay(self, records: Iterable[JournalRecord]) -> int:
         """Apply shipped journal records with their original seqs; return how many applied.
@@ -317,12 +334,17 @@ class LmdbStore:
                     seq = rec.seq
             if not fresh:
                 return 0
+            carried = {rec[5] for rec in fresh if rec[2] == "audit"} & {op.value for op in self._deferred}
+            kept = [op for op in self._deferred if op.value not in carried]
             try:
                 with self.env.begin(write=True) as txn:
                     self._write(txn, fresh, append=False)
+                    if carried:  # committed before the copy restored from was taken: not again
+                        _save_deferred(txn, self._db["meta"], kept)
             except lmdb.Error as exc:
                 raise StateError(f"journal replay failed: {exc}") from exc
             self.seq = seq
+            self._deferred = kept
             return len(fresh)
 
     def _write(self, txn: lmdb.Transaction, records: list[tuple[Any, ...]], *, append: bool) -> None:
@@ -359,7 +381,7 @@ class LmdbStore:
                 run_table, run = table, [(key, value)]  # type: ignore[list-item]
             else:
                 run_table = None
-                self._apply(txn, table, kind, key, value)
+                _apply(txn, db[table], kind, key, value)
         if run:
             txn.cursor(db=db[run_table]).putmulti(run)  # type: ignore[index]
         txn.cursor(db=db["journal"]).putmulti(journal, append=append)
@@ -374,23 +396,48 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise StateError(f"metadata write failed: {exc}") from exc
 
-    def _apply(self, txn: lmdb.Transaction, table: str, kind: int, key: bytes, value: bytes | None) -> None:
-        if table not in JOURNALED:
-            raise StateError(f"table {table!r} is not a journaled table")
-        if kind == PUT:
-            txn.put(key, value, db=self._db[table])
-        elif kind == DELETE:
-            txn.delete(key, db=self._db[table])
-        else:
-            assert value is not None
-            cur = txn.cursor(db=self._db[table])
-            if cur.set_range(key):
-                k = cur.key()
-                while k and k < value and cur.delete():  # delete() moves to the next key
-                    k = cur.key()
-
     def close(self) -> None:
         self.env.close()
+
+
+def _apply(txn: lmdb.Transaction, db: Any, kind: int, key: bytes, value: bytes | None) -> None:
+    """One op that is not part of a run of puts (``_write``): a put, a delete or a range delete."""
+    if kind == PUT:
+        txn.put(key, value, db=db)
+    elif kind == DELETE:
+        txn.delete(key, db=db)
+    else:
+        assert value is not None
+        cur = txn.cursor(db=db)
+        if cur.set_range(key):
+            k = cur.key()
+            while k and k < value and cur.delete():  # delete() moves to the next key
+                k = cur.key()
+
+
+def _epoch_in(txn: lmdb.Transaction, meta: Any) -> int:
+    raw = txn.get(b"epoch", db=meta)
+    return _U64.unpack(raw)[0] if raw is not None else 0
+
+
+def _check_epoch(txn: lmdb.Transaction, meta: Any, agent_id: str, epoch: int) -> None:
+    """Refuse a write by ``epoch`` to files a newer epoch took (``Fenced``)."""
+    taken = _epoch_in(txn, meta)
+    if taken > epoch:
+        raise Fenced(f"agent {agent_id!r} epoch {epoch}: these files were taken by epoch {taken}; commit refused",
+                     agent_id=agent_id, epoch=epoch, where="local state")
+
+
+def _load_deferred(raw: bytes | None) -> list[Op]:
+    return [Op(*op) for op in unpack(raw)] if raw else []
+
+
+def _save_deferred(txn: lmdb.Transaction, meta: Any, ops: list[Op]) -> None:
+    """Mirror the deferred ops in ``meta[deferred]``, in the caller's write transaction."""
+    if ops:
+        txn.put(_DEFERRED_KEY, pack([list(op) for op in ops]), db=meta)
+    else:
+        txn.delete(_DEFERRED_KEY, db=meta)
 
 
 def transition_record(seq: int, raw: bytes) -> dict[str, Any]:

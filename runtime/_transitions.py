@@ -2,9 +2,9 @@
 
 Every op on ``data`` leaves one record in the local ``transitions`` table (in
 the op's own transaction, see ``_store``).  At each checkpoint,
-:meth:`TransitionLog.ship` moves the records up to the new checkpoint's seq
-(or the journal's shipped seq, if higher) into one *transition segment* in the
-checkpoint store, then lets the local table drop them (the deletes ride along with later commits).  Readers
+:meth:`TransitionLog.ship` moves the records up to the journal's shipped seq
+into one *transition segment* in the checkpoint store, then lets the local
+table drop them (the deletes ride along with later commits).  Readers
 (:meth:`TransitionLog.read`, behind ``ref.admin.transitions``) see one ordered
 history: segments for the older part, the local table for the rest.
 
@@ -15,9 +15,14 @@ Invariants:
   local table is trimmed only up to it: every record is in the local table,
   a segment, or both -- until retention deletes whole segments.
 * Segments are immutable and append-only: written once, never rewritten or
-  merged (a later issue chains and signs them); each covers the records
-  after the previous one, up to what the store held at the time (checkpoint,
-  shipped journal).
+  merged; each covers the records after the previous one, up to what the
+  store held at the time (checkpoint, shipped journal).  With the audit log
+  on, each stored segment becomes a ``segment`` audit record (its range,
+  epoch, record count and SHA-256), carried by the agent's next commit
+  (``LmdbStore.defer``), which the checkpointer makes before its copy
+  (``_checkpoint``): a segment costs no checkpoint of its own; a crash
+  between storing a segment and deferring its record (two writes in a row)
+  loses that one record, never the segment.
 * Retention: segments whose newest record is older than
   ``transition_retention`` seconds are deleted, whole and oldest first.
   Bounds: locally, about one checkpoint interval of records; in the store,
@@ -60,8 +65,10 @@ class TransitionLog:
 
     def __init__(self, store: LmdbStore, ckstore: CheckpointStore, agent_id: str, *,
                  retention: float, epoch: int = 0, fence: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time, segment_records: int = SEGMENT_RECORDS) -> None:
+                 clock: Callable[[], float] = time.time, segment_records: int = SEGMENT_RECORDS,
+                 on_shipped: Callable[[SegmentInfo, int, bytes], None] | None = None) -> None:
         self.segment_records = segment_records
+        self.on_shipped = on_shipped  # told of each segment stored: info, records, payload (``_audit``)
         self.store = store
         self.ckstore = ckstore
         self.agent_id = agent_id
@@ -83,13 +90,16 @@ class TransitionLog:
         journal's shipped seq): it never holds a transition whose op it could lose.
         """
         with self._lock:
-            while records := self.store.transitions_raw_since(self.shipped, upto, self.segment_records):
+            while records := self.store.raw_since("transitions", self.shipped, upto, self.segment_records):
                 # Named by the newest record's own time: a retry writes the same name and bytes.
                 info = SegmentInfo(records[0][0], records[-1][0], unpack(records[-1][1])[0], self.epoch)
                 if self.fence is not None:
                     self.fence("transition shipping")
-                self.ckstore.put_transitions(self.agent_id, info, encode_transitions(records))
+                payload = encode_transitions(records)
+                self.ckstore.put_transitions(self.agent_id, info, payload)
                 self.shipped = info.last
+                if self.on_shipped is not None:
+                    self.on_shipped(info, len(records), payload)
                 self.shipments += 1
             # Seqs up to ``upto`` without a record (ops on other tables) need no shipping either.
             self.shipped = max(self.shipped, min(upto, self.store.seq))

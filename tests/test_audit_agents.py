@@ -52,12 +52,13 @@ def test_an_agents_signed_log_verifies_the_cli_reads_its_decisions_and_finds_a_c
     assert out.returncode == 0, out.stderr[-1500:]
     assert [d["rationale"] for d in json.loads(out.stdout)] == ["keywords in ticket t0", "keywords in ticket t2"]
     status = system.stop(agent_id)  # the last records and a signed checkpoint of the whole log
-    assert status["audit"]["signed"] and status["audit"]["records"] == 9, status["audit"]  # its version, 4 x 2
+    # Its version, 4 x (request, decision), and the transition segment its stop stored.
+    assert status["audit"]["signed"] and status["audit"]["records"] == 10, status["audit"]
 
     directory = _log_dir(system, agent_id)
     out = garrison("audit", "verify", str(directory), "--key", str(tmp_path / "audit.vkey"))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(out.stdout)["size"] == 9
+    assert json.loads(out.stdout)["size"] == 10
     # Someone edits the choice of the decision on t1 ("question" -> "refund!!") in place: found, at its index, 4.
     records = directory / "records"
     raw = records.read_bytes()

@@ -19,6 +19,7 @@ from runtime._core import AgentCore
 from runtime._feedback import FeedbackDesk
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
+from runtime._transitions import decode_transitions
 
 from .agents import Add, Classify, Counter, Triage
 
@@ -63,9 +64,16 @@ def test_requests_and_decisions_are_recorded_in_order_and_the_log_verifies(tmp_p
     core.stop()  # signs a checkpoint of the whole log
     directory = tmp_path / "ck" / "triage-1" / "audit"
     report = verify_log(directory, [key.verifier])
-    assert report.ok and report.size == 5 and report.checkpoints >= 1, report.to_json()
-    version, *records = read_log(directory)  # first, the agent version it runs (``_version``)
+    assert report.ok and report.size == 6 and report.checkpoints >= 1, report.to_json()
+    # First, the agent version it runs (``_version``); last, the transition segment its stop stored.
+    version, *records, segment = read_log(directory)
     assert version["kind"] == "manifest" and version["body"]["hash"] == core.version
+    [stored] = core.ckstore.list_transitions("triage-1")
+    payload = core.ckstore.read_transitions("triage-1", stored)
+    assert segment["kind"] == "segment" and segment["body"]["digest"] == "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert (segment["body"]["first"], segment["body"]["last"], segment["body"]["epoch"]) == (
+        stored.first, stored.last, stored.epoch)
+    assert segment["body"]["records"] == len(decode_transitions(payload)) > 0
     assert [r["kind"] for r in records] == ["request", "decision", "request", "decision"]
     assert all(r["body"]["version"] == core.version for r in records)
     first, decision = records[0]["body"], records[1]["body"]

@@ -129,11 +129,11 @@ def test_a_read_transaction_is_a_snapshot(store):
 def test_the_raw_journal_and_transitions_are_undecoded_and_bounded(store):
     for i in range(5):
         store.commit([put(f"k{i}")])
-    assert [seq for seq, _ in store.journal_raw_since(2)] == [3, 4, 5]
-    assert all(isinstance(raw, bytes) for _, raw in store.journal_raw_since(0))
-    assert [seq for seq, _ in store.transitions_raw_since(1, upto=4)] == [2, 3, 4]
-    assert [seq for seq, _ in store.transitions_raw_since(1, upto=4, limit=2)] == [2, 3]
-    assert store.transitions_raw_since(5, upto=10) == []
+    assert [seq for seq, _ in store.raw_since("journal", 2)] == [3, 4, 5]
+    assert all(isinstance(raw, bytes) for _, raw in store.raw_since("journal", 0))
+    assert [seq for seq, _ in store.raw_since("transitions", 1, upto=4)] == [2, 3, 4]
+    assert [seq for seq, _ in store.raw_since("transitions", 1, upto=4, limit=2)] == [2, 3]
+    assert store.raw_since("transitions", 5, upto=10) == []
 
 
 def test_a_transitions_window_gives_the_first_local_seq_from_the_same_snapshot(store):
@@ -157,6 +157,52 @@ def test_metadata_round_trips_and_is_neither_journaled_nor_numbered(tmp_path):
     store.close()
     again = LmdbStore(tmp_path / "s", **KW)
     assert again.meta("identity") == {"agent": "a1", "history": [1, 2]}
+    again.close()
+
+
+# -- deferred ops ----------------------------------------------------------------------------------
+
+
+def test_deferred_ops_take_no_seq_until_the_next_commit_carries_them_ahead_of_its_own(store):
+    store.commit([put("a")])
+    store.defer([put("seg", "1", table="audit")])
+    assert (store.seq, store.deferred, store.count("audit")) == (1, 1, 0), "no commit of their own"
+    assert store.commit([put("b")]) == 3
+    assert [(r.seq, r.table) for r in store.journal_since(1)] == [(2, "audit"), (3, "data")]
+    assert store.deferred == 0 and store.meta("deferred") is None
+    assert store.commit([put("c")]) == 4 and store.count("audit") == 1, "carried once"
+
+
+def test_deferred_ops_outlive_a_crash_on_the_same_disk_and_an_empty_commit_carries_them(tmp_path):
+    store = LmdbStore(tmp_path / "s", **KW)
+    store.defer([put("seg-1", table="audit")])
+    store.defer([put("seg-2", table="audit")])
+    store.close()  # what a SIGKILL leaves: the deferred ops are in meta, not yet committed
+    again = LmdbStore(tmp_path / "s", **KW)
+    assert again.deferred == 2
+    assert again.commit([]) == 2 and [v for _, v in again.scan("audit")] == [b"v", b"v"]
+    again.close()
+    third = LmdbStore(tmp_path / "s", **KW)
+    assert third.deferred == 0 and third.commit([]) == 2
+    third.close()
+
+
+def test_replaying_a_journal_that_carried_a_deferred_op_drops_it_so_it_is_committed_once(tmp_path):
+    # A checkpoint copied while an op was deferred; the original then committed it (and more).
+    first = LmdbStore(tmp_path / "s", **KW)
+    first.commit([put("a")])
+    first.defer([Op("audit", PUT, b"", b"segment-1")])
+    (tmp_path / "copy").mkdir()
+    first.env.copy(str(tmp_path / "copy"))
+    first.commit([put("b")])
+    journal = first.journal_since(1)
+    first.close()
+    restored = LmdbStore(tmp_path / "copy", **KW)
+    assert restored.deferred == 1
+    assert restored.replay(journal) == 2 and restored.deferred == 0
+    restored.close()
+    again = LmdbStore(tmp_path / "copy", **KW)  # the meta mirror went with the replay
+    assert again.deferred == 0 and again.count("audit") == 1
     again.close()
 
 

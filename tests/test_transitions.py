@@ -187,3 +187,19 @@ def test_dead_letters_stay_at_their_limit_under_large_commits(tmp_path):
         assert store.count("deadletters") == 100
     assert store.scan("deadletters")[0][0] == b"0004-000900", "the oldest went first"
     store.close()
+
+
+def test_a_segments_audit_record_is_committed_before_the_checkpoint_copy_so_it_costs_no_checkpoint(tmp_path):
+    from runtime._audit import segment_op
+
+    store, ckstore, log, cp = make(tmp_path)
+    log.on_shipped = lambda info, n, payload: store.defer([segment_op(info, n, payload, 0.0)])
+    write(store, 100)
+    manifest = cp.take()
+    [seg] = ckstore.list_transitions("a1")
+    assert (seg.first, seg.last) == (1, 100)
+    assert manifest.seq == store.seq == 101 and store.deferred == 0, "the record is in the copy"
+    assert store.count("audit") == 1 and store.journal_since(100)[0].table == "audit"
+    assert cp.take() is None, "nothing changed since: no second checkpoint for the record"
+    write(store, 10, 100)
+    assert cp.take().seq == store.seq == 112 and store.count("audit") == 2

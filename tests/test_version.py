@@ -96,6 +96,7 @@ def test_a_version_is_recorded_when_it_changes_and_stamped_on_records_and_checkp
     core.stop()
     records = read_log(tmp_path / "ck" / "c-1" / "audit", 0, None)
     stamped = [(r["kind"], r["body"]["version"]) for r in records]
-    assert stamped == [("manifest", first), ("request", first), ("request", first),
-                       ("manifest", second), ("request", second)], stamped
-    assert records[3]["body"]["manifest"]["config_version"] == "2"
+    # Each stop stored the transitions of its Add as a segment, recorded under the version that made it.
+    assert stamped == [("manifest", first), ("request", first), ("segment", first), ("request", first),
+                       ("segment", first), ("manifest", second), ("request", second)], stamped
+    assert records[5]["body"]["manifest"]["config_version"] == "2"
