@@ -121,6 +121,12 @@ class AgentConfig(BaseModel):
     #: A signed checkpoint every this many records, and at least every ``checkpoint_interval``.
     audit_checkpoint_every: int = Field(1000, ge=1)
 
+    # -- metrics (``_metrics``, ``_export``) --
+    #: Count and time each message handled (``garrison_messages_total{outcome="handled"}``,
+    #: ``garrison_handle_seconds``).  Off: not those two (every other metric still is); what
+    #: they cost is in the README (``python -m benchmarks.runner metrics_overhead``).
+    metrics: bool = True
+
     # -- the observer (``_observer``) --
     #: An observer agent's id: this agent sends it a copy of every message handled, decision and
     #: action settled, through a bounded queue that never blocks it (overflow is counted).

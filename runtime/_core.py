@@ -95,7 +95,7 @@ class AgentCore:
         self.config = cfg = spec.config
         # Nothing can observe this core before it exists: it starts out restoring.
         self._lifecycle = Lifecycle(AgentState.RESTORING)
-        self.metrics = AgentMetrics(spec.agent_id)
+        self.metrics = AgentMetrics(spec.agent_id, per_message=spec.config.metrics)
         inc = self.incarnation_files = start_incarnation(spec)
         self.agent_id, self.epoch, self.fence = inc.agent_id, inc.epoch, inc.fence
         self.ckstore, self.store, self.restore_report = inc.ckstore, inc.store, inc.restore_report
@@ -123,7 +123,7 @@ class AgentCore:
                                    lookup=agent.lookup if lookup is not None else None,
                                    scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
                                    hooks=hooks, audit=staged_recorder(self._txn.record if self.audit else None, self.store.commit),
-                                   version=self.version, tap=tap)
+                                   version=self.version, tap=tap, count=self.metrics.action)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "

@@ -106,8 +106,9 @@ class Gateway:
                  on_trip: Callable[..., None] = lambda name, why, halt=None: None,
                  hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time,
                  audit: Callable[[str, dict[str, Any]], None] | None = None, version: str = "",
-                 tap: Any = None) -> None:
+                 tap: Any = None, count: Callable[[str, str], None] | None = None) -> None:
         self.agent_id = agent_id
+        self._count = count  # each action's tag and outcome code, for the metrics (``_metrics``)
         #: The agent version (manifest hash) it runs; the behaviour monitor keeps a baseline per version.
         self.version = version
         self._behaviour = BehaviourMonitor(config.behaviour) if config.behaviour is not None else None
@@ -187,6 +188,8 @@ class Gateway:
     def _observe(self, tag: str, outcome: Outcome, seconds: float = 0.0) -> Outcome:
         """``outcome`` of a call, observed by the behaviour monitor (``governance._behaviour``) and the
         observer tap."""
+        if self._count is not None:
+            self._count(tag, outcome.code.value)
         if self._tap is not None:
             ctx = self._context()
             self._tap.emit("action", ctx.traceparent if ctx is not None else None,

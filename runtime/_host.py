@@ -43,6 +43,7 @@ from audit import AccessDenied
 from . import _directory
 from ._boundary import guarded, start_failed
 from ._core import AgentCore
+from ._export import RayExport
 from ._feedback import FeedbackDesk
 from ._gatekeeper import RUNTIME
 from ._ref import AgentRef
@@ -80,6 +81,7 @@ class AgentHost:
         self._namespace = namespace
         self._spec = spec
         self.core: AgentCore | None = None
+        self._export: RayExport | None = None  # the agent's metrics into Ray's (``_export``)
         #: Pending ``watch`` calls (monitors, supervisors); ``stop`` lets them answer before it does.
         self._watchers = 0
         self._watchers_done = threading.Condition()
@@ -113,6 +115,9 @@ class AgentHost:
         core.fence.check("registration")
         _directory.register(spec.agent_id, ray.get_runtime_context().get_actor_name() or spec.agent_id,
                             core.epoch, namespace=self._namespace)
+        core.metrics.watch(core.status)
+        self._export = RayExport(core.metrics.registry, tags={"agent_class": spec.class_path})
+        self._export.start()
 
     @guarded
     def adopt(self, spec: HostSpec) -> dict[str, Any]:
@@ -166,6 +171,8 @@ class AgentHost:
         _directory.forget(self.core.agent_id, ray.get_runtime_context().get_actor_name() or self.core.agent_id,
                           namespace=self._namespace)
         status = self.core.stop()
+        if self._export is not None:
+            self._export.stop()  # its last copy: the state the agent stopped in
         # Every pending watch returns "stopped" before this returns: whoever called stop() kills the
         # process once it has this answer, and a watcher that lost that race would hear "crashed"
         # (it did, on a loaded machine).  Bounded: a watcher thread that never runs is not waited on.

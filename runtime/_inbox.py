@@ -214,8 +214,7 @@ class Inbox:
             return self._fenced(exc)
         took = time.monotonic() - t0
         self.recent_handling.append((t0, took))
-        self._metrics.outcome("handled")
-        self._metrics.handle_seconds.labels(self.agent_id).observe(took)
+        self._metrics.handled(took)
         return reply
 
     # -- batches from other agents' outboxes --------------------------------------------
@@ -356,7 +355,7 @@ class Inbox:
             return encode_ok([base, errors])
         self._inseq[sender] = mark
         if handled:
-            metrics.messages.labels(self.agent_id, "handled").inc(handled)
+            metrics.handled_batch(handled)
         # The acknowledgement is in the sender's numbering: up to the last
         # envelope of this batch dealt with, or, if the first one is a gap,
         # no further than what the sender already knows (``base``).

@@ -121,7 +121,7 @@ class Operations:
             ops.append(dead_letter_op(reason, more, attempts=uncounted, now=now))
         if ops:
             self._store.commit(ops, now=now)
-            self._metrics.messages.labels(self.agent_id, reason).inc(len(raws) + uncounted)
+            self._metrics.outcome(reason, len(raws) + uncounted)
         return len(ops)
 
     def replay_dead_letters(self, ids: list[str] | None = None, reason: str | None = None) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from ._agent import Agent
 from ._config import AgentConfig, validated
 from ._directory import SPARE_PREFIX
 from ._host import RemoteAgentHost, lookup_agent
+from ._metrics import merge_expositions
 from ._boundary import from_ray, start_failed
 from ._ref import AgentRef
 from ._spec import NODE_PLACEHOLDER, HostSpec, check_agent_id, check_writable_dir, per_node, per_node_root
@@ -96,12 +97,14 @@ class System:
         self.checkpoint_dir = self._prepare_dir(checkpoint_dir, "checkpoint directory", create_ck) if checkpoint_dir else None
         self.sender = f"driver:{uuid.uuid4().hex[:12]}"
         self._owns_ray = False
+        #: The Ray dashboard's URL when this System started Ray with it (``ray_init={"include_dashboard": True}``).
+        self.dashboard_url: str | None = None
         if not ray.is_initialized():
             kwargs = embedded_ray_init(address, **{"namespace": namespace, **(ray_init or {})})
             if address is not None or os.environ.get("RAY_ADDRESS"):  # joining a cluster
                 _use_cluster_token()
             try:
-                ray.init(address=address, **kwargs)
+                context = ray.init(address=address, **kwargs)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, and a bare
                 # Exception when the local node does not register within Ray's fixed 30 s (an overloaded
                 # machine): every one means "no cluster", and only Garrison errors leave the boundary.
@@ -109,6 +112,8 @@ class System:
                     f"cannot {'start' if address is None else f'join the Ray cluster at {address!r}'}: {exc}"
                     + ("" if address is None else _join_hint(exc)), address=address) from exc
             self._owns_ray = True
+            url = getattr(context, "dashboard_url", None)
+            self.dashboard_url = f"http://{url}" if url and "://" not in url else url or None
         self._spawned: dict[str, AgentRef] = {}
 
     @classmethod
@@ -273,8 +278,9 @@ class System:
         self._spawned.pop(agent_id, None)
 
     def metrics(self) -> str:
-        """Prometheus exposition text of every agent this System spawned."""
-        return "".join(ref.admin.metrics() for ref in list(self._spawned.values()))
+        """Prometheus exposition text of every agent this System spawned: one valid exposition, each
+        metric family once with every agent's samples (a scrape reads Ray's export port instead)."""
+        return merge_expositions(ref.admin.metrics() for ref in list(self._spawned.values()))
 
     def shutdown(self, *, stop_agents: bool = True) -> None:
         """Stop the agents this System spawned, and Ray if this System started it."""

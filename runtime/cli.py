@@ -14,6 +14,7 @@
     garrison approvals list|show|approve|deny ...    people's side of an approval queue (--queue Q)
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
     garrison operators keygen|check ...              operators' keys and the operators file (roles)
+    garrison metrics grafana|alerts                  the Grafana dashboard and Prometheus alert rules
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
@@ -105,11 +106,13 @@ def commands() -> None:
 @commands.command()
 @click.option("--data-dir", default="./garrison-data", show_default=True, help="Where the demo keeps its state.")
 @click.option("--tickets", type=int, default=40, show_default=True, help="How many support tickets to run.")
-def demo(data_dir: str, tickets: int) -> None:
+@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard too, print its URL, keep the agents up after.")
+@click.option("--hold", type=float, default=None, help="With --dashboard: seconds to keep them up (default: until Ctrl-C).")
+def demo(data_dir: str, tickets: int, dashboard: bool, hold: float | None) -> None:
     """Run the customer-service demo on an embedded local Ray."""
     from .demo import run
 
-    raise click.exceptions.Exit(0 if run(data_dir, tickets)["ok"] else 1)
+    raise click.exceptions.Exit(0 if run(data_dir, tickets, dashboard=dashboard, hold=hold)["ok"] else 1)
 
 
 @commands.command()
@@ -444,6 +447,30 @@ def operators_check(path: str) -> None:
     emit({name: {"roles": sorted(r.value for r in op.roles), "key_id": op.key.key_id.hex(),
                  "may": sorted(set().union(*(GRANTS[r] for r in op.roles)))}
           for name, op in sorted(roster.operators.items())})
+
+
+@commands.group()
+def metrics() -> None:
+    """What a Prometheus and a Grafana need for Garrison's metrics (README, Metrics)."""
+
+
+@metrics.command(name="grafana")
+def metrics_grafana() -> None:
+    """Print the Grafana dashboard (JSON, to import beside Ray's): agents, throughput, latency, restarts."""
+    click.echo(asset("garrison-dashboard.json"), nl=False)
+
+
+@metrics.command(name="alerts")
+def metrics_alerts() -> None:
+    """Print the Prometheus alerting rules (YAML, for rule_files): hung agents, restart storms, ..."""
+    click.echo(asset("garrison-alerts.yml"), nl=False)
+
+
+def asset(name: str) -> str:
+    """A file shipped in ``runtime/assets`` (the dashboard, the alert rules)."""
+    from importlib.resources import files
+
+    return (files("runtime") / "assets" / name).read_text(encoding="utf-8")
 
 
 def run_group(group: click.Group, argv: list[str] | None) -> int:

@@ -230,15 +230,24 @@ TEXTS = (
 )
 
 
-def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) -> dict[str, dict]:
-    """Run the demo; returns each agent's final stats (the tests check them)."""
+def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *, dashboard: bool = False,
+        hold: float | None = None) -> dict[str, dict]:
+    """Run the demo; returns each agent's final stats (the tests check them).
+
+    ``dashboard``: start Ray's dashboard too, print its URL, and keep the agents up after the run
+    for ``hold`` seconds (None: until Ctrl-C) so they can be looked at.
+    """
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
     t0 = time.time()
     say(f"garrison demo: starting an embedded local Ray, data in {Path(data_dir).resolve()}")
-    with System(data_dir, create=True) as system:
+    ray_init = {"include_dashboard": True, "dashboard_host": "127.0.0.1"} if dashboard else None
+    with System(data_dir, create=True, ray_init=ray_init) as system:
+        if dashboard:
+            say(f"  Ray's dashboard: {system.dashboard_url} (it asks for Ray's token: `ray get-auth-token`); "
+                f"agents are actors named by their id in the namespace 'garrison'")
         fast = {"checkpoint_interval": 2.0, "ship_interval": 0.5}
         book = Path(data_dir).resolve() / "payments.book"
         system.spawn(ApprovalQueue, "approvals", config=fast)
@@ -298,7 +307,19 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout) ->
         ok = ok and once
         say(f"done in {time.time() - t0:.1f}s")
         final["ok"] = ok  # type: ignore[assignment]
+        if dashboard:
+            _hold(system.dashboard_url, hold, say)
         return final
+
+
+def _hold(url: str | None, seconds: float | None, say) -> None:
+    """Keep the agents (and the dashboard) up for ``seconds``, or until Ctrl-C."""
+    say(f"  the agents stay up for the dashboard at {url}: "
+        + ("press Ctrl-C to stop" if seconds is None else f"for {seconds:g}s"))
+    try:
+        time.sleep(seconds if seconds is not None else 10**9)
+    except KeyboardInterrupt:
+        say("  stopping")
 
 
 def _approve_pending(approvals: Approvals, intake, say) -> int:

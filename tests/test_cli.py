@@ -84,6 +84,13 @@ def console(*args: str, address: str | None = None) -> subprocess.CompletedProce
     )
 
 
+def test_garrison_metrics_prints_the_grafana_dashboard_and_the_alert_rules_it_ships():
+    grafana, alerts = console("metrics", "grafana"), console("metrics", "alerts")
+    assert grafana.returncode == 0 and alerts.returncode == 0, grafana.stderr + alerts.stderr
+    assert json.loads(grafana.stdout)["uid"] == "garrison-agents"
+    assert alerts.stdout == (ROOT / "runtime" / "assets" / "garrison-alerts.yml").read_text()
+
+
 def _events(stderr: str) -> list[dict]:
     """The notifications the command printed (one JSON object per line on stderr)."""
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
@@ -94,7 +101,7 @@ def test_garrison_help_lists_every_command():
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "decisions", "demo", "feedback",
-                      "deploy", "kill", "ledger", "operators", "rollback", "versions",
+                      "deploy", "kill", "ledger", "metrics", "operators", "rollback", "versions",
                       "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt"}
 
 
