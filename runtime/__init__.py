@@ -18,6 +18,7 @@ from ._restore import RestoreReport
 from ._spec import check_agent_id
 from ._state import ReadOnlyState, State
 from ._system import NAMESPACE, System
+from ._trace import trace
 from .exceptions import (
     AgentAlreadyRunning,
     AgentError,
@@ -98,5 +99,6 @@ __all__ = [
     "handler",
     "host_of",
     "live_ids",
+    "trace",
     "validated",
 ]

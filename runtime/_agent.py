@@ -61,6 +61,8 @@ from typing import TYPE_CHECKING, Any
 
 from protocols import Delivery, Message, make_envelope
 
+from ._trace import outgoing
+
 if TYPE_CHECKING:
     from ._ref import AgentRef
     from ._restore import RestoreReport
@@ -193,9 +195,10 @@ class Agent:
         deadline = current_deadline.get()
         if timeout is not None:
             deadline = min(deadline or float("inf"), time.time() + timeout)
-        ctx = self.context  # the trace goes on with the message (an observer assembles it across agents)
+        # The trace goes on with the message, one hop further (``_trace``): logs, audit records and an
+        # observer follow it across agents.
         stage(to, make_envelope(msg, to, sender=self.agent_id, deadline=deadline, delivery=delivery,
-                                traceparent=None if ctx is None else ctx.traceparent))
+                                traceparent=outgoing()))
 
     def lookup(self, agent_id: str) -> AgentRef:
         """A reference to another agent; asks made through it from a handler

@@ -71,6 +71,7 @@ from ._agent import current_stage
 from ._ckstore import store_error
 from ._codec import pack, unpack
 from ._store import PUT, LmdbStore, Op
+from ._trace import trace_id
 from .exceptions import AgentStartError, CheckpointError
 
 __all__ = ["AUDIT_TABLE", "AuditTrail", "DecisionRecorder", "audit_op", "context_digest", "open_trail",
@@ -289,9 +290,10 @@ class AuditTrail:
         from audit import read_log  # the whole log is read: a query, not the hot path
 
         out: list[dict[str, Any]] = []
+        wanted = trace_id(trace)  # a traceparent or a bare trace id: every hop of the trace matches
 
         def add(when: float, body: dict[str, Any], index: int | None) -> None:
-            if (trace is None or body.get("trace") == trace) and (since is None or when >= since) and \
+            if (trace is None or trace_id(body.get("trace")) == wanted) and (since is None or when >= since) and \
                     (until is None or when < until):
                 out.append({**body, "time": when, "index": index})
 

@@ -127,6 +127,13 @@ class AgentConfig(BaseModel):
     #: they cost is in the README (``python -m benchmarks.runner metrics_overhead``).
     metrics: bool = True
 
+    # -- logs (``_logs``) --
+    #: How the agent's host writes the ``garrison`` loggers to its stderr (Ray's worker log):
+    #: ``json``, one object per line with agent, incarnation, message and trace ids; or ``text``.
+    log_format: Literal["json", "text"] = "json"
+    #: The ``garrison`` loggers' level in the agent's process; ``debug`` logs every message handled.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
     # -- the observer (``_observer``) --
     #: An observer agent's id: this agent sends it a copy of every message handled, decision and
     #: action settled, through a bounded queue that never blocks it (overflow is counted).

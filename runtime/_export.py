@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 __all__ = ["EXPORT_INTERVAL", "RayExport"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("garrison.metrics")
 
 #: Seconds between copies: well inside Ray's own report interval (10 s by default), so a scrape
 #: sees values at most one interval older than Ray's own.

@@ -209,6 +209,7 @@ class Gateway:
 
     def _refused(self, tag: str, outcome: Outcome) -> Outcome:
         """``outcome`` (an action that never ran), recorded as a ``refusal`` audit record first."""
+        log.info("agent %s: action %s %s: %s", self.agent_id, tag, outcome.code.value, outcome.reason)
         self._observe(tag, outcome)
         if self._audit is not None:
             ctx = self._context()

@@ -44,6 +44,7 @@ from . import _directory
 from ._boundary import guarded, start_failed
 from ._core import AgentCore
 from ._export import RayExport
+from ._logs import LogContext, configure_logs
 from ._feedback import FeedbackDesk
 from ._gatekeeper import RUNTIME
 from ._ref import AgentRef
@@ -104,8 +105,11 @@ class AgentHost:
             raise start_failed(spec.agent_id, exc) from exc
 
     def _build(self, spec: HostSpec) -> None:
+        logs = LogContext(spec.agent_id)  # first: the restore's own lines are structured too
+        configure_logs(logs, fmt=spec.config.log_format, level=spec.config.log_level)
         core = AgentCore(spec, resolve=functools.partial(_directory.resolve, namespace=self._namespace),
                          lookup=functools.partial(lookup_agent, namespace=self._namespace))
+        logs.incarnation = core.incarnation
         self.core = core
         # Start now, not at the first message: after a crash Ray re-runs this
         # constructor and nobody else calls, yet the outbox must resume.
@@ -115,6 +119,8 @@ class AgentHost:
         core.fence.check("registration")
         _directory.register(spec.agent_id, ray.get_runtime_context().get_actor_name() or spec.agent_id,
                             core.epoch, namespace=self._namespace)
+        log.info("agent %s (%s) incarnation %d serving, epoch %d, restored from %s", spec.agent_id,
+                 spec.class_path, core.incarnation, core.epoch, core.restore_report.source)
         core.metrics.watch(core.status)
         self._export = RayExport(core.metrics.registry, tags={"agent_class": spec.class_path})
         self._export.start()

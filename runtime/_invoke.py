@@ -27,6 +27,7 @@ from ._agent import Agent, Context, bind, current_deadline, current_stage
 from ._hooks import MessageHooks
 from ._loop import LoopThread
 from ._state import State
+from ._trace import MessageTrace, current_message
 from .exceptions import HandlerError, NoHandler, UnencodableReply
 
 __all__ = ["Invoker"]
@@ -82,11 +83,17 @@ class Invoker:
     def handle(self, env: Envelope, msg: Any, method: str) -> tuple[bool, Any]:
         """Run ``method`` on ``msg`` with ``env``'s context: ``(ok, reply or exception)``."""
         self.agent.context = Context(env.id, env.sender, env.deadline, env.attempt, env.traceparent)
+        message = current_message.set(MessageTrace(env.id.hex(), env.traceparent))  # the logs' and sends' trace
         t0 = time.monotonic()
+        ok = False
         try:
             ok, result = self.call(getattr(self.agent, method), (msg,), env.deadline)
         finally:
             self.agent.context = None
+            if log.isEnabledFor(logging.DEBUG):  # a line per message, with its ids (``_logs``); one check else
+                log.debug("%s %s from %s in %.6f s", "handled" if ok else "failed", env.type, env.sender,
+                          time.monotonic() - t0)
+            current_message.reset(message)
         if self._tap is not None:
             self._tap.emit("message", env.traceparent, {"id": env.id.hex(), "type": env.type, "sender": env.sender,
                                                         "ok": ok, "seconds": time.monotonic() - t0})
@@ -102,7 +109,7 @@ class Invoker:
         try:
             result = fn(*args)
             if result is not None and inspect.isawaitable(result):
-                result = self._loop.run(self._in_context(result, deadline))
+                result = self._loop.run(self._in_context(result, deadline, current_message.get()))
             if self._after is not None:
                 self._after()
             return True, result
@@ -129,10 +136,11 @@ class Invoker:
     def unstage(token: Any) -> None:
         current_stage.reset(token)
 
-    async def _in_context(self, awaitable: Any, deadline: float | None) -> Any:
+    async def _in_context(self, awaitable: Any, deadline: float | None, message: MessageTrace | None) -> Any:
         # Context variables do not cross threads: set them again on the loop.
         current_deadline.set(deadline)
         current_stage.set(self._send)
+        current_message.set(message)
         return await awaitable
 
     def handler_error(self, method: str, exc: Exception) -> WireError:

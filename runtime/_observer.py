@@ -41,6 +41,7 @@ from typing import Any
 from protocols import Delivery, Message
 
 from ._agent import Agent, handler
+from ._trace import trace_id
 
 __all__ = ["GetTrace", "Observed", "Observer", "ObserverStats", "ObserverTap", "observer_tap", "trace_id"]
 
@@ -61,14 +62,6 @@ class GetTrace(Message, name="garrison.observer.trace"):
 
 class ObserverStats(Message, name="garrison.observer.stats"):
     pass
-
-
-def trace_id(traceparent: str | None) -> str | None:
-    """The trace-id part of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), or None."""
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) >= 4 else traceparent
 
 
 class ObserverTap:

@@ -41,6 +41,7 @@ from ._boundary import from_ray
 from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
 from ._route import DEFAULT_TIMEOUT, Route
+from ._trace import outgoing
 from .exceptions import AskTimeout, Fenced, NotDurable
 
 __all__ = ["DEADLINE_GRACE", "DEFAULT_TIMEOUT", "AgentRef"]
@@ -126,7 +127,7 @@ class AgentRef:
         if inherited is not None:
             deadline = inherited if deadline is None else min(deadline, inherited)
         return make_envelope(msg, self.agent_id, sender=self._sender, deadline=deadline, delivery=delivery,
-                             epoch=self._epoch)
+                             epoch=self._epoch, traceparent=outgoing())
 
     def _ask_envelope(self, msg: Message, timeout: float | None, delivery: Delivery | None) -> Envelope:
         env = self._envelope(msg, timeout, delivery, inherit=True)

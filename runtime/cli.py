@@ -202,7 +202,7 @@ def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: 
 
 @commands.command()
 @click.argument("agent_id")
-@click.option("--trace", help="Only decisions of this trace (the message's traceparent).")
+@click.option("--trace", help="Only decisions of this trace (a traceparent, or its trace id), in every agent it reached.")
 @click.option("--since", type=float, help="Only decisions at or after this Unix time.")
 @click.option("--until", type=float, help="Only decisions before this Unix time.")
 @click.option("--limit", type=int, default=100, show_default=True, help="The newest this many.")

@@ -19,6 +19,7 @@ from runtime._core import AgentCore
 from runtime._feedback import FeedbackDesk
 from runtime._reply import decode_reply
 from runtime._spec import HostSpec
+from runtime._trace import child
 from runtime._transitions import decode_transitions
 
 from .agents import Add, Classify, Counter, Triage
@@ -109,6 +110,9 @@ def test_decisions_are_queryable_by_trace_and_time_from_the_log_and_from_what_is
     assert [d["choice"] for d in all_] == ["question", "refund", "refund", "complaint"]
     assert [d["index"] is None for d in all_] == [False, False, False, True]
     assert [d["choice"] for d in core.audit.decisions(trace=traces[1])] == ["refund", "complaint"]
+    # By trace id, or by another hop's traceparent of the same trace (a new parent id each hop).
+    assert [d["choice"] for d in core.audit.decisions(trace=f"{1:032x}")] == ["refund", "complaint"]
+    assert [d["choice"] for d in core.audit.decisions(trace=child(traces[1]))] == ["refund", "complaint"]
     cut = all_[2]["time"]
     assert [d["choice"] for d in core.audit.decisions(since=cut)] == ["refund", "complaint"]
     assert [d["choice"] for d in core.audit.decisions(until=cut)] == ["question", "refund"]
