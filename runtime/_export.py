@@ -3,7 +3,7 @@
 :class:`RayExport` copies a ``prometheus_client`` registry into
 ``ray.util.metrics`` every ``interval`` seconds, from a thread of its own:
 Ray's per-call cost (about 2.5 us a counter increment, ``benchmarks``) stays
-off the handling path, which only pays ``prometheus_client``'s.  Ray then
+off the handling path, which only pays the registry's (``_metrics``).  Ray then
 serves every series on the node's metrics export port with the prefix
 ``ray_`` (``garrison_messages_total`` is ``ray_garrison_messages_total``),
 beside its own, and lists the ports for Prometheus in the session's
@@ -56,6 +56,7 @@ class RayExport:
         self._metrics: dict[str, Any] = {}  # series name -> the Ray metric
         self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # counter sample -> value copied
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # one copy at a time: a counter's delta is taken once
         self._thread = threading.Thread(target=self._run, name="garrison-metrics", daemon=True)
         self.copies = 0
 
@@ -78,13 +79,17 @@ class RayExport:
     def copy(self) -> None:
         """Copy every sample once; a failure is logged, never raised (metrics never stop an agent)."""
         try:
-            for family in self.registry.collect():
-                for sample in family.samples:
-                    if not sample.name.endswith(_SKIPPED_SUFFIXES):
-                        self._copy(family.type, family.documentation, sample.name, sample.labels, sample.value)
-            self.copies += 1
+            with self._lock:
+                self._copy_all()
         except Exception:  # noqa: BLE001 - Ray's metrics or a collector failing: logged, the agent goes on
             log.exception("copying the metrics to Ray failed")
+
+    def _copy_all(self) -> None:
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if not sample.name.endswith(_SKIPPED_SUFFIXES):
+                    self._copy(family.type, family.documentation, sample.name, sample.labels, sample.value)
+        self.copies += 1
 
     def _copy(self, kind: str, doc: str, name: str, labels: dict[str, str], value: float) -> None:
         tags = {**labels, **self.tags}
