@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -313,13 +314,24 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *,
 
 
 def _hold(url: str | None, seconds: float | None, say) -> None:
-    """Keep the agents (and the dashboard) up for ``seconds``, or until Ctrl-C."""
+    """Keep the agents (and the dashboard) up for ``seconds``, or until Ctrl-C (SIGINT) or SIGTERM.
+
+    The handlers are installed here, not left to Python's default: a process started in the
+    background by a shell that is not interactive inherits SIGINT ignored, and would never stop.
+    """
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     say(f"  the agents stay up for the dashboard at {url}: "
-        + ("press Ctrl-C to stop" if seconds is None else f"for {seconds:g}s"))
+        + ("press Ctrl-C to stop" if seconds is None else f"for {seconds:g}s, or until Ctrl-C"))
     try:
-        time.sleep(seconds if seconds is not None else 10**9)
-    except KeyboardInterrupt:
-        say("  stopping")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not stop.wait(0.2):  # short waits: the handler runs between them
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("  stopping")
 
 
 def _approve_pending(approvals: Approvals, intake, say) -> int:

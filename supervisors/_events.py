@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ._calls import first_line
+from ._metrics import EventCounts
 from ._notifier import Event, Notifier, notify_all
 
 __all__ = ["EVENT_LIMIT", "EventLog", "TaskSet"]
@@ -28,9 +29,10 @@ EVENT_LIMIT = 2000
 class EventLog:
     """The events of supervisor ``name``, numbered from 0 (see module docstring)."""
 
-    def __init__(self, name: str, notifiers: tuple[Notifier, ...] = ()) -> None:
+    def __init__(self, name: str, notifiers: tuple[Notifier, ...] = (), counts: EventCounts | None = None) -> None:
         self.name = name
         self._notifiers = tuple(notifiers)
+        self._counts = counts  # the events by kind and child, for the metrics (``_metrics``)
         self._notify_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="garrison-notify")
         self._events: list[dict[str, Any]] = []
         self._count = 0
@@ -39,6 +41,8 @@ class EventLog:
              details: dict[str, Any] | None = None) -> None:
         """Record one event and hand it to the notifiers (off the event loop)."""
         event = Event(kind, self.name, child, who, why, details=dict(details or {}))
+        if self._counts is not None:
+            self._counts.count(kind, child)
         self._count += 1
         self._events.append({"index": self._count - 1, **event.to_dict()})
         del self._events[:-EVENT_LIMIT]

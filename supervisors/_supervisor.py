@@ -80,6 +80,7 @@ from ._events import EventLog, TaskSet
 from ._incarnation import Incarnations
 from ._intensity import add_restart
 from ._lifecycle import ChildState, SupervisorState, require
+from ._metrics import event_counts
 from ._notifier import Notifier
 from ._operations import Operators
 from ._port import SupervisorPort
@@ -128,7 +129,7 @@ class SupervisorActor:
         self._done = asyncio.Event()
         self._escalation: str | None = None
         self._early_exits: list[tuple[Child, ExitReason, str | None]] = []
-        self._events = EventLog(self.name, tuple(notifiers))
+        self._events = EventLog(self.name, tuple(notifiers), counts=event_counts(self.name))
         self._tasks = TaskSet(self._events)
         system = System(data_dir, checkpoint_dir=checkpoint_dir, namespace=namespace)
         self._spawner = Spawner(self.name, system, namespace=namespace, data_dir=data_dir,

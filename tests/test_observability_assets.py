@@ -18,6 +18,7 @@ import pytest
 
 from runtime._metrics import AgentMetrics
 from runtime.cli import asset
+from supervisors._metrics import EventCounts
 
 from .test_metrics import STATUS
 from .test_prometheus import NEEDS_PROMETHEUS, PROMTOOL
@@ -30,8 +31,9 @@ def _exported() -> set[str]:
     """Every series name an agent exports, as Ray serves it (``ray_`` prefix)."""
     metrics = AgentMetrics("a1")
     metrics.watch(lambda: STATUS)
+    families = [*metrics.registry.collect(), *EventCounts("s1").collect()]  # an agent's, a supervisor's
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-    return {f"ray_{family.name}{suffix}" for family in metrics.registry.collect() for suffix in suffixes[family.type]}
+    return {f"ray_{family.name}{suffix}" for family in families for suffix in suffixes[family.type]}
 
 
 def _dashboard() -> dict:
@@ -50,7 +52,7 @@ def test_the_dashboard_is_an_importable_grafana_dashboard_with_a_panel_per_conce
         assert concern in titles, concern
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
     assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dash["panels"] for t in p["targets"])
-    assert all('agent=~"$agent"' in q for q in _queries()), "every panel follows the agent selector"
+    assert all('agent=~"$agent"' in q or 'child=~"$agent"' in q for q in _queries()), "every panel follows the selector"
 
 
 def test_every_metric_the_dashboard_and_the_rules_name_is_one_an_agent_exports():

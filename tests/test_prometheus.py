@@ -89,6 +89,31 @@ def test_an_agents_metrics_are_on_the_nodes_ray_export_port_with_its_class(ray_s
              describe=exported)
 
 
+def test_a_supervisors_restarts_are_counted_on_the_export_port(ray_session, data_dir, refs):
+    import os
+    import signal
+
+    from supervisors import ChildSpec, SupervisorFlags, SupervisorSpec, start_supervisor
+    from tests.sup_agents import FAST, Worker, uid
+
+    child, name = uid("w"), uid("sup")
+    sup = start_supervisor(SupervisorSpec(id=name, flags=SupervisorFlags(intensity=3, period=10, backoff=FAST),
+                                          children=[ChildSpec(id=child, agent=Worker)]), data_dir=data_dir, seed=1)
+    refs.append(sup)
+    os.kill(sup.child(child)["pid"], signal.SIGKILL)
+    sup.wait_until(lambda s: s.child(child)["restarts"] == 1 and s.child(child)["state"] == "running")
+    port = ray_session.nodes()[0]["MetricsExportPort"]
+
+    def events() -> dict[str, float]:
+        text = (_get(f"http://127.0.0.1:{port}/metrics") or b"").decode()
+        return {s.labels["event"]: s.value for family in text_string_to_metric_families(text) for s in family.samples
+                if s.name == "ray_garrison_supervisor_events_total" and s.labels.get("supervisor") == name
+                and s.labels.get("child") == child}
+
+    wait_for(lambda: events().get("restarted") == 1.0 and events().get("started", 0) >= 1.0, timeout=120,
+             every=0.5, describe=events)
+
+
 @NEEDS_PROMETHEUS
 def test_prometheus_sees_each_agents_handled_messages_and_lifecycle_state(system, agent_id, prometheus):
     first, second = f"{agent_id}-a", f"{agent_id}-b"
