@@ -134,6 +134,11 @@ class AgentConfig(BaseModel):
     #: The ``garrison`` loggers' level in the agent's process; ``debug`` logs every message handled.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # -- spans (``_spans``) --
+    #: A file the agent's process appends its OpenTelemetry spans to, one JSON line each (a span
+    #: per message handled and per governed action, linked across agents); None: no spans.
+    spans: str | None = None
+
     # -- the observer (``_observer``) --
     #: An observer agent's id: this agent sends it a copy of every message handled, decision and
     #: action settled, through a bounded queue that never blocks it (overflow is counted).

@@ -66,6 +66,7 @@ from ._metrics import AgentMetrics
 from ._observer import observer_tap
 from ._operations import HALT_KEY, QUARANTINE_KEY, Operations
 from ._outbox import Dispatcher
+from ._spans import open_spans
 from ._spec import HostSpec
 from ._state import State
 from ._transaction import Transaction
@@ -112,7 +113,7 @@ class AgentCore:
         self.state = State(self.store)
         self._txn = Transaction(self.state)
         self.gatekeeper = Gatekeeper(cfg.operators, (self.agent_id,))  # admits operators' calls on it
-        tap = observer_tap(cfg, self.agent_id, lookup)  # events for an observer agent; the invoker closes it
+        tap, spans = observer_tap(cfg, self.agent_id, lookup), open_spans(self.agent_id, cfg.spans)  # observer, OTel
         try:
             hooks = load_hooks(cfg.interventions)
             self.audit = open_trail(cfg, self.ckstore, self.store, self.agent_id, self.fence.check)
@@ -123,7 +124,7 @@ class AgentCore:
                                    lookup=agent.lookup if lookup is not None else None,
                                    scorer=type(agent).drift_scorer, on_trip=lambda *trip: self._operations.tripped(*trip),
                                    hooks=hooks, audit=staged_recorder(self._txn.record if self.audit else None, self.store.commit),
-                                   version=self.version, tap=tap, count=self.metrics.action)
+                                   version=self.version, tap=tap, count=self.metrics.action, spans=spans)
         except Exception as exc:
             inc.close()
             raise AgentStartError(f"{spec.class_path}: its tools, hooks, governance or audit settings are wrong: "
@@ -134,7 +135,7 @@ class AgentCore:
                                 gateway=self.gateway, hooks=MessageHooks(self.agent_id, hooks) if hooks else None,
                                 after=self.gateway.flush, decide=DecisionRecorder(
                                     self._txn.record if self.audit else None, lambda: agent.context, tap),
-                                gatekeeper=self.gatekeeper, tap=tap)
+                                gatekeeper=self.gatekeeper, tap=tap, spans=spans)
         self.agent = agent
         # Under SYNC, what the restored outbox holds leaves once shipped (a copy restored
         # from this node may hold commits a crash kept from shipping).

@@ -106,8 +106,9 @@ class Gateway:
                  on_trip: Callable[..., None] = lambda name, why, halt=None: None,
                  hooks: tuple[Callable[[Any], Any], ...] = (), clock: Callable[[], float] = time.time,
                  audit: Callable[[str, dict[str, Any]], None] | None = None, version: str = "",
-                 tap: Any = None, count: Callable[[str, str], None] | None = None) -> None:
+                 tap: Any = None, count: Callable[[str, str], None] | None = None, spans: Any = None) -> None:
         self.agent_id = agent_id
+        self._spans = spans  # OpenTelemetry spans (``_spans``): one per action called
         self._count = count  # each action's tag and outcome code, for the metrics (``_metrics``)
         #: The agent version (manifest hash) it runs; the behaviour monitor keeps a baseline per version.
         self.version = version
@@ -183,7 +184,10 @@ class Gateway:
         if tool is None:
             return self._refused(tag, Outcome.refusal(key, f"no tool performs {action.type_tag()}; this agent has "
                                                            f"tools for: {', '.join(sorted(self._tools)) or 'none'}"))
-        return await self._admit_and_call(action, key, tool, flag=flag)
+        if self._spans is None:
+            return await self._admit_and_call(action, key, tool, flag=flag)
+        with self._spans.acting(action.type_tag(), key):
+            return await self._admit_and_call(action, key, tool, flag=flag)
 
     def _observe(self, tag: str, outcome: Outcome, seconds: float = 0.0) -> Outcome:
         """``outcome`` of a call, observed by the behaviour monitor (``governance._behaviour``) and the

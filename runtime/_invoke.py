@@ -41,8 +41,9 @@ class Invoker:
     def __init__(self, agent: Agent, *, agent_id: str, state: State, send: Callable[[str, Any], None],
                  lookup: Callable[[str], Any] | None, gateway: Any = None,
                  hooks: MessageHooks | None = None, after: Callable[[], None] | None = None,
-                 decide: Any = None, gatekeeper: Any = None, tap: Any = None) -> None:
+                 decide: Any = None, gatekeeper: Any = None, tap: Any = None, spans: Any = None) -> None:
         self.agent = agent
+        self._spans = spans  # OpenTelemetry spans (``_spans``), or None
         #: The observer tap (``_observer``; None: not watched): one event per message handled. Closed with this.
         self._tap = tap
         # Called when a handler or hook returns or raises, before its changes commit (the
@@ -87,7 +88,11 @@ class Invoker:
         t0 = time.monotonic()
         ok = False
         try:
-            ok, result = self.call(getattr(self.agent, method), (msg,), env.deadline)
+            if self._spans is None:
+                ok, result = self.call(getattr(self.agent, method), (msg,), env.deadline)
+            else:
+                with self._spans.handling(env.id.hex(), env.type, env.traceparent):
+                    ok, result = self.call(getattr(self.agent, method), (msg,), env.deadline)
         finally:
             self.agent.context = None
             if log.isEnabledFor(logging.DEBUG):  # a line per message, with its ids (``_logs``); one check else

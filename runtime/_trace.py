@@ -29,10 +29,15 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 
 
 class MessageTrace(NamedTuple):
-    """The message being handled (``id`` in hex; None in a driver's trace) and its traceparent."""
+    """The message being handled (``id`` in hex; None in a driver's trace) and its traceparent.
+
+    ``span``: the traceparent is an OpenTelemetry span's own (``_spans``): passed on unchanged,
+    so the receiver's span is its child.
+    """
 
     id: str | None
     traceparent: str | None
+    span: bool = False
 
 
 current_message: contextvars.ContextVar[MessageTrace | None] = contextvars.ContextVar(
@@ -66,7 +71,9 @@ def trace_id(traceparent: str | None) -> str | None:
 def outgoing() -> str | None:
     """The traceparent an envelope made now carries: a child of the current message's, or None."""
     current = current_message.get()
-    return None if current is None else child(current.traceparent)
+    if current is None:
+        return None
+    return current.traceparent if current.span else child(current.traceparent)
 
 
 @contextlib.contextmanager
