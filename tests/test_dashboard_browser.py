@@ -13,21 +13,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import queue
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from .conftest import _free_port
+from .demo_process import DashboardDemo
 from .waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,32 +62,11 @@ class Browser:
         return got["result"].get("value", "")
 
 
-def _demo(tmp_path: Path) -> tuple[subprocess.Popen, str]:
-    garrison = Path(sys.executable).with_name("garrison")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(garrison), "demo", "--dashboard", "--tickets", "2", "--data-dir", str(tmp_path / "d")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen, url = [], None
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        seen.append(line)
-        url = url or (m.group(1) if (m := re.search(r"Ray's dashboard: (http://\S+)", line)) else None)
-        if "the agents stay up for the dashboard" in line:
-            return proc, url
-    proc.kill()
-    raise AssertionError("the demo did not come up:\n" + "".join(seen))
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed here "
                                               "(apt-get install chromium; .ci/run installs it)")
 def test_the_dashboard_in_headless_chromium_lists_the_demos_agents_by_id(tmp_path):
-    proc, url = _demo(tmp_path)
+    demo = DashboardDemo(tmp_path)
+    url = demo.up()
     port = _free_port()
     browser = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                 f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
@@ -131,9 +105,4 @@ def test_the_dashboard_in_headless_chromium_lists_the_demos_agents_by_id(tmp_pat
     finally:
         browser.kill()
         browser.wait()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        demo.close()

@@ -30,48 +30,21 @@ def test_demo_survives_a_kill_and_a_second_run_resumes_state(ray_session, tmp_pa
 
 
 def test_demo_with_the_dashboard_prints_its_url_serves_it_and_stops_on_ctrl_c(tmp_path):
-    import os
-    import queue
-    import re
-    import signal
-    import subprocess
-    import sys
-    import threading
     import urllib.error
     import urllib.request
-    from pathlib import Path
 
-    garrison = Path(sys.executable).with_name("garrison")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(garrison), "demo", "--dashboard", "--tickets", "2", "--data-dir", str(tmp_path / "d")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen: list[str] = []
+    from .demo_process import DashboardDemo
 
-    def until(pattern: str) -> re.Match:
-        while True:
-            try:
-                line = lines.get(timeout=180)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got:\n" + "".join(seen)) from None
-            seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-
+    demo = DashboardDemo(tmp_path)
     try:
-        url = until(r"Ray's dashboard: (http://\S+)").group(1)
-        until(r"the agents stay up for the dashboard")
+        url = demo.up()
         try:
             with urllib.request.urlopen(url, timeout=30) as reply:
                 status = reply.status
         except urllib.error.HTTPError as exc:  # token authentication: it answers, asking for the token
             status = exc.code
         assert status in (200, 401, 403), status
-        assert any("every ticket drafted exactly once" in line for line in seen), "".join(seen)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, "".join(seen)
+        assert "every ticket drafted exactly once" in demo.output(), demo.output()
+        assert demo.interrupt() == 0, demo.output()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        demo.close()
