@@ -94,9 +94,20 @@ class AgentAdmin:
         """The agent's Prometheus metrics, in text exposition format."""
         return self._call("metrics")
 
-    def handling_times(self, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """Recent handling durations (monotonic start, seconds) and the host's monotonic now (benchmarks)."""
-        return self._call("handling_times", timeout=timeout)
+    def inspect(self, transitions: int = 20, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Everything an operator looks at first, in one call: status, config, the agent version's
+        manifest, the newest ``transitions`` state transitions and the restore history."""
+        return self._call("inspect", transitions, timeout=timeout)
+
+    def logs(self, offset: int | None = None, limit: int = 200, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The host process's log (Ray's worker log file, where the agent's JSON lines go).
+
+        ``offset`` None: its last ``limit`` lines; else the lines after byte ``offset``
+        (at most ``limit``).  Returns ``{"file", "offset", "lines"}``: each line parsed
+        when it is one of Garrison's JSON lines, else ``{"message": text}``; ``offset``
+        is where the next call continues (``garrison logs --follow``).
+        """
+        return self._call("logs", offset, limit, timeout=timeout)
 
     def _operate(self, action: str, who: Who, **args: Any) -> Any:
         """An operator's call: ``who`` signs it for this agent if it is an ``audit.OperatorKey``."""

@@ -191,11 +191,6 @@ class AgentCore:
     def background_error(self) -> str | None:
         return self._background.background_error
 
-    @property
-    def recent_handling(self) -> Any:
-        """(monotonic start, seconds) of recently handled single messages."""
-        return self._inbox.recent_handling
-
     def ensure_started(self) -> None:
         """Run the start hooks once per incarnation, then start sending."""
         if self._started:  # set once, under the lock: a True read needs no lock

@@ -31,7 +31,6 @@ import functools
 import gc
 import os
 import threading
-import time
 from typing import Any
 
 import logging
@@ -47,8 +46,10 @@ from ._export import RayExport
 from ._logs import LogContext, configure_logs
 from ._feedback import FeedbackDesk
 from ._gatekeeper import RUNTIME
+from ._inspect import inspection
 from ._ref import AgentRef
 from ._spec import HostSpec
+from ._worker_log import read_worker_log
 from .exceptions import AgentAlreadyRunning, AgentNotRunning, AgentStartError
 
 __all__ = ["CONTROL", "WATCH", "AgentHost", "RemoteAgentHost", "lookup_agent"]
@@ -239,9 +240,13 @@ class AgentHost:
 
     @ray.method(concurrency_group=CONTROL)
     @guarded
-    def handling_times(self) -> dict[str, Any]:
-        """Recent handling durations (monotonic start, seconds) and this process's monotonic now."""
-        return {"now": time.monotonic(), "recent": list(self._core().recent_handling)}
+    def inspect(self, transitions: int = 20) -> dict[str, Any]:
+        return inspection(self._core(), transitions)
+
+    @ray.method(concurrency_group=CONTROL)
+    @guarded
+    def logs(self, offset: int | None = None, limit: int = 200) -> dict[str, Any]:
+        return read_worker_log(offset, limit)
 
     @ray.method(concurrency_group=CONTROL)
     @guarded

@@ -28,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -93,10 +92,6 @@ class Inbox:
         self._metrics = metrics
         self._on_fenced = on_fenced
         self._inseq: dict[str, tuple[int, int]] = {}  # cache of the ``inseq`` table: sender -> (epoch, seq)
-        #: (monotonic start, seconds) of recently handled single messages, for
-        #: operators and benchmarks: how long handling took, from taking the
-        #: message to its commit.
-        self.recent_handling: collections.deque[tuple[float, float]] = collections.deque(maxlen=20_000)
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -212,9 +207,7 @@ class Inbox:
             self._committer.commit(*txn.take(), now)
         except Fenced as exc:
             return self._fenced(exc)
-        took = time.monotonic() - t0
-        self.recent_handling.append((t0, took))
-        self._metrics.handled(took)
+        self._metrics.handled(time.monotonic() - t0)
         return reply
 
     # -- batches from other agents' outboxes --------------------------------------------

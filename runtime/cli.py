@@ -2,6 +2,9 @@
 
     garrison demo [--data-dir DIR] [--tickets N]     run the customer-service demo locally
     garrison agents [--address A]                    list live agents
+    garrison top [--interval S] [--once]             a live table: state, rate, latency, outbox, errors
+    garrison inspect ID [--transitions N]            summary, config, recent transitions, restore history
+    garrison logs ID [--follow] [--level L]          the agent's log lines (its host reads Ray's worker log)
     garrison status ID [--address A]                 an agent's lifecycle, sequence numbers, last restore
     garrison checkpoint ID [--address A]             take a checkpoint now
     garrison restores ID [--address A]               restore history of an agent
@@ -17,33 +20,76 @@
     garrison metrics grafana|alerts                  the Grafana dashboard and Prometheus alert rules
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
-``unhalt``, ``quarantine`` and ``release``, which reach supervisors (the
-runtime never imports them).  A command that fails with one of Garrison's
-errors prints ``garrison: <ErrorType>: <message>`` on stderr and exits 2.
+``unhalt``, ``quarantine``, ``release``, ``deploy``, ``rollback`` and ``tree``,
+which reach supervisors (the runtime never imports them).  Every command
+prints tables for people (``_console``, ``_views``) and, given ``--json`` (or
+``GARRISON_JSON=1``), the same result as JSON.  A command that fails with one
+of Garrison's errors prints ``garrison: <ErrorType>: <message>`` on stderr and
+exits 2.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from ._console import plain
 from ._feedback import LABELS
+from ._views import forest_view
 
-__all__ = ["address_option", "commands", "emit", "identity_options", "main", "operator", "reports_errors",
-           "run_group"]
+__all__ = ["address_option", "commands", "emit", "forest_view", "identity_options", "json_everywhere", "json_option", "main",
+           "operator", "reports_errors", "run_group", "wants_json"]
 
 #: Every command that talks to a cluster takes ``--address``.
 address_option = click.option("--address", default="auto", show_default=True, help="Ray cluster address.")
 
 
-def emit(value: Any) -> None:
-    """Print a command's result as indented JSON on stdout."""
-    click.echo(json.dumps(value, indent=2, default=str))
+#: Where ``--json`` leaves its mark for :func:`emit` (``ctx.meta`` is shared by a command and its groups).
+_JSON = "garrison.json"
+
+
+def _json_mode(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_JSON] = True
+
+
+def json_option() -> click.Option:
+    """``--json`` (or ``GARRISON_JSON=1``): print the command's result as JSON, for scripts, not as tables."""
+    return click.Option(["--json", "as_json"], is_flag=True, expose_value=False, envvar="GARRISON_JSON",
+                        callback=_json_mode, help="Print the result as JSON (for scripts) instead of tables.")
+
+
+def json_everywhere(group: click.Group) -> click.Group:
+    """Give every command under ``group`` (groups' commands too) the ``--json`` option; ``group`` itself."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            json_everywhere(command)
+        elif not any(p.name == "as_json" for p in command.params):
+            command.params.append(json_option())
+    return group
+
+
+def wants_json() -> bool:
+    """Whether the running command was given ``--json`` (False outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_JSON))
+
+
+def emit(value: Any, *, title: str | None = None, human: Callable[[Any], Any] | None = None) -> None:
+    """Print a command's result: as JSON with ``--json``, else as tables (``human(value)``, or ``_console.render``)."""
+    from ._console import console, render, to_json
+
+    if wants_json():
+        click.echo(to_json(value))
+        return
+    console().print(human(value) if human is not None else render(value, title=title))
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,21 +108,28 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _hexed(value: Any) -> Any:
-    """``value`` with every bytes as hex, for JSON."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(_hexed(k)): _hexed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_hexed(v) for v in value]
-    return value
+#: How a command joins the cluster: Ray says nothing below an error, and workers' output is not relayed.
+QUIET_RAY = {"logging_level": logging.ERROR, "log_to_driver": False}
+#: ``replay --reason``: every dead letter of the reason, replayed this many at a time.
+REPLAY_ALL, REPLAY_CHUNK = 1_000_000, 200
+#: ``logs --follow``: seconds between looks, and at most this many lines per look.
+LOG_POLL, LOG_PAGE = 1.0, 1000
+#: Log levels by rank; a line without a level (not one of Garrison's) always passes ``--level``.
+LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
+
+
+def progress_bar(what: str, total: int) -> Any:
+    """A context manager giving ``advance(n)``: a progress bar on stderr when it is a terminal, else nothing."""
+    from ._console import progress
+
+    return progress(what, total)
 
 
 def _system(address: str) -> Any:
     from ._system import System
 
-    return System(address=address)
+    # A command's output is its result: Ray's own start-up lines and workers' output stay out of it.
+    return System(address=address, ray_init=QUIET_RAY)
 
 
 def identity_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -109,18 +162,137 @@ def commands() -> None:
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard too, print its URL, keep the agents up after.")
 @click.option("--hold", type=float, default=None, help="With --dashboard: seconds to keep them up (default: until Ctrl-C).")
 def demo(data_dir: str, tickets: int, dashboard: bool, hold: float | None) -> None:
-    """Run the customer-service demo on an embedded local Ray."""
+    """Run the customer-service demo on an embedded local Ray (with --json: its story on stderr, results on stdout)."""
     from .demo import run
 
-    raise click.exceptions.Exit(0 if run(data_dir, tickets, dashboard=dashboard, hold=hold)["ok"] else 1)
+    result = run(data_dir, tickets, out=sys.stderr if wants_json() else None, dashboard=dashboard, hold=hold)
+    if wants_json():
+        emit(result)
+    raise click.exceptions.Exit(0 if result["ok"] else 1)
 
 
 @commands.command()
 @address_option
 @reports_errors
 def agents(address: str) -> None:
-    """List live agents."""
+    """List live agents (and the namespace's other named actors: supervisors)."""
     emit(_system(address).agents())
+
+
+@commands.command()
+@click.option("--interval", type=float, default=2.0, show_default=True,
+              help="Seconds between refreshes (rates and latencies are over this window).")
+@click.option("--once", is_flag=True, help="Print one table after one interval and exit (--json implies it).")
+@address_option
+@reports_errors
+def top(interval: float, once: bool, address: str) -> None:
+    """A live table of the agents: state, message rate, handling latency (p50, p99), outbox depth, errors.
+
+    Refreshes every --interval seconds until Ctrl-C.  Rates and latencies are
+    over the last interval; counts are since each agent's incarnation began.
+    """
+    from ._top import agent_refs, row, take, unreachable
+    from ._views import top_view
+    from .exceptions import GarrisonError
+
+    if interval <= 0:
+        raise click.BadParameter("give a positive number of seconds", param_hint="--interval")
+    system = _system(address)
+    before: dict[str, Any] = {}
+
+    def refresh() -> list[dict[str, Any]]:
+        rows = []
+        for agent_id, ref in agent_refs(system).items():
+            try:
+                now = take(ref)
+            except GarrisonError as exc:
+                rows.append(unreachable(agent_id, f"{type(exc).__name__}: {exc}"))
+                before.pop(agent_id, None)
+                continue
+            rows.append(row(agent_id, before.get(agent_id), now))
+            before[agent_id] = now
+        return rows
+
+    refresh()  # the first look: rates need two
+    if once or wants_json():
+        time.sleep(interval)
+        emit(refresh(), human=lambda rows: top_view(rows, interval=interval, address=address))
+        return
+    from rich.live import Live
+
+    from ._console import console
+
+    with Live(top_view([], interval=interval, address=address), console=console(), auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(top_view(refresh(), interval=interval, address=address), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--transitions", type=int, default=20, show_default=True, help="How many recent state transitions.")
+@address_option
+@reports_errors
+def inspect(agent_id: str, transitions: int, address: str) -> None:
+    """One agent in depth: summary, config, recent state transitions, restore history."""
+    from ._views import inspection_view
+
+    emit(_system(address).lookup(agent_id).admin.inspect(max(0, transitions)), human=inspection_view)
+
+
+@commands.command()
+@click.argument("agent_id")
+@click.option("--limit", type=int, default=200, show_default=True, help="The last this many lines.")
+@click.option("--level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Only Garrison's lines at this level or above (other lines are kept).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C (across restarts).")
+@address_option
+@reports_errors
+def logs(agent_id: str, limit: int, level: str | None, follow: bool, address: str) -> None:
+    """An agent's log: its host's lines (JSON lines parsed), read by the host from Ray's worker log.
+
+    With --json, one JSON object per line (what the agent wrote, parsed).
+    """
+    from ._views import logs_view
+    from .exceptions import AgentUnavailable
+
+    ref = _system(address).lookup(agent_id)
+    page = ref.admin.logs(None, max(1, limit))
+    show = _log_printer(level, logs_view)
+    show(page["lines"])
+    while follow:
+        try:
+            time.sleep(LOG_POLL)
+            try:
+                nxt = ref.admin.logs(page["offset"], LOG_PAGE)
+            except AgentUnavailable:
+                continue  # restarting: the next look finds the new host
+            if nxt["file"] != page["file"]:  # a new incarnation, a new process: its file from the top
+                nxt = ref.admin.logs(0, LOG_PAGE)
+            show(nxt["lines"])
+            page = nxt
+        except KeyboardInterrupt:
+            return
+
+
+def _log_printer(level: str | None, view: Callable[[list[dict[str, Any]]], Any]) -> Callable[[list[dict[str, Any]]], None]:
+    """Prints pages of log lines (as JSON lines with --json), keeping those at ``level`` or above."""
+    from ._console import console
+
+    floor = LOG_LEVELS[level] if level else 0
+
+    def show(lines: list[dict[str, Any]]) -> None:
+        kept = [ln for ln in lines if LOG_LEVELS.get(ln.get("level"), floor) >= floor]
+        if wants_json():
+            for ln in kept:
+                click.echo(json.dumps(ln, default=str))
+        elif kept:
+            console().print(view(kept))
+
+    return show
 
 
 @commands.command()
@@ -182,10 +354,18 @@ def deadletters(agent_id: str, reason: str | None, limit: int, address: str) -> 
 @address_option
 @reports_errors
 def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str) -> None:
-    """Deliver dead letters again."""
+    """Deliver dead letters again (a progress bar on a terminal when there are many)."""
     if not ids and not reason:
         raise click.UsageError("replay needs --id or --reason")
-    emit(_system(address).lookup(agent_id).admin.replay_dead_letters(ids=list(ids) or None, reason=reason))
+    admin = _system(address).lookup(agent_id).admin
+    chosen = list(ids) or [d["id"] for d in admin.dead_letters(reason=reason, limit=REPLAY_ALL)]
+    done: list[dict[str, Any]] = []
+    with progress_bar(f"replaying {agent_id}'s dead letters", len(chosen)) as advance:
+        for start in range(0, len(chosen), REPLAY_CHUNK):
+            chunk = chosen[start:start + REPLAY_CHUNK]
+            done.extend(admin.replay_dead_letters(ids=chunk))
+            advance(len(chunk))
+    emit(done, title=f"replayed ({sum(1 for d in done if d.get('ok'))} of {len(done)} ok)")
 
 
 @commands.command()
@@ -211,8 +391,7 @@ def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: 
 def decisions(agent_id: str, trace: str | None, since: float | None, until: float | None, limit: int,
               address: str) -> None:
     """Show an agent's recorded decisions (Agent.decide): choice, options, rationale, context digest, trace."""
-    emit(_hexed(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until,
-                                                                  limit=limit)))
+    emit(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until, limit=limit))
 
 
 @commands.command()
@@ -222,7 +401,7 @@ def decisions(agent_id: str, trace: str | None, since: float | None, until: floa
 def versions(agent_id: str, address: str) -> None:
     """The agent versions an agent ran under, oldest first: each manifest (class, code, config, tools,
     prompts, models) with its hash, the incarnation that started under it, and when."""
-    emit(_hexed(_system(address).lookup(agent_id).admin.versions()))
+    emit(_system(address).lookup(agent_id).admin.versions())
 
 
 @commands.group()
@@ -253,7 +432,7 @@ def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: st
 def feedback_export(agent_id: str, out: Any, limit: int, address: str) -> None:
     """Write the annotations as JSONL, one per line, each with its decision's provenance."""
     for row in _system(address).lookup(agent_id).admin.feedback(limit=limit):
-        out.write(json.dumps(_hexed(row), sort_keys=True) + "\n")
+        out.write(json.dumps(plain(row), sort_keys=True) + "\n")
 
 
 @commands.command(name="reset-breaker")
@@ -378,7 +557,7 @@ def audit_show(directory: str, start: int, limit: int) -> None:
     """Print records as JSON (bytes as hex); this checks nothing: run verify for that."""
     from audit import read_log
 
-    emit(_hexed(read_log(directory, start, limit)))
+    emit(read_log(directory, start, limit))
 
 
 @audit.command(name="prove")
@@ -410,7 +589,7 @@ def audit_keygen(name: str, out: str) -> None:
 
     key = SigningKey.generate(name)
     write_signing_key(out, key)
-    click.echo(str(key.verifier))
+    _say({"name": name, "out": out, "verifier": str(key.verifier)}, "verifier")
 
 
 @commands.group()
@@ -433,7 +612,16 @@ def operators_keygen(name: str, out: str, roles: tuple[str, ...]) -> None:
 
     key = SigningKey.generate(name)
     write_signing_key(out, key)
-    click.echo(f'[operators.{name}]\nroles = {json.dumps(sorted(set(roles)))}\nkey = "{key.verifier}"')
+    entry = f'[operators.{name}]\nroles = {json.dumps(sorted(set(roles)))}\nkey = "{key.verifier}"'
+    _say({"name": name, "out": out, "roles": sorted(set(roles)), "key": str(key.verifier), "entry": entry}, "entry")
+
+
+def _say(result: dict[str, Any], field: str) -> None:
+    """Print ``result[field]`` as it is (a line to paste somewhere), or all of ``result`` with --json."""
+    if wants_json():
+        emit(result)
+    else:
+        click.echo(result[field])
 
 
 @operators.command(name="check")
@@ -457,13 +645,19 @@ def metrics() -> None:
 @metrics.command(name="grafana")
 def metrics_grafana() -> None:
     """Print the Grafana dashboard (JSON, to import beside Ray's): agents, throughput, latency, restarts."""
-    click.echo(asset("garrison-dashboard.json"), nl=False)
+    click.echo(asset("garrison-dashboard.json"), nl=False)  # JSON either way: --json changes nothing
 
 
 @metrics.command(name="alerts")
 def metrics_alerts() -> None:
-    """Print the Prometheus alerting rules (YAML, for rule_files): hung agents, restart storms, ..."""
-    click.echo(asset("garrison-alerts.yml"), nl=False)
+    """Print the Prometheus alerting rules (YAML, for rule_files; with --json, the same rules as JSON)."""
+    text = asset("garrison-alerts.yml")
+    if wants_json():
+        import yaml  # PyYAML: Ray's dependency
+
+        emit(yaml.safe_load(text))
+    else:
+        click.echo(text, nl=False)
 
 
 def asset(name: str) -> str:
@@ -480,6 +674,9 @@ def run_group(group: click.Group, argv: list[str] | None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+json_everywhere(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from protocols import Message
 
 from ._agent import Agent, handler
 from ._approvals import ApprovalDecided, ApprovalQueue, Approvals
+from ._console import progress
 from ._system import System
 
 __all__ = ["main", "run"]
@@ -231,7 +232,7 @@ TEXTS = (
 )
 
 
-def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *, dashboard: bool = False,
+def run(data_dir: str = "./garrison-data", tickets: int = 40, out=None, *, dashboard: bool = False,
         hold: float | None = None) -> dict[str, dict]:
     """Run the demo; returns each agent's final stats (the tests check them).
 
@@ -240,7 +241,8 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *,
     """
 
     def say(line: str) -> None:
-        print(line, file=out, flush=True)
+        # ``sys.stdout`` looked up at each line: under the progress bar it is rich's proxy (lines above the bar).
+        print(line, file=out if out is not None else sys.stdout, flush=True)
 
     t0 = time.time()
     say(f"garrison demo: starting an embedded local Ray, data in {Path(data_dir).resolve()}")
@@ -262,17 +264,8 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *,
         before = {name: ref.ask(Stats()) for name, ref in refs.items()}
         say(f"  4 agents up in {time.time() - t0:.1f}s: " + ", ".join(refs))
         killed_at = tickets // 2
-        for i in range(tickets):
-            if i == killed_at:
-                pid = refs["draft"].admin.status()["pid"]
-                os.kill(pid, signal.SIGKILL)
-                say(f"  ticket {i}: SIGKILL sent to agent 'draft' (pid {pid}) mid-run")
-            verdict = refs["intake"].ask(
-                Ticket(ticket_id=f"T{i:04d}-{int(t0)}", order_id=f"A{i % 200:03d}", text=TEXTS[i % len(TEXTS)]),
-                timeout=60,
-            )
-            if (i + 1) % 10 == 0 or i == killed_at:
-                say(f"  ticket {i + 1:>3}/{tickets}: {verdict}")
+        with progress("tickets", tickets) as advance:
+            _run_tickets(refs, tickets, killed_at, t0, say, advance)
         approvals = Approvals(system, "approvals")
         waiting = _approve_pending(approvals, refs["intake"], say)
         say("  results:")
@@ -311,6 +304,22 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=sys.stdout, *,
         if dashboard:
             _hold(system.dashboard_url, hold, say)
         return final
+
+
+def _run_tickets(refs: dict, tickets: int, killed_at: int, t0: float, say, advance) -> None:
+    """The tickets through intake, one at a time; ``draft`` SIGKILLed before ticket ``killed_at``."""
+    for i in range(tickets):
+        if i == killed_at:
+            pid = refs["draft"].admin.status()["pid"]
+            os.kill(pid, signal.SIGKILL)
+            say(f"  ticket {i}: SIGKILL sent to agent 'draft' (pid {pid}) mid-run")
+        verdict = refs["intake"].ask(
+            Ticket(ticket_id=f"T{i:04d}-{int(t0)}", order_id=f"A{i % 200:03d}", text=TEXTS[i % len(TEXTS)]),
+            timeout=60,
+        )
+        if (i + 1) % 10 == 0 or i == killed_at:
+            say(f"  ticket {i + 1:>3}/{tickets}: {verdict}")
+        advance(1)
 
 
 def _hold(url: str | None, seconds: float | None, say) -> None:

@@ -6,6 +6,7 @@
     garrison release    --who W [--key K] --why TEXT (--agent ID [--supervisor S] | --supervisor S)
     garrison deploy     --who W [--key K] --why TEXT --supervisor S --agent ID [--class M:C] [--config JSON] [--init JSON]
     garrison rollback   --who W [--key K] --why TEXT --supervisor S --agent ID [--to HASH]
+    garrison tree                                     the supervision tree with each node's state
 
 each with ``[--address A]``.  Every switch is recorded with who and why (in
 the agent's operator log, ``garrison actions ID``; as a supervisor event when
@@ -25,7 +26,17 @@ from typing import Any
 
 import click
 
-from runtime.cli import address_option, commands, emit, identity_options, operator, reports_errors, run_group
+from runtime.cli import (
+    address_option,
+    commands,
+    emit,
+    forest_view,
+    identity_options,
+    json_everywhere,
+    operator,
+    reports_errors,
+    run_group,
+)
 
 __all__ = ["garrison", "main"]
 
@@ -203,6 +214,20 @@ def rollback(supervisor: str, agent: str, to: str | None, who: str, key: str | N
 
     _connect(address)
     emit(SupervisorRef.lookup(supervisor).rollback(agent, who=operator(who, key), why=why, to=to))
+
+
+@garrison.command()
+@address_option
+@reports_errors
+def tree(address: str) -> None:
+    """The supervision tree: each supervisor (state, strategy) and its children (state, restarts, pid)."""
+    from ._tree import look
+
+    _connect(address)
+    emit(look(), human=forest_view)
+
+
+json_everywhere(garrison)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def garrison(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "supervisors.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env={**os.environ})
+                          timeout=120, cwd=ROOT, env={**os.environ, "GARRISON_JSON": "1"})
 
 
 def _log_dir(system, agent_id) -> Path:

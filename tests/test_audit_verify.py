@@ -122,8 +122,8 @@ def test_tampering_is_found_at_its_index_with_its_reason(log_dir, case):
     assert (report.ok, report.index, report.reason, report.verified) == (False, index, reason, verified), report
 
 
-def run(*args: str):
-    return CliRunner().invoke(commands, ["audit", *args])
+def run(*args: str, as_json: bool = True):
+    return CliRunner().invoke(commands, ["audit", *args], env={"GARRISON_JSON": "1" if as_json else ""})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -154,7 +154,8 @@ def test_garrison_audit_verify_exits_2_on_an_unreadable_directory_or_a_bad_key(t
 def test_the_console_script_finds_a_deleted_record_in_a_real_process(log_dir):
     rewrite(log_dir, lambda r: r[:7] + r[8:])
     out = subprocess.run([sys.executable, "-m", "supervisors.cli", "audit", "verify", str(log_dir), "--key",
-                          str(KEY.verifier)], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+                          str(KEY.verifier), "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         check=False)
     assert out.returncode == 1, out.stderr
     assert (json.loads(out.stdout)["index"], json.loads(out.stdout)["reason"]) == (7, "deleted")
 
@@ -168,9 +169,11 @@ def test_show_prints_records_with_bytes_as_hex(log_dir):
 
 
 def test_keygen_writes_a_0600_key_and_prints_its_verifier_line(tmp_path):
-    out = run("keygen", "ops.example/audit", "--out", str(tmp_path / "signing.pem"))
+    out = run("keygen", "ops.example/audit", "--out", str(tmp_path / "signing.pem"), as_json=False)
     assert out.exit_code == 0, out.output
-    assert VerifierKey.parse(out.stdout.strip()).name == "ops.example/audit"
+    assert VerifierKey.parse(out.stdout.strip()).name == "ops.example/audit"  # the bare line, to paste
+    again = run("keygen", "ops.example/other", "--out", str(tmp_path / "other.pem"))
+    assert VerifierKey.parse(json.loads(again.stdout)["verifier"]).name == "ops.example/other"
     assert (tmp_path / "signing.pem").stat().st_mode & 0o777 == 0o600
     again = run("keygen", "ops.example/audit", "--out", str(tmp_path / "signing.pem"))
     assert again.exit_code == 2 and "KeyFileError" in again.stderr

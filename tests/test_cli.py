@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def garrison(*args: str, address: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args, "--address", address],
+        [sys.executable, "-m", "runtime.cli", *args, "--json", "--address", address],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ},
     )
 
@@ -71,13 +71,17 @@ _BESIDE = Path(sys.executable).parent / "garrison"
 GARRISON = str(_BESIDE) if _BESIDE.exists() else (shutil.which("garrison") or "garrison")
 
 
-def console(*args: str, address: str | None = None) -> subprocess.CompletedProcess:
+def console(*args: str, address: str | None = None, as_json: bool = True) -> subprocess.CompletedProcess:
     """Run the installed ``garrison`` console script (the one users run), on this checkout's code.
 
     PYTHONPATH puts this checkout ahead of the one the script was installed
-    from (an editable install's finder comes after it).
+    from (an editable install's finder comes after it).  ``as_json``: as a
+    script runs it (``GARRISON_JSON=1``, what ``--json`` does); else as a person does (tables).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("GARRISON_JSON", None)
+    if as_json:
+        env["GARRISON_JSON"] = "1"
     return subprocess.run(
         [GARRISON, *args, *(["--address", address] if address else [])],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
@@ -85,10 +89,15 @@ def console(*args: str, address: str | None = None) -> subprocess.CompletedProce
 
 
 def test_garrison_metrics_prints_the_grafana_dashboard_and_the_alert_rules_it_ships():
-    grafana, alerts = console("metrics", "grafana"), console("metrics", "alerts")
+    import yaml
+
+    grafana, alerts = console("metrics", "grafana", as_json=False), console("metrics", "alerts", as_json=False)
     assert grafana.returncode == 0 and alerts.returncode == 0, grafana.stderr + alerts.stderr
     assert json.loads(grafana.stdout)["uid"] == "garrison-agents"
-    assert alerts.stdout == (ROOT / "runtime" / "assets" / "garrison-alerts.yml").read_text()
+    shipped = (ROOT / "runtime" / "assets" / "garrison-alerts.yml").read_text()
+    assert alerts.stdout == shipped, "the rules file verbatim, for rule_files"
+    as_json = console("metrics", "alerts", "--json", as_json=False)
+    assert json.loads(as_json.stdout) == yaml.safe_load(shipped)
 
 
 def _events(stderr: str) -> list[dict]:
@@ -102,7 +111,8 @@ def test_garrison_help_lists_every_command():
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "decisions", "demo", "feedback",
                       "deploy", "kill", "ledger", "metrics", "operators", "rollback", "versions",
-                      "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt"}
+                      "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt",
+                      "top", "tree", "inspect", "logs"}
 
 
 def test_a_switch_without_who_why_or_target_is_a_usage_error_that_touches_no_cluster():

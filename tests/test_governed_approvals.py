@@ -200,7 +200,7 @@ def test_people_list_and_approve_from_the_console_script(desk, ray_session):
 
     def garrison(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "supervisors.cli", "approvals", *args,
-                               "--queue", queue.agent_id, "--address", address],
+                               "--queue", queue.agent_id, "--address", address, "--json"],
                               capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ})
 
     listed = garrison("list")

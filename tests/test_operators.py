@@ -5,6 +5,7 @@ from the ``garrison`` CLI (a real subprocess).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _cli(*args: str, address: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "supervisors.cli", *args, *(["--address", address] if address else [])],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ}, check=False)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "GARRISON_JSON": "1"},
+                          check=False)
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def people(tmp_path):
     for name, role in (("alice", "approver"), ("bob", "operator"), ("root", "admin")):
         out = _cli("operators", "keygen", name, "--role", role, "--out", str(tmp_path / f"{name}.key"))
         assert out.returncode == 0, out.stderr
-        entries.append(out.stdout)
+        entries.append(json.loads(out.stdout)["entry"])  # --json (GARRISON_JSON): the entry as one field
         keys[name] = OperatorKey.load(tmp_path / f"{name}.key", name)
     path = tmp_path / "operators.toml"
     path.write_text("\n".join(entries))
