@@ -10,7 +10,8 @@ rules, so that every command's output looks alike:
   mappings is a nested table in its value cell;
 - ``None`` is ``-``, booleans ``yes``/``no``, a Unix time in a field named
   like one (``time``, ``*_time``, ``*_at``, ``since``, ``until``, ``at``) a
-  UTC date and time, bytes their hex;
+  UTC date and time, bytes as text when they are printable UTF-8 (a state
+  key), else their hex (``--json`` always gives hex);
 - an empty list is ``(none)``.
 
 Nothing here reaches a cluster; everything is a pure function of the data.
@@ -83,7 +84,7 @@ def cell(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, bytes):
-        return value.hex()
+        return _bytes(value)
     if isinstance(value, Mapping):
         return json.dumps(plain(value), default=str, separators=(", ", ": "))
     if isinstance(value, list | tuple):
@@ -92,6 +93,14 @@ def cell(value: Any, key: str = "") -> str:
         shown = ", ".join(cell(v) for v in value[:_LIST_PREVIEW])
         return shown if len(value) <= _LIST_PREVIEW else f"{shown}, ... ({len(value)} in all)"
     return str(value)
+
+
+def _bytes(value: bytes) -> str:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.hex()
+    return text if text.isprintable() else value.hex()
 
 
 def _is_rows(value: Any) -> bool:

@@ -198,6 +198,9 @@ def top(interval: float, once: bool, address: str) -> None:
     if interval <= 0:
         raise click.BadParameter("give a positive number of seconds", param_hint="--interval")
     system = _system(address)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address  # for the title: which cluster "auto" found
     before: dict[str, Any] = {}
 
     def refresh() -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def test_cells_follow_the_table_rules():
     assert cell(1_764_712_345.5, "last_checkpoint_time") == "2025-12-02 21:52:25Z"
     assert cell(3.5, "time") == "3.5", "a small number in a time field is a duration, not a date"
     assert cell(1_764_712_345, "seq") == "1764712345", "only fields named like times are dates"
-    assert cell(b"\x01\xff") == "01ff"
+    assert cell(b"\x01\xff") == "01ff" and cell(b"count") == "count", "a state key reads as text; other bytes as hex"
     assert cell(list(range(20))).endswith("(20 in all)")
 
 
