@@ -16,7 +16,7 @@ from typing import Any
 from ._ray import data_dir, ensure_ray
 from .protocol_throughput import garrison_rate
 
-__all__ = ["run"]
+__all__ = ["report", "run"]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -30,6 +30,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         for _ in range(rounds):
             off.append(garrison_rate(system, n, 10_000, AgentConfig(audit=False))["messages_per_s"])
             on.append(garrison_rate(system, n, 10_000, AgentConfig(audit=True))["messages_per_s"])
+    return report(n, on, off)
+
+
+def report(n: int, on: list[float], off: list[float]) -> dict[str, Any]:
+    """The scenario's result from each round's rates (messages a second) with the audit log ``on`` and ``off``.
+
+    ``on[i]`` and ``off[i]`` were measured in the same round (the per-round lists stay aligned).
+    """
     on_median, off_median = statistics.median(on), statistics.median(off)
     return {
         "messages_per_round": n,

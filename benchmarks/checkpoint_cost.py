@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Self
 
 import lmdb
 
@@ -88,7 +88,7 @@ class _Stream:
             self.samples.append((t0, t1 - t0))
             time.sleep(max(0.0, self.period - (t1 - t0)))
 
-    def __enter__(self) -> _Stream:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -81,15 +81,16 @@ class _Round:
         while peer.acked < last:
             box: dict[str, Any] = {}
 
-            def offer() -> None:
+            # ``box`` bound at definition: each step works on this batch's (they all run in this iteration).
+            def offer(box: dict[str, Any] = box) -> None:
                 rows = d.store.scan("outbox", b"hp-sink\x00", start=outbox_key("hp-sink", peer.acked + 1),
                                     limit=d.config.max_batch)
                 box["blob"] = encode_batch(peer.acked, [v for _, v in rows])
 
-            def receive() -> None:
+            def receive(box: dict[str, Any] = box) -> None:
                 box["reply"] = self.sink.deliver_batch(box["blob"])
 
-            def settle() -> None:
+            def settle(box: dict[str, Any] = box) -> None:
                 ok, (hwm, errors) = unpack(box["reply"])
                 assert ok == 0 and not errors, errors
                 d._acknowledge(peer, hwm)
@@ -121,7 +122,7 @@ def run(
             for _ in range(rounds):
                 spent = {"send": 0.0, "dispatch": 0.0, "receive": 0.0, "ship": 0.0}
 
-                def timed(side: str, fn: Any) -> None:
+                def timed(side: str, fn: Any, spent: dict[str, float] = spent) -> None:  # this round's
                     if prof is not None and side == profile:
                         prof.enable()
                     t0 = time.thread_time()

@@ -31,7 +31,7 @@ from typing import Any
 from ._ray import data_dir, ensure_ray
 from .protocol_throughput import garrison_rate
 
-__all__ = ["run"]
+__all__ = ["report", "run"]
 
 
 def _single_us(root: Path, metrics: bool, n: int) -> float:
@@ -80,6 +80,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         for r in range(rounds):
             for metrics in ((False, True) if r % 2 == 0 else (True, False)):
                 pair[metrics].append(garrison_rate(system, n, 10_000, AgentConfig(metrics=metrics))["messages_per_s"])
+    return report(single_n, single, n, pair)
+
+
+def report(single_n: int, single: dict[bool, list[float]], n: int, pair: dict[bool, list[float]]) -> dict[str, Any]:
+    """The scenario's result from each round's figures, keyed by metrics on (``True``) and off.
+
+    ``single``: thread CPU microseconds per message, ``single_n`` messages a round; ``pair``:
+    messages a second, ``n`` a round.  Index ``i`` of each list is round ``i`` (on and off aligned).
+    """
     s_on, s_off = min(single[True]), min(single[False])
     p_on, p_off = statistics.median(pair[True]), statistics.median(pair[False])
     return {

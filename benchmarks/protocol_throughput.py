@@ -26,7 +26,7 @@ import ray
 
 from ._ray import data_dir, ensure_ray
 
-__all__ = ["run"]
+__all__ = ["report", "run"]
 
 
 @ray.remote(num_cpus=0)
@@ -92,6 +92,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         for _ in range(rounds):
             raw.append(_raw_rate(3_000 if quick else 10_000))
             ours.append(garrison_rate(system, n, 10_000)["messages_per_s"])
+    return report(n, raw, ours)
+
+
+def report(n: int, raw: list[float], ours: list[float]) -> dict[str, Any]:
+    """The scenario's result from each round's rates (a second): ``raw`` Ray calls, ``ours`` effectively-once.
+
+    ``raw[i]`` and ``ours[i]`` were measured in the same round (the per-round lists stay aligned).
+    """
     raw_median, ours_median = statistics.median(raw), statistics.median(ours)
     return {
         "messages_per_round": n,

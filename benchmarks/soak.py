@@ -16,10 +16,14 @@ Sampled every ``SAMPLE_S`` seconds: each agent's local LMDB use -- live
 bytes (pages of every table's B-tree, from ``txn.stat``) and the file's
 high-water mark (``(last page number + 1) * page size`` from ``env.info()``;
 LMDB reuses freed pages but never shrinks its file) -- and the checkpoint
-store's size on disk (``du``: allocated blocks of every file under it).  After
-a warm-up (the first ``WARMUP`` share of the messages) the samples are split
-into thirds; reported is the growth ratio of the median of the last third
-over the median of the first (aim: < 1.1).
+store's size on disk (``du``: allocated blocks of every file under it), split
+into the tiers (checkpoints, journal and transition segments: bounded by
+retention) and the audit log (append-only by design: one record per batch of
+requests handled, so it grows with the message count; reported as bytes per
+message).  After a warm-up (the first ``WARMUP`` share of the messages) the
+samples are split into thirds; reported is the growth ratio of the median of
+the last third over the median of the first (aim: < 1.1, for the LMDB and
+the tiers).
 
 Message count: ``GARRISON_SOAK_MESSAGES`` (default 3,000,000; ``--quick``
 200,000).  Run: ``python -m benchmarks.runner soak``.
@@ -42,7 +46,7 @@ from runtime._store import TABLES as ALL_TABLES
 
 from ._ray import data_dir, ensure_ray
 
-__all__ = ["run"]
+__all__ = ["FINAL", "report", "run", "sample_row"]
 
 SAMPLE_S = 2.0
 WARMUP = 0.2
@@ -58,6 +62,8 @@ CONFIG = {
     "dedup_horizon": 30.0,
 }
 TABLES = ("data", "journal", "transitions", "outbox", "inseq", "dedup", "deadletters")
+#: What the result keeps of each agent's ``admin.status()`` at the end.
+FINAL = ("seq", "journal_entries", "transition_entries", "checkpoints_taken", "dead_letters")
 
 
 def lmdb_usage(path: Path) -> dict[str, int]:
@@ -113,8 +119,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     from ._agents import Burst, Count, Emitter, SlotSink
 
-    n = int(os.environ.get("GARRISON_SOAK_MESSAGES", 200_000 if quick else 3_000_000))
-    rate = float(os.environ.get("GARRISON_SOAK_RATE", 6_000))
+    n = int(os.environ.get("GARRISON_SOAK_MESSAGES", "200000" if quick else "3000000"))
+    rate = float(os.environ.get("GARRISON_SOAK_RATE", "6000"))
     tag = uuid.uuid4().hex[:6]
     samples: list[dict[str, Any]] = []
     with data_dir() as path, System(path) as system:
@@ -129,17 +135,13 @@ def run(quick: bool = False) -> dict[str, Any]:
 
         def sample() -> None:
             while not stop.wait(SAMPLE_S):
-                store_bytes, store_files = du(store_dir)
-                row: dict[str, Any] = {"t": round(time.perf_counter() - t0, 1), "handled": handled[0],
-                                       "store_bytes": store_bytes, "store_files": store_files}
-                for role, folder in state_dirs.items():
-                    row[role] = lmdb_usage(folder)
+                row = sample_row(time.perf_counter() - t0, handled[0], store_dir, state_dirs)
                 samples.append(row)
                 print(f"  soak {row['t']:7.1f}s {handled[0]:>9} msgs  receiver lmdb "
                       f"{row['receiver']['live_bytes'] >> 20}/{row['receiver']['used_bytes'] >> 20} MiB "
                       f"(journal {row['receiver']['journal']}, "
                       f"transitions {row['receiver']['transitions']})  sender lmdb "
-                      f"{row['sender']['used_bytes'] >> 20} MiB  store {row['store_bytes'] >> 20} MiB {store_files}",
+                      f"{row['sender']['used_bytes'] >> 20} MiB  store {row['store_bytes'] >> 20} MiB {row['store_files']}",
                       file=sys.stderr, flush=True)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -162,11 +164,34 @@ def run(quick: bool = False) -> dict[str, Any]:
             stop.set()
             sampler.join()
         status = {role: ref.admin.status() for role, ref in (("sender", source), ("receiver", sink))}
-        # The history is still whole from seq 1 (most of it now served from segments in the store).
+        # The oldest transitions the store still keeps: ``transition_retention`` (15 s here) bounds the history.
         first = sink.admin.transitions(0, 3)
         for ref in (source, sink):
             system.stop(ref.agent_id)
+    return report(n, rate, elapsed, samples, status, first)
 
+
+def sample_row(t: float, handled: int, store_dir: Path, state_dirs: dict[str, Path]) -> dict[str, Any]:
+    """One sample of the run, ``t`` seconds in: the checkpoint store's size and each role's LMDB use.
+
+    The soak chart of ``benchmarks._plot`` reads these rows from the result's ``series``.
+    """
+    store_bytes, store_files = du(store_dir)
+    # The audit log (``<agent>/audit``, on by default) is append-only by design: a record of every
+    # request handled, kept whole so it can be proven.  It is the one part of the store meant to grow;
+    # ``tiers_bytes`` is the rest, the tiers every retention bounds.
+    audit_bytes = sum(du(folder)[0] for folder in store_dir.glob("*/audit"))
+    row: dict[str, Any] = {"t": round(t, 1), "handled": handled, "store_bytes": store_bytes, "store_files": store_files,
+                           "audit_bytes": audit_bytes, "tiers_bytes": store_bytes - audit_bytes}
+    for role, folder in state_dirs.items():
+        row[role] = lmdb_usage(folder)
+    return row
+
+
+def report(n: int, rate: float, elapsed: float, samples: list[dict[str, Any]],
+           status: dict[str, dict[str, Any]], first: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scenario's result: ``samples`` (rows of :func:`sample_row`, in time order), each role's
+    ``admin.status()`` at the end (the :data:`FINAL` keys of it) and the receiver's first transitions."""
     steady = [s for s in samples if s["handled"] >= WARMUP * n]
     series = {
         "receiver_lmdb_live_bytes": [s["receiver"]["live_bytes"] for s in steady],
@@ -174,7 +199,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         "sender_lmdb_live_bytes": [s["sender"]["live_bytes"] for s in steady],
         "sender_lmdb_used_bytes": [s["sender"]["used_bytes"] for s in steady],
         "store_bytes": [s["store_bytes"] for s in steady],
+        "tiers_bytes": [s["tiers_bytes"] for s in steady if "tiers_bytes" in s],
     }
+    audited = [s for s in steady if "audit_bytes" in s]
+    per_message = None
+    if len(audited) >= 2 and audited[-1]["handled"] > audited[0]["handled"]:
+        per_message = round((audited[-1]["audit_bytes"] - audited[0]["audit_bytes"])
+                            / (audited[-1]["handled"] - audited[0]["handled"]), 1)
     return {
         "messages": n,
         "seconds": round(elapsed, 1),
@@ -183,12 +214,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         "config": CONFIG,
         "samples": len(samples),
         "steady_samples": len(steady),
+        "steady_from_s": steady[0]["t"] if steady else None,  # the warm-up ends there: growth is of later samples
         "growth_last_over_first_third": {k: growth(v) for k, v in series.items()},
         "max_bytes": {k: max(v, default=0) for k, v in series.items()},
-        "final": {role: {k: status[role][k] for k in ("seq", "journal_entries", "transition_entries",
-                                                       "checkpoints_taken", "dead_letters")}
-                  for role in status},
+        "final": {role: {k: status[role][k] for k in FINAL} for role in status},
         "first_transition_seqs": [t["seq"] for t in first],
+        # The audit log's growth: bytes on disk per message handled, over the steady samples.
+        "audit_bytes_per_message": per_message,
         "series": samples,
         "aim": {"growth": 1.1},
     }
