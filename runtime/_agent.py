@@ -177,6 +177,16 @@ class Agent:
     def on_stop(self) -> Any:
         return None
 
+    def gauges(self) -> dict[str, float]:
+        """Gauges of this agent's own, by metric name: read whenever its metrics are collected.
+
+        Exported with the runtime's (labelled with the agent's id; through Ray's
+        metrics, as ``ray_<name>``).  Called off the handling thread: return numbers
+        the handlers keep in memory, never read ``self.state`` here.  The approval
+        queue's ``garrison_approvals_pending`` is one.
+        """
+        return {}
+
     def summary(self, state: ReadOnlyState) -> Any:
         return None
 

@@ -117,13 +117,14 @@ class ApprovalQueue(Agent):
 
     def __init__(self, sweep_every: float = 1.0) -> None:
         self.sweep_every = sweep_every
-        #: When the earliest pending request expires (None: none pending); kept by the handlers,
-        #: read by the timer thread (a float, replaced whole).
+        #: When the earliest pending request expires (None: none pending), and how many are pending;
+        #: kept by the handlers (``_recount``), read by the timer thread and ``gauges`` (replaced whole).
         self._due: float | None = None
+        self._pending = 0
         self._stopping = threading.Event()
 
     def on_start(self) -> None:
-        self._due = self._earliest()
+        self._recount()
         threading.Thread(target=self._timer, name=f"garrison-approvals-{self.agent_id}", daemon=True).start()
 
     def on_stop(self) -> None:
@@ -155,7 +156,7 @@ class ApprovalQueue(Agent):
         self._sweep(time.time())
         if f"req/{req.id}" not in self.state:
             self._save(req)
-            self._due = req.expires if self._due is None else min(self._due, req.expires)
+            self._recount()
         return self._load(req.id).model_dump(mode="json")
 
     @handler
@@ -181,6 +182,7 @@ class ApprovalQueue(Agent):
             self._save(decided)
             if decided.state is not ApprovalState.PENDING:
                 self._notify(decided)
+            self._recount()
         return decided.model_dump(mode="json")
 
     @handler
@@ -218,11 +220,16 @@ class ApprovalQueue(Agent):
             if lapsed is not req:
                 self._save(lapsed)
                 self._notify(lapsed)
-        self._due = self._earliest()
+        self._recount()
 
-    def _earliest(self) -> float | None:
-        pending = [self._load(k.split("/", 1)[1]).expires for k in self.state.keys("pending/")]
-        return min(pending, default=None)
+    def _recount(self) -> None:
+        """``_due`` and ``_pending`` from the state: the earliest expiry, and how many requests wait."""
+        expiries = [self._load(k.split("/", 1)[1]).expires for k in self.state.keys("pending/")]
+        self._due, self._pending = min(expiries, default=None), len(expiries)
+
+    def gauges(self) -> dict[str, float]:
+        """``garrison_approvals_pending``: requests waiting for people (as of the last handled message)."""
+        return {"garrison_approvals_pending": self._pending}
 
     def _notify(self, req: ApprovalRequest) -> None:
         reason = {ApprovalState.APPROVED: f"approved by {', '.join(req.approvers())}",

@@ -122,7 +122,7 @@ class AgentHost:
                             core.epoch, namespace=self._namespace)
         log.info("agent %s (%s) incarnation %d serving, epoch %d, restored from %s", spec.agent_id,
                  spec.class_path, core.incarnation, core.epoch, core.restore_report.source)
-        core.metrics.watch(core.status)
+        core.metrics.watch(core.status, core.agent.gauges)
         self._export = RayExport(core.metrics.registry, tags={"agent_class": spec.class_path})
         self._export.start()
 

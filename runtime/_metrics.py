@@ -18,6 +18,7 @@ state, breaker or action tag where a metric has one -- never a message id.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,8 @@ from prometheus_client.utils import floatToGoString
 from ._lifecycle import AgentState
 
 __all__ = ["HANDLE_BUCKETS", "LIFECYCLE_STATES", "AgentMetrics", "MessageCounts", "StatusGauges", "merge_expositions"]
+
+log = logging.getLogger("garrison.metrics")
 
 #: Every value ``garrison_agent_state`` takes: one series each, so a change of state is a change of value.
 LIFECYCLE_STATES = tuple(state.value for state in AgentState)
@@ -87,9 +90,10 @@ class AgentMetrics:
     def action(self, tag: str, code: str) -> None:
         self.actions.labels(self.agent_id, tag, code).inc()
 
-    def watch(self, status: Callable[[], dict[str, Any]]) -> None:
-        """Collect :class:`StatusGauges` from ``status`` (the agent's ``status()``) with the rest."""
-        self.registry.register(StatusGauges(self.agent_id, status))
+    def watch(self, status: Callable[[], dict[str, Any]], gauges: Callable[[], dict[str, float]] | None = None) -> None:
+        """Collect :class:`StatusGauges` from ``status`` (the agent's ``status()``) and the agent's own
+        ``gauges`` (``Agent.gauges``) with the rest."""
+        self.registry.register(StatusGauges(self.agent_id, status, gauges))
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -163,14 +167,17 @@ class MessageCounts:
 
 
 class StatusGauges:
-    """A collector: the gauges an agent's status gives, read when the registry is collected.
+    """A collector: the gauges an agent's status gives, and the agent's own, read when the registry is collected.
 
-    A failing read yields only the state ``failed`` (a collection never raises).
+    A failing read yields only the state ``failed`` (a collection never raises);
+    an agent's gauge that fails, or whose name Prometheus refuses, is left out.
     """
 
-    def __init__(self, agent_id: str, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, agent_id: str, status: Callable[[], dict[str, Any]],
+                 gauges: Callable[[], dict[str, float]] | None = None) -> None:
         self.agent_id = agent_id
         self._status = status
+        self._gauges = gauges
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing at registration: collecting reads the agent's status
@@ -182,6 +189,24 @@ class StatusGauges:
             status = {"state": "failed"}
         yield _state_family(self.agent_id, status.get("state"))
         yield from _status_families(self.agent_id, status)
+        yield from self._own()
+
+    def _own(self) -> Iterator[Metric]:
+        try:
+            gauges = dict(self._gauges()) if self._gauges is not None else {}
+        except Exception:  # the agent's code: a scrape must not fail because it did
+            log.warning("agent %s: gauges() failed; its own gauges are left out of this collection",
+                        self.agent_id, exc_info=True)
+            return
+        for name, value in sorted(gauges.items()):
+            try:
+                family = GaugeMetricFamily(name, f"{name}: a gauge of the agent's own (Agent.gauges).",
+                                           labels=["agent"])
+                family.add_metric([self.agent_id], float(value))
+            except (TypeError, ValueError) as exc:  # not a metric name, or not a number
+                log.warning("agent %s: gauge %r left out: %s", self.agent_id, name, exc)
+                continue
+            yield family
 
 
 def _state_family(agent_id: str, state: str | None) -> GaugeMetricFamily:

@@ -206,6 +206,7 @@ def test_people_list_and_approve_from_the_console_script(desk, ray_session):
     listed = garrison("list")
     assert listed.returncode == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)] == [approval_id]
+    assert _pending_gauge(queue) == 1.0, "the queue's garrison_approvals_pending says one waits"
     refused = garrison("approve", approval_id, "--who", shop_id)  # an agent cannot approve its own request
     assert refused.returncode == 2 and "ApprovalError" in refused.stderr
     done = garrison("approve", approval_id, "--who", "alice")
@@ -215,3 +216,12 @@ def test_people_list_and_approve_from_the_console_script(desk, ray_session):
     assert shop.ask(Decisions())["outcomes"][approval_id]["code"] == "ok"
     assert _calls(log) == ["refund C1 500"]
     assert garrison("list").stdout.strip() == "[]"
+    assert _pending_gauge(queue) == 0.0
+
+
+def _pending_gauge(queue) -> float:
+    """The approval queue's own gauge, from its metrics (what Ray's export and a Prometheus get)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return next(s.value for f in text_string_to_metric_families(queue.admin.metrics()) for s in f.samples
+                if s.name == "garrison_approvals_pending")

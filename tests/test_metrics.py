@@ -37,6 +37,23 @@ def test_status_gauges_give_the_state_one_hot_and_what_the_status_counts():
     assert got[("garrison_breaker_open", (("agent", "a1"), ("breaker", "tool/x")))] == 0.0
 
 
+def test_an_agents_own_gauges_are_collected_and_a_bad_one_is_left_out():
+    own = {"garrison_approvals_pending": 3, "not a metric name": 1, "queue_depth": "many"}
+    registry = CollectorRegistry()
+    registry.register(StatusGauges("a1", lambda: STATUS, lambda: own))
+    got = _samples(generate_latest(registry).decode())
+    assert got[("garrison_approvals_pending", (("agent", "a1"),))] == 3.0
+    assert not any(k[0] in ("not a metric name", "queue_depth") for k in got), "refused names and values left out"
+    assert got[("garrison_dead_letters", (("agent", "a1"),))] == 7.0, "the runtime's gauges are still there"
+
+    def broken() -> dict:
+        raise RuntimeError("the agent's gauges() has a bug")
+
+    failing = CollectorRegistry()
+    failing.register(StatusGauges("a1", lambda: STATUS, broken))
+    assert _samples(generate_latest(failing).decode())[("garrison_dead_letters", (("agent", "a1"),))] == 7.0
+
+
 def test_a_status_that_fails_reads_as_the_state_failed_and_the_collection_goes_on():
     def broken() -> dict:
         raise RuntimeError("the store is closed")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import ApprovalQueue
 from runtime._metrics import AgentMetrics
 from runtime.cli import asset
 from supervisors._metrics import EventCounts
@@ -30,7 +31,7 @@ RULES = ROOT / "runtime" / "assets" / "garrison-alerts.yml"
 def _exported() -> set[str]:
     """Every series name an agent exports, as Ray serves it (``ray_`` prefix)."""
     metrics = AgentMetrics("a1")
-    metrics.watch(lambda: STATUS)
+    metrics.watch(lambda: STATUS, ApprovalQueue().gauges)  # the approval queue's own gauge too
     families = [*metrics.registry.collect(), *EventCounts("s1").collect()]  # an agent's, a supervisor's
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     return {f"ray_{family.name}{suffix}" for family in families for suffix in suffixes[family.type]}
@@ -48,7 +49,8 @@ def test_the_dashboard_is_an_importable_grafana_dashboard_with_a_panel_per_conce
     dash = _dashboard()
     assert dash["uid"] == "garrison-agents" and dash["__inputs"][0]["pluginId"] == "prometheus"
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for concern in ("state", "handled", "handling time", "restarts", "handler", "breakers", "budget", "actions"):
+    for concern in ("state", "handled", "handling time", "restarts", "handler", "breakers", "budget", "actions",
+                    "approvals"):
         assert concern in titles, concern
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
     assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dash["panels"] for t in p["targets"])
