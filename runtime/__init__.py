@@ -13,12 +13,14 @@ from ._directory import resolve as host_of
 from ._fleet_budget import FleetBudget, FleetUsage
 from ._lifecycle import AgentState
 from ._observer import GetTrace, Observed, Observer, ObserverStats
+from ._queue_logic import RetryPolicy
 from ._ref import AgentRef
 from ._restore import RestoreReport
 from ._spec import check_agent_id
 from ._state import ReadOnlyState, State
 from ._system import NAMESPACE, System
 from ._trace import trace
+from ._workqueue import WorkQueue  # its messages: runtime.queue
 from .exceptions import (
     AgentAlreadyRunning,
     AgentError,
@@ -37,13 +39,16 @@ from .exceptions import (
     GarrisonError,
     HandlerError,
     InternalError,
+    LeaseLost,
     MailboxFull,
     NoHandler,
     NotDurable,
+    QueueError,
     RestoreError,
     StateDecodeError,
     StateError,
     UnencodableReply,
+    UnknownItem,
 )
 
 __all__ = [
@@ -79,6 +84,7 @@ __all__ = [
     "GetTrace",
     "HandlerError",
     "InternalError",
+    "LeaseLost",
     "MailboxFull",
     "Manifest",
     "NAMESPACE",
@@ -87,14 +93,18 @@ __all__ = [
     "Observed",
     "Observer",
     "ObserverStats",
+    "QueueError",
     "ReadOnlyState",
     "RestoreError",
     "RestoreReport",
+    "RetryPolicy",
     "State",
     "StateDecodeError",
     "StateError",
     "System",
     "UnencodableReply",
+    "UnknownItem",
+    "WorkQueue",
     "check_agent_id",
     "handler",
     "host_of",

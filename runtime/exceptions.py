@@ -36,6 +36,9 @@ The runtime's part of the tree::
     │   │   └── UnencodableReply    the handler returned a value that cannot be encoded; rolled back too
     │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
     ├── FeedbackError               an annotation names no recorded decision, has no known label, or audit is off
+    ├── QueueError                  a work queue (``WorkQueue``) refused a request about one of its items
+    │   ├── LeaseLost               the token no longer holds the item's lease: expired, claimed again, or finished
+    │   └── UnknownItem             the queue has no item with that id
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
 """
 
@@ -61,15 +64,18 @@ __all__ = [
     "GarrisonError",
     "HandlerError",
     "InternalError",
+    "LeaseLost",
     "MailboxFull",
     "MessageDropped",
     "MessageHeld",
     "NoHandler",
     "NotDurable",
+    "QueueError",
     "RestoreError",
     "StateDecodeError",
     "StateError",
     "UnencodableReply",
+    "UnknownItem",
 ]
 
 
@@ -197,6 +203,25 @@ class Fenced(AgentError):
 
 class FeedbackError(GarrisonError):
     """An annotation was refused: no such recorded decision, an unknown label, no ``who``, or audit off."""
+
+
+class QueueError(GarrisonError):
+    """A work queue refused a request about one of its items; nothing in the queue changed.
+
+    ``details``: ``item``, and for a lease, ``token``, ``current_token`` and ``state``.
+    """
+
+
+class LeaseLost(QueueError):
+    """The token no longer holds the item's lease: the lease expired (``state`` is still ``leased``
+    or the expiry was applied), the item was claimed again (``current_token`` is newer), or it was
+    finished under another token.  The work done under it must not be reported; claim again.
+    (Completing again with the token that completed it is not an error: it answers ``already_completed``.)
+    """
+
+
+class UnknownItem(QueueError):
+    """The queue has no item with that id (never enqueued here: another queue of a set, or a typo)."""
 
 
 class AskTimeout(GarrisonError, TimeoutError):

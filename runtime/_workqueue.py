@@ -1,0 +1,205 @@
+"""``WorkQueue``: a durable work queue as a Garrison agent, and its messages.
+
+The queue's rules live in :mod:`._queue_logic` (a plain class over a key-value store and a clock);
+this module maps each message to one of its operations over the agent's ``self.state`` at
+``time.time()``.  So the queue's state is the agent's LMDB working state: each message's changes
+commit atomically with it, survive a SIGKILL, are journaled and checkpointed like any agent's, and
+the agent can be supervised.  The agent handles one message at a time, so two claims never see the
+same ready item: a claim race has one winner by construction.
+
+Asks are effectively-once by default: a driver's ask retried across a restart of the queue (same
+message id) gets the reply of the first handling, so a ``Claim`` whose reply was lost in a crash
+does not lease items nobody knows about.
+
+Replies are plain data (dicts and lists; see each message).  Refusals are typed errors raised to
+the asker: :class:`~runtime.LeaseLost` (the token does not hold the item's lease) and
+:class:`~runtime.UnknownItem`.  The batch forms answer per item instead of raising.
+
+The retry policy is :attr:`WorkQueue.policy` (a class attribute; subclass to change it), or the
+``policy`` keyword the agent is spawned with: ``system.spawn(WorkQueue, "jobs", init={"policy":
+{"base": 0.5, "max_attempts": 3}})``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols import Message
+
+from ._agent import Agent, handler
+from ._queue_logic import PRIORITY_RANGE, QueueLogic, RetryPolicy
+
+# Public through ``runtime.queue`` (the messages) and ``runtime`` (``WorkQueue``).
+
+
+class NewItem(BaseModel):
+    """One item of an :class:`EnqueueMany`: the fields of :class:`Enqueue`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1)
+    payload: Any = None
+    priority: int = Field(0, ge=-PRIORITY_RANGE, le=PRIORITY_RANGE)
+    max_attempts: int | None = Field(None, ge=1)
+
+
+class Enqueue(Message, name="queue.enqueue"):
+    """Add an item under idempotency ``key`` (its id).  Reply: ``{"id", "duplicate", "state", "attempts"}``;
+    a key already in the queue changes nothing (``duplicate: True``, the existing item's state)."""
+
+    key: str = Field(min_length=1)
+    payload: Any = None
+    #: Higher is claimed first.
+    priority: int = Field(0, ge=-PRIORITY_RANGE, le=PRIORITY_RANGE)
+    #: Claims before the item is dead (default: the queue's ``RetryPolicy.max_attempts``).
+    max_attempts: int | None = Field(None, ge=1)
+
+
+class EnqueueMany(Message, name="queue.enqueue_many"):
+    """Add several items in one message.  Reply: one :class:`Enqueue` answer per item, in order."""
+
+    items: list[NewItem]
+
+
+class Claim(Message, name="queue.claim"):
+    """Lease up to ``limit`` items to ``worker`` for ``lease_seconds``.  Reply: a list (maybe empty) of
+    ``{"id", "token", "lease_until", "payload", "priority"}``, highest priority first, then oldest."""
+
+    worker: str
+    limit: int = Field(1, ge=1)
+    lease_seconds: float = Field(30.0, gt=0)
+
+
+class Extend(Message, name="queue.extend"):
+    """Move a held lease's end to now + ``lease_seconds``.  Reply: ``{"id", "token", "lease_until"}``;
+    raises ``LeaseLost`` if the token no longer holds the lease."""
+
+    item: str
+    token: int
+    lease_seconds: float = Field(30.0, gt=0)
+
+
+class Complete(Message, name="queue.complete"):
+    """Record the item's result.  Reply: ``{"id", "status", "seq"}``, status ``completed``, or
+    ``already_completed`` for a repeat with the token that completed it (the first result is kept);
+    raises ``LeaseLost`` for any other token that does not hold the lease, ``UnknownItem``."""
+
+    item: str
+    token: int
+    result: Any = None
+
+
+class Completion(BaseModel):
+    """One completion of a :class:`CompleteMany`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: str
+    token: int
+    result: Any = None
+
+
+class CompleteMany(Message, name="queue.complete_many"):
+    """Complete several items, each on its own.  Reply: one outcome per item, in order:
+    ``{"id", "status"}`` with status ``completed``, ``already_completed``, ``lease_lost`` or ``unknown``."""
+
+    items: list[Completion]
+
+
+class Fail(Message, name="queue.fail"):
+    """Give a leased item up.  ``retry``: back to pending after the policy's backoff, unless out of
+    attempts; otherwise (or ``retry=False``) dead.  Reply: ``{"id", "state", "attempts", "retry_at"}``."""
+
+    item: str
+    token: int
+    reason: str = ""
+    retry: bool = True
+
+
+class Results(Message, name="queue.results"):
+    """Completed items after cursor ``after``, in completion order.  Reply: ``{"items", "cursor"}``,
+    each item ``{"id", "seq", "result", "attempts", "finished_at"}``; pass ``cursor`` back for more."""
+
+    after: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1)
+
+
+class Ack(Message, name="queue.ack"):
+    """Drop the results up to cursor ``upto`` (the items stay done).  Reply: ``{"acked", "dropped"}``."""
+
+    upto: int = Field(ge=0)
+
+
+class QueueStats(Message, name="queue.stats"):
+    """Reply: per state (``pending``, ``leased``, ``done``, ``dead``) ``{"count", "oldest_age"}``,
+    and ``depth`` (pending + leased)."""
+
+
+class GetItem(Message, name="queue.item"):
+    """Reply: the item's stored record (``state``, ``attempts``, ``result``, ``reason``...); ``UnknownItem``."""
+
+    item: str
+
+
+class WorkQueue(Agent):
+    """A durable work queue (see the module docstring and :mod:`runtime._queue_logic` for the semantics)."""
+
+    #: The retry policy of every queue of this class, unless spawned with ``init={"policy": {...}}``.
+    policy: ClassVar[RetryPolicy] = RetryPolicy()
+
+    def __init__(self, policy: dict[str, Any] | RetryPolicy | None = None) -> None:
+        if isinstance(policy, dict):
+            policy = RetryPolicy(**policy)
+        self.retry_policy = policy or type(self).policy
+
+    def _logic(self) -> QueueLogic:
+        return QueueLogic(self.state, time.time, self.retry_policy)
+
+    @handler
+    def enqueue(self, msg: Enqueue) -> dict[str, Any]:
+        return self._logic().enqueue([{"key": msg.key, "payload": msg.payload, "priority": msg.priority,
+                                       "max_attempts": msg.max_attempts}])[0]
+
+    @handler
+    def enqueue_many(self, msg: EnqueueMany) -> list[dict[str, Any]]:
+        return self._logic().enqueue({"key": i.key, "payload": i.payload, "priority": i.priority,
+                                      "max_attempts": i.max_attempts} for i in msg.items)
+
+    @handler
+    def claim(self, msg: Claim) -> list[dict[str, Any]]:
+        return self._logic().claim(msg.worker, msg.limit, msg.lease_seconds)
+
+    @handler
+    def extend(self, msg: Extend) -> dict[str, Any]:
+        return self._logic().extend(msg.item, msg.token, msg.lease_seconds)
+
+    @handler
+    def complete(self, msg: Complete) -> dict[str, Any]:
+        return self._logic().complete(msg.item, msg.token, msg.result)
+
+    @handler
+    def complete_many(self, msg: CompleteMany) -> list[dict[str, Any]]:
+        return self._logic().complete_many((c.item, c.token, c.result) for c in msg.items)
+
+    @handler
+    def fail(self, msg: Fail) -> dict[str, Any]:
+        return self._logic().fail(msg.item, msg.token, msg.reason, msg.retry)
+
+    @handler
+    def results(self, msg: Results) -> dict[str, Any]:
+        return self._logic().results(msg.after, msg.limit)
+
+    @handler
+    def ack(self, msg: Ack) -> dict[str, Any]:
+        return self._logic().ack(msg.upto)
+
+    @handler
+    def stats(self, msg: QueueStats) -> dict[str, Any]:
+        return self._logic().stats()
+
+    @handler
+    def item(self, msg: GetItem) -> dict[str, Any]:
+        return self._logic().item(msg.item)

@@ -1,0 +1,54 @@
+"""The durable work queue: ``from runtime.queue import WorkQueue, Claim, Complete, ...``.
+
+:class:`WorkQueue` is a Garrison agent (its state in LMDB, checkpointed,
+supervisable) holding work items; workers claim them with a lease, extend it
+while they work, and complete or fail them; downstream consumers read the
+results in completion order.  Its messages have names of their own
+(``queue.claim@1`` ...) and live here rather than in ``runtime``'s namespace,
+where names such as ``Claim`` or ``Fail`` would say too little.  The rules are
+in :mod:`runtime._queue_logic`; the agent in :mod:`runtime._workqueue`.
+``WorkQueue``, ``RetryPolicy`` and the queue's errors (``QueueError``,
+``LeaseLost``, ``UnknownItem``) are in ``runtime`` too.
+"""
+
+from __future__ import annotations
+
+from ._queue_logic import RetryPolicy
+from ._workqueue import (
+    Ack,
+    Claim,
+    Complete,
+    CompleteMany,
+    Completion,
+    Enqueue,
+    EnqueueMany,
+    Extend,
+    Fail,
+    GetItem,
+    NewItem,
+    QueueStats,
+    Results,
+    WorkQueue,
+)
+from .exceptions import LeaseLost, QueueError, UnknownItem
+
+__all__ = [
+    "Ack",
+    "Claim",
+    "Complete",
+    "CompleteMany",
+    "Completion",
+    "Enqueue",
+    "EnqueueMany",
+    "Extend",
+    "Fail",
+    "GetItem",
+    "LeaseLost",
+    "NewItem",
+    "QueueError",
+    "QueueStats",
+    "Results",
+    "RetryPolicy",
+    "UnknownItem",
+    "WorkQueue",
+]

@@ -1,0 +1,216 @@
+"""The ``WorkQueue`` agent on a real local Ray: claim races, leases in real time, poison items,
+duplicates, a worker process SIGKILLed mid-item, and the queue's own process SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import ray
+
+from runtime.queue import (
+    Claim,
+    Complete,
+    CompleteMany,
+    Completion,
+    Enqueue,
+    EnqueueMany,
+    Fail,
+    GetItem,
+    LeaseLost,
+    NewItem,
+    QueueStats,
+    Results,
+    WorkQueue,
+)
+
+from .waiting import wait_for
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def all_results(queue) -> list[dict]:
+    out, cursor = [], 0
+    while True:
+        page = queue.ask(Results(after=cursor, limit=500))
+        if not page["items"]:
+            return out
+        out.extend(page["items"])
+        cursor = page["cursor"]
+
+
+def test_a_claim_race_has_exactly_one_winner(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id)
+    queue.ask(Enqueue(key="only", payload={"x": 1}))
+    start = threading.Barrier(8)
+    won: list[list[dict]] = []
+
+    def claimer(i: int) -> None:
+        start.wait()
+        won.append(queue.ask(Claim(worker=f"w{i}", limit=1, lease_seconds=30), timeout=60))
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [c for c in won if c]
+    assert len(won) == 8 and len(winners) == 1
+    assert winners[0][0]["id"] == "only" and winners[0][0]["token"] == 1
+    assert queue.ask(QueueStats())["leased"]["count"] == 1
+
+
+def test_an_expired_lease_makes_the_item_claimable_again_and_fences_the_old_token(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id)
+    queue.ask(Enqueue(key="job"))
+    [first] = queue.ask(Claim(worker="slow", lease_seconds=0.3))
+    # No sleeping: claim until the lease has run out and the item comes back.
+    [second] = wait_for(lambda: queue.ask(Claim(worker="fast", lease_seconds=30)), timeout=30)
+    assert (second["id"], second["token"]) == ("job", 2), "the expired lease counted as an attempt"
+    with pytest.raises(LeaseLost) as err:
+        queue.ask(Complete(item="job", token=first["token"], result="late"))
+    assert err.value.details["current_token"] == 2
+    assert queue.ask(Complete(item="job", token=2, result="ok"))["status"] == "completed"
+    assert queue.ask(Complete(item="job", token=2, result="again"))["status"] == "already_completed"
+    assert [(r["id"], r["result"]) for r in all_results(queue)] == [("job", "ok")]
+
+
+def test_a_poison_item_is_dead_after_max_attempts_failures(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id, init={"policy": {"base": 0.05, "factor": 2.0, "max_attempts": 3}})
+    queue.ask(Enqueue(key="poison", payload="bad"))
+    tokens = []
+    for _ in range(3):  # each retry is claimable once its backoff (0.05 s, then 0.1 s) is over
+        [c] = wait_for(lambda: queue.ask(Claim(worker="w", lease_seconds=30)), timeout=30)
+        tokens.append(c["token"])
+        queue.ask(Fail(item="poison", token=c["token"], reason=f"boom {c['token']}"))
+    assert tokens == [1, 2, 3]
+    item = queue.ask(GetItem(item="poison"))
+    assert item["state"] == "dead" and item["reason"] == "boom 3" and item["attempts"] == 3
+    stats = queue.ask(QueueStats())
+    assert stats["dead"]["count"] == 1 and stats["depth"] == 0
+    assert queue.ask(Enqueue(key="poison"))["state"] == "dead", "a dead item stays (for an operator)"
+
+
+def test_duplicate_enqueues_are_one_item(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id)
+    answers: list[dict] = []
+
+    def producer() -> None:
+        answers.append(queue.ask(Enqueue(key="order-42", payload={"cents": 100})))
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batch = queue.ask(EnqueueMany(items=[NewItem(key="order-42"), NewItem(key="order-43"), NewItem(key="order-43")]))
+    assert sorted(a["duplicate"] for a in answers) == [False, True, True, True]
+    assert [a["duplicate"] for a in batch] == [True, False, True]
+    assert queue.ask(QueueStats())["pending"]["count"] == 2
+    claimed = queue.ask(Claim(worker="w", limit=10))
+    assert sorted(c["id"] for c in claimed) == ["order-42", "order-43"]
+    assert queue.ask(Enqueue(key="order-42"))["state"] == "leased"
+
+
+WORKER = """
+import os, sys, time
+from runtime import System
+from runtime.queue import Claim
+address, queue_id, effects, log = sys.argv[1:5]
+queue = System(address=address).lookup(queue_id)
+[item] = queue.ask(Claim(worker="doomed", limit=1, lease_seconds=2.0), timeout=60)
+os.close(os.open(os.path.join(effects, item["id"]), os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the effect
+with open(log, "a") as f:
+    f.write(f"started {item['id']} {item['token']}\\n")
+time.sleep(600)  # "working": never completes, SIGKILLed by the test
+"""
+
+
+def _effect(effects: Path, item_id: str) -> bool:
+    """The idempotent effect, keyed by item id: True if this call did it."""
+    try:
+        os.close(os.open(effects / item_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_a_worker_process_sigkilled_mid_item_leaves_it_to_another_worker_once(system, agent_id, tmp_path):
+    queue = system.spawn(WorkQueue, agent_id)
+    queue.ask(Enqueue(key="charge-7", payload={"cents": 700}))
+    effects, log = tmp_path / "effects", tmp_path / "worker.log"
+    effects.mkdir()
+    address = ray.get_runtime_context().gcs_address
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, address, agent_id, str(effects), str(log)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: log.exists() and "started charge-7 1" in log.read_text(), timeout=50,
+                 describe=lambda: worker.poll())
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+    assert queue.ask(GetItem(item="charge-7"))["worker"] == "doomed"
+    [item] = wait_for(lambda: queue.ask(Claim(worker="survivor", lease_seconds=30)), timeout=30)
+    assert (item["id"], item["token"]) == ("charge-7", 2), "claimed again once the killed worker's lease expired"
+    did_it = _effect(effects, item["id"])  # the killed worker did it already: not again
+    assert queue.ask(Complete(item="charge-7", token=item["token"], result={"effect_done_here": did_it}))[
+        "status"] == "completed"
+    with pytest.raises(LeaseLost):  # had the killed worker lived, its completion would be refused
+        queue.ask(Complete(item="charge-7", token=1, result="stale"))
+    assert sorted(p.name for p in effects.iterdir()) == ["charge-7"], "exactly one effect"
+    results = all_results(queue)
+    assert [(r["id"], r["attempts"], r["result"]) for r in results] == [("charge-7", 2, {"effect_done_here": False})]
+
+
+def test_the_queue_sigkilled_mid_stream_loses_no_item_and_completes_each_once(system, agent_id):
+    n = 240
+    queue = system.spawn(WorkQueue, agent_id)
+    pid = queue.admin.status()["pid"]
+    enqueued, completed = [], []
+    lock = threading.Lock()
+    under_way, finished = threading.Event(), threading.Event()
+
+    def producer() -> None:
+        for i in range(n):
+            assert not queue.ask(Enqueue(key=f"item-{i:04d}", payload=i), timeout=60)["duplicate"]
+            enqueued.append(i)
+            if i == n // 3:
+                under_way.set()
+
+    def worker(w: int) -> None:
+        while not finished.is_set():
+            claimed = queue.ask(Claim(worker=f"w{w}", limit=8, lease_seconds=10), timeout=60)
+            if not claimed:
+                continue
+            outcomes = queue.ask(CompleteMany(items=[Completion(item=c["id"], token=c["token"], result=c["payload"])
+                                                     for c in claimed]), timeout=60)
+            with lock:
+                completed.extend(o["id"] for o in outcomes if o["status"] == "completed")
+
+    threads = [threading.Thread(target=producer)] + [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        assert under_way.wait(60)
+        os.kill(pid, signal.SIGKILL)
+        threads[0].join(90)
+        assert len(enqueued) == n
+        wait_for(lambda: queue.ask(QueueStats())["done"]["count"] == n, timeout=50,
+                 describe=lambda: queue.ask(QueueStats()))
+    finally:
+        finished.set()
+        for t in threads:
+            t.join(60)
+    results = all_results(queue)
+    assert sorted(r["id"] for r in results) == [f"item-{i:04d}" for i in range(n)], "none lost, none twice"
+    assert all(r["result"] == int(r["id"][5:]) for r in results)
+    assert sorted(completed) == [f"item-{i:04d}" for i in range(n)], "each completion acknowledged exactly once"
+    status = queue.admin.status()
+    assert status["incarnation"] == 2, "the queue's process was killed and restarted mid-stream"
