@@ -8,12 +8,14 @@ results in completion order.  Its messages have names of their own
 where names such as ``Claim`` or ``Fail`` would say too little.  The rules are
 in :mod:`runtime._queue_logic`; the agent in :mod:`runtime._workqueue`.
 ``WorkQueue``, ``RetryPolicy`` and the queue's errors (``QueueError``,
-``LeaseLost``, ``UnknownItem``) are in ``runtime`` too.
+``LeaseLost``, ``UnknownItem``) are in ``runtime`` too.  :class:`QueueSet` spreads one queue over
+several queue agents, partitioned by key (:mod:`runtime._queueset`).
 """
 
 from __future__ import annotations
 
 from ._queue_logic import RetryPolicy
+from ._queueset import QueueSet, partition_of
 from ._workqueue import (
     Ack,
     Claim,
@@ -46,9 +48,11 @@ __all__ = [
     "LeaseLost",
     "NewItem",
     "QueueError",
+    "QueueSet",
     "QueueStats",
     "Results",
     "RetryPolicy",
     "UnknownItem",
     "WorkQueue",
+    "partition_of",
 ]
