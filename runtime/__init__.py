@@ -19,6 +19,7 @@ from ._restore import RestoreReport
 from ._spec import check_agent_id
 from ._state import ReadOnlyState, State
 from ._system import NAMESPACE, System
+from ._topic import Topic
 from ._trace import trace
 from ._workqueue import WorkQueue  # its messages: runtime.queue
 from .exceptions import (
@@ -33,11 +34,13 @@ from .exceptions import (
     CheckpointError,
     ClusterUnavailable,
     ConfigError,
+    ContractError,
     DataDirectoryError,
     FeedbackError,
     Fenced,
     GarrisonError,
     HandlerError,
+    IllegalTransition,
     InternalError,
     LeaseLost,
     MailboxFull,
@@ -49,6 +52,7 @@ from .exceptions import (
     StateError,
     UnencodableReply,
     UnknownItem,
+    UnknownTask,
 )
 
 __all__ = [
@@ -73,6 +77,7 @@ __all__ = [
     "ClusterUnavailable",
     "ConfigError",
     "Context",
+    "ContractError",
     "DataDirectoryError",
     "DirectoryStore",
     "Durability",
@@ -83,6 +88,7 @@ __all__ = [
     "GarrisonError",
     "GetTrace",
     "HandlerError",
+    "IllegalTransition",
     "InternalError",
     "LeaseLost",
     "MailboxFull",
@@ -102,8 +108,10 @@ __all__ = [
     "StateDecodeError",
     "StateError",
     "System",
+    "Topic",
     "UnencodableReply",
     "UnknownItem",
+    "UnknownTask",
     "WorkQueue",
     "check_agent_id",
     "handler",

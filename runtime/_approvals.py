@@ -39,8 +39,6 @@ so it commits (and sends the decisions) like any other.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from typing import Any
 
@@ -50,12 +48,10 @@ from protocols import Message, default_registry
 
 from ._agent import Agent, handler
 from ._gatekeeper import credential_for
-from .exceptions import GarrisonError
+from ._ticker import Ticker
 
 __all__ = ["ApprovalDecided", "ApprovalQueue", "Approvals", "DecideApproval", "GetApproval", "ListApprovals",
            "RequestApproval", "SweepApprovals"]
-
-log = logging.getLogger("garrison.approvals")
 
 
 class RequestApproval(Message, name="garrison.approval.request"):
@@ -117,32 +113,18 @@ class ApprovalQueue(Agent):
 
     def __init__(self, sweep_every: float = 1.0) -> None:
         self.sweep_every = sweep_every
-        #: When the earliest pending request expires (None: none pending), and how many are pending;
-        #: kept by the handlers (``_recount``), read by the timer thread and ``gauges`` (replaced whole).
-        self._due: float | None = None
+        #: Its ``due``: when the earliest pending request expires (None: none pending); ``_pending``: how
+        #: many are pending.  Kept by the handlers (``_recount``), read by the ticker and ``gauges``.
+        self._ticker = Ticker(sweep_every)
         self._pending = 0
-        self._stopping = threading.Event()
 
     def on_start(self) -> None:
         self._recount()
-        threading.Thread(target=self._timer, name=f"garrison-approvals-{self.agent_id}", daemon=True).start()
+        me = self.lookup(self.agent_id)
+        self._ticker.start(f"garrison-approvals-{self.agent_id}", lambda: me.tell(SweepApprovals()))
 
     def on_stop(self) -> None:
-        self._stopping.set()
-
-    def _timer(self) -> None:
-        me = self.lookup(self.agent_id)
-        while not self._stopping.wait(self.sweep_every):
-            due, now = self._due, time.time()
-            if due is None or now < due:
-                continue
-            # Until the sweep sets the real one: a queue that cannot handle it now (halted,
-            # quarantined) is not told again every tick, which would pile up dead letters.
-            self._due = now + max(10.0, 10 * self.sweep_every)
-            try:
-                me.tell(SweepApprovals())
-            except GarrisonError as exc:  # stopping, halted, quarantined: the next look tries again
-                log.info("approval queue %s: sweep not sent: %s", self.agent_id, exc)
+        self._ticker.stop()
 
     @handler
     def swept(self, msg: SweepApprovals) -> int:
@@ -223,9 +205,9 @@ class ApprovalQueue(Agent):
         self._recount()
 
     def _recount(self) -> None:
-        """``_due`` and ``_pending`` from the state: the earliest expiry, and how many requests wait."""
+        """The ticker's ``due`` and ``_pending`` from the state: the earliest expiry, and how many requests wait."""
         expiries = [self._load(k.split("/", 1)[1]).expires for k in self.state.keys("pending/")]
-        self._due, self._pending = min(expiries, default=None), len(expiries)
+        self._ticker.due, self._pending = min(expiries, default=None), len(expiries)
 
     def gauges(self) -> dict[str, float]:
         """``garrison_approvals_pending``: requests waiting for people (as of the last handled message)."""

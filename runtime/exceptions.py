@@ -39,6 +39,9 @@ The runtime's part of the tree::
     ├── QueueError                  a work queue (``WorkQueue``) refused a request about one of its items
     │   ├── LeaseLost               the token no longer holds the item's lease: expired, claimed again, or finished
     │   └── UnknownItem             the queue has no item with that id
+    ├── ContractError               a contract net's manager refused a request about one of its tasks
+    │   ├── IllegalTransition       the negotiation's state does not allow that move (say, done before committed)
+    │   └── UnknownTask             the manager has no negotiation for that task id
     └── AskTimeout                  an ask got no reply before its deadline (also a TimeoutError)
 """
 
@@ -58,11 +61,13 @@ __all__ = [
     "CheckpointError",
     "ClusterUnavailable",
     "ConfigError",
+    "ContractError",
     "DataDirectoryError",
     "FeedbackError",
     "Fenced",
     "GarrisonError",
     "HandlerError",
+    "IllegalTransition",
     "InternalError",
     "LeaseLost",
     "MailboxFull",
@@ -76,6 +81,7 @@ __all__ = [
     "StateError",
     "UnencodableReply",
     "UnknownItem",
+    "UnknownTask",
 ]
 
 
@@ -222,6 +228,22 @@ class LeaseLost(QueueError):
 
 class UnknownItem(QueueError):
     """The queue has no item with that id (never enqueued here: another queue of a set, or a typo)."""
+
+
+class ContractError(GarrisonError):
+    """A contract net's manager refused a request about one of its tasks; nothing changed.
+
+    ``details``: ``task_id``, and for a transition ``state`` (where it is), ``to`` and ``event``.
+    """
+
+
+class IllegalTransition(ContractError):
+    """The task's negotiation cannot make that move from its state (a result before a commit, a
+    result from a bidder that is not the committed winner, anything after DONE or FAILED)."""
+
+
+class UnknownTask(ContractError):
+    """The manager has no negotiation for that task id (never announced there)."""
 
 
 class AskTimeout(GarrisonError, TimeoutError):

@@ -9,13 +9,16 @@ where names such as ``Claim`` or ``Fail`` would say too little.  The rules are
 in :mod:`runtime._queue_logic`; the agent in :mod:`runtime._workqueue`.
 ``WorkQueue``, ``RetryPolicy`` and the queue's errors (``QueueError``,
 ``LeaseLost``, ``UnknownItem``) are in ``runtime`` too.  :class:`QueueSet` spreads one queue over
-several queue agents, partitioned by key (:mod:`runtime._queueset`).
+several queue agents, partitioned by key (:mod:`runtime._queueset`); :class:`QueueWorker` is an
+agent that pulls from a queue and does each item once (:mod:`runtime._queueworker`), what
+``supervisors.start_pool`` sizes on the queue.
 """
 
 from __future__ import annotations
 
 from ._queue_logic import RetryPolicy
 from ._queueset import QueueSet, partition_of
+from ._queueworker import Forget, Process, QueueWorker
 from ._workqueue import (
     Ack,
     Claim,
@@ -44,12 +47,15 @@ __all__ = [
     "EnqueueMany",
     "Extend",
     "Fail",
+    "Forget",
     "GetItem",
     "LeaseLost",
     "NewItem",
+    "Process",
     "QueueError",
     "QueueSet",
     "QueueStats",
+    "QueueWorker",
     "Results",
     "RetryPolicy",
     "UnknownItem",

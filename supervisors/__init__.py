@@ -6,12 +6,14 @@ Policy is frozen data (:class:`ChildSpec`, :class:`SupervisorFlags`,
 ``_strategy``, ``_backoff``, ``_health``); the Ray actor applies them.
 """
 
+from ._autoscale import ScalePolicy
 from ._backoff import BackoffPolicy
 from ._health import DegradedAction, HangAction, ProbePolicy
 from ._killswitch import halt, quarantine, release, unhalt
 from ._lifecycle import ChildState, SupervisorState
 from ._monitor import Down, Monitor, monitor, wait_down
 from ._notifier import Event, JsonlNotifier, LogNotifier, Notifier, WebhookNotifier
+from ._pool import PoolScaler, PoolStatus, PoolTick, start_pool
 from ._ref import SupervisorRef, start_supervisor
 from ._spec import ChildSpec, RestartType, Strategy, SupervisorFlags, SupervisorSpec
 from ._strategy import ExitReason
@@ -43,8 +45,12 @@ __all__ = [
     "LogNotifier",
     "Monitor",
     "Notifier",
+    "PoolScaler",
+    "PoolStatus",
+    "PoolTick",
     "ProbePolicy",
     "RestartType",
+    "ScalePolicy",
     "SpecError",
     "Strategy",
     "SupervisorError",
@@ -59,6 +65,7 @@ __all__ = [
     "monitor",
     "quarantine",
     "release",
+    "start_pool",
     "start_supervisor",
     "unhalt",
     "wait_down",

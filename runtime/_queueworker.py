@@ -1,0 +1,132 @@
+"""``QueueWorker``: an agent that pulls items from a ``WorkQueue`` and does them, once each.
+
+A subclass implements ``work(payload) -> result`` (a plain method: it may use
+``self.state``, ``self.act`` is not available there).  The agent's own thread
+claims a batch (``Claim``, leased for ``lease_seconds``), asks the agent itself
+a :class:`Process` for each item -- so each item is done inside a handler, its
+state changes committed atomically with a ``queue-done/<item id>`` record of
+its result -- and reports the batch's results with one ``CompleteMany``.  A
+``work`` that raises gives the item up (``Fail``, retried by the queue's
+policy); a worker that is stopped or killed mid-batch leaves its leases to
+expire, and the queue hands the items to another worker.
+
+Effectively once: an item whose lease expired after its ``Process`` committed
+(the worker died before reporting) comes back with a new token; the ``Process``
+handler then finds ``queue-done/<id>`` and answers the recorded result without
+calling ``work`` again, so the item's effects on this agent's state happen once.
+A ``work`` with effects outside the agent must make them idempotent by item id
+(or use a governed action with its idempotency key).  The records are dropped
+once the queue has the result (``Forget``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from protocols import Message
+
+from ._agent import Agent, handler
+from ._workqueue import Claim, CompleteMany, Completion, Fail
+from .exceptions import GarrisonError, HandlerError
+
+__all__ = ["Forget", "Process", "QueueWorker"]
+
+log = logging.getLogger("garrison.queue")
+_DONE = "queue-done/"
+#: Longest wait between claims while the queue does not answer (seconds).
+MAX_BACKOFF = 5.0
+
+
+class Process(Message, name="queue.process"):
+    """Do one claimed item (the worker asks itself this, from its pulling thread)."""
+
+    item: str
+    token: int
+    payload: Any = None
+
+
+class Forget(Message, name="queue.forget"):
+    """Drop the done-records of items the queue has the results of."""
+
+    items: list[str]
+
+
+class QueueWorker(Agent):
+    """Pulls from the ``WorkQueue`` agent ``queue`` (spawn with ``init={"queue": "<its id>"}``); see the module."""
+
+    def __init__(self, queue: str, batch: int = 10, lease_seconds: float = 30.0, idle_wait: float = 0.2) -> None:
+        self.queue_id = queue
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.idle_wait = idle_wait
+        self._stopping = threading.Event()
+        #: Items done by this worker, counted by the pulling thread (for ``gauges``).
+        self._done = 0
+
+    def work(self, payload: Any) -> Any:
+        """Do one item; its return value is the item's result (msgpack-able)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement work(payload)")
+
+    def on_start(self) -> None:
+        threading.Thread(target=self._pull, name=f"garrison-worker-{self.agent_id}", daemon=True).start()
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+
+    def gauges(self) -> dict[str, float]:
+        return {"garrison_worker_items_done": self._done}
+
+    @handler
+    def process(self, msg: Process) -> Any:
+        key = _DONE + msg.item
+        if key in self.state:  # done by an earlier attempt whose report was lost: not again
+            return self.state.get(key)
+        result = self.work(msg.payload)
+        self.state.put(key, result)
+        return result
+
+    @handler
+    def forget(self, msg: Forget) -> int:
+        return sum(self.state.delete(_DONE + item) for item in msg.items)
+
+    def _pull(self) -> None:
+        """Claim, do, report, until stopped.  Every failure is the queue's to retry: nothing is lost here."""
+        me, queue = self.lookup(self.agent_id), self.lookup(self.queue_id)
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                items = queue.ask(Claim(worker=self.agent_id, limit=self.batch, lease_seconds=self.lease_seconds),
+                                  timeout=self.lease_seconds)
+                failures = 0
+            except GarrisonError as exc:  # the queue restarting (or missing), this agent stopping: look again, later
+                failures += 1
+                log.info("worker %s: claim from %s failed (%d in a row): %s", self.agent_id, self.queue_id,
+                         failures, exc)
+                self._stopping.wait(min(MAX_BACKOFF, self.idle_wait * 2 ** min(failures, 16)))
+                continue
+            if not items:
+                self._stopping.wait(self.idle_wait)
+                continue
+            self._do(me, queue, items)
+
+    def _do(self, me: Any, queue: Any, items: list[dict[str, Any]]) -> None:
+        done: list[Completion] = []
+        try:
+            for item in items:
+                if self._stopping.is_set():
+                    break  # the rest of the batch: their leases expire, another worker takes them
+                try:
+                    result = me.ask(Process(item=item["id"], token=item["token"], payload=item["payload"]),
+                                    timeout=self.lease_seconds)
+                except HandlerError as exc:
+                    queue.ask(Fail(item=item["id"], token=item["token"], reason=str(exc)), timeout=self.lease_seconds)
+                    continue
+                done.append(Completion(item=item["id"], token=item["token"], result=result))
+            if done:
+                queue.ask(CompleteMany(items=done), timeout=self.lease_seconds)
+                self._done += len(done)
+                me.ask(Forget(items=[c.item for c in done]), timeout=self.lease_seconds)
+        except GarrisonError as exc:  # stopping, or the queue gone for now: the leases expire, nothing lost
+            log.info("worker %s: batch cut short: %s", self.agent_id, exc)

@@ -1,0 +1,76 @@
+"""A worker pool that sizes itself on its queue: a load step up then down, on the shared Ray."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import uuid
+
+import pytest
+
+from runtime import WorkQueue
+from runtime.queue import EnqueueMany, Forget, NewItem, Process, QueueStats, Results
+from supervisors import PoolStatus, ScalePolicy, SupervisorRef, start_pool
+
+from .pool_agents import CountingDoubler, Doubler, Worked
+from .waiting import wait_for
+
+pytestmark = pytest.mark.ray
+
+POLICY = ScalePolicy(min_size=1, max_size=3, target_wait=0.5, items_per_worker=20, max_step=2,
+                     up_cooldown=0.5, down_cooldown=1.0, quiet_for=1.0)
+
+
+def test_a_load_step_grows_the_pool_then_it_shrinks_back_without_flapping(system, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    data_dir = tmp_path / "pool"
+    data_dir.mkdir()
+    queue = system.spawn(WorkQueue, f"jobs-{tag}")
+    root = start_pool(f"pool-{tag}", Doubler, queue=queue.agent_id, data_dir=data_dir, policy=POLICY, every=0.25,
+                      init={"batch": 5, "lease_seconds": 3.0})
+    try:
+        pool = SupervisorRef.lookup(f"pool-{tag}-workers")
+        scaler = system.lookup(f"pool-{tag}-scaler")
+
+        def workers() -> int:
+            return sum(c["state"] == "running" for c in pool.which_children())
+
+        wait_for(lambda: workers() == POLICY.min_size, timeout=60)
+        n = 240
+        queue.ask(EnqueueMany(items=[NewItem(key=f"item-{i}", payload=i) for i in range(n)]))
+        wait_for(lambda: workers() == POLICY.max_size, timeout=60, describe=lambda: scaler.ask(PoolStatus()))
+        victim = next(c for c in pool.which_children() if c["state"] == "running")
+        os.kill(victim["pid"], signal.SIGKILL)  # mid-stream: its leased items come back after their lease
+        wait_for(lambda: queue.ask(QueueStats())["done"]["count"] == n, timeout=120,
+                 describe=lambda: queue.ask(QueueStats()))
+        wait_for(lambda: workers() == POLICY.min_size, timeout=60, describe=lambda: scaler.ask(PoolStatus()))
+        assert any(c["restarts"] for c in pool.which_children()) or victim["id"] not in {
+            c["id"] for c in pool.which_children()}, "the killed worker was restarted (or later shrunk away)"
+
+        results = queue.ask(Results(after=0, limit=n + 10))["items"]
+        assert sorted((r["id"], r["result"]) for r in results) == sorted((f"item-{i}", 2 * i) for i in range(n))
+        changes = scaler.ask(PoolStatus())["changes"]
+        sizes = [c["to"] for c in changes]
+        assert max(sizes) == POLICY.max_size and sizes[-1] == POLICY.min_size
+        assert all(c["reason"].startswith(("grow", "shrink")) and "depth" in c["reason"] for c in changes)
+        ups = [c for c in changes if c["reason"].startswith("grow")]
+        downs = [c for c in changes if c["reason"].startswith("shrink")]
+        # Up to the max at most max_step at a time, then down one at a time: no size visited twice on the way.
+        assert len(ups) <= 1 + POLICY.max_size // POLICY.max_step + 1 and len(downs) == POLICY.max_size - POLICY.min_size
+        assert all(a["time"] < b["time"] for a, b in itertools.pairwise(changes))
+        first_down = changes.index(downs[0])
+        assert all(c["reason"].startswith("shrink") for c in changes[first_down:]), "no growth after the shrink began"
+    finally:
+        root.stop()
+
+
+def test_an_item_done_before_its_report_was_lost_is_not_done_again(system, agent_id):
+    """The worker died after ``Process`` committed and before ``CompleteMany``: the item comes back with
+    token 2, and the worker answers the recorded result without running ``work`` again."""
+    worker = system.spawn(CountingDoubler, agent_id, init={"queue": f"no-such-queue-{agent_id}"})
+    assert worker.ask(Process(item="x", token=1, payload=21)) == 42
+    assert worker.ask(Process(item="x", token=2, payload=21)) == 42
+    assert worker.ask(Worked()) == 1, "work ran once"
+    assert worker.ask(Forget(items=["x"])) == 1
+    assert worker.ask(Process(item="x", token=3, payload=21)) == 42 and worker.ask(Worked()) == 2
