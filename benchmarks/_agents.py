@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from governance import Action, Risk
 from protocols import Message
 from runtime import Agent, ApprovalDecided, handler
+from runtime.queue import QueueWorker
 
 
 class Tick(Message, name="bench.tick"):
@@ -155,3 +158,13 @@ class Cashier(Agent):
     @handler
     def executed(self, msg: Executed) -> list | None:
         return self.state.get(f"done/{msg.approval_id}")
+
+
+class Sleeper(QueueWorker):
+    """A queue worker whose item takes ``payload`` seconds of CPU (the autoscale scenario's load)."""
+
+    def work(self, payload: float) -> float:
+        end = time.perf_counter() + payload
+        while time.perf_counter() < end:
+            pass
+        return payload

@@ -18,6 +18,7 @@
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
     garrison operators keygen|check ...              operators' keys and the operators file (roles)
     garrison metrics grafana|alerts                  the Grafana dashboard and Prometheus alert rules
+    garrison queue stats|item QUEUE ...              a work queue's depth by state; one item's record
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine``, ``release``, ``deploy``, ``rollback`` and ``tree``,
@@ -638,6 +639,34 @@ def operators_check(path: str) -> None:
     emit({name: {"roles": sorted(r.value for r in op.roles), "key_id": op.key.key_id.hex(),
                  "may": sorted(set().union(*(GRANTS[r] for r in op.roles)))}
           for name, op in sorted(roster.operators.items())})
+
+
+@commands.group()
+def queue() -> None:
+    """Work queues (``WorkQueue`` agents): their depth by state, an item, dead items."""
+
+
+@queue.command(name="stats")
+@click.argument("queue_id")
+@address_option
+@reports_errors
+def queue_stats(queue_id: str, address: str) -> None:
+    """Count and oldest age of the queue's items per state (pending, leased, done, dead), and its depth."""
+    from .queue import QueueStats
+
+    emit(_system(address).lookup(queue_id).ask(QueueStats()), title=f"queue {queue_id}")
+
+
+@queue.command(name="item")
+@click.argument("queue_id")
+@click.argument("item_id")
+@address_option
+@reports_errors
+def queue_item(queue_id: str, item_id: str, address: str) -> None:
+    """One item's record: state, attempts, lease, result or the reason it failed."""
+    from .queue import GetItem
+
+    emit(_system(address).lookup(queue_id).ask(GetItem(item=item_id)), title=f"{queue_id} / {item_id}")
 
 
 @commands.group()

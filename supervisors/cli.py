@@ -7,6 +7,7 @@
     garrison deploy     --who W [--key K] --why TEXT --supervisor S --agent ID [--class M:C] [--config JSON] [--init JSON]
     garrison rollback   --who W [--key K] --why TEXT --supervisor S --agent ID [--to HASH]
     garrison tree                                     the supervision tree with each node's state
+    garrison pool NAME                                a worker pool: its workers, its scaler's looks and changes
 
 each with ``[--address A]``.  Every switch is recorded with who and why (in
 the agent's operator log, ``garrison actions ID``; as a supervisor event when
@@ -225,6 +226,25 @@ def tree(address: str) -> None:
 
     _connect(address)
     emit(look(), human=forest_view)
+
+
+@garrison.command()
+@click.argument("name")
+@address_option
+@reports_errors
+def pool(name: str, address: str) -> None:
+    """A worker pool (``start_pool``): its workers' states, its scaler's last look and recent size changes."""
+    from runtime import System
+
+    from ._pool import PoolStatus
+    from ._ref import SupervisorRef
+
+    system = System(address=address)
+    status = system.lookup(f"{name}-scaler").ask(PoolStatus())
+    workers = SupervisorRef.lookup(f"{name}-workers").which_children()
+    emit({"pool": name, "queue": status["queue"], "last_look": status["last"],
+          "workers": [{k: w.get(k) for k in ("id", "state", "incarnation", "restarts", "pid")} for w in workers],
+          "changes": status["changes"][-10:]}, title=f"pool {name}")
 
 
 json_everywhere(garrison)

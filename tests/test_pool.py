@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import uuid
@@ -14,6 +15,7 @@ from runtime.queue import EnqueueMany, Forget, NewItem, Process, QueueStats, Res
 from supervisors import PoolStatus, ScalePolicy, SupervisorRef, start_pool
 
 from .pool_agents import CountingDoubler, Doubler, Worked
+from .test_cli import console
 from .waiting import wait_for
 
 pytestmark = pytest.mark.ray
@@ -22,7 +24,7 @@ POLICY = ScalePolicy(min_size=1, max_size=3, target_wait=0.5, items_per_worker=2
                      up_cooldown=0.5, down_cooldown=1.0, quiet_for=1.0)
 
 
-def test_a_load_step_grows_the_pool_then_it_shrinks_back_without_flapping(system, tmp_path):
+def test_a_load_step_grows_the_pool_then_it_shrinks_back_without_flapping(system, tmp_path, ray_session):
     tag = uuid.uuid4().hex[:8]
     data_dir = tmp_path / "pool"
     data_dir.mkdir()
@@ -61,6 +63,15 @@ def test_a_load_step_grows_the_pool_then_it_shrinks_back_without_flapping(system
         assert all(a["time"] < b["time"] for a, b in itertools.pairwise(changes))
         first_down = changes.index(downs[0])
         assert all(c["reason"].startswith("shrink") for c in changes[first_down:]), "no growth after the shrink began"
+
+        # What an operator sees: the pool and its queue from the console script.
+        address = ray_session.get_runtime_context().gcs_address
+        view = json.loads(console("pool", f"pool-{tag}", address=address).stdout)
+        assert view["queue"] == queue.agent_id and view["changes"][-1]["reason"].startswith("shrink")
+        assert sum(w["state"] == "running" for w in view["workers"]) == POLICY.min_size
+        table = console("queue", "stats", queue.agent_id, address=address, as_json=False).stdout
+        assert any(line.split()[:2] == ["done", "count"] or line.split()[:1] == ["done"] for line in table.splitlines())
+        assert str(n) in table, table
     finally:
         root.stop()
 
