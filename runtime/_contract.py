@@ -62,7 +62,7 @@ log = logging.getLogger("garrison.contracts")
 # -- messages (public through ``runtime.contracts``) -------------------------------------------------
 
 
-class Announce(Message, name="contract.announce"):
+class Announce(Message, name="garrison.contract.announce"):
     """To a manager: negotiate ``task`` (plain data) among ``bidders`` (default: the manager's own).
     Reply: ``{"task_id", "state", "duplicate"}``; a task id already announced changes nothing."""
 
@@ -71,7 +71,7 @@ class Announce(Message, name="contract.announce"):
     bidders: list[str] | None = None
 
 
-class CallForProposals(Message, name="contract.cfp"):
+class CallForProposals(Message, name="garrison.contract.cfp"):
     """To a bidder: bid for ``task`` by ``bid_deadline``; a bid is awarded by ``award_by`` at the latest."""
 
     task_id: str
@@ -82,7 +82,7 @@ class CallForProposals(Message, name="contract.cfp"):
     award_by: float
 
 
-class Bid(Message, name="contract.bid"):
+class Bid(Message, name="garrison.contract.bid"):
     """To the manager: ``bidder`` offers ``proposal`` and holds its capacity for it until ``expires``."""
 
     task_id: str
@@ -92,7 +92,7 @@ class Bid(Message, name="contract.bid"):
     expires: float
 
 
-class Refuse(Message, name="contract.refuse"):
+class Refuse(Message, name="garrison.contract.refuse"):
     """To the manager: ``bidder`` will not bid for this round, or declines the award it got."""
 
     task_id: str
@@ -101,7 +101,7 @@ class Refuse(Message, name="contract.refuse"):
     reason: str = ""
 
 
-class Award(Message, name="contract.award"):
+class Award(Message, name="garrison.contract.award"):
     """To the best bidder: the task is yours if you commit (ask :class:`Commit`) by ``commit_deadline``."""
 
     task_id: str
@@ -111,7 +111,7 @@ class Award(Message, name="contract.award"):
     commit_deadline: float
 
 
-class Commit(Message, name="contract.commit"):
+class Commit(Message, name="garrison.contract.commit"):
     """Asked of the manager by an awarded bidder.  Reply: ``{"accepted": bool, "state"}``; perform only if
     accepted.  Asking again gets the same answer."""
 
@@ -120,7 +120,7 @@ class Commit(Message, name="contract.commit"):
     bidder: str
 
 
-class Reject(Message, name="contract.reject"):
+class Reject(Message, name="garrison.contract.reject"):
     """To a bidder: release what you hold for this task and round (you lost, or the award was withdrawn)."""
 
     task_id: str
@@ -128,7 +128,7 @@ class Reject(Message, name="contract.reject"):
     reason: str = ""
 
 
-class Done(Message, name="contract.done"):
+class Done(Message, name="garrison.contract.done"):
     """To the manager: the committed winner performed the task; ``result`` is what ``perform`` returned."""
 
     task_id: str
@@ -137,7 +137,7 @@ class Done(Message, name="contract.done"):
     result: Any = None
 
 
-class Failed(Message, name="contract.failed"):
+class Failed(Message, name="garrison.contract.failed"):
     """To the manager: the committed winner could not perform the task (``perform`` raised)."""
 
     task_id: str
@@ -146,28 +146,28 @@ class Failed(Message, name="contract.failed"):
     reason: str = ""
 
 
-class GetNegotiation(Message, name="contract.get"):
+class GetNegotiation(Message, name="garrison.contract.get"):
     """Reply: the task's negotiation record (``state``, ``round``, ``bids``, ``winner``, ``result``,
     ``history``...); raises ``UnknownTask``."""
 
     task_id: str
 
 
-class ListNegotiations(Message, name="contract.list"):
+class ListNegotiations(Message, name="garrison.contract.list"):
     """Reply: ``{task_id: state}`` of every task (or only those in ``state``)."""
 
     state: str | None = None
 
 
-class SweepContracts(Message, name="contract.sweep"):
+class SweepContracts(Message, name="garrison.contract.sweep"):
     """From the manager's own timer: apply the deadlines that are due."""
 
 
-class ContractorStatus(Message, name="contract.contractor_status"):
+class ContractorStatus(Message, name="garrison.contract.contractor_status"):
     """Reply: ``{"capacity", "held": {task_id: round}, "performed": {task_id: round}}``."""
 
 
-class SweepReservations(Message, name="contract.sweep_reservations"):
+class SweepReservations(Message, name="garrison.contract.sweep_reservations"):
     """From a contractor's own timer: release reservations nobody awarded in time."""
 
 

@@ -39,7 +39,7 @@ _DONE = "queue-done/"
 MAX_BACKOFF = 5.0
 
 
-class Process(Message, name="queue.process"):
+class Process(Message, name="garrison.queue.process"):
     """Do one claimed item (the worker asks itself this, from its pulling thread)."""
 
     item: str
@@ -47,7 +47,7 @@ class Process(Message, name="queue.process"):
     payload: Any = None
 
 
-class Forget(Message, name="queue.forget"):
+class Forget(Message, name="garrison.queue.forget"):
     """Drop the done-records of items the queue has the results of."""
 
     items: list[str]

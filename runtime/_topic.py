@@ -66,7 +66,7 @@ _KEYLOG = "t/kx/"  # t/kx/<n:020d> -> the n-th key remembered
 _MSG = "t/msg/"  # t/msg/<seq:020d> -> a retained message
 
 
-class Publish(Message, name="topic.publish"):
+class Publish(Message, name="garrison.topic.publish"):
     """Publish ``payload`` to every subscriber.  Reply: ``{"seq", "duplicate", "subscribers"}``
     (``subscribers``: how many it was sent to; 0 for a duplicate)."""
 
@@ -85,7 +85,7 @@ class Publish(Message, name="topic.publish"):
         return cls(payload=body, payload_type=msg.type_tag(), key=key, ttl=ttl)
 
 
-class Published(Message, name="topic.published"):
+class Published(Message, name="garrison.topic.published"):
     """What a subscriber receives: write a handler for it (``@handler def on_news(self, msg: Published)``)."""
 
     topic: str
@@ -113,7 +113,7 @@ class Published(Message, name="topic.published"):
         return found.model_validate(body)
 
 
-class Subscribe(Message, name="topic.subscribe"):
+class Subscribe(Message, name="garrison.topic.subscribe"):
     """Subscribe agent ``subscriber``.  Reply: ``{"subscriber", "since", "already", "replayed", "missed",
     "expired"}``: it gets every message numbered after ``since``; ``replayed`` of them were retained and
     sent now, ``missed`` were asked for but no longer retained, ``expired`` were past their ttl."""
@@ -125,18 +125,18 @@ class Subscribe(Message, name="topic.subscribe"):
     delivery: Delivery = Delivery.EFFECTIVELY_ONCE
 
 
-class Unsubscribe(Message, name="topic.unsubscribe"):
+class Unsubscribe(Message, name="garrison.topic.unsubscribe"):
     """End ``subscriber``'s subscription.  Reply: ``{"subscriber", "removed", "last_seq"}``: what was
     published up to ``last_seq`` is still delivered, nothing after."""
 
     subscriber: str = Field(pattern=AGENT_ID_PATTERN)
 
 
-class Subscribers(Message, name="topic.subscribers"):
+class Subscribers(Message, name="garrison.topic.subscribers"):
     """Reply: the subscriptions, by subscriber id: ``[{"subscriber", "since", "delivery", "at"}]``."""
 
 
-class TopicStats(Message, name="topic.stats"):
+class TopicStats(Message, name="garrison.topic.stats"):
     """Reply: ``{"topic", "seq", "subscribers", "retained": {"first", "last", "count"}, "keys"}``."""
 
 

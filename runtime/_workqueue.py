@@ -46,7 +46,7 @@ class NewItem(BaseModel):
     max_attempts: int | None = Field(None, ge=1)
 
 
-class Enqueue(Message, name="queue.enqueue"):
+class Enqueue(Message, name="garrison.queue.enqueue"):
     """Add an item under idempotency ``key`` (its id).  Reply: ``{"id", "duplicate", "state", "attempts"}``;
     a key already in the queue changes nothing (``duplicate: True``, the existing item's state)."""
 
@@ -58,13 +58,13 @@ class Enqueue(Message, name="queue.enqueue"):
     max_attempts: int | None = Field(None, ge=1)
 
 
-class EnqueueMany(Message, name="queue.enqueue_many"):
+class EnqueueMany(Message, name="garrison.queue.enqueue_many"):
     """Add several items in one message.  Reply: one :class:`Enqueue` answer per item, in order."""
 
     items: list[NewItem]
 
 
-class Claim(Message, name="queue.claim"):
+class Claim(Message, name="garrison.queue.claim"):
     """Lease up to ``limit`` items to ``worker`` for ``lease_seconds``.  Reply: a list (maybe empty) of
     ``{"id", "token", "lease_until", "payload", "priority"}``, highest priority first, then oldest."""
 
@@ -73,7 +73,7 @@ class Claim(Message, name="queue.claim"):
     lease_seconds: float = Field(30.0, gt=0)
 
 
-class Extend(Message, name="queue.extend"):
+class Extend(Message, name="garrison.queue.extend"):
     """Move a held lease's end to now + ``lease_seconds``.  Reply: ``{"id", "token", "lease_until"}``;
     raises ``LeaseLost`` if the token no longer holds the lease."""
 
@@ -82,7 +82,7 @@ class Extend(Message, name="queue.extend"):
     lease_seconds: float = Field(30.0, gt=0)
 
 
-class Complete(Message, name="queue.complete"):
+class Complete(Message, name="garrison.queue.complete"):
     """Record the item's result.  Reply: ``{"id", "status", "seq"}``, status ``completed``, or
     ``already_completed`` for a repeat with the token that completed it (the first result is kept);
     raises ``LeaseLost`` for any other token that does not hold the lease, ``UnknownItem``."""
@@ -102,14 +102,14 @@ class Completion(BaseModel):
     result: Any = None
 
 
-class CompleteMany(Message, name="queue.complete_many"):
+class CompleteMany(Message, name="garrison.queue.complete_many"):
     """Complete several items, each on its own.  Reply: one outcome per item, in order:
     ``{"id", "status"}`` with status ``completed``, ``already_completed``, ``lease_lost`` or ``unknown``."""
 
     items: list[Completion]
 
 
-class Fail(Message, name="queue.fail"):
+class Fail(Message, name="garrison.queue.fail"):
     """Give a leased item up.  ``retry``: back to pending after the policy's backoff, unless out of
     attempts; otherwise (or ``retry=False``) dead.  Reply: ``{"id", "state", "attempts", "retry_at"}``."""
 
@@ -119,7 +119,7 @@ class Fail(Message, name="queue.fail"):
     retry: bool = True
 
 
-class Results(Message, name="queue.results"):
+class Results(Message, name="garrison.queue.results"):
     """Completed items after cursor ``after``, in completion order.  Reply: ``{"items", "cursor"}``,
     each item ``{"id", "seq", "result", "attempts", "finished_at"}``; pass ``cursor`` back for more."""
 
@@ -127,18 +127,18 @@ class Results(Message, name="queue.results"):
     limit: int = Field(100, ge=1)
 
 
-class Ack(Message, name="queue.ack"):
+class Ack(Message, name="garrison.queue.ack"):
     """Drop the results up to cursor ``upto`` (the items stay done).  Reply: ``{"acked", "dropped"}``."""
 
     upto: int = Field(ge=0)
 
 
-class QueueStats(Message, name="queue.stats"):
+class QueueStats(Message, name="garrison.queue.stats"):
     """Reply: per state (``pending``, ``leased``, ``done``, ``dead``) ``{"count", "oldest_age"}``,
     and ``depth`` (pending + leased)."""
 
 
-class GetItem(Message, name="queue.item"):
+class GetItem(Message, name="garrison.queue.item"):
     """Reply: the item's stored record (``state``, ``attempts``, ``result``, ``reason``...); ``UnknownItem``."""
 
     item: str

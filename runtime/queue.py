@@ -4,7 +4,7 @@
 supervisable) holding work items; workers claim them with a lease, extend it
 while they work, and complete or fail them; downstream consumers read the
 results in completion order.  Its messages have names of their own
-(``queue.claim@1`` ...) and live here rather than in ``runtime``'s namespace,
+(``garrison.queue.claim@1`` ...) and live here rather than in ``runtime``'s namespace,
 where names such as ``Claim`` or ``Fail`` would say too little.  The rules are
 in :mod:`runtime._queue_logic`; the agent in :mod:`runtime._workqueue`.
 ``WorkQueue``, ``RetryPolicy`` and the queue's errors (``QueueError``,

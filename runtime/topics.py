@@ -5,7 +5,7 @@ holding durable subscriptions.  Each publish is numbered and sent to every subsc
 topic's durable outbox, so a subscriber gets the delivery levels of direct messages: per-subscriber
 order, retries across restarts of either side, effectively-once at the receiver, dead letters on
 the topic when a subscriber cannot be reached.  A subscriber is any agent with a handler for
-:class:`Published`.  The messages have names of their own (``topic.publish@1`` ...) and live here
+:class:`Published`.  The messages have names of their own (``garrison.topic.publish@1`` ...) and live here
 rather than in ``runtime``'s namespace; the rules and the agent are in :mod:`runtime._topic`.
 ``Topic`` is in ``runtime`` too.
 """

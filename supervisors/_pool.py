@@ -48,11 +48,11 @@ log = logging.getLogger("garrison.supervisor.pool")
 _COUNTED = ("starting", "running", "restarting")
 
 
-class PoolTick(Message, name="pool.tick"):
+class PoolTick(Message, name="garrison.pool.tick"):
     """Look at the queue and the pool, and resize (the scaler's own thread sends it)."""
 
 
-class PoolStatus(Message, name="pool.status"):
+class PoolStatus(Message, name="garrison.pool.status"):
     """Reply: the pool's size, what the policy wants, the last look's reason, the recent changes."""
 
 

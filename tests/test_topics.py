@@ -316,5 +316,5 @@ def test_a_subscriber_that_does_not_exist_becomes_dead_letters_on_the_topic_and_
     dead = wait_for(lambda: len(d := topic.admin.dead_letters()) >= 3 and d, timeout=60,
                     describe=lambda: topic.admin.dead_letters())
     assert [(d["reason"], d["recipient"], d["type"], d["seq"]) for d in dead] == [
-        ("undeliverable", ghost, "topic.published@1", seq) for seq in (1, 2, 3)]
+        ("undeliverable", ghost, "garrison.topic.published@1", seq) for seq in (1, 2, 3)]
     assert ghost in [s["subscriber"] for s in topic.ask(Subscribers())], "the subscription itself stays"
