@@ -45,8 +45,8 @@ from ._console import plain
 from ._feedback import LABELS
 from ._views import forest_view
 
-__all__ = ["address_option", "commands", "emit", "forest_view", "identity_options", "json_everywhere", "json_option", "main",
-           "operator", "reports_errors", "run_group", "wants_json"]
+__all__ = ["address_option", "commands", "connect", "emit", "forest_view", "identity_options", "json_everywhere",
+           "json_option", "main", "operator", "reports_errors", "run_group", "wants_json"]
 
 #: Every command that talks to a cluster takes ``--address``.
 address_option = click.option("--address", default="auto", show_default=True, help="Ray cluster address.")
@@ -126,7 +126,8 @@ def progress_bar(what: str, total: int) -> Any:
     return progress(what, total)
 
 
-def _system(address: str) -> Any:
+def connect(address: str) -> Any:
+    """A ``System`` joined to the cluster at ``address``, Ray quiet (what every command that reaches one uses)."""
     from ._system import System
 
     # A command's output is its result: Ray's own start-up lines and workers' output stay out of it.
@@ -177,7 +178,7 @@ def demo(data_dir: str, tickets: int, dashboard: bool, hold: float | None) -> No
 @reports_errors
 def agents(address: str) -> None:
     """List live agents (and the namespace's other named actors: supervisors)."""
-    emit(_system(address).agents())
+    emit(connect(address).agents())
 
 
 @commands.command()
@@ -198,7 +199,7 @@ def top(interval: float, once: bool, address: str) -> None:
 
     if interval <= 0:
         raise click.BadParameter("give a positive number of seconds", param_hint="--interval")
-    system = _system(address)
+    system = connect(address)
     import ray
 
     address = ray.get_runtime_context().gcs_address  # for the title: which cluster "auto" found
@@ -244,7 +245,7 @@ def inspect(agent_id: str, transitions: int, address: str) -> None:
     """One agent in depth: summary, config, recent state transitions, restore history."""
     from ._views import inspection_view
 
-    emit(_system(address).lookup(agent_id).admin.inspect(max(0, transitions)), human=inspection_view)
+    emit(connect(address).lookup(agent_id).admin.inspect(max(0, transitions)), human=inspection_view)
 
 
 @commands.command()
@@ -263,7 +264,7 @@ def logs(agent_id: str, limit: int, level: str | None, follow: bool, address: st
     from ._views import logs_view
     from .exceptions import AgentUnavailable
 
-    ref = _system(address).lookup(agent_id)
+    ref = connect(address).lookup(agent_id)
     page = ref.admin.logs(None, max(1, limit))
     show = _log_printer(level, logs_view)
     show(page["lines"])
@@ -305,7 +306,7 @@ def _log_printer(level: str | None, view: Callable[[list[dict[str, Any]]], Any])
 @reports_errors
 def status(agent_id: str, address: str) -> None:
     """Show an agent's status."""
-    emit(_system(address).lookup(agent_id).admin.status())
+    emit(connect(address).lookup(agent_id).admin.status())
 
 
 @commands.command()
@@ -314,7 +315,7 @@ def status(agent_id: str, address: str) -> None:
 @reports_errors
 def checkpoint(agent_id: str, address: str) -> None:
     """Take a checkpoint of an agent now."""
-    emit(_system(address).lookup(agent_id).admin.checkpoint())
+    emit(connect(address).lookup(agent_id).admin.checkpoint())
 
 
 @commands.command()
@@ -323,7 +324,7 @@ def checkpoint(agent_id: str, address: str) -> None:
 @reports_errors
 def restores(agent_id: str, address: str) -> None:
     """Show an agent's restore history."""
-    emit(_system(address).lookup(agent_id).admin.restore_history())
+    emit(connect(address).lookup(agent_id).admin.restore_history())
 
 
 @commands.command()
@@ -336,7 +337,7 @@ def actions(agent_id: str, limit: int, address: str) -> None:
 
     Each quarantine, release, halt and unhalt with who did it, why, and when.
     """
-    emit(_system(address).lookup(agent_id).admin.operator_log(limit))
+    emit(connect(address).lookup(agent_id).admin.operator_log(limit))
 
 
 @commands.command()
@@ -347,7 +348,7 @@ def actions(agent_id: str, limit: int, address: str) -> None:
 @reports_errors
 def deadletters(agent_id: str, reason: str | None, limit: int, address: str) -> None:
     """List an agent's dead letters."""
-    letters = _system(address).lookup(agent_id).admin.dead_letters(reason=reason, limit=limit)
+    letters = connect(address).lookup(agent_id).admin.dead_letters(reason=reason, limit=limit)
     emit([{k: v for k, v in d.items() if k != "envelope"} for d in letters])
 
 
@@ -361,7 +362,7 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
     """Deliver dead letters again (a progress bar on a terminal when there are many)."""
     if not ids and not reason:
         raise click.UsageError("replay needs --id or --reason")
-    admin = _system(address).lookup(agent_id).admin
+    admin = connect(address).lookup(agent_id).admin
     chosen = list(ids) or [d["id"] for d in admin.dead_letters(reason=reason, limit=REPLAY_ALL)]
     done: list[dict[str, Any]] = []
     with progress_bar(f"replaying {agent_id}'s dead letters", len(chosen)) as advance:
@@ -381,7 +382,7 @@ def replay(agent_id: str, ids: tuple[str, ...], reason: str | None, address: str
 @reports_errors
 def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: str) -> None:
     """Show an agent's governed actions: each intent with its outcome."""
-    emit(_system(address).lookup(agent_id).admin.ledger(limit=limit, tag=tag, in_doubt=in_doubt))
+    emit(connect(address).lookup(agent_id).admin.ledger(limit=limit, tag=tag, in_doubt=in_doubt))
 
 
 @commands.command()
@@ -395,7 +396,7 @@ def ledger(agent_id: str, tag: str | None, in_doubt: bool, limit: int, address: 
 def decisions(agent_id: str, trace: str | None, since: float | None, until: float | None, limit: int,
               address: str) -> None:
     """Show an agent's recorded decisions (Agent.decide): choice, options, rationale, context digest, trace."""
-    emit(_system(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until, limit=limit))
+    emit(connect(address).lookup(agent_id).admin.decisions(trace=trace, since=since, until=until, limit=limit))
 
 
 @commands.command()
@@ -405,7 +406,7 @@ def decisions(agent_id: str, trace: str | None, since: float | None, until: floa
 def versions(agent_id: str, address: str) -> None:
     """The agent versions an agent ran under, oldest first: each manifest (class, code, config, tools,
     prompts, models) with its hash, the incarnation that started under it, and when."""
-    emit(_system(address).lookup(agent_id).admin.versions())
+    emit(connect(address).lookup(agent_id).admin.versions())
 
 
 @commands.group()
@@ -424,7 +425,7 @@ def feedback() -> None:
 def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: str, key: str | None,
                  address: str) -> None:
     """Annotate one recorded decision (its id, from `garrison decisions`); kept in the audit log."""
-    emit(_system(address).lookup(agent_id).admin.annotate(decision_id, label, who=operator(who, key), note=note))
+    emit(connect(address).lookup(agent_id).admin.annotate(decision_id, label, who=operator(who, key), note=note))
 
 
 @feedback.command(name="export")
@@ -435,7 +436,7 @@ def feedback_add(agent_id: str, decision_id: str, label: str, note: str, who: st
 @reports_errors
 def feedback_export(agent_id: str, out: Any, limit: int, address: str) -> None:
     """Write the annotations as JSONL, one per line, each with its decision's provenance."""
-    for row in _system(address).lookup(agent_id).admin.feedback(limit=limit):
+    for row in connect(address).lookup(agent_id).admin.feedback(limit=limit):
         out.write(json.dumps(plain(row), sort_keys=True) + "\n")
 
 
@@ -447,7 +448,7 @@ def feedback_export(agent_id: str, out: Any, limit: int, address: str) -> None:
 @reports_errors
 def reset_breaker(agent_id: str, breaker: str, who: str, key: str | None, address: str) -> None:
     """Close an agent's breaker: `agent`, an action tag, or `drift`."""
-    emit(_system(address).lookup(agent_id).admin.reset_breaker(breaker, operator(who, key)))
+    emit(connect(address).lookup(agent_id).admin.reset_breaker(breaker, operator(who, key)))
 
 
 @commands.command()
@@ -458,7 +459,7 @@ def reset_breaker(agent_id: str, breaker: str, who: str, key: str | None, addres
 @reports_errors
 def review(agent_id: str, who: str, key: str | None, count: int | None, address: str) -> None:
     """Mark an agent's flagged medium-risk actions reviewed (they block past the policy's limit)."""
-    emit(_system(address).lookup(agent_id).admin.review_actions(operator(who, key), count))
+    emit(connect(address).lookup(agent_id).admin.review_actions(operator(who, key), count))
 
 
 @commands.group()
@@ -472,7 +473,7 @@ queue_option = click.option("--queue", default="approvals", show_default=True, h
 def _approvals(address: str, queue: str) -> Any:
     from ._approvals import Approvals
 
-    return Approvals(_system(address), queue)
+    return Approvals(connect(address), queue)
 
 
 @approvals.command(name="list")
@@ -654,7 +655,7 @@ def queue_stats(queue_id: str, address: str) -> None:
     """Count and oldest age of the queue's items per state (pending, leased, done, dead), and its depth."""
     from .queue import QueueStats
 
-    emit(_system(address).lookup(queue_id).ask(QueueStats()), title=f"queue {queue_id}")
+    emit(connect(address).lookup(queue_id).ask(QueueStats()), title=f"queue {queue_id}")
 
 
 @queue.command(name="item")
@@ -666,7 +667,7 @@ def queue_item(queue_id: str, item_id: str, address: str) -> None:
     """One item's record: state, attempts, lease, result or the reason it failed."""
     from .queue import GetItem
 
-    emit(_system(address).lookup(queue_id).ask(GetItem(item=item_id)), title=f"{queue_id} / {item_id}")
+    emit(connect(address).lookup(queue_id).ask(GetItem(item=item_id)), title=f"{queue_id} / {item_id}")
 
 
 @commands.group()

@@ -30,6 +30,7 @@ import click
 from runtime.cli import (
     address_option,
     commands,
+    connect,
     emit,
     forest_view,
     identity_options,
@@ -67,9 +68,7 @@ def _switch_targets(supervisor_help: str) -> Callable[[Callable[..., Any]], Call
 
 def _connect(address: str) -> None:
     """Connect to the cluster; called once the arguments were checked, so a bad call touches no cluster."""
-    from runtime import System
-
-    System(address=address)
+    connect(address)
 
 
 def _one_target(agent: str | None, supervisor: str | None, everything: bool) -> None:
@@ -234,12 +233,10 @@ def tree(address: str) -> None:
 @reports_errors
 def pool(name: str, address: str) -> None:
     """A worker pool (``start_pool``): its workers' states, its scaler's last look and recent size changes."""
-    from runtime import System
-
     from ._pool import PoolStatus
     from ._ref import SupervisorRef
 
-    system = System(address=address)
+    system = connect(address)
     status = system.lookup(f"{name}-scaler").ask(PoolStatus())
     workers = SupervisorRef.lookup(f"{name}-workers").which_children()
     emit({"pool": name, "queue": status["queue"], "last_look": status["last"],
