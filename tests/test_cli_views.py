@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import pytest
 
-from runtime import AgentConfig, AgentUnavailable
+from runtime import AgentConfig
 from runtime._console import as_text, cell, render
 from runtime._metrics import AgentMetrics
 from runtime._top import Sample, parse_metrics, quantile, row
@@ -30,7 +30,7 @@ from supervisors.cli import garrison as garrison_group
 
 from .agents import Add, Counter, GetCount
 from .test_cli import GARRISON, ROOT, console
-from .waiting import wait_for
+from .waiting import incarnation, wait_for
 
 # -- every command: --json, and tables otherwise ----------------------------------------------
 
@@ -245,7 +245,7 @@ def test_logs_follow_an_agent_across_a_sigkill_and_its_restart(system, agent_id,
     try:
         wait_for(lambda: any("incarnation 1 serving" in ln["message"] for ln in lines), timeout=60)
         os.kill(ref.admin.status()["pid"], signal.SIGKILL)
-        wait_for(lambda: _incarnation(ref) == 2, timeout=120)
+        wait_for(lambda: incarnation(ref) == 2, timeout=120)
         wait_for(lambda: any("incarnation 2 serving" in ln["message"] for ln in lines), timeout=60)
     finally:
         proc.kill()
@@ -253,13 +253,6 @@ def test_logs_follow_an_agent_across_a_sigkill_and_its_restart(system, agent_id,
     again = console("logs", agent_id, "--level", "warning", address=address)
     assert all(ln.get("level") in (None, "warning", "error", "critical") for ln in
                map(json.loads, again.stdout.splitlines()))
-
-
-def _incarnation(ref) -> int | None:
-    try:
-        return ref.admin.status()["incarnation"]
-    except AgentUnavailable:
-        return None  # between its death and its restart
 
 
 @ray_tests

@@ -10,11 +10,10 @@ from collections import Counter
 
 import pytest
 
-from runtime import AgentUnavailable
 from runtime.contracts import Announce, ContractorStatus, GetNegotiation, ListNegotiations
 
 from .contract_agents import HangOnAward, Manager, Silent, Worker
-from .waiting import wait_for
+from .waiting import incarnation, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -28,13 +27,6 @@ def spawn_net(system, prefix: str, contractors: dict[str, tuple[type, dict]], po
 
 def performed(refs) -> dict[str, dict[str, int]]:
     return {ref.agent_id: ref.ask(ContractorStatus(), timeout=30)["performed"] for ref in refs.values()}
-
-
-def _incarnation(ref) -> int | None:
-    try:
-        return ref.admin.status()["incarnation"]
-    except AgentUnavailable:
-        return None  # between its death and its restart (a loaded machine makes that longer)
 
 
 def events(neg: dict) -> list[tuple[str, str | None]]:
@@ -100,7 +92,7 @@ def test_a_bidder_sigkilled_after_its_award_leaves_the_task_done_once(system, ag
     os.kill(pid, signal.SIGKILL)  # awarded, stuck before committing
     neg = wait_for(lambda: (g := manager.ask(GetNegotiation(task_id="t1"), timeout=30))["state"] == "done" and g,
                    timeout=90, describe=lambda: manager.ask(GetNegotiation(task_id="t1"), timeout=30))
-    wait_for(lambda: _incarnation(victim) == 2, timeout=60)
+    wait_for(lambda: incarnation(victim) == 2, timeout=60)
     # Whoever performed it, exactly one did, and it is the committed winner.
     wait_for(lambda: not victim.ask(ContractorStatus(), timeout=30)["held"], timeout=60)  # the victim released
     done_by = {agent: tasks for agent, tasks in performed(refs).items() if tasks}

@@ -23,7 +23,7 @@ from governance import Risk, RiskPolicy
 from runtime import AgentConfig, Approvals
 
 from .gov_agents import Act, Clerk, Decisions, Forge, ForgeableQueue
-from .waiting import wait_for
+from .waiting import incarnation, wait_for
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +42,7 @@ def _sigkill(ref) -> None:
     """SIGKILL the agent's process and wait until Ray has brought it back (its next incarnation answers)."""
     before = ref.admin.status()
     os.kill(before["pid"], signal.SIGKILL)
-    wait_for(lambda: _incarnation(ref) > before["incarnation"], timeout=120)
-
-
-def _incarnation(ref) -> int:
-    try:
-        return ref.admin.status(timeout=5)["incarnation"]
-    except Exception:  # noqa: BLE001 - down for now
-        return 0
+    wait_for(lambda: (incarnation(ref) or 0) > before["incarnation"], timeout=120)
 
 
 def _queued(approvals, approval_id: str) -> str:

@@ -7,6 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 
+def incarnation(ref: Any) -> int | None:
+    """The agent's incarnation, or None while it does not answer (between a death and its restart)."""
+    from runtime import AgentUnavailable, AskTimeout
+
+    try:
+        return ref.admin.status(timeout=5)["incarnation"]
+    except (AgentUnavailable, AskTimeout):
+        return None
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 60.0, every: float = 0.05,
              describe: Callable[[], Any] | None = None) -> Any:
     """The first truthy value ``pred()`` returns; AssertionError after ``timeout`` seconds.
