@@ -13,6 +13,7 @@ from ._directory import resolve as host_of
 from ._fleet_budget import FleetBudget, FleetUsage
 from ._lifecycle import AgentState
 from ._observer import GetTrace, Observed, Observer, ObserverStats
+from ._pipeline import Pipeline
 from ._queue_logic import RetryPolicy
 from ._ref import AgentRef
 from ._restore import RestoreReport
@@ -46,6 +47,7 @@ from .exceptions import (
     MailboxFull,
     NoHandler,
     NotDurable,
+    PipelineError,
     QueueError,
     RestoreError,
     StateDecodeError,
@@ -99,6 +101,8 @@ __all__ = [
     "Observed",
     "Observer",
     "ObserverStats",
+    "Pipeline",
+    "PipelineError",
     "QueueError",
     "ReadOnlyState",
     "RestoreError",

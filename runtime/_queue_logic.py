@@ -3,8 +3,8 @@
 :class:`QueueLogic` is what the :class:`~runtime.WorkQueue` agent runs for each message, over its
 ``self.state``; tests run it over a dict (:class:`MemoryKV`) with a fake clock.  Every method reads
 what it needs, changes the store and returns plain data (msgpack-able dicts); a refused request
-raises :class:`LeaseLost` or :class:`UnknownItem` *before* it changes anything, so a refusal leaves
-the store as it found it (the agent's host also rolls a raising handler back).
+raises :class:`LeaseLost`, :class:`UnknownItem` or :class:`QueueError` *before* it changes anything,
+so a refusal leaves the store as it found it (the agent's host also rolls a raising handler back).
 
 An item's life::
 
@@ -12,7 +12,8 @@ An item's life::
                   ▲  ▲               │ │
                   │  └── lease ──────┘ └──fail(retry)──► pending after a backoff (waiting)
                   │     expired                       └──► dead when out of attempts, or fail(retry=False)
-                  └─────────── (an expired lease is a failed attempt too; out of attempts: dead)
+                  ├─────────── (an expired lease is a failed attempt too; out of attempts: dead)
+                  └─────────── replay (an operator's): dead ──► pending, attempts from 0 again
 
 Semantics, with their edge cases:
 
@@ -20,47 +21,90 @@ Semantics, with their edge cases:
   (in any state, acked results included) changes nothing and answers ``duplicate: True`` with the
   existing item's state.
 - **Order.** A claim takes the highest priority first, then first in, first out within a priority.
-  An item that goes back to pending (lease expired, retry after a backoff) joins the end of its
-  priority's line.
+  An item that goes back to pending (lease expired, retry after a backoff, replay) joins the end of
+  its priority's line.  Sessions (below) come first for their worker.
 - **Leases and fencing.** A claim makes the item ``leased`` until ``lease_until = now +
-  lease_seconds`` and gives it a token: its attempt number (1 for the first claim).  The lease holds
-  while ``now < lease_until``; from then on it is lost, whether or not anyone has looked: extend,
-  complete and fail with that token are refused with :class:`LeaseLost`, and the next claim or stats
-  call applies the expiry (lazily: there is no timer).  A lost lease is a failed attempt: the item is
-  pending again at once (its lease was its delay), or dead if it has had ``max_attempts`` claims.
+  lease_seconds`` and gives it a token: its claim number (1 for the first claim; never reused, a
+  replay included).  The lease holds while ``now < lease_until``; from then on it is lost, whether
+  or not anyone has looked: extend, complete and fail with that token are refused with
+  :class:`LeaseLost`, and the next claim, stats or listing applies the expiry (lazily: there is no
+  timer).  A lost lease is a failed attempt: the item is pending again at once (its lease was its
+  delay), or dead if it has had ``max_attempts`` attempts.
 - **Completion.** Exactly once per item: the first valid completion stores the result and numbers
   it in completion order; the same completion again (same item and token) answers
   ``already_completed`` and changes nothing; any other token is refused (:class:`LeaseLost`).
+  ``complete_many`` answers per item instead of raising.
 - **Failure.** ``fail(retry=True)`` puts the item back after ``RetryPolicy.delay(attempts)``
-  (exponential, capped) unless it has had ``max_attempts`` claims; ``retry=False`` makes it dead
-  at once.  Dead items stay, with the reason, for an operator.
+  (exponential, capped) unless it has had ``max_attempts`` attempts; ``retry=False`` makes it dead
+  at once.  Dead items stay, with the reason, for an operator.  ``fail_many`` fails several, each
+  with its own token and reason, answering per item (``failed``, ``lease_lost``, ``unknown``) as
+  ``complete_many`` does: a stale token refuses that item only.
+- **Replay.** ``replay`` (an operator's action) moves dead items back to pending, by id or the
+  oldest ``limit`` of them: attempts start from 0 again (the token goes on counting, so a token of
+  the item's earlier life stays dead), the reason moves into the item's ``replays`` record (when,
+  by whom, after how many attempts; ``replay_count`` in all).  Only dead items: any other state,
+  or an unknown id, refuses the whole request (:class:`QueueError`) and nothing changes.
 - **Results.** ``results(after, limit)`` reads completed items in completion order from a cursor
   (the ``seq`` of the last one read); ``ack(upto)`` drops results up to a cursor (the item stays,
   so a late duplicate enqueue is still a duplicate).
+- **Listing.** ``items(state, after, limit)`` pages through the items of one state (or of all:
+  pending, leased, dead, then done) from the indexes, never loading the whole table: pending in
+  claim order (the common lines, then the sessions', then those waiting out a backoff), leased by
+  lease end, dead and done in the order they got there.  ``cursor`` is opaque: pass it back as
+  ``after``.  A page is one consistent look; an item that changes state between pages may be seen
+  twice or not at all, as with any paging over a live queue.
+- **Session affinity.** An item may belong to a ``session`` (a string).  A worker's claim of one
+  of a session's items *binds* the session to that worker until ``max(lease_until, now +
+  affinity_seconds)``; each further claim or extend of one of its items by that worker pushes the
+  end on (never back).  While bound, only that worker can claim the session's items, and its claims
+  take them first (before any other item, whatever the priorities); other workers' claims pass
+  them over at no cost (a bound session's items are not in the common lines).  A binding outlasts
+  its worker's leases on the session's items, so at any moment at most one worker holds live
+  leases on a session's items.  Once the end passes -- the worker neither claimed nor extended one
+  of its items within ``affinity_seconds`` and holds no live lease on one: presumed dead, or done
+  with it -- the session is free: its ready items wait in the common lines as an entry at their
+  highest priority, and the worker whose claim reaches that entry gets the session's first item
+  (highest priority, oldest) and the binding.
+  An item of a bound session that comes back (lease expired, backoff over) waits for the bound
+  worker while the binding lasts.  ``affinity_seconds=0``: bound only while the leases last.
 
 Cost: a claim of ``limit`` items reads about ``limit`` item records plus one key per priority in
 use and one chunk of ids per :attr:`ReadyLines.CHUNK` items; its lease is one key for the whole
 batch (``l/<until>/<n>``), and completions only decrement it.  Results are read by number.
 Applying expiries and backoffs scans the lease (``l/``) and waiting (``w/``) indexes, but only
 when the earliest deadline recorded is due (``lease_check``, ``wait_check``): their size is bounded
-by the work in flight, not by the queue's depth.
+by the work in flight, not by the queue's depth.  Sessions cost nothing while a queue has none
+(``sessions`` counts their records); with some, a claim also reads the claiming worker's bound
+sessions that have ready items (one key each) and each session it takes items of, and binding ends
+are a time index like the leases' (``b/``, ``bind_check``).  A listing page reads about ``limit``
+items and its index's keys up to them (the lease, waiting and session records are scanned whole:
+bounded by the work in flight).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from ._backoff import Backoff
-from .exceptions import LeaseLost, UnknownItem
+from .exceptions import LeaseLost, QueueError, UnknownItem
 
-__all__ = ["PRIORITY_RANGE", "KeyValue", "MemoryKV", "QueueLogic", "ReadyLines", "ResultLog", "RetryPolicy"]
+__all__ = ["PRIORITY_RANGE", "DeadItems", "KeyValue", "Listing", "MemoryKV", "QueueLogic", "ReadyLines", "ResultLog",
+           "RetryPolicy", "Sessions", "Step"]
 
 #: Priorities are ints in ``[-PRIORITY_RANGE, PRIORITY_RANGE]``; higher is claimed first.
 PRIORITY_RANGE = 999_999_999
 STATES = ("pending", "leased", "done", "dead")
+#: The order of a listing of every state.
+LISTED = ("pending", "leased", "dead", "done")
+#: Replay records kept in an item (the newest; ``replay_count`` counts them all).
+REPLAY_HISTORY = 20
 _META = "q/meta"
+#: Numbered indexes (``d/``, ``x/``) are read a bucket of ``10 ** _BUCKET_DIGITS`` numbers per scan.
+_BUCKET_DIGITS = 2
 
 
 class KeyValue(Protocol):
@@ -138,21 +182,41 @@ def _num(n: int) -> str:
     return f"{n:012d}"
 
 
+def _enc(name: str) -> str:
+    """A session's or worker's name as one key part (no ``/`` in it, so no prefix of another's)."""
+    return quote(name, safe="")
+
+
 def _new_meta() -> dict[str, Any]:
     return {"seq": 0, "done": 0, "acked": 0, "dead": 0, "leases": 0, "count": dict.fromkeys(STATES, 0),
-            "lease_check": None, "wait_check": None}
+            "lease_check": None, "wait_check": None, "dead_from": 1, "sessions": 0, "bind_check": None}
+
+
+def _load_meta(kv: KeyValue) -> dict[str, Any]:
+    meta = kv.get(_META)
+    if meta is None:
+        return _new_meta()
+    if "sessions" not in meta:  # written before replays and sessions: x/ was never thinned
+        meta.update({"dead_from": 1, "sessions": 0, "bind_check": None})
+    return meta
 
 
 def _min(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
 
 
+def _token(item: dict[str, Any]) -> int:
+    """The token of the item's latest claim: claims before its last replay, plus its attempts since."""
+    return item["attempts"] + item.get("token_base", 0)
+
+
 def _refusal(item: dict[str, Any], token: int, now: float) -> str | None:
     """Why ``token`` does not hold the item's lease at ``now`` (None: it does)."""
-    if item["attempts"] > token:
-        return f"it was claimed again (current token {item['attempts']}, {item['state']})"
-    if item["attempts"] < token:
-        return f"it has had {item['attempts']} claims: no lease has that token"
+    current = item["attempts"] + item.get("token_base", 0)  # _token(item), inline: once per item completed
+    if current > token:
+        return f"it was claimed again (current token {current}, {item['state']})"
+    if current < token:
+        return f"its latest claim has token {current}: no lease has that token"
     if item["state"] != "leased":
         return f"it is {item['state']}"
     if now >= item["lease_until"]:
@@ -160,51 +224,90 @@ def _refusal(item: dict[str, Any], token: int, now: float) -> str | None:
     return None
 
 
-class ReadyLines:
-    """The pending items ready to claim: one line per priority, first in first out, in chunks.
+def _lease_lost(item: dict[str, Any], token: int, what: str, why: str) -> dict[str, Any]:
+    return {"id": item["id"], "status": "lease_lost", "current_token": _token(item), "state": item["state"],
+            "error": f"cannot {what} item {item['id']!r} with token {token}: {why}"}
 
-    Keys: ``lv/<inverted priority>`` -> ``{"head", "tail"}`` (chunk numbers), and
-    ``r/<inverted priority>/<chunk>`` -> a list of up to :attr:`CHUNK` item ids.  A claim of ``k``
-    items reads and rewrites about ``k / CHUNK + 1`` chunks.  Changes are kept here and written by
+
+def _raise(outcome: dict[str, Any], item_id: str, token: int) -> None:
+    """Raise the error a batch outcome stands for (``unknown``, ``lease_lost``); nothing otherwise."""
+    if outcome["status"] == "unknown":
+        raise UnknownItem(f"no item {item_id!r} in this queue", item=item_id)
+    if outcome["status"] == "lease_lost":
+        raise LeaseLost(outcome["error"], item=item_id, token=token, current_token=outcome["current_token"],
+                        state=outcome["state"])
+
+
+def _numbered(kv: KeyValue, prefix: str, start: int, end: int) -> Iterator[tuple[int, Any]]:
+    """``(n, value)`` of the keys ``<prefix><n>`` with ``start <= n <= end``, in order, a bucket per scan.
+
+    A bucket's scan loads only the keys that exist, so a stretch of deleted numbers costs one scan
+    per bucket, however many they are.
+    """
+    size = 10 ** _BUCKET_DIGITS
+    n = max(start, 1)
+    while n <= end:
+        for key, value in kv.scan(prefix + _num(n)[:-_BUCKET_DIGITS]):
+            k = int(key[len(prefix):])
+            if n <= k <= end:
+                yield k, value
+        n = (n // size + 1) * size
+
+
+class ReadyLines:
+    """Items ready to claim: one line per priority, first in first out, in chunks.
+
+    Keys: ``<prefix>lv/<inverted priority>`` -> ``{"head", "tail"}`` (chunk numbers), and
+    ``<prefix>r/<inverted priority>/<chunk>`` -> a list of up to :attr:`CHUNK` entries.  The queue's
+    common lines have no prefix; each session has lines of its own (``sl/<session>/``).  An entry is
+    an item id, or in the common lines ``[session]``: a free session's ready items.  A take of ``k``
+    entries reads and rewrites about ``k / CHUNK + 1`` chunks.  Changes are kept here and written by
     :meth:`save`, once per operation.
     """
 
     CHUNK = 512
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, prefix: str = "") -> None:
         self.kv = kv
+        self.prefix = prefix
         self.lines: dict[str, dict[str, int]] = {}
-        self.chunks: dict[str, list[str]] = {}
+        self.chunks: dict[str, list[Any]] = {}
+
+    def _chunk_key(self, inv: str, n: int) -> str:
+        return f"{self.prefix}r/{inv}/{_num(n)}"
 
     def _line(self, inv: str, stored: dict[str, int] | None = None) -> dict[str, int]:
         line = self.lines.get(inv)
         if line is None:
-            line = self.lines[inv] = stored or self.kv.get("lv/" + inv) or {"head": 0, "tail": 0}
+            line = self.lines[inv] = stored or self.kv.get(f"{self.prefix}lv/{inv}") or {"head": 0, "tail": 0}
         return line
 
-    def _chunk(self, inv: str, n: int) -> list[str]:
-        key = f"r/{inv}/{_num(n)}"
+    def _chunk(self, inv: str, n: int) -> list[Any]:
+        key = self._chunk_key(inv, n)
         chunk = self.chunks.get(key)
         if chunk is None:
             chunk = self.chunks[key] = self.kv.get(key) or []
         return chunk
 
-    def push(self, priority: int, item_id: str) -> None:
-        """Put ``item_id`` at the end of its priority's line."""
+    def push(self, priority: int, entry: Any) -> None:
+        """Put ``entry`` at the end of its priority's line."""
         inv = _inv(priority)
         line = self._line(inv)
         chunk = self._chunk(inv, line["tail"])
         if len(chunk) >= self.CHUNK:
             line["tail"] += 1
             chunk = self._chunk(inv, line["tail"])
-        chunk.append(item_id)
+        chunk.append(entry)
 
-    def take(self, limit: int) -> list[str]:
-        """Remove and return up to ``limit`` ids: highest priority first, first in first out."""
+    def take(self, limit: int) -> list[Any]:
+        """Remove and return up to ``limit`` entries: highest priority first, first in first out."""
         self.save()  # lines pushed in this operation are in the scan
-        taken: list[str] = []
-        for key, stored in list(self.kv.scan("lv/")):
-            inv = key[3:]
+        taken: list[Any] = []
+        skip = len(self.prefix) + 3
+        for key, stored in list(self.kv.scan(self.prefix + "lv/")):
+            if len(taken) >= limit:
+                break
+            inv = key[skip:]
             line = self._line(inv, stored)
             while len(taken) < limit:
                 chunk = self._chunk(inv, line["head"])
@@ -214,17 +317,39 @@ class ReadyLines:
                 if chunk or line["head"] >= line["tail"]:
                     break
                 line["head"] += 1
-            if len(taken) >= limit:
-                break
         return taken
 
-    def heads(self) -> list[str]:
-        """The first id of each line (the oldest there)."""
+    def top_priority(self) -> int | None:
+        """The highest priority with a line (None: no entry)."""
+        self.save()
+        for key, _ in self.kv.scan(self.prefix + "lv/"):
+            return PRIORITY_RANGE - int(key[len(self.prefix) + 3:])
+        return None
+
+    def heads(self) -> list[Any]:
+        """The first entry of each line (the oldest there)."""
         out = []
-        for key, line in self.kv.scan("lv/"):
-            chunk = self.kv.get(f"r/{key[3:]}/{_num(line['head'])}") or []
+        for key, line in self.kv.scan(self.prefix + "lv/"):
+            chunk = self.kv.get(self._chunk_key(key[len(self.prefix) + 3:], line["head"])) or []
             out.extend(chunk[:1])
         return out
+
+    def walk(self, after: list[Any] | None = None) -> Iterator[tuple[list[Any], Any]]:
+        """``(position, entry)`` in claim order, from just after ``after`` (a position: ``[inv, chunk, id]``).
+
+        Takes only remove entries from a chunk's front, so a position whose entry was taken since
+        resumes at the front of its chunk.  Reads the stored lines: :meth:`save` first.
+        """
+        for key, line in self.kv.scan(self.prefix + "lv/"):
+            inv = key[len(self.prefix) + 3:]
+            if after and inv < after[0]:
+                continue
+            here = bool(after) and inv == after[0]
+            for n in range(max(line["head"], after[1]) if here else line["head"], line["tail"] + 1):
+                chunk = self.kv.get(self._chunk_key(inv, n)) or []
+                start = chunk.index(after[2]) + 1 if here and n == after[1] and after[2] in chunk else 0
+                for entry in chunk[start:]:
+                    yield [inv, n, entry], entry
 
     def save(self) -> None:
         for key, chunk in self.chunks.items():
@@ -233,136 +358,233 @@ class ReadyLines:
             else:
                 self.kv.delete(key)
         for inv, line in self.lines.items():
-            if line["head"] < line["tail"] or self.chunks.get(f"r/{inv}/{_num(line['head'])}"):
-                self.kv.put("lv/" + inv, line)
+            if line["head"] < line["tail"] or self.chunks.get(self._chunk_key(inv, line["head"])):
+                self.kv.put(f"{self.prefix}lv/{inv}", line)
             else:
-                self.kv.delete("lv/" + inv)
+                self.kv.delete(f"{self.prefix}lv/{inv}")
         self.chunks.clear()
         self.lines.clear()
 
 
-class QueueLogic:
-    """One queue's operations over ``kv`` at times given by ``clock`` (see the module docstring).
+class Sessions:
+    """Session affinity's bookkeeping (see the module docstring): bindings, and sessions' ready items.
 
-    Make one per operation (the agent does, per message) or keep one: it holds nothing between
-    calls but its collaborators.
-
-    Keys: ``q/meta`` (counters), ``i/<id>`` (the item), the ready lines (:class:`ReadyLines`),
-    ``l/<until>/<n>`` (the items leased by one claim until then: ``{"ids", "open"}``, ``open``
-    counting those not yet finished), ``w/<until>/<id>`` (waiting out a backoff), ``d/<seq>``
-    (completed, in completion order) and ``x/<seq>`` (dead, in order).
+    Keys: ``s/<session>`` -> ``{"worker", "until", "ready", "open", "marker", "hot", "bkey"}`` (the
+    bound worker or None, the binding's end, items ready in its lines, items pending or leased,
+    the priority of its entry in the common lines or None, whether it is in its worker's ``h/``,
+    its ``b/`` key); ``sl/<session>/`` its :class:`ReadyLines`; ``h/<worker>/<session>`` -> session, the
+    sessions bound to a worker that have ready items; ``b/<until>/<session>`` -> session, when
+    bindings end.  Names are percent-encoded in keys.  A record with no items and no binding is
+    dropped.  Records are kept here and written by :meth:`save`, once per operation.
     """
 
-    def __init__(self, kv: KeyValue, clock: Callable[[], float], policy: RetryPolicy | None = None) -> None:
+    def __init__(self, kv: KeyValue, meta: dict[str, Any], common: ReadyLines, affinity: float) -> None:
         self.kv = kv
-        self.clock = clock
-        self.policy = policy or RetryPolicy()
+        self.meta = meta
+        self.common = common
+        self.affinity = affinity
+        self.records: dict[str, dict[str, Any]] = {}
+        self.stored: dict[str, bool] = {}
+        self.lines: dict[str, ReadyLines] = {}
 
-    # -- the bookkeeping record ------------------------------------------------------------------
+    def record(self, session: str) -> dict[str, Any]:
+        rec = self.records.get(session)
+        if rec is None:
+            stored = self.kv.get("s/" + _enc(session))
+            self.stored[session] = stored is not None
+            rec = self.records[session] = stored or {"worker": None, "until": 0.0, "ready": 0, "open": 0,
+                                                     "marker": None, "hot": False, "bkey": None}
+        return rec
 
-    def _meta(self) -> dict[str, Any]:
-        return self.kv.get(_META) or _new_meta()
-
-    def _item(self, item_id: str) -> dict[str, Any]:
-        item = self.kv.get("i/" + item_id)
-        if item is None:
-            raise UnknownItem(f"no item {item_id!r} in this queue", item=item_id)
-        return item
+    def line(self, session: str) -> ReadyLines:
+        line = self.lines.get(session)
+        if line is None:
+            line = self.lines[session] = ReadyLines(self.kv, f"sl/{_enc(session)}/")
+        return line
 
     @staticmethod
-    def _move(meta: dict[str, Any], item: dict[str, Any], state: str, now: float) -> None:
-        count = meta["count"]
+    def bound(rec: dict[str, Any], now: float) -> bool:
+        return rec["worker"] is not None and now < rec["until"]
+
+    def _hot(self, session: str, rec: dict[str, Any], on: bool) -> None:
+        """Put the session in (or out of) its worker's sessions with ready items."""
+        if rec["hot"] == on:
+            return
+        key = f"h/{_enc(rec['worker'])}/{_enc(session)}"
+        if on:
+            self.kv.put(key, session)
+        else:
+            self.kv.delete(key)
+        rec["hot"] = on
+
+    def _free(self, session: str, rec: dict[str, Any], priority: int | None) -> None:
+        """Make sure a free session with ready items has an entry in the common lines at ``priority``
+        (None: its first item's) or above.  An entry left behind is harmless: see :meth:`take_free`."""
+        if rec["ready"] <= 0:
+            return
+        if priority is None:
+            priority = self.line(session).top_priority()
+        if rec["marker"] is None or priority > rec["marker"]:
+            self.common.push(priority, [session])
+            rec["marker"] = priority
+
+    def opened(self, session: str, n: int = 1) -> None:
+        """``n`` items of the session became pending or leased (``-n``: done or dead)."""
+        self.record(session)["open"] += n
+
+    def push(self, session: str, priority: int, item_id: str, now: float) -> None:
+        """An item of the session is ready: to its bound worker while the binding lasts, else to anyone."""
+        rec = self.record(session)
+        self.line(session).push(priority, item_id)
+        rec["ready"] += 1
+        if self.bound(rec, now):
+            self._hot(session, rec, True)
+        else:
+            self._free(session, rec, priority)
+
+    def take_bound(self, worker: str, limit: int) -> list[str]:
+        """Up to ``limit`` ready items of the sessions bound to ``worker`` (bindings' ends applied first)."""
+        taken: list[str] = []
+        for _, session in list(self.kv.scan(f"h/{_enc(worker)}/")):
+            if len(taken) >= limit:
+                break
+            rec = self.record(session)
+            got = self.line(session).take(limit - len(taken))
+            rec["ready"] -= len(got)
+            taken.extend(got)
+            if rec["ready"] <= 0:
+                self._hot(session, rec, False)
+        return taken
+
+    def take_free(self, session: str, worker: str, until: float, now: float) -> str | None:
+        """The session's first ready item for ``worker``, whose claim reached an entry of it: binds it.
+
+        An entry left behind (the session was taken through a higher one, or bound since) gives
+        nothing to another worker than the bound one, and nothing once the session has no ready item.
+        """
+        rec = self.record(session)
+        if self.bound(rec, now) and rec["worker"] != worker:  # not free: leave it to its worker
+            return None
+        rec["marker"] = None
+        got = self.line(session).take(1)
+        if not got:
+            return None
+        rec["ready"] -= 1
+        self.bind(session, worker, until, now)
+        self._hot(session, rec, rec["ready"] > 0)
+        return got[0]
+
+    def bind(self, session: str, worker: str, until: float, now: float) -> None:
+        """``worker`` claimed or extended an item of the session, leased until ``until``."""
+        rec = self.record(session)
+        if rec["worker"] != worker:
+            self._hot(session, rec, False)
+            rec["worker"], rec["until"] = worker, 0.0
+        rec["until"] = max(rec["until"], until, now + self.affinity)
+
+    def lapse(self, now: float) -> None:
+        """End every binding due at ``now``: its session's ready items go to the common lines."""
+        meta = self.meta
+        if meta["bind_check"] is None or now < meta["bind_check"]:
+            return
+        meta["bind_check"] = None
+        for key, session in list(self.kv.scan("b/")):
+            until = float(key.split("/", 2)[1])
+            if until > now:
+                meta["bind_check"] = until
+                break
+            self.kv.delete(key)
+            rec = self.record(session)
+            if rec["bkey"] != key:
+                continue
+            self._hot(session, rec, False)
+            rec["worker"], rec["bkey"] = None, None
+            self._free(session, rec, None)
+
+    def heads(self) -> list[str]:
+        """The first item of each line of each session with ready items (stored records: :meth:`save` first)."""
+        out: list[str] = []
+        for key, rec in self.kv.scan("s/"):
+            if rec["ready"] > 0:
+                out.extend(ReadyLines(self.kv, f"sl/{key[2:]}/").heads())
+        return out
+
+    def save(self) -> None:
+        meta = self.meta
+        for session, rec in self.records.items():
+            key = "s/" + _enc(session)
+            if rec["worker"] is None and rec["open"] <= 0 and rec["ready"] <= 0:
+                if self.stored[session]:
+                    self.kv.delete(key)
+                    meta["sessions"] -= 1
+                continue
+            if rec["worker"] is not None:
+                bkey = f"b/{_time(rec['until'])}/{_enc(session)}"
+                if bkey != rec["bkey"]:
+                    if rec["bkey"]:
+                        self.kv.delete(rec["bkey"])
+                    self.kv.put(bkey, session)
+                    rec["bkey"] = bkey
+                    meta["bind_check"] = _min(meta["bind_check"], float(bkey.split("/", 2)[1]))
+            self.kv.put(key, rec)
+            if not self.stored[session]:
+                meta["sessions"] += 1
+        for line in self.lines.values():
+            line.save()
+        self.records.clear()
+        self.stored.clear()
+        self.lines.clear()
+
+
+class Step:
+    """One operation's working set -- the store, the time, the counters, the common ready lines, the
+    sessions it touches -- and the moves operations share; :meth:`save` writes it back, once."""
+
+    def __init__(self, kv: KeyValue, now: float, policy: RetryPolicy, affinity: float) -> None:
+        self.kv = kv
+        self.now = now
+        self.policy = policy
+        self.meta = _load_meta(kv)
+        self.ready = ReadyLines(kv)
+        self.sessions = Sessions(kv, self.meta, self.ready, affinity)
+
+    def move(self, item: dict[str, Any], state: str) -> None:
+        count = self.meta["count"]
         count[item["state"]] -= 1
         count[state] += 1
         item["state"] = state
-        item["since"] = now
+        item["since"] = self.now
 
-    def _max_attempts(self, item: dict[str, Any]) -> int:
+    def max_attempts(self, item: dict[str, Any]) -> int:
         return item["max_attempts"] or self.policy.max_attempts
 
-    def _bury(self, meta: dict[str, Any], item: dict[str, Any], now: float) -> None:
-        self._move(meta, item, "dead", now)
+    def make_ready(self, item: dict[str, Any]) -> None:
+        """Put a pending item where claims find it: the common lines, or its session's."""
+        session = item.get("session")
+        if session is None:
+            self.ready.push(item["priority"], item["id"])
+        else:
+            self.sessions.push(session, item["priority"], item["id"], self.now)
+
+    def bury(self, item: dict[str, Any]) -> None:
+        self.move(item, "dead")
+        meta = self.meta
         meta["dead"] += 1
+        item["dead_seq"] = meta["dead"]
         self.kv.put(f"x/{_num(meta['dead'])}", item["id"])
+        if item.get("session") is not None:
+            self.sessions.opened(item["session"], -1)
 
-    # -- enqueue ---------------------------------------------------------------------------------
-
-    def enqueue(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add items (``key``, ``payload``, ``priority``, ``max_attempts``): one answer each, in order.
-
-        An answer is ``{"id", "duplicate", "state", "attempts"}``; a duplicate changes nothing.
-        """
-        now = self.clock()
-        meta = self._meta()
-        ready = ReadyLines(self.kv)
-        answers = []
-        for spec in items:
-            key = spec["key"]
-            existing = self.kv.get("i/" + key)
-            if existing is not None:
-                answers.append({"id": key, "duplicate": True, "state": existing["state"],
-                                "attempts": existing["attempts"]})
-                continue
-            priority = int(spec.get("priority", 0))
-            ready.push(priority, key)
-            meta["seq"] += 1
-            self.kv.put("i/" + key, {
-                "id": key, "priority": priority, "payload": spec.get("payload"), "state": "pending", "attempts": 0,
-                "max_attempts": spec.get("max_attempts"), "seq": meta["seq"], "enqueued_at": now, "since": now,
-                "lease_until": None, "lease": None, "worker": None, "result": None, "done_seq": None,
-                "reason": None, "retry_at": None})
-            meta["count"]["pending"] += 1
-            answers.append({"id": key, "duplicate": False, "state": "pending", "attempts": 0})
-        ready.save()
-        self.kv.put(_META, meta)
-        return answers
-
-    # -- time passing: expired leases and finished backoffs ----------------------------------------
-
-    def _catch_up(self, meta: dict[str, Any], now: float, ready: ReadyLines) -> None:
-        """Apply every lease expiry and backoff end due at ``now`` (lazily: there is no timer)."""
-        if meta["lease_check"] is not None and now >= meta["lease_check"]:
-            meta["lease_check"] = None
-            for key, lease in list(self.kv.scan("l/")):
-                until = float(key.split("/", 2)[1])
-                if until > now:
-                    meta["lease_check"] = until  # the scan is in time order: the earliest left
-                    break
-                self.kv.delete(key)
-                for item_id in lease["ids"]:
-                    item = self.kv.get("i/" + item_id)
-                    if item["state"] != "leased" or item["lease"] != key:
-                        continue  # finished, or its lease was extended (another entry holds it)
-                    item["reason"] = f"lease expired (attempt {item['attempts']}, worker {item['worker']})"
-                    if item["attempts"] >= self._max_attempts(item):
-                        self._bury(meta, item, now)
-                    else:
-                        self._move(meta, item, "pending", now)
-                        ready.push(item["priority"], item_id)
-                    item["lease_until"] = item["lease"] = None
-                    self.kv.put("i/" + item_id, item)
-        if meta["wait_check"] is not None and now >= meta["wait_check"]:
-            meta["wait_check"] = None
-            for key, item_id in list(self.kv.scan("w/")):
-                until = float(key.split("/", 2)[1])
-                if until > now:
-                    meta["wait_check"] = until
-                    break
-                self.kv.delete(key)
-                item = self.kv.get("i/" + item_id)
-                ready.push(item["priority"], item_id)
-                item["retry_at"] = None
-                self.kv.put("i/" + item_id, item)
-
-    def _lease(self, meta: dict[str, Any], ids: list[str], until: float) -> str:
+    def lease(self, ids: list[str], until: float) -> str:
         """Record a lease of ``ids`` until ``until``: its key."""
+        meta = self.meta
         meta["leases"] += 1
         key = f"l/{_time(until)}/{_num(meta['leases'])}"
         self.kv.put(key, {"ids": ids, "open": len(ids)})
         meta["lease_check"] = _min(meta["lease_check"], until)
         return key
 
-    def _release(self, finished: dict[str, int]) -> None:
+    def release(self, finished: dict[str, int]) -> None:
         """``finished``: lease key -> how many of its items were finished (or moved to another lease)."""
         for key, n in finished.items():
             lease = self.kv.get(key)
@@ -374,33 +596,167 @@ class QueueLogic:
             else:
                 self.kv.delete(key)
 
+    def catch_up(self) -> None:
+        """Apply every lease expiry, backoff end and binding end due now (lazily: there is no timer)."""
+        meta, now, kv = self.meta, self.now, self.kv
+        if meta["lease_check"] is not None and now >= meta["lease_check"]:
+            meta["lease_check"] = None
+            for key, lease in list(kv.scan("l/")):
+                until = float(key.split("/", 2)[1])
+                if until > now:
+                    meta["lease_check"] = until  # the scan is in time order: the earliest left
+                    break
+                kv.delete(key)
+                for item_id in lease["ids"]:
+                    item = kv.get("i/" + item_id)
+                    if item["state"] != "leased" or item["lease"] != key:
+                        continue  # finished, or its lease was extended (another entry holds it)
+                    item["reason"] = f"lease expired (attempt {item['attempts']}, worker {item['worker']})"
+                    item["lease_until"] = item["lease"] = None
+                    if item["attempts"] >= self.max_attempts(item):
+                        self.bury(item)
+                    else:
+                        self.move(item, "pending")
+                        self.make_ready(item)
+                    kv.put("i/" + item_id, item)
+        if meta["wait_check"] is not None and now >= meta["wait_check"]:
+            meta["wait_check"] = None
+            for key, item_id in list(kv.scan("w/")):
+                until = float(key.split("/", 2)[1])
+                if until > now:
+                    meta["wait_check"] = until
+                    break
+                kv.delete(key)
+                item = kv.get("i/" + item_id)
+                item["retry_at"] = None
+                self.make_ready(item)
+                kv.put("i/" + item_id, item)
+        self.sessions.lapse(now)
+
+    def pick(self, worker: str, limit: int, until: float) -> list[str]:
+        """The ids a claim by ``worker`` takes: its bound sessions' first, then the common lines'."""
+        sessions = self.sessions
+        ids = sessions.take_bound(worker, limit) if self.meta["sessions"] else []
+        bound = False
+        while len(ids) < limit:
+            entries = self.ready.take(limit - len(ids))
+            if not entries:
+                break
+            for entry in entries:
+                if isinstance(entry, str):
+                    ids.append(entry)
+                    continue
+                got = sessions.take_free(entry[0], worker, until, self.now)  # a free session: now this worker's
+                if got is not None:
+                    ids.append(got)
+                    bound = True
+        if bound and len(ids) < limit:
+            ids.extend(sessions.take_bound(worker, limit - len(ids)))
+        return ids
+
+    def save(self) -> None:
+        self.sessions.save()
+        self.ready.save()
+        self.kv.put(_META, self.meta)
+
+
+class QueueLogic:
+    """One queue's operations over ``kv`` at times given by ``clock`` (see the module docstring).
+
+    Make one per operation (the agent does, per message) or keep one: it holds nothing between
+    calls but its collaborators.  ``affinity_seconds``: how long a session stays bound to the worker
+    that last claimed or extended one of its items (beyond its leases).
+
+    Keys: ``q/meta`` (counters), ``i/<id>`` (the item), the ready lines (:class:`ReadyLines`),
+    ``l/<until>/<n>`` (the items leased by one claim until then: ``{"ids", "open"}``, ``open``
+    counting those not yet finished), ``w/<until>/<id>`` (waiting out a backoff), ``d/<seq>``
+    (completed, in completion order), ``x/<seq>`` (dead, in order; a replay removes its item's) and
+    the sessions' (:class:`Sessions`).
+    """
+
+    def __init__(self, kv: KeyValue, clock: Callable[[], float], policy: RetryPolicy | None = None,
+                 affinity_seconds: float = 30.0) -> None:
+        if affinity_seconds < 0:
+            raise ValueError("affinity_seconds cannot be negative")
+        self.kv = kv
+        self.clock = clock
+        self.policy = policy or RetryPolicy()
+        self.affinity_seconds = affinity_seconds
+
+    def _step(self) -> Step:
+        return Step(self.kv, self.clock(), self.policy, self.affinity_seconds)
+
+    def _item(self, item_id: str) -> dict[str, Any]:
+        item = self.kv.get("i/" + item_id)
+        if item is None:
+            raise UnknownItem(f"no item {item_id!r} in this queue", item=item_id)
+        return item
+
+    # -- enqueue ---------------------------------------------------------------------------------
+
+    def enqueue(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add items (``key``, ``payload``, ``priority``, ``max_attempts``, ``session``): one answer each, in order.
+
+        An answer is ``{"id", "duplicate", "state", "attempts"}``; a duplicate changes nothing.
+        """
+        step = self._step()
+        meta, now = step.meta, step.now
+        answers = []
+        for spec in items:
+            key = spec["key"]
+            existing = self.kv.get("i/" + key)
+            if existing is not None:
+                answers.append({"id": key, "duplicate": True, "state": existing["state"],
+                                "attempts": existing["attempts"]})
+                continue
+            priority = int(spec.get("priority", 0))
+            _inv(priority)  # checks the range before anything changes
+            session = spec.get("session")
+            meta["seq"] += 1
+            item = {"id": key, "priority": priority, "payload": spec.get("payload"), "state": "pending",
+                    "attempts": 0, "max_attempts": spec.get("max_attempts"), "seq": meta["seq"], "enqueued_at": now,
+                    "since": now, "lease_until": None, "lease": None, "worker": None, "result": None,
+                    "done_seq": None, "reason": None, "retry_at": None, "session": session}
+            self.kv.put("i/" + key, item)
+            meta["count"]["pending"] += 1
+            if session is not None:
+                step.sessions.opened(session)
+            step.make_ready(item)
+            answers.append({"id": key, "duplicate": False, "state": "pending", "attempts": 0})
+        step.save()
+        return answers
+
     # -- claim, extend ---------------------------------------------------------------------------
 
     def claim(self, worker: str, limit: int = 1, lease_seconds: float = 30.0) -> list[dict[str, Any]]:
-        """Lease up to ``limit`` items to ``worker``: ``{"id", "token", "lease_until", "payload", "priority"}`` each."""
+        """Lease up to ``limit`` items to ``worker``: ``{"id", "token", "lease_until", "payload", "priority"}``
+        each, and ``session`` for an item of one."""
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        now = self.clock()
-        meta = self._meta()
-        ready = ReadyLines(self.kv)
-        self._catch_up(meta, now, ready)
-        ids = ready.take(limit)
-        ready.save()
+        step = self._step()
+        step.catch_up()
+        now = step.now
+        until = now + lease_seconds
+        ids = step.pick(worker, limit, until)
         claimed: list[dict[str, Any]] = []
         if ids:
-            until = now + lease_seconds
-            lease = self._lease(meta, ids, until)
+            lease = step.lease(ids, until)
             for item_id in ids:
                 item = self.kv.get("i/" + item_id)
-                self._move(meta, item, "leased", now)
+                step.move(item, "leased")
                 item["attempts"] += 1
                 item["lease_until"] = until
                 item["lease"] = lease
                 item["worker"] = worker
                 self.kv.put("i/" + item_id, item)
-                claimed.append({"id": item_id, "token": item["attempts"], "lease_until": until,
-                                "payload": item["payload"], "priority": item["priority"]})
-        self.kv.put(_META, meta)
+                answer = {"id": item_id, "token": _token(item), "lease_until": until, "payload": item["payload"],
+                          "priority": item["priority"]}
+                session = item.get("session")
+                if session is not None:
+                    step.sessions.bind(session, worker, until, now)
+                    answer["session"] = session
+                claimed.append(answer)
+        step.save()
         return claimed
 
     def _leased(self, item_id: str, token: int, now: float, what: str) -> dict[str, Any]:
@@ -408,20 +764,20 @@ class QueueLogic:
         item = self._item(item_id)
         why = _refusal(item, token, now)
         if why is not None:
-            raise LeaseLost(f"cannot {what} item {item_id!r} with token {token}: {why}", item=item_id, token=token,
-                            current_token=item["attempts"], state=item["state"])
+            _raise(_lease_lost(item, token, what, why), item_id, token)
         return item
 
     def extend(self, item_id: str, token: int, lease_seconds: float = 30.0) -> dict[str, Any]:
         """Move the lease's end to ``now + lease_seconds``: ``{"id", "token", "lease_until"}``."""
-        now = self.clock()
-        item = self._leased(item_id, token, now, "extend")
-        meta = self._meta()
-        self._release({item["lease"]: 1})
-        item["lease_until"] = until = now + lease_seconds
-        item["lease"] = self._lease(meta, [item_id], until)
+        step = self._step()
+        item = self._leased(item_id, token, step.now, "extend")
+        step.release({item["lease"]: 1})
+        item["lease_until"] = until = step.now + lease_seconds
+        item["lease"] = step.lease([item_id], until)
         self.kv.put("i/" + item_id, item)
-        self.kv.put(_META, meta)
+        if item.get("session") is not None:
+            step.sessions.bind(item["session"], item["worker"], until, step.now)
+        step.save()
         return {"id": item_id, "token": token, "lease_until": until}
 
     # -- complete, fail --------------------------------------------------------------------------
@@ -432,11 +788,7 @@ class QueueLogic:
         Raises :class:`LeaseLost` for a token that does not hold the lease, :class:`UnknownItem`.
         """
         outcome = self.complete_many([(item_id, token, result)])[0]
-        if outcome["status"] == "unknown":
-            raise UnknownItem(f"no item {item_id!r} in this queue", item=item_id)
-        if outcome["status"] == "lease_lost":
-            raise LeaseLost(outcome["error"], item=item_id, token=token, current_token=outcome["current_token"],
-                            state=outcome["state"])
+        _raise(outcome, item_id, token)
         return outcome
 
     def complete_many(self, completions: Iterable[tuple[str, int, Any]]) -> list[dict[str, Any]]:
@@ -445,8 +797,8 @@ class QueueLogic:
         ``status`` is ``completed``, ``already_completed`` (this token completed it before: nothing
         changed), ``lease_lost`` (with ``error``, ``current_token``, ``state``) or ``unknown``.
         """
-        now = self.clock()
-        meta = self._meta()
+        step = self._step()
+        meta, now = step.meta, step.now
         outcomes = []
         finished: dict[str, int] = {}
         for item_id, token, result in completions:
@@ -454,48 +806,89 @@ class QueueLogic:
             if item is None:
                 outcomes.append({"id": item_id, "status": "unknown"})
                 continue
-            if item["state"] == "done" and item["attempts"] == token:
+            if item["state"] == "done" and _token(item) == token:
                 outcomes.append({"id": item_id, "status": "already_completed", "seq": item["done_seq"]})
                 continue
             why = _refusal(item, token, now)
             if why is not None:
-                outcomes.append({"id": item_id, "status": "lease_lost", "current_token": item["attempts"],
-                                 "state": item["state"],
-                                 "error": f"cannot complete item {item_id!r} with token {token}: {why}"})
+                outcomes.append(_lease_lost(item, token, "complete", why))
                 continue
             finished[item["lease"]] = finished.get(item["lease"], 0) + 1
-            self._move(meta, item, "done", now)
+            step.move(item, "done")
             meta["done"] += 1
             item["done_seq"] = meta["done"]
             item["result"] = result
             item["lease_until"] = item["lease"] = None
             self.kv.put("i/" + item_id, item)
             self.kv.put(f"d/{_num(meta['done'])}", item_id)
+            if item.get("session") is not None:
+                step.sessions.opened(item["session"], -1)
             outcomes.append({"id": item_id, "status": "completed", "seq": meta["done"]})
-        self._release(finished)
-        self.kv.put(_META, meta)
+        step.release(finished)
+        step.save()
         return outcomes
 
     def fail(self, item_id: str, token: int, reason: str = "", retry: bool = True) -> dict[str, Any]:
-        """Give the item up: ``{"id", "state": "pending" | "dead", "attempts", "retry_at"}``."""
-        now = self.clock()
-        item = self._leased(item_id, token, now, "fail")
-        meta = self._meta()
-        self._release({item["lease"]: 1})
-        item["lease_until"] = item["lease"] = None
-        item["reason"] = reason
-        retry_at = None
-        if retry and item["attempts"] < self._max_attempts(item):
-            self._move(meta, item, "pending", now)
-            retry_at = now + self.policy.delay(item["attempts"])
-            item["retry_at"] = retry_at
-            self.kv.put(f"w/{_time(retry_at)}/{item_id}", item_id)
-            meta["wait_check"] = _min(meta["wait_check"], retry_at)
-        else:
-            self._bury(meta, item, now)
-        self.kv.put("i/" + item_id, item)
-        self.kv.put(_META, meta)
-        return {"id": item_id, "state": item["state"], "attempts": item["attempts"], "retry_at": retry_at}
+        """Give the item up: ``{"id", "state": "pending" | "dead", "attempts", "retry_at"}``.
+
+        Raises :class:`LeaseLost` for a token that does not hold the lease, :class:`UnknownItem`.
+        """
+        outcome = self.fail_many([(item_id, token, reason, retry)])[0]
+        _raise(outcome, item_id, token)
+        return {key: outcome[key] for key in ("id", "state", "attempts", "retry_at")}
+
+    def fail_many(self, failures: Iterable[tuple[str, int, str, bool]]) -> list[dict[str, Any]]:
+        """Fail several items, each on its own: one outcome per ``(item, token, reason, retry)``, in order.
+
+        ``status`` is ``failed`` (with ``state``: ``pending`` or ``dead``, ``attempts``, ``retry_at``),
+        ``lease_lost`` (with ``error``, ``current_token``, ``state``: nothing changed) or ``unknown``.
+        """
+        step = self._step()
+        meta, now = step.meta, step.now
+        outcomes = []
+        finished: dict[str, int] = {}
+        for item_id, token, reason, retry in failures:
+            item = self.kv.get("i/" + item_id)
+            if item is None:
+                outcomes.append({"id": item_id, "status": "unknown"})
+                continue
+            why = _refusal(item, token, now)
+            if why is not None:
+                outcomes.append(_lease_lost(item, token, "fail", why))
+                continue
+            finished[item["lease"]] = finished.get(item["lease"], 0) + 1
+            item["lease_until"] = item["lease"] = None
+            item["reason"] = reason
+            retry_at = None
+            if retry and item["attempts"] < step.max_attempts(item):
+                step.move(item, "pending")
+                retry_at = item["retry_at"] = now + self.policy.delay(item["attempts"])
+                self.kv.put(f"w/{_time(retry_at)}/{item_id}", item_id)
+                meta["wait_check"] = _min(meta["wait_check"], retry_at)
+            else:
+                step.bury(item)
+            self.kv.put("i/" + item_id, item)
+            outcomes.append({"id": item_id, "status": "failed", "state": item["state"], "attempts": item["attempts"],
+                             "retry_at": retry_at})
+        step.release(finished)
+        step.save()
+        return outcomes
+
+    # -- an operator's ---------------------------------------------------------------------------
+
+    def replay(self, items: Iterable[str] | None = None, limit: int = 100, who: str = "") -> dict[str, Any]:
+        """Dead items back to pending: ``items`` by id, or (None) the oldest ``limit`` dead ones.
+
+        Returns ``{"replayed": [{"id", "attempts", "replay_count"}, ...], "dead"}`` (``attempts``:
+        before the replay; ``dead``: how many are left).  An unknown id (:class:`UnknownItem`) or
+        an item that is not dead (:class:`QueueError`) refuses the whole request.
+        """
+        step = self._step()
+        dead = DeadItems(step)
+        chosen = dead.chosen(items) if items is not None else dead.oldest(limit)
+        answer = dead.replay(chosen, who)
+        step.save()
+        return answer
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -503,13 +896,27 @@ class QueueLogic:
         """The item's record as stored (``state``, ``attempts``, ``result``, ``reason``...)."""
         return self._item(item_id)
 
+    def items(self, state: str | None = None, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """A page of items of ``state`` (None: every state) from cursor ``after``: see :meth:`Listing.page`.
+
+        Applies due expiries first, as :meth:`stats` does.
+        """
+        if state is not None and state not in STATES:
+            raise ValueError(f"no state {state!r}: one of {', '.join(STATES)}")
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        step = self._step()
+        step.catch_up()
+        step.save()
+        return Listing(self.kv, step.meta, step.now).page(state, after, limit)
+
     def results(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """Completed items after cursor ``after``, in completion order (see :meth:`ResultLog.read`)."""
-        return ResultLog(self.kv).read(self._meta(), after, limit)
+        return ResultLog(self.kv).read(_load_meta(self.kv), after, limit)
 
     def ack(self, upto: int) -> dict[str, Any]:
         """Drop the results up to cursor ``upto`` (see :meth:`ResultLog.ack`)."""
-        meta = self._meta()
+        meta = _load_meta(self.kv)
         answer = ResultLog(self.kv).ack(meta, upto)
         self.kv.put(_META, meta)
         return answer
@@ -519,13 +926,11 @@ class QueueLogic:
 
         Applies due expiries first, so ``leased`` counts live leases only.
         """
-        now = self.clock()
-        meta = self._meta()
-        ready = ReadyLines(self.kv)
-        self._catch_up(meta, now, ready)
-        ready.save()
-        self.kv.put(_META, meta)
-        oldest = _oldest(self.kv, meta, ready)
+        step = self._step()
+        step.catch_up()
+        step.save()
+        now, meta = step.now, step.meta
+        oldest = _oldest(self.kv, meta)
         count = meta["count"]
         out: dict[str, Any] = {
             state: {"count": count[state],
@@ -535,6 +940,163 @@ class QueueLogic:
         out["depth"] = count["pending"] + count["leased"]
         out["results_acked"] = meta["acked"]
         return out
+
+
+class DeadItems:
+    """The dead items' index (``x/<n>`` -> id, in the order they died, the first at ``dead_from``) and
+    their replay (see :meth:`QueueLogic.replay`), inside one :class:`Step`."""
+
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.kv = step.kv
+        self.meta = step.meta
+
+    def _index(self) -> Iterator[tuple[int, str]]:
+        return _numbered(self.kv, "x/", self.meta["dead_from"], self.meta["dead"])
+
+    def oldest(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` items that died first (and are dead still)."""
+        chosen = []
+        for _, item_id in self._index():
+            if len(chosen) >= limit:
+                break
+            item = self.kv.get("i/" + item_id)
+            if item["state"] == "dead":
+                chosen.append(item)
+        return chosen
+
+    def chosen(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The items of ``ids`` (each once), if every one is dead; else the error, before any change."""
+        chosen, seen = [], set()
+        for item_id in ids:
+            if item_id in seen:
+                continue
+            seen.add(item_id)
+            item = self.kv.get("i/" + item_id)
+            if item is None:
+                raise UnknownItem(f"no item {item_id!r} in this queue", item=item_id)
+            if item["state"] != "dead":
+                raise QueueError(f"cannot replay item {item_id!r}: it is {item['state']}, and only dead items "
+                                 "are replayed", item=item_id, state=item["state"])
+            chosen.append(item)
+        return chosen
+
+    def _seq(self, item: dict[str, Any]) -> int | None:
+        """The item's number in the index (looked up for an item buried before numbers were kept)."""
+        if item.get("dead_seq"):
+            return item["dead_seq"]
+        return next((n for n, item_id in self._index() if item_id == item["id"]), None)
+
+    def replay(self, items: list[dict[str, Any]], who: str) -> dict[str, Any]:
+        step, kv = self.step, self.kv
+        replayed = []
+        for item in items:
+            n = self._seq(item)
+            if n is not None:
+                kv.delete(f"x/{_num(n)}")
+            record = {"at": step.now, "by": who, "attempts": item["attempts"], "reason": item["reason"]}
+            item["replays"] = [*(item.get("replays") or []), record][-REPLAY_HISTORY:]
+            item["replay_count"] = item.get("replay_count", 0) + 1
+            item["token_base"] = _token(item)
+            item["attempts"] = 0
+            item["reason"] = item["dead_seq"] = item["retry_at"] = None
+            step.move(item, "pending")
+            if item.get("session") is not None:
+                step.sessions.opened(item["session"])
+            step.make_ready(item)
+            kv.put("i/" + item["id"], item)
+            replayed.append({"id": item["id"], "attempts": record["attempts"], "replay_count": item["replay_count"]})
+        first = next(self._index(), None)
+        self.meta["dead_from"] = self.meta["dead"] + 1 if first is None else first[0]
+        return {"replayed": replayed, "dead": self.meta["count"]["dead"]}
+
+
+def _row(item: dict[str, Any], now: float) -> dict[str, Any]:
+    """An item as a listing shows it: no payload nor result (:meth:`QueueLogic.item` has them)."""
+    leased = item["state"] == "leased"
+    return {"id": item["id"], "state": item["state"], "priority": item["priority"], "attempts": item["attempts"],
+            "token": _token(item), "session": item.get("session"), "worker": item["worker"],
+            "age": max(0.0, now - item["enqueued_at"]), "in_state": max(0.0, now - item["since"]),
+            "lease_left": max(0.0, item["lease_until"] - now) if leased else None,
+            "retry_in": max(0.0, item["retry_at"] - now) if item.get("retry_at") is not None else None,
+            "reason": item["reason"], "replays": item.get("replay_count", 0)}
+
+
+class Listing:
+    """Items page by page from the indexes (see the module docstring's **Listing**)."""
+
+    def __init__(self, kv: KeyValue, meta: dict[str, Any], now: float) -> None:
+        self.kv = kv
+        self.meta = meta
+        self.now = now
+
+    def page(self, state: str | None, after: str | None, limit: int) -> dict[str, Any]:
+        """``{"items", "cursor", "more"}``: up to ``limit`` items (see :func:`_row`) after cursor ``after``.
+
+        ``cursor`` is where this page ended (``after`` if it is empty): pass it back for the next;
+        ``more`` says whether another item was there when this page was read.
+        """
+        states = LISTED if state is None else (state,)
+        at = json.loads(after) if after else None
+        if at is not None and at[0] not in states:
+            raise ValueError(f"cursor {after!r} is not one of a listing of {state or 'every state'}")
+        start = states.index(at[0]) if at else 0
+        rows: list[dict[str, Any]] = []
+        cursor, more = after, False
+        for st in states[start:]:
+            for position, item in self._walk(st, at[1] if at and at[0] == st else None):
+                if len(rows) >= limit:
+                    more = True
+                    break
+                rows.append(_row(item, self.now))
+                cursor = json.dumps([st, position], separators=(",", ":"))
+            if more:
+                break
+        return {"items": rows, "cursor": cursor, "more": more}
+
+    def _walk(self, state: str, after: list[Any] | None) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+        kv = self.kv
+        if state == "leased":
+            for key, lease in kv.scan("l/"):
+                if after and key < after[0]:
+                    continue
+                for i, item_id in enumerate(lease["ids"]):
+                    if after and key == after[0] and i <= after[1]:
+                        continue
+                    item = kv.get("i/" + item_id)
+                    if item["state"] == "leased" and item["lease"] == key:
+                        yield [key, i], item
+        elif state in ("dead", "done"):
+            prefix, first, last = ("x/", self.meta["dead_from"], self.meta["dead"]) if state == "dead" else (
+                "d/", 1, self.meta["done"])
+            for n, item_id in _numbered(kv, prefix, max(first, after[0] + 1 if after else 0), last):
+                item = kv.get("i/" + item_id)
+                if item["state"] == state:
+                    yield [n], item
+        else:
+            yield from self._pending(after)
+
+    def _pending(self, after: list[Any] | None) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+        """The common lines (item entries), then each session's lines, then the items waiting out a backoff."""
+        kv = self.kv
+        phase = after[0] if after else "r"
+        if phase == "r":
+            for position, entry in ReadyLines(kv).walk(after[1:] if after else None):
+                if isinstance(entry, str):
+                    yield ["r", *position], kv.get("i/" + entry)
+            after = None
+        if phase in ("r", "s"):
+            for key, rec in kv.scan("s/"):
+                session = key[2:]
+                if rec["ready"] <= 0 or (after and session < after[1]):
+                    continue
+                here = after[2:] if after and session == after[1] else None
+                for position, entry in ReadyLines(kv, f"sl/{session}/").walk(here):
+                    yield ["s", session, *position], kv.get("i/" + entry)
+            after = None
+        for key, item_id in kv.scan("w/"):
+            if after is None or key > after[1]:
+                yield ["w", key], kv.get("i/" + item_id)
 
 
 class ResultLog:
@@ -559,13 +1121,12 @@ class ResultLog:
         return {"items": items, "cursor": cursor}
 
     def ack(self, meta: dict[str, Any], upto: int) -> dict[str, Any]:
-        """Drop results (and payloads) up to cursor ``upto``; the items stay done: ``{"acked", "dropped"}``."""
+        """Drop results (and payloads) up to cursor ``upto``; the items stay done, listed in completion
+        order (``d/`` keeps their numbers): ``{"acked", "dropped"}``."""
         upto = min(upto, meta["done"])
         dropped = 0
         for seq in range(meta["acked"] + 1, upto + 1):
-            key = f"d/{_num(seq)}"
-            item_id = self.kv.get(key)
-            self.kv.delete(key)
+            item_id = self.kv.get(f"d/{_num(seq)}")
             item = self.kv.get("i/" + item_id)
             item["result"] = item["payload"] = None
             self.kv.put("i/" + item_id, item)
@@ -574,12 +1135,14 @@ class ResultLog:
         return {"acked": meta["acked"], "dropped": dropped}
 
 
-def _oldest(kv: KeyValue, meta: dict[str, Any], ready: ReadyLines) -> dict[str, float | None]:
+def _oldest(kv: KeyValue, meta: dict[str, Any]) -> dict[str, float | None]:
     """When the oldest item of each state entered it (None: no item in that state)."""
     oldest: dict[str, float | None] = dict.fromkeys(STATES)
-    for item_id in ready.heads():
-        oldest["pending"] = _min(oldest["pending"], kv.get("i/" + item_id)["since"])
-    for _, item_id in kv.scan("w/"):
+    pending = [e for e in ReadyLines(kv).heads() if isinstance(e, str)]
+    if meta["sessions"]:
+        pending.extend(Sessions(kv, meta, ReadyLines(kv), 0.0).heads())
+    pending.extend(item_id for _, item_id in kv.scan("w/"))
+    for item_id in pending:
         oldest["pending"] = _min(oldest["pending"], kv.get("i/" + item_id)["since"])
     for key, lease in kv.scan("l/"):
         for item_id in lease["ids"]:
@@ -588,6 +1151,8 @@ def _oldest(kv: KeyValue, meta: dict[str, Any], ready: ReadyLines) -> dict[str, 
                 oldest["leased"] = _min(oldest["leased"], item["since"])
     if meta["done"] > meta["acked"]:
         oldest["done"] = kv.get("i/" + kv.get(f"d/{_num(meta['acked'] + 1)}"))["since"]
-    if meta["dead"]:
-        oldest["dead"] = kv.get("i/" + kv.get(f"x/{_num(1)}"))["since"]
+    if meta["count"]["dead"]:
+        first = next(_numbered(kv, "x/", meta["dead_from"], meta["dead"]), None)
+        if first is not None:
+            oldest["dead"] = kv.get("i/" + first[1])["since"]
     return oldest

@@ -3,11 +3,16 @@
 When one queue agent is not enough (its one-message-at-a-time handling is
 the bound: see the README's figure), spread the items over ``N`` of them.  An
 item's partition is a pure function of its key (:func:`partition_of`:
-BLAKE2b of the key, modulo ``N``), so everything about one item -- its
-enqueue, a duplicate enqueue, claim, extend, complete, fail -- reaches the same
-agent, and each agent keeps every guarantee of a single queue for its items
-(idempotent enqueue, atomic claims, leases, exactly-once completion, retries,
-poison).  What a set does not give: one priority order across partitions (a
+BLAKE2b of the key, modulo ``N``), or of its session when it has one (so a
+session's items share a partition, and its affinity holds across the set), so
+everything about one item -- its enqueue, a duplicate enqueue, claim, extend,
+complete, fail -- reaches the same agent, and each agent keeps every guarantee
+of a single queue for its items (idempotent enqueue, atomic claims, leases,
+exactly-once completion, retries, poison, session affinity).  An item of a
+session is reached through its session: pass ``session`` (a claimed item's
+``session``) to ``extend``, ``complete`` and ``fail``, and in each
+``Completion`` or ``Failure``; a key enqueued under two sessions (or with and
+without one) may be two items, one in each partition.  What a set does not give: one priority order across partitions (a
 claim visits the partitions in turn, each in its own order) and results in
 one global completion order (each partition's are in order; the set's cursor
 is one per partition).
@@ -71,28 +76,30 @@ class QueueSet:
         """The running set ``name`` of ``partitions`` agents, from any driver on the cluster."""
         return cls([system.lookup(agent_id) for agent_id in cls.ids(name, partitions)], timeout=timeout)
 
-    def _ref(self, key: str) -> Any:
-        return self.refs[partition_of(key, len(self.refs))]
+    def _ref(self, key: str, session: str | None = None) -> Any:
+        return self.refs[partition_of(key if session is None else session, len(self.refs))]
 
     def _ask(self, ref: Any, msg: Any) -> Any:
         return ref.ask(msg, timeout=self.timeout)
 
     # -- one item: the agent its key routes to ------------------------------------------------
 
-    def enqueue(self, key: str, payload: Any = None, priority: int = 0, max_attempts: int | None = None) -> dict:
-        """As ``Enqueue``, on the key's partition; the answer names it (``queue``)."""
-        ref = self._ref(key)
-        answer = self._ask(ref, wq.Enqueue(key=key, payload=payload, priority=priority, max_attempts=max_attempts))
+    def enqueue(self, key: str, payload: Any = None, priority: int = 0, max_attempts: int | None = None,
+                session: str | None = None) -> dict:
+        """As ``Enqueue``, on the partition of the key (or of the session); the answer names it (``queue``)."""
+        ref = self._ref(key, session)
+        answer = self._ask(ref, wq.Enqueue(key=key, payload=payload, priority=priority, max_attempts=max_attempts,
+                                           session=session))
         return {**answer, "queue": ref.agent_id}
 
-    def extend(self, item: str, token: int, lease_seconds: float = 30.0) -> dict:
-        return self._ask(self._ref(item), wq.Extend(item=item, token=token, lease_seconds=lease_seconds))
+    def extend(self, item: str, token: int, lease_seconds: float = 30.0, *, session: str | None = None) -> dict:
+        return self._ask(self._ref(item, session), wq.Extend(item=item, token=token, lease_seconds=lease_seconds))
 
-    def complete(self, item: str, token: int, result: Any = None) -> dict:
-        return self._ask(self._ref(item), wq.Complete(item=item, token=token, result=result))
+    def complete(self, item: str, token: int, result: Any = None, *, session: str | None = None) -> dict:
+        return self._ask(self._ref(item, session), wq.Complete(item=item, token=token, result=result))
 
-    def fail(self, item: str, token: int, reason: str = "", retry: bool = True) -> dict:
-        return self._ask(self._ref(item), wq.Fail(item=item, token=token, reason=reason, retry=retry))
+    def fail(self, item: str, token: int, reason: str = "", retry: bool = True, *, session: str | None = None) -> dict:
+        return self._ask(self._ref(item, session), wq.Fail(item=item, token=token, reason=reason, retry=retry))
 
     # -- many items: one message per partition concerned ----------------------------------------
 
@@ -113,13 +120,18 @@ class QueueSet:
 
     def enqueue_many(self, items: Sequence[wq.NewItem]) -> list[dict]:
         """As ``EnqueueMany``: one message per partition; the answers (naming their ``queue``) in order."""
-        return self._per_partition([i.key for i in items], lambda ref, at: [
+        return self._per_partition([i.key if i.session is None else i.session for i in items], lambda ref, at: [
             {**answer, "queue": ref.agent_id} for answer in self._ask(ref, wq.EnqueueMany(items=[items[i] for i in at]))])
 
     def complete_many(self, completions: Sequence[wq.Completion]) -> list[dict]:
         """As ``CompleteMany``: one message per partition; the outcomes in the order of ``completions``."""
-        return self._per_partition([c.item for c in completions], lambda ref, at: self._ask(
-            ref, wq.CompleteMany(items=[completions[i] for i in at])))
+        return self._per_partition([c.item if c.session is None else c.session for c in completions],
+                                   lambda ref, at: self._ask(ref, wq.CompleteMany(items=[completions[i] for i in at])))
+
+    def fail_many(self, failures: Sequence[wq.Failure]) -> list[dict]:
+        """As ``FailMany``: one message per partition; the outcomes in the order of ``failures``."""
+        return self._per_partition([f.item if f.session is None else f.session for f in failures],
+                                   lambda ref, at: self._ask(ref, wq.FailMany(items=[failures[i] for i in at])))
 
     # -- the whole set ------------------------------------------------------------------------
 

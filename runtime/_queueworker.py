@@ -1,7 +1,7 @@
 """``QueueWorker``: an agent that pulls items from a ``WorkQueue`` and does them, once each.
 
-A subclass implements ``work(payload) -> result`` (a plain method: it may use
-``self.state``, ``self.act`` is not available there).  The agent's own thread
+A subclass implements ``work(payload) -> result`` (it may use ``self.state`` and
+``self.send``; an ``async def work`` may also ``await self.act(...)``).  The agent's own thread
 claims a batch (``Claim``, leased for ``lease_seconds``), asks the agent itself
 a :class:`Process` for each item -- so each item is done inside a handler, its
 state changes committed atomically with a ``queue-done/<item id>`` record of
@@ -21,6 +21,7 @@ once the queue has the result (``Forget``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any
@@ -78,12 +79,21 @@ class QueueWorker(Agent):
     def gauges(self) -> dict[str, float]:
         return {"garrison_worker_items_done": self._done}
 
+    async def run_item(self, msg: Process) -> Any:
+        """Do one claimed item (its id, its attempt ``msg.token``, its payload): ``work(payload)`` by default.
+
+        Runs inside the ``Process`` handler, so it may ``self.send`` (committed with the item's
+        done-record) and, when ``work`` is a coroutine function, ``await self.act(...)``.
+        """
+        result = self.work(msg.payload)
+        return await result if inspect.isawaitable(result) else result
+
     @handler
-    def process(self, msg: Process) -> Any:
+    async def process(self, msg: Process) -> Any:
         key = _DONE + msg.item
         if key in self.state:  # done by an earlier attempt whose report was lost: not again
             return self.state.get(key)
-        result = self.work(msg.payload)
+        result = await self.run_item(msg)
         self.state.put(key, result)
         return result
 

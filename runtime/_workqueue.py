@@ -12,20 +12,22 @@ message id) gets the reply of the first handling, so a ``Claim`` whose reply was
 does not lease items nobody knows about.
 
 Replies are plain data (dicts and lists; see each message).  Refusals are typed errors raised to
-the asker: :class:`~runtime.LeaseLost` (the token does not hold the item's lease) and
-:class:`~runtime.UnknownItem`.  The batch forms answer per item instead of raising.
+the asker: :class:`~runtime.LeaseLost` (the token does not hold the item's lease),
+:class:`~runtime.UnknownItem`, and :class:`~runtime.QueueError` itself for a replay of an item that
+is not dead.  The batch forms (``CompleteMany``, ``FailMany``) answer per item instead of raising.
 
 The retry policy is :attr:`WorkQueue.policy` (a class attribute; subclass to change it), or the
 ``policy`` keyword the agent is spawned with: ``system.spawn(WorkQueue, "jobs", init={"policy":
-{"base": 0.5, "max_attempts": 3}})``.
+{"base": 0.5, "max_attempts": 3}})``.  Session affinity's window is :attr:`WorkQueue.affinity_seconds`,
+or the ``affinity_seconds`` keyword (``init={"affinity_seconds": 60}``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols import Message
 
@@ -44,6 +46,7 @@ class NewItem(BaseModel):
     payload: Any = None
     priority: int = Field(0, ge=-PRIORITY_RANGE, le=PRIORITY_RANGE)
     max_attempts: int | None = Field(None, ge=1)
+    session: str | None = Field(None, min_length=1)
 
 
 class Enqueue(Message, name="garrison.queue.enqueue"):
@@ -56,6 +59,8 @@ class Enqueue(Message, name="garrison.queue.enqueue"):
     priority: int = Field(0, ge=-PRIORITY_RANGE, le=PRIORITY_RANGE)
     #: Claims before the item is dead (default: the queue's ``RetryPolicy.max_attempts``).
     max_attempts: int | None = Field(None, ge=1)
+    #: Items of one session go to one worker while it lives (session affinity); a ``QueueSet`` routes by it.
+    session: str | None = Field(None, min_length=1)
 
 
 class EnqueueMany(Message, name="garrison.queue.enqueue_many"):
@@ -66,7 +71,8 @@ class EnqueueMany(Message, name="garrison.queue.enqueue_many"):
 
 class Claim(Message, name="garrison.queue.claim"):
     """Lease up to ``limit`` items to ``worker`` for ``lease_seconds``.  Reply: a list (maybe empty) of
-    ``{"id", "token", "lease_until", "payload", "priority"}``, highest priority first, then oldest."""
+    ``{"id", "token", "lease_until", "payload", "priority"}`` (and ``session`` for an item of one):
+    the sessions bound to ``worker`` first, then highest priority first, then oldest."""
 
     worker: str
     limit: int = Field(1, ge=1)
@@ -100,6 +106,8 @@ class Completion(BaseModel):
     item: str
     token: int
     result: Any = None
+    #: The item's session, if it has one: where a ``QueueSet`` routes the completion (a queue ignores it).
+    session: str | None = None
 
 
 class CompleteMany(Message, name="garrison.queue.complete_many"):
@@ -117,6 +125,59 @@ class Fail(Message, name="garrison.queue.fail"):
     token: int
     reason: str = ""
     retry: bool = True
+
+
+class Failure(BaseModel):
+    """One failure of a :class:`FailMany`: the fields of :class:`Fail`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: str
+    token: int
+    reason: str = ""
+    retry: bool = True
+    #: The item's session, if it has one: where a ``QueueSet`` routes the failure (a queue ignores it).
+    session: str | None = None
+
+
+class FailMany(Message, name="garrison.queue.fail_many"):
+    """Fail several items, each on its own (its token, reason, retry).  Reply: one outcome per item, in
+    order: ``{"id", "status"}`` with status ``failed`` (and ``state``, ``attempts``, ``retry_at`` as
+    :class:`Fail`'s), ``lease_lost`` (``error``, ``current_token``, ``state``: that item unchanged)
+    or ``unknown``."""
+
+    items: list[Failure]
+
+
+class Replay(Message, name="garrison.queue.replay"):
+    """An operator's: move dead items back to pending, attempts from 0 (recorded in the item's ``replays``).
+
+    Either ``items`` (by id: each must be dead, else ``UnknownItem`` or ``QueueError`` and nothing
+    changes) or ``all`` (the ``limit`` that died first).  ``who`` is recorded.  Reply:
+    ``{"replayed": [{"id", "attempts", "replay_count"}, ...], "dead"}`` (``dead``: how many are left).
+    """
+
+    items: list[str] = Field(default_factory=list)
+    all: bool = False
+    limit: int = Field(100, ge=1)
+    who: str = ""
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> Replay:
+        if bool(self.items) == self.all:
+            raise ValueError("replay either items (by id) or all dead items, not both nor neither")
+        return self
+
+
+class Items(Message, name="garrison.queue.items"):
+    """A page of the queue's items, of one ``state`` or (None) of all, from cursor ``after`` (a listing's
+    ``cursor``).  Reply: ``{"items", "cursor", "more"}``, each item ``{"id", "state", "priority",
+    "attempts", "token", "session", "worker", "age", "in_state", "lease_left", "retry_in", "reason",
+    "replays"}`` (ages in seconds); pass ``cursor`` back as ``after`` for the next page."""
+
+    state: Literal["pending", "leased", "dead", "done"] | None = None
+    after: str | None = None
+    limit: int = Field(100, ge=1, le=10_000)
 
 
 class Results(Message, name="garrison.queue.results"):
@@ -149,24 +210,31 @@ class WorkQueue(Agent):
 
     #: The retry policy of every queue of this class, unless spawned with ``init={"policy": {...}}``.
     policy: ClassVar[RetryPolicy] = RetryPolicy()
+    #: Seconds a session stays bound to the worker that last claimed or extended one of its items
+    #: (beyond its leases), unless spawned with ``init={"affinity_seconds": ...}``.
+    affinity_seconds: ClassVar[float] = 30.0
 
-    def __init__(self, policy: dict[str, Any] | RetryPolicy | None = None) -> None:
+    def __init__(self, policy: dict[str, Any] | RetryPolicy | None = None,
+                 affinity_seconds: float | None = None) -> None:
         if isinstance(policy, dict):
             policy = RetryPolicy(**policy)
         self.retry_policy = policy or type(self).policy
+        self.affinity = type(self).affinity_seconds if affinity_seconds is None else affinity_seconds
+        if self.affinity < 0:
+            raise ValueError("affinity_seconds cannot be negative")
 
     def _logic(self) -> QueueLogic:
-        return QueueLogic(self.state, time.time, self.retry_policy)
+        return QueueLogic(self.state, time.time, self.retry_policy, self.affinity)
 
     @handler
     def enqueue(self, msg: Enqueue) -> dict[str, Any]:
         return self._logic().enqueue([{"key": msg.key, "payload": msg.payload, "priority": msg.priority,
-                                       "max_attempts": msg.max_attempts}])[0]
+                                       "max_attempts": msg.max_attempts, "session": msg.session}])[0]
 
     @handler
     def enqueue_many(self, msg: EnqueueMany) -> list[dict[str, Any]]:
         return self._logic().enqueue({"key": i.key, "payload": i.payload, "priority": i.priority,
-                                      "max_attempts": i.max_attempts} for i in msg.items)
+                                      "max_attempts": i.max_attempts, "session": i.session} for i in msg.items)
 
     @handler
     def claim(self, msg: Claim) -> list[dict[str, Any]]:
@@ -187,6 +255,18 @@ class WorkQueue(Agent):
     @handler
     def fail(self, msg: Fail) -> dict[str, Any]:
         return self._logic().fail(msg.item, msg.token, msg.reason, msg.retry)
+
+    @handler
+    def fail_many(self, msg: FailMany) -> list[dict[str, Any]]:
+        return self._logic().fail_many((f.item, f.token, f.reason, f.retry) for f in msg.items)
+
+    @handler
+    def replay(self, msg: Replay) -> dict[str, Any]:
+        return self._logic().replay(msg.items if msg.items else None, msg.limit, msg.who)
+
+    @handler
+    def items(self, msg: Items) -> dict[str, Any]:
+        return self._logic().items(msg.state, msg.after, msg.limit)
 
     @handler
     def results(self, msg: Results) -> dict[str, Any]:

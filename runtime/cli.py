@@ -18,7 +18,8 @@
     garrison audit verify|show|prove|keygen ...      check an audit log directory offline (no cluster)
     garrison operators keygen|check ...              operators' keys and the operators file (roles)
     garrison metrics grafana|alerts                  the Grafana dashboard and Prometheus alert rules
-    garrison queue stats|item QUEUE ...              a work queue's depth by state; one item's record
+    garrison queue stats|item|items|replay QUEUE ... a work queue: depth by state, an item, a page of items,
+                                                     dead items back to pending
 
 The console script is ``supervisors.cli:main``: this group plus ``kill``,
 ``unhalt``, ``quarantine``, ``release``, ``deploy``, ``rollback`` and ``tree``,
@@ -156,21 +157,6 @@ def operator(who: str, key: str | None) -> Any:
 @click.group(name="garrison", context_settings={"help_option_names": ["-h", "--help"]})
 def commands() -> None:
     """Garrison: agents on Ray that survive production."""
-
-
-@commands.command()
-@click.option("--data-dir", default="./garrison-data", show_default=True, help="Where the demo keeps its state.")
-@click.option("--tickets", type=int, default=40, show_default=True, help="How many support tickets to run.")
-@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard too, print its URL, keep the agents up after.")
-@click.option("--hold", type=float, default=None, help="With --dashboard: seconds to keep them up (default: until Ctrl-C).")
-def demo(data_dir: str, tickets: int, dashboard: bool, hold: float | None) -> None:
-    """Run the customer-service demo on an embedded local Ray (with --json: its story on stderr, results on stdout)."""
-    from .demo import run
-
-    result = run(data_dir, tickets, out=sys.stderr if wants_json() else None, dashboard=dashboard, hold=hold)
-    if wants_json():
-        emit(result)
-    raise click.exceptions.Exit(0 if result["ok"] else 1)
 
 
 @commands.command()
@@ -644,7 +630,7 @@ def operators_check(path: str) -> None:
 
 @commands.group()
 def queue() -> None:
-    """Work queues (``WorkQueue`` agents): their depth by state, an item, dead items."""
+    """Work queues (``WorkQueue`` agents): their depth by state, an item, a page of items, dead items replayed."""
 
 
 @queue.command(name="stats")
@@ -668,6 +654,88 @@ def queue_item(queue_id: str, item_id: str, address: str) -> None:
     from .queue import GetItem
 
     emit(connect(address).lookup(queue_id).ask(GetItem(item=item_id)), title=f"{queue_id} / {item_id}")
+
+
+@queue.command(name="items")
+@click.argument("queue_id")
+@click.option("--state", type=click.Choice(["pending", "leased", "dead", "done"]),
+              help="Only items in this state (default: every state: pending, leased, dead, then done).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most this many.")
+@click.option("--after", help="Start after this cursor (the `cursor` of the page before).")
+@address_option
+@reports_errors
+def queue_items(queue_id: str, state: str | None, limit: int, after: str | None, address: str) -> None:
+    """A page of the queue's items: state, priority, attempts, session, lease holder, ages (seconds), reason."""
+    from .queue import Items
+
+    page = connect(address).lookup(queue_id).ask(Items(state=state, after=after, limit=limit))
+    emit(page, human=lambda p: _items_view(p, f"{queue_id}: {state or 'all'} items"))
+
+
+def _items_view(page: dict[str, Any], title: str) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    from ._console import render
+
+    parts = [render(page["items"], title=title)]
+    if page["more"]:
+        parts.append(Text(f"more: --after '{page['cursor']}'"))
+    return Group(*parts)
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@queue.command(name="replay")
+@click.argument("queue_id")
+@click.argument("items", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every dead item, those that died first first (see --limit).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="With --all: at most this many (default: as many as are dead when the command starts).")
+@click.option("--who", default=_login, show_default="your login", help="Your name, recorded in each replayed item.")
+@address_option
+@reports_errors
+def queue_replay(queue_id: str, items: tuple[str, ...], every: bool, limit: int | None, who: str,
+                 address: str) -> None:
+    """Move dead (poison) items back to pending, their attempts from 0: ITEM... by id, or --all.
+
+    Only dead items: naming one in another state (or unknown) refuses the whole request.
+    """
+    from .queue import QueueStats, Replay
+
+    if bool(items) == every:
+        raise click.UsageError("name the ITEMs to replay, or give --all (not both)")
+    if limit is not None and not every:
+        raise click.UsageError("--limit goes with --all")
+    ref = connect(address).lookup(queue_id)
+    if items:
+        answer = ref.ask(Replay(items=list(items), who=who))
+    else:
+        dead = ref.ask(QueueStats())["dead"]["count"]
+        want = dead if limit is None else limit
+        answer = {"replayed": [], "dead": dead}
+        with progress_bar(f"replaying {queue_id}'s dead items", want) as advance:
+            while len(answer["replayed"]) < want:
+                got = ref.ask(Replay(all=True, limit=min(REPLAY_CHUNK, want - len(answer["replayed"])), who=who))
+                answer = {"replayed": answer["replayed"] + got["replayed"], "dead": got["dead"]}
+                advance(len(got["replayed"]))
+                if not got["replayed"]:
+                    break
+    emit(answer, human=lambda a: _replay_view(a["replayed"], f"{queue_id}: replayed {len(a['replayed'])}, "
+                                                            f"{a['dead']} dead left"))
+
+
+def _replay_view(rows: list[dict[str, Any]], title: str) -> Any:
+    from ._console import render
+
+    return render(rows, title=title)
 
 
 @commands.group()

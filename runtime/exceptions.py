@@ -39,6 +39,7 @@ The runtime's part of the tree::
     ├── QueueError                  a work queue (``WorkQueue``) refused a request about one of its items
     │   ├── LeaseLost               the token no longer holds the item's lease: expired, claimed again, or finished
     │   └── UnknownItem             the queue has no item with that id
+    ├── PipelineError               a pipeline refused a request: no such ticket, an escalation not open
     ├── ContractError               a contract net's manager refused a request about one of its tasks
     │   ├── IllegalTransition       the negotiation's state does not allow that move (say, done before committed)
     │   └── UnknownTask             the manager has no negotiation for that task id
@@ -75,6 +76,7 @@ __all__ = [
     "MessageHeld",
     "NoHandler",
     "NotDurable",
+    "PipelineError",
     "QueueError",
     "RestoreError",
     "StateDecodeError",
@@ -228,6 +230,12 @@ class LeaseLost(QueueError):
 
 class UnknownItem(QueueError):
     """The queue has no item with that id (never enqueued here: another queue of a set, or a typo)."""
+
+
+class PipelineError(GarrisonError):
+    """A pipeline refused a request: an unknown stage, an escalation that is not open (already
+    resolved, or never raised); nothing changed.  ``details``: ``pipeline``, and ``item`` or ``stage``.
+    """
 
 
 class ContractError(GarrisonError):

@@ -13,6 +13,7 @@ from ._killswitch import halt, quarantine, release, unhalt
 from ._lifecycle import ChildState, SupervisorState
 from ._monitor import Down, Monitor, monitor, wait_down
 from ._notifier import Event, JsonlNotifier, LogNotifier, Notifier, WebhookNotifier
+from ._pipeline import StageSpec, start_pipeline
 from ._pool import PoolScaler, PoolStatus, PoolTick, start_pool
 from ._ref import SupervisorRef, start_supervisor
 from ._spec import ChildSpec, RestartType, Strategy, SupervisorFlags, SupervisorSpec
@@ -52,6 +53,7 @@ __all__ = [
     "RestartType",
     "ScalePolicy",
     "SpecError",
+    "StageSpec",
     "Strategy",
     "SupervisorError",
     "SupervisorFlags",
@@ -65,6 +67,7 @@ __all__ = [
     "monitor",
     "quarantine",
     "release",
+    "start_pipeline",
     "start_pool",
     "start_supervisor",
     "unhalt",

@@ -41,7 +41,7 @@ from ._autoscale import Memory, Observation, ScalePolicy, decide
 from ._ref import SupervisorRef, start_supervisor
 from ._spec import ChildSpec, Strategy, SupervisorFlags, SupervisorSpec
 
-__all__ = ["PoolScaler", "PoolStatus", "PoolTick", "start_pool"]
+__all__ = ["PoolScaler", "PoolStatus", "PoolTick", "pool_children", "start_pool"]
 
 log = logging.getLogger("garrison.supervisor.pool")
 #: Pool children the scaler counts as workers (a restarting one is still the pool's).
@@ -128,27 +128,43 @@ class PoolScaler(Agent):
                 "last": self.state.get("last"), "changes": [v for _, v in self.state.scan("change/")]}
 
 
-def start_pool(name: str, worker: type, *, queue: str, data_dir: Any, policy: ScalePolicy | None = None,
-               init: dict[str, Any] | None = None, config: Any = None, every: float = 1.0,
-               request_capacity: bool = False, **supervisor: Any) -> SupervisorRef:
-    """Start the pool tree ``name`` (module docstring) whose workers pull from ``queue``; its root's ref.
-
-    ``worker``: a ``QueueWorker`` subclass; ``init``: more of its constructor's
-    arguments (``batch``, ``lease_seconds``...); ``config``: its ``AgentConfig``.
-    ``supervisor``: ``start_supervisor``'s other arguments (``checkpoint_dir``,
-    ``notifiers``, ``namespace``, ``detached``).  The pool starts empty; the
-    scaler's first look grows it to ``policy.min_size``.
-    """
+def pool_children(name: str, worker: type, *, queue: str, policy: ScalePolicy | None = None,
+                  init: dict[str, Any] | None = None, config: Any = None, every: float = 1.0,
+                  request_capacity: bool = False,
+                  ray_options: dict[str, Any] | None = None) -> tuple[ChildSpec, ChildSpec]:
+    """The two children of a pool tree (module docstring): ``<name>-workers`` and ``<name>-scaler``."""
     policy = policy or ScalePolicy()
     template = f"{name}-w"
     workers = ChildSpec(id=template, agent=worker, init={"queue": queue, **(init or {})},
-                        **({"config": config} if config is not None else {}))
+                        ray_options=dict(ray_options or {}), **({"config": config} if config is not None else {}))
+    # What the scaler asks Ray's autoscaler for, per worker: what the workers are placed by.
+    resources = {"CPU": 1.0, **(ray_options or {}).get("resources", {})}
+    if "num_cpus" in (ray_options or {}):
+        resources["CPU"] = float(ray_options["num_cpus"])
     pool = SupervisorSpec(id=f"{name}-workers", flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE,
                                                                        intensity=10, period=10.0),
                           children=(workers,))
     scaler = ChildSpec(id=f"{name}-scaler", agent=PoolScaler,
                        init={"supervisor": pool.id, "queue": queue, "template": template,
                              "policy": dataclasses.asdict(policy), "every": every,
-                             "request_capacity": request_capacity})
-    spec = SupervisorSpec(id=name, children=(ChildSpec(id=pool.id, supervisor=pool), scaler))
-    return start_supervisor(spec, data_dir=data_dir, **supervisor)
+                             "request_capacity": request_capacity, "worker_resources": resources})
+    return ChildSpec(id=pool.id, supervisor=pool), scaler
+
+
+def start_pool(name: str, worker: type, *, queue: str, data_dir: Any, policy: ScalePolicy | None = None,
+               init: dict[str, Any] | None = None, config: Any = None, every: float = 1.0,
+               request_capacity: bool = False, ray_options: dict[str, Any] | None = None,
+               **supervisor: Any) -> SupervisorRef:
+    """Start the pool tree ``name`` (module docstring) whose workers pull from ``queue``; its root's ref.
+
+    ``worker``: a ``QueueWorker`` subclass; ``init``: more of its constructor's
+    arguments (``batch``, ``lease_seconds``...); ``config``: its ``AgentConfig``;
+    ``ray_options``: where its workers go (``{"resources": {"agent_host": 1}}``, a scheduling
+    strategy...; what ``request_capacity`` asks for per worker).
+    ``supervisor``: ``start_supervisor``'s other arguments (``checkpoint_dir``,
+    ``notifiers``, ``namespace``, ``detached``).  The pool starts empty; the
+    scaler's first look grows it to ``policy.min_size``.
+    """
+    children = pool_children(name, worker, queue=queue, policy=policy, init=init, config=config, every=every,
+                             request_capacity=request_capacity, ray_options=ray_options)
+    return start_supervisor(SupervisorSpec(id=name, children=children), data_dir=data_dir, **supervisor)

@@ -83,6 +83,10 @@ class SupervisorFlags(Frozen):
     #: calls through this supervisor must then be signed by an operator whose role grants them.
     #: Children that name none get this one (:func:`inherit_operators`).
     operators: str | None = None
+    #: How many children ``start`` starts at once.  1 (OTP's way): one after another, in order, each
+    #: running before the next starts.  More: for children that do not need the earlier ones up
+    #: first; they are begun in order, up to this many at a time, and the supervisor runs once all are.
+    start_concurrency: int = Field(1, ge=1, le=64)
 
 
 def _valid_id(value: str) -> str:

@@ -65,7 +65,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -156,15 +156,14 @@ class SupervisorActor:
     async def start(self) -> list[dict[str, Any]]:
         """Start the children in order; on a failure stop those started, in reverse, and raise ChildStartError."""
         require(self.state, (SupervisorState.STARTING,), "start", self.name)
-        for child in list(self._children.values()):
-            try:
-                await self._start_child(child)
-            except ChildStartError as exc:
-                self.state = SupervisorState.FAILED
-                self._events.emit("start_failed", child.id, why=exc.message)
-                await self._stop_children(f"{child.id} failed to start")
-                self._done.set()
-                raise
+        try:
+            await start_all(list(self._children.values()), self.spec.flags.start_concurrency, self._start_child)
+        except ChildStartError as exc:
+            self.state = SupervisorState.FAILED
+            self._events.emit("start_failed", exc.details.get("child"), why=exc.message)
+            await self._stop_children(f"{exc.details.get('child')} failed to start")
+            self._done.set()
+            raise
         self.state = SupervisorState.RUNNING
         self._events.emit("running", None, why=f"{len(self._children)} children started")
         self._spares.replenish()
@@ -408,3 +407,22 @@ class SupervisorActor:
 
 
 RemoteSupervisor = ray.remote(SupervisorActor)
+
+
+async def start_all(children: list[Child], limit: int, start: Callable[[Child], Awaitable[None]]) -> None:
+    """``start`` each child, ``limit`` at a time (1: one after another, in order); once none is starting,
+    raise the first ChildStartError (or other failure) of any."""
+    if limit == 1:
+        for child in children:
+            await start(child)
+        return
+    gate = asyncio.Semaphore(limit)
+
+    async def one(child: Child) -> None:
+        async with gate:
+            await start(child)
+
+    outcomes = await asyncio.gather(*(one(c) for c in children), return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        raise next((f for f in failed if isinstance(f, ChildStartError)), failed[0])

@@ -8,6 +8,7 @@
     garrison rollback   --who W [--key K] --why TEXT --supervisor S --agent ID [--to HASH]
     garrison tree                                     the supervision tree with each node's state
     garrison pool NAME                                a worker pool: its workers, its scaler's looks and changes
+    garrison pipeline status|where|escalations|resolve  a pipeline's progress, a ticket, the desk's escalations
 
 each with ``[--address A]``.  Every switch is recorded with who and why (in
 the agent's operator log, ``garrison actions ID``; as a supervisor event when
@@ -21,7 +22,9 @@ the switches reach supervisors, and the runtime never imports them.
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +41,7 @@ from runtime.cli import (
     operator,
     reports_errors,
     run_group,
+    wants_json,
 )
 
 __all__ = ["garrison", "main"]
@@ -50,6 +54,21 @@ def garrison() -> None:
 
 for _command in commands.commands.values():
     garrison.add_command(_command)
+
+
+@garrison.command()
+@click.option("--data-dir", default="./garrison-data", show_default=True, help="Where the demo keeps its state.")
+@click.option("--tickets", type=int, default=40, show_default=True, help="How many support tickets to run.")
+@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard too, print its URL, keep the agents up after.")
+@click.option("--hold", type=float, default=None, help="With --dashboard: seconds to keep them up (default: until Ctrl-C).")
+def demo(data_dir: str, tickets: int, dashboard: bool, hold: float | None) -> None:
+    """Run the customer-service demo on an embedded local Ray (with --json: its story on stderr, results on stdout)."""
+    from .demo import run
+
+    result = run(data_dir, tickets, out=sys.stderr if wants_json() else None, dashboard=dashboard, hold=hold)
+    if wants_json():
+        emit(result)
+    raise click.exceptions.Exit(0 if result["ok"] else 1)
 
 
 def _who_why(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -242,6 +261,77 @@ def pool(name: str, address: str) -> None:
     emit({"pool": name, "queue": status["queue"], "last_look": status["last"],
           "workers": [{k: w.get(k) for k in ("id", "state", "incarnation", "restarts", "pid")} for w in workers],
           "changes": status["changes"][-10:]}, title=f"pool {name}")
+
+
+@garrison.group()
+def pipeline() -> None:
+    """Pipelines (``start_pipeline``): progress per stage and end to end, where a ticket is, the desk's escalations."""
+
+
+@pipeline.command(name="status")
+@click.argument("name")
+@click.option("--tickets", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many in-flight tickets to list, with their stage (0: none).")
+@address_option
+@reports_errors
+def pipeline_status(name: str, tickets: int, address: str) -> None:
+    """Each stage's queue (pending, leased, done, dead, oldest wait), the end-to-end progress and latency, and the
+    tickets in flight with the stage each is at."""
+    from runtime import Pipeline
+
+    emit(Pipeline(name, connect(address).lookup).status(tickets=tickets), title=f"pipeline {name}")
+
+
+@pipeline.command(name="where")
+@click.argument("name")
+@click.argument("key")
+@address_option
+@reports_errors
+def pipeline_where(name: str, key: str, address: str) -> None:
+    """Where ticket KEY is: the furthest stage that has it, and its item at each stage."""
+    from runtime import Pipeline
+
+    emit(Pipeline(name, connect(address).lookup).where(key), title=f"ticket {key}")
+
+
+@pipeline.command(name="escalations")
+@click.argument("name")
+@click.option("--all", "everything", is_flag=True, help="Resolved ones too (default: open ones only).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@address_option
+@reports_errors
+def pipeline_escalations(name: str, everything: bool, limit: int, address: str) -> None:
+    """Tickets a stage gave up on, waiting for a person (``resolve`` them); --json: with each ticket's trail."""
+    from runtime import Pipeline
+
+    found = Pipeline(name, connect(address).lookup).escalations(open_only=not everything, limit=limit)
+    shown = found if wants_json() else [  # a person reads the data; a script gets the tickets with their trail
+        {k: e.get(k) for k in ("item", "stage", "attempts", "error", "state", "at")} | {"data": e["ticket"]["data"]}
+        for e in found]
+    emit(shown, title=f"pipeline {name}: escalations")
+
+
+@pipeline.command(name="resolve")
+@click.argument("name")
+@click.argument("item")
+@click.argument("action", type=click.Choice(["retry", "drop"]))
+@click.option("--who", required=True, help="Your name, recorded with the decision.")
+@click.option("--why", default="", help="Why (recorded).")
+@click.option("--data", "data", default=None, help="retry: the ticket's data to use instead (JSON).")
+@address_option
+@reports_errors
+def pipeline_resolve(name: str, item: str, action: str, who: str, why: str, data: str | None, address: str) -> None:
+    """Decide escalation ITEM: retry it at its stage (optionally with new --data) or drop it."""
+    from runtime import Pipeline
+
+    if data is not None and action != "retry":
+        raise click.UsageError("--data goes with retry")
+    try:
+        replacement = None if data is None else json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+    emit(Pipeline(name, connect(address).lookup).resolve(item, action, who=who, why=why, data=replacement,
+                                                           replace_data=data is not None))
 
 
 json_everywhere(garrison)

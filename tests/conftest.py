@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: with the most tests first) then start on them, instead of one of them finishing a long file
 #: alone at the end.
 SLOW_FIRST = ("test_readme.py", "test_readme_even.py", "test_supervisor_chaos.py", "test_supervisor_actor.py",
-              "test_cli.py", "test_node_loss.py", "test_supervisor_intensity.py", "test_demo.py")
+              "test_cli.py", "test_node_loss.py", "test_supervisor_intensity.py", "test_demo.py",
+              "test_ray_start_cluster.py", "test_pipeline.py", "test_dashboard_browser.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -112,7 +112,7 @@ def test_garrison_help_lists_every_command():
     assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "decisions", "demo", "feedback",
                       "deploy", "kill", "ledger", "metrics", "operators", "rollback", "versions",
                       "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt",
-                      "top", "tree", "inspect", "logs", "queue", "pool"}
+                      "top", "tree", "inspect", "logs", "queue", "pool", "pipeline"}
 
 
 def test_a_switch_without_who_why_or_target_is_a_usage_error_that_touches_no_cluster():

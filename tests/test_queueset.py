@@ -59,3 +59,60 @@ def test_three_partitions_act_as_one_queue(system):
     assert jobs.results(page["cursors"])["items"] == [], "the cursors say where each partition was read to"
     stats = jobs.stats()
     assert stats["done"]["count"] == 120 and stats["depth"] == 0
+
+
+class FakeQueue:
+    """A queue agent's ref stand-in: the queue's rules over a dict, asked in-process (no Ray)."""
+
+    def __init__(self, agent_id: str) -> None:
+        from runtime._queue_logic import MemoryKV, QueueLogic
+
+        self.agent_id = agent_id
+        self.logic = QueueLogic(MemoryKV(), lambda: 1000.0)
+        self.asked: list[str] = []
+
+    def ask(self, msg, timeout=None):
+        from runtime import queue as q
+
+        self.asked.append(type(msg).__name__)
+        if isinstance(msg, q.EnqueueMany):
+            return self.logic.enqueue(i.model_dump() for i in msg.items)
+        if isinstance(msg, q.Enqueue):
+            return self.logic.enqueue([msg.model_dump()])[0]
+        if isinstance(msg, q.Claim):
+            return self.logic.claim(msg.worker, msg.limit, msg.lease_seconds)
+        if isinstance(msg, q.CompleteMany):
+            return self.logic.complete_many((c.item, c.token, c.result) for c in msg.items)
+        if isinstance(msg, q.FailMany):
+            return self.logic.fail_many((f.item, f.token, f.reason, f.retry) for f in msg.items)
+        if isinstance(msg, q.Complete):
+            return self.logic.complete(msg.item, msg.token, msg.result)
+        if isinstance(msg, q.Extend):
+            return self.logic.extend(msg.item, msg.token, msg.lease_seconds)
+        raise AssertionError(f"unexpected {msg!r}")
+
+
+def test_a_sets_session_items_share_their_sessions_partition_and_are_reached_through_it():
+    from runtime.queue import Failure
+
+    refs = [FakeQueue(f"jobs-{i}") for i in range(4)]
+    jobs = QueueSet(refs)
+    keys = [f"chat-{i}" for i in range(40)]
+    answers = jobs.enqueue_many([NewItem(key=k, session="customer-7") for k in keys])
+    home = f"jobs-{partition_of('customer-7', 4)}"
+    assert {a["queue"] for a in answers} == {home}, "one session, one partition, whatever the keys"
+    assert {partition_of(k, 4) for k in keys} != {partition_of("customer-7", 4)}, "(the keys alone would spread)"
+    assert jobs.enqueue("solo", session="customer-7")["queue"] == home
+    claimed = jobs.claim("w1", limit=41)
+    assert len(claimed) == 41 and {c["queue"] for c in claimed} == {home} and claimed[0]["session"] == "customer-7"
+    outcomes = jobs.complete_many([Completion(item=c["id"], token=c["token"], session=c["session"])
+                                   for c in claimed[:30]])
+    assert [o["status"] for o in outcomes] == ["completed"] * 30
+    fails = jobs.fail_many([Failure(item=c["id"], token=c["token"], reason="no", retry=False, session=c["session"])
+                            for c in claimed[30:35]])
+    assert [o["state"] for o in fails] == ["dead"] * 5
+    c = claimed[35]
+    assert jobs.extend(c["id"], c["token"], 60, session="customer-7")["lease_until"] == 1060.0
+    assert jobs.complete(c["id"], c["token"], session="customer-7")["status"] == "completed"
+    assert all(set(r.asked) <= {"Claim"} for r in refs if r.agent_id != home), "the others: asked to claim at most"
+    assert {"EnqueueMany", "Enqueue", "CompleteMany", "FailMany", "Extend", "Complete"} <= set(refs[int(home[-1])].asked)

@@ -54,6 +54,8 @@ BASES: dict[tuple[str, str], str] = {
     ("runtime/_ckstore.py", "CheckpointStore"): "abstract interface of checkpoint storage: no state of its own",
     ("runtime/_agent.py", "Agent"): "the class users' agents extend (the framework's extension point)",
     ("runtime/_state.py", "ReadOnlyState"): "the read-only view the read-write State extends, in the same module",
+    ("runtime/_queueworker.py", "QueueWorker"): "the agent users' queue workers extend (an extension point, as Agent)",
+    ("runtime/_stage.py", "Stage"): "the queue worker users' pipeline stages extend (an extension point, as Agent)",
 }
 
 #: Foreign bases that make a class of ours (and its subclasses) a value kind.
@@ -257,7 +259,7 @@ def test_the_checks_see_what_they_claim_to():
     """The resolution works: known value kinds and listed bases are recognised as such."""
     assert _value_kind(("runtime/exceptions.py", "StateError"))
     assert _value_kind(("supervisors/_spec.py", "ChildSpec"))  # Frozen -> pydantic BaseModel
-    assert _base("runtime/demo.py", ast.parse("Agent", mode="eval").body) == ("runtime/_agent.py", "Agent")
+    assert _base("runtime/_workqueue.py", ast.parse("Agent", mode="eval").body) == ("runtime/_agent.py", "Agent")
     assert _base("runtime/_ckstore.py", ast.parse("CheckpointStore", mode="eval").body) in BASES
     assert not _value_kind(("runtime/_agent.py", "Agent"))
 

@@ -114,6 +114,26 @@ def test_a_child_that_cannot_start_fails_the_start_and_stops_the_others_in_rever
     assert any(e["kind"] == "start_failed" and e["alert"] for e in events)
 
 
+def test_children_started_concurrently_all_run_and_one_failing_stops_the_others(data_dir, refs):
+    ids = [uid(n) for n in ("c1", "c2", "c3", "c4")]
+    spec = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(start_concurrency=3),
+                          children=[ChildSpec(id=i, agent=Worker) for i in ids])
+    sup = _start(spec, data_dir, refs)
+    assert [c["id"] for c in sup.which_children()] == ids, "listed in spec order, however they started"
+    assert {c["state"] for c in sup.which_children()} == {"running"}
+    starts = [e for e in sup.events() if e["kind"] == "started"]
+    assert sorted(e["child"] for e in starts) == sorted(ids)
+
+    ok1, bad, ok2 = uid("ok1"), uid("bad"), uid("ok2")
+    failing = SupervisorSpec(id=uid("sup"), flags=SupervisorFlags(start_concurrency=3), children=[
+        ChildSpec(id=ok1, agent=Worker), ChildSpec(id=bad, agent=BrokenAtStart), ChildSpec(id=ok2, agent=Worker)])
+    with pytest.raises(ChildStartError) as info:
+        start_supervisor(failing, data_dir=data_dir)
+    assert info.value.details["child"] == bad
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    assert not {ok1, ok2, bad, failing.id} & names  # the others were started, and stopped again
+
+
 def test_stop_is_in_reverse_order_and_a_slow_child_is_killed_after_its_shutdown_timeout(data_dir, refs):
     a, slow, c = uid("a"), uid("slow"), uid("c")
     spec = SupervisorSpec(id=uid("sup"), children=[

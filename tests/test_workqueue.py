@@ -1,8 +1,10 @@
 """The ``WorkQueue`` agent on a real local Ray: claim races, leases in real time, poison items,
-duplicates, a worker process SIGKILLed mid-item, and the queue's own process SIGKILLed mid-stream."""
+duplicates, a worker process SIGKILLed mid-item, the queue's own process SIGKILLed mid-stream,
+batch failures, an operator's replay and listing, and session affinity across two worker processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,10 +23,15 @@ from runtime.queue import (
     Enqueue,
     EnqueueMany,
     Fail,
+    FailMany,
+    Failure,
     GetItem,
+    Items,
     LeaseLost,
     NewItem,
+    QueueError,
     QueueStats,
+    Replay,
     Results,
     WorkQueue,
 )
@@ -214,3 +221,113 @@ def test_the_queue_sigkilled_mid_stream_loses_no_item_and_completes_each_once(sy
     assert sorted(completed) == [f"item-{i:04d}" for i in range(n)], "each completion acknowledged exactly once"
     status = queue.admin.status()
     assert status["incarnation"] == 2, "the queue's process was killed and restarted mid-stream"
+
+
+def test_fail_many_replay_and_items_through_the_agent(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id, init={"policy": {"base": 30.0, "max_attempts": 2}})
+    queue.ask(EnqueueMany(items=[NewItem(key=k, payload=k) for k in ("a", "b", "c")]))
+    a, b, c = queue.ask(Claim(worker="w", limit=3, lease_seconds=60))
+    outcomes = queue.ask(FailMany(items=[Failure(item="a", token=a["token"], reason="poison", retry=False),
+                                         Failure(item="b", token=b["token"] + 5, reason="stale"),
+                                         Failure(item="c", token=c["token"], reason="flaky")]))
+    assert [o["status"] for o in outcomes] == ["failed", "lease_lost", "failed"]
+    assert (outcomes[0]["state"], outcomes[2]["state"]) == ("dead", "pending")
+    assert queue.ask(GetItem(item="b"))["state"] == "leased", "the stale failure left b alone"
+
+    dead = queue.ask(Items(state="dead"))
+    assert [(i["id"], i["reason"]) for i in dead["items"]] == [("a", "poison")] and not dead["more"]
+    with pytest.raises(QueueError, match="only dead items"):
+        queue.ask(Replay(items=["a", "c"], who="ops"))
+    assert queue.ask(GetItem(item="a"))["state"] == "dead", "a refused replay changed nothing"
+    answer = queue.ask(Replay(all=True, limit=10, who="ops"))
+    assert answer == {"replayed": [{"id": "a", "attempts": 1, "replay_count": 1}], "dead": 0}
+    item = queue.ask(GetItem(item="a"))
+    assert (item["state"], item["attempts"], item["replays"][0]["by"]) == ("pending", 0, "ops")
+
+    first = queue.ask(Items(limit=2))
+    rest = queue.ask(Items(after=first["cursor"], limit=10))
+    listed = first["items"] + rest["items"]
+    assert first["more"] and not rest["more"]
+    assert [(i["id"], i["state"]) for i in listed] == [("a", "pending"), ("c", "pending"), ("b", "leased")]
+    assert listed[1]["retry_in"] > 20 and listed[2]["worker"] == "w"
+    [again] = queue.ask(Claim(worker="w2", limit=5, lease_seconds=60))
+    assert (again["id"], again["token"]) == ("a", 2), "the replayed item is claimable again, its token new"
+
+
+SESSION_WORKER = """
+import json, os, sys, time
+from runtime import System
+from runtime.queue import Claim, Complete
+address, queue_id, name, log, hang_file = sys.argv[1:6]
+queue = System(address=address).lookup(queue_id)
+with open(log, "a", buffering=1) as out:
+    out.write(json.dumps({"event": "up"}) + "\\n")
+    while True:
+        claimed = queue.ask(Claim(worker=name, limit=1, lease_seconds=4.0), timeout=60)
+        if not claimed:
+            time.sleep(0.02)  # an idle worker's poll
+            continue
+        [item] = claimed
+        out.write(json.dumps({"event": "claimed", "at": time.time(), "id": item["id"], "token": item["token"],
+                              "session": item["session"], "lease_until": item["lease_until"]}) + "\\n")
+        if hang_file != "-" and os.path.exists(hang_file):
+            out.write(json.dumps({"event": "hanging", "id": item["id"]}) + "\\n")
+            time.sleep(600)  # mid-item when the test SIGKILLs it
+        time.sleep(0.05)  # the work
+        queue.ask(Complete(item=item["id"], token=item["token"], result=name), timeout=60)
+"""
+
+
+def _events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_each_session_stays_with_one_worker_while_it_lives_and_a_killed_workers_move(system, agent_id, tmp_path):
+    queue = system.spawn(WorkQueue, agent_id, init={"affinity_seconds": 2.0})
+    address = ray.get_runtime_context().gcs_address
+    logs = {w: tmp_path / f"{w}.log" for w in ("w1", "w2")}
+    hang = tmp_path / "hang"
+    workers = {w: subprocess.Popen([sys.executable, "-c", SESSION_WORKER, address, agent_id, w, str(logs[w]),
+                                    str(hang) if w == "w1" else "-"],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for w in logs}
+    try:
+        wait_for(lambda: all(_events(log) for log in logs.values()), timeout=60,
+                 describe=lambda: {w: p.poll() for w, p in workers.items()})
+        sessions = [f"s{i}" for i in range(8)]
+        queue.ask(EnqueueMany(items=[NewItem(key=f"{s}-{n}", payload=n, session=s)
+                                     for n in range(8) for s in sessions]))
+
+        def claims(worker: str) -> list[dict]:
+            return [e for e in _events(logs[worker]) if e["event"] == "claimed"]
+
+        wait_for(lambda: len(claims("w1")) >= 3 and len(claims("w2")) >= 3, timeout=60)  # both at work
+        hang.touch()
+        hung = wait_for(lambda: next((e for e in _events(logs["w1"]) if e["event"] == "hanging"), None), timeout=60)
+        workers["w1"].send_signal(signal.SIGKILL)
+        workers["w1"].wait(30)
+        wait_for(lambda: queue.ask(QueueStats())["done"]["count"] == 64, timeout=60,
+                 describe=lambda: queue.ask(QueueStats()))
+    finally:
+        for p in workers.values():
+            p.kill()
+            p.wait(30)
+
+    by_w1, by_w2 = claims("w1"), claims("w2")
+    [hung_claim] = [e for e in by_w1 if e["id"] == hung["id"]]
+    owner: dict[str, set[str]] = {}
+    for worker, events in (("w1", by_w1), ("w2", by_w2)):
+        for e in events:
+            if e["at"] < hung_claim["lease_until"]:  # while w1 lived (and for as long as its lease did)
+                owner.setdefault(e["session"], set()).add(worker)
+    assert {s: len(ws) for s, ws in owner.items()} == dict.fromkeys(owner, 1), owner
+    assert {w for ws in owner.values() for w in ws} == {"w1", "w2"}, "both workers had sessions"
+
+    moved = hung_claim["session"]
+    later = [e for e in by_w2 if e["session"] == moved]
+    assert later and all(e["at"] >= hung_claim["lease_until"] for e in later), "w1's session waited for its lease"
+    assert (hung["id"], 2) in {(e["id"], e["token"]) for e in later}, "w2 took the item w1 was killed on"
+    results = {r["id"]: r for r in all_results(queue)}
+    assert len(results) == 64
+    assert results[hung["id"]]["result"] == "w2" and results[hung["id"]]["attempts"] == 2
+    assert {results[e["id"]]["result"] for e in later} == {"w2"}
