@@ -58,6 +58,8 @@ APPROVE_ABOVE = 50
 #: What ``payments`` may refund in all, in EUR: its budget.
 REFUND_BUDGET = 400.0
 BANNED = ("guarantee", "lawsuit")
+#: Every demo agent's config: frequent checkpoints and shipping, so a short run shows them.
+FAST = {"checkpoint_interval": 2.0, "ship_interval": 0.5}
 
 
 class Settle(Message, name="demo.settle"):
@@ -207,8 +209,7 @@ def stages() -> list[StageSpec]:
     pool = ScalePolicy(min_size=1, max_size=2, target_wait=2.0, items_per_worker=20)
     retry = RetryPolicy(base=0.2, max=2.0, max_attempts=5)
     work = {"batch": 4, "lease_seconds": 3.0, "idle_wait": 0.05}
-    fast = {"checkpoint_interval": 2.0, "ship_interval": 0.5}
-    return [StageSpec(name, cls, scale=pool, retry=retry, init=work, config=fast, queue_config=fast)
+    return [StageSpec(name, cls, scale=pool, retry=retry, init=work, config=FAST, queue_config=FAST)
             for name, cls in (("classify", Classify), ("gather", Gather), ("draft", Draft), ("review", Review))]
 
 
@@ -231,10 +232,9 @@ def run(data_dir: str = "./garrison-data", tickets: int = 40, out=None, *, dashb
         if dashboard:
             say(f"  Ray's dashboard: {system.dashboard_url} (it asks for Ray's token: `ray get-auth-token`); "
                 f"agents are actors named by their id in the namespace 'garrison'")
-        fast = {"checkpoint_interval": 2.0, "ship_interval": 0.5}
         book = Path(data_dir).resolve() / "payments.book"
-        system.spawn(ApprovalQueue, "approvals", config=fast)
-        governed = {**fast, "grants": ["payments.refund", "accounts.close"], "approvals": "approvals",
+        system.spawn(ApprovalQueue, "approvals", config=FAST)
+        governed = {**FAST, "grants": ["payments.refund", "accounts.close"], "approvals": "approvals",
                     "risk_policy": RiskPolicy(version="demo-1"), "budget": BudgetPolicy(limit=REFUND_BUDGET)}
         payments = system.spawn(Payments, "payments", config=governed, init={"book": str(book)})
         pipeline = start_pipeline("support", stages(), data_dir=system.data_dir, every=0.5, system=system)
@@ -360,32 +360,31 @@ def _hold(url: str | None, seconds: float | None, say) -> None:
     say("  stopping")
 
 
-def _approve_pending(approvals: Approvals, intake, say) -> int:
+def _approve_pending(approvals: Approvals, payments, say) -> int:
     """Approve every pending refund, as a person would; wait until each decision was acted on.
 
-    ``intake``: the agent acting on tickets (``payments``).  Returns how many approved decisions it had
-    not acted on within a minute (0 when all were).
+    Returns how many approved decisions ``payments`` had not acted on within a minute (0 when all were).
     """
     deadline = time.monotonic() + 60
     pending = []
-    while time.monotonic() < deadline:  # each request travels through intake's outbox to the queue
-        asked = sum(v for k, v in intake.ask(Stats()).items() if k == "refund/pending")
+    while time.monotonic() < deadline:  # each request travels through payments's outbox to the queue
+        asked = sum(v for k, v in payments.ask(Stats()).items() if k == "refund/pending")
         pending = approvals.list()
-        if len(pending) >= asked - _decided(intake):
+        if len(pending) >= asked - _decided(payments):
             break
         time.sleep(0.1)
-    target = _decided(intake) + len(pending)
+    target = _decided(payments) + len(pending)
     for req in pending:
         approvals.approve(req["id"], who="demo-supervisor")
         say(f"  approved refund {req['arguments']['amount']} EUR for {req['arguments']['ticket_id']} "
             f"as 'demo-supervisor' (garrison approvals approve {req['id']} --who demo-supervisor)")
-    while _decided(intake) < target and time.monotonic() < deadline:
+    while _decided(payments) < target and time.monotonic() < deadline:
         time.sleep(0.1)
-    return target - _decided(intake)
+    return target - _decided(payments)
 
 
-def _decided(intake) -> int:
-    return sum(v for k, v in intake.ask(Stats()).items() if k.startswith("approved_refund/"))
+def _decided(payments) -> int:
+    return sum(v for k, v in payments.ask(Stats()).items() if k.startswith("approved_refund/"))
 
 
 def main(argv: list[str] | None = None) -> int:

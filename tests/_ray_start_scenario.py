@@ -133,19 +133,11 @@ def kill_session(sid: int, timeout: float = 30.0) -> list[int]:
 
 # -- the driver -----------------------------------------------------------------------------------
 
-def wait_until(pred: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout}s")
-
-
 def node_ids(ports: dict[str, int]) -> dict[str, str]:
     """The Ray node id of each named node (by its node manager port), once all are alive; and ``head``."""
     import ray
+
+    from tests.waiting import wait_for
 
     def found() -> dict[str, str] | None:
         alive = [n for n in ray.nodes() if n["Alive"]]
@@ -155,7 +147,8 @@ def node_ids(ports: dict[str, int]) -> dict[str, str]:
             return None
         return {**{name: by_port[p] for name, p in ports.items()}, "head": heads[0]}
 
-    return wait_until(found, 300, f"nodes {ports} alive")  # a raylet may register late on a busy machine
+    # A raylet may register late on a busy machine.
+    return wait_for(found, 300, every=0.1, describe=lambda: [(n["NodeManagerPort"], n["Alive"]) for n in ray.nodes()])
 
 
 def node_alive(node_id: str) -> bool:
@@ -205,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from runtime.queue import EnqueueMany, NewItem, QueueStats
     from tests.cluster_agents import AGAIN, EffectWriter, PlacedQueue
     from tests.node_agents import Where
+    from tests.waiting import wait_for
 
     t0 = time.time()
     work = args.workdir
@@ -239,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def stats() -> dict[str, Any]:
             return queue.ask(QueueStats(), timeout=ASK_TIMEOUT)
 
-        wait_until(lambda: stats()["done"]["count"] >= args.remove_at, 180, f"{args.remove_at} items done")
+        wait_for(lambda: stats()["done"]["count"] >= args.remove_at, 180, every=0.1, describe=stats)
         at_removal = stats()
         if raylet_ports(args.doomed_sid) != [args.doomed_port]:  # the session is that node's, and only it
             raise RuntimeError(f"session {args.doomed_sid} holds raylets {raylet_ports(args.doomed_sid)}, "
@@ -249,10 +243,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         removed_in = time.time() - t_remove
         log(f"doomed node's {len(killed)} processes killed in {removed_in:.2f}s with "
             f"{at_removal['done']['count']} of {args.items} done")
-        wait_until(lambda: not node_alive(nodes["doomed"]), 120, "the GCS marking the doomed node dead")
+        wait_for(lambda: not node_alive(nodes["doomed"]), 120, every=0.1)  # the GCS marks the doomed node dead
         noticed_in = time.time() - t_remove
 
-        wait_until(lambda: stats()["done"]["count"] == args.items, 300, "every item done", every=0.25)
+        wait_for(lambda: stats()["done"]["count"] == args.items, 300, every=0.25, describe=stats)
         drained_in = time.time() - t_remove
         log(f"node death noticed after {noticed_in:.1f}s; queue drained {drained_in:.1f}s after the removal")
 
