@@ -13,6 +13,7 @@ from ._directory import resolve as host_of
 from ._fleet_budget import FleetBudget, FleetUsage
 from ._lifecycle import AgentState
 from ._observer import GetTrace, Observed, Observer, ObserverStats
+from ._packing import Packing
 from ._pipeline import Pipeline
 from ._queue_logic import RetryPolicy
 from ._ref import AgentRef
@@ -101,6 +102,7 @@ __all__ = [
     "Observed",
     "Observer",
     "ObserverStats",
+    "Packing",
     "Pipeline",
     "PipelineError",
     "QueueError",

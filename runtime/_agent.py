@@ -191,18 +191,22 @@ class Agent:
         return None
 
     def send(
-        self, to: str, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None
+        self, to: str, msg: Message, *, delivery: Delivery | None = None, timeout: float | None = None,
+        inherit_deadline: bool = True,
     ) -> None:
         """Send ``msg`` to agent ``to`` once this handler's changes commit.
 
         AT_LEAST_ONCE and EFFECTIVELY_ONCE messages go through this agent's
         durable outbox (batched, retried, in order); AT_MOST_ONCE ones are
         sent once, right after the commit.  Same as ``self.lookup(to).tell(msg)``.
+        The message carries the handled message's deadline (shortened by ``timeout``);
+        ``inherit_deadline=False`` gives it ``timeout`` only (or none): a hand-over that must
+        outlive whoever asked this handler, such as a pipeline stage's ticket to the next queue.
         """
         stage = current_stage.get()
         if stage is None:
             raise RuntimeError("send() is only available while a handler or hook runs")
-        deadline = current_deadline.get()
+        deadline = current_deadline.get() if inherit_deadline else None
         if timeout is not None:
             deadline = min(deadline or float("inf"), time.time() + timeout)
         # The trace goes on with the message, one hop further (``_trace``): logs, audit records and an

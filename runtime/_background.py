@@ -166,18 +166,21 @@ class Background:
                         episode.last_error, delay)
         return episode
 
-    def final_checkpoint(self, why: str, *, force: bool = False) -> dict[str, Any] | None:
+    def final_checkpoint(self, why: str, *, force: bool = False, ship_only: bool = False) -> dict[str, Any] | None:
         """The last checkpoint of a state change (``stop``, ``halt``, ``quarantine``): tried once.
 
         A failure is recorded (degraded) and logged, never raised: the state
         change completes.  Nothing is lost: every commit is in the local LMDB,
         which the next incarnation on this node restores from, and which is
         shipped once the store takes writes again.  ``Fenced`` still raises.
+        ``ship_only``: the journal (and the audit log) shipped, no checkpoint: a
+        packed agent passivated before its next checkpoint is due (``_packed_slots``);
+        a restore elsewhere replays the journal from the last checkpoint, as after a crash.
         """
         try:
-            manifest = self.checkpoint(force=force, where=why)
-            if self._audit is not None:  # the last records, and a signed checkpoint of the whole log
-                self._attempt(self._final_audit, why)
+            manifest = None if ship_only else self.checkpoint(force=force, where=why)
+            if ship_only or self._audit is not None:  # the last records, and a signed checkpoint of the log
+                self._attempt(self._final_ship, why)
             return manifest
         except Fenced:
             raise
@@ -186,13 +189,14 @@ class Background:
                         self.agent_id, why, exc)
             return None
 
-    def _final_audit(self) -> None:
+    def _final_ship(self) -> None:
         """Commit the records waiting for a commit (the last segment's, ``LmdbStore.defer``), ship the
-        journal, then append everything shipped to the audit log and sign it."""
-        assert self._audit is not None
+        journal, then append everything shipped to the audit log (if the agent keeps one) and sign it."""
         if self._store.deferred:
             self._store.commit([])
-        self._audit.ship(self._shipper.ship(), final=True)
+        shipped = self._shipper.ship()
+        if self._audit is not None:
+            self._audit.ship(shipped, final=True)
 
     def checkpoint(self, *, force: bool = False, where: str = "checkpoint") -> dict[str, Any] | None:
         """Ship the journal, then take a checkpoint; returns its manifest (None if nothing changed).

@@ -72,6 +72,9 @@ class AgentConfig(BaseModel):
     #: Failed delivery attempts in a row before a recipient's pending messages
     #: go to dead letters (0: never give up).
     max_attempts: int = Field(100, ge=0)
+    #: Seconds a graceful stop waits for the outbox to be delivered, retries included (0: not at all;
+    #: within a supervisor's 5 s stop budget).  What is left stays in the outbox, sent at the next start.
+    stop_drain: float = Field(3.0, ge=0)
     #: Base and cap of the exponential backoff (full jitter) between attempts.
     retry_backoff: float = Field(0.05, gt=0)
     retry_backoff_max: float = Field(5.0, gt=0)

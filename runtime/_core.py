@@ -57,7 +57,7 @@ from ._gatekeeper import RUNTIME, Gatekeeper
 from ._gateway import Gateway
 from ._hooks import MessageHooks, load_hooks
 from ._inbox import Inbox
-from ._incarnation import start_incarnation
+from ._incarnation import Incarnation, start_incarnation
 from ._invoke import Invoker
 from ._journal import Shipper
 from ._ledger import Ledger
@@ -83,12 +83,13 @@ class AgentCore:
     """One agent incarnation's host logic (see module docstring)."""
 
     def __init__(self, spec: HostSpec, *, resolve: Callable[[str], Any] | None = None,
-                 lookup: Callable[..., Any] | None = None) -> None:
+                 lookup: Callable[..., Any] | None = None, incarnation: Incarnation | None = None) -> None:
         """Start an incarnation of ``spec``'s agent.
 
         ``resolve(agent_id)`` finds a peer's actor handle (the outbox sends
         there); ``lookup(agent_id, sender=..., epoch=...)`` builds the refs
-        ``Agent.lookup`` returns.  Both are None in-process.
+        ``Agent.lookup`` returns.  Both are None in-process.  ``incarnation``:
+        files already opened and fenced (a packed agent resumed, ``_activation``).
         """
         self.spec = spec
         #: Done once the agent has stopped gracefully, with its final status (any thread may wait on it).
@@ -97,7 +98,7 @@ class AgentCore:
         # Nothing can observe this core before it exists: it starts out restoring.
         self._lifecycle = Lifecycle(AgentState.RESTORING)
         self.metrics = AgentMetrics(spec.agent_id, per_message=spec.config.metrics)
-        inc = self.incarnation_files = start_incarnation(spec)
+        inc = self.incarnation_files = incarnation or start_incarnation(spec)
         self.agent_id, self.epoch, self.fence = inc.agent_id, inc.epoch, inc.fence
         self.ckstore, self.store, self.restore_report = inc.ckstore, inc.store, inc.restore_report
         self.incarnation = inc.number
@@ -341,8 +342,8 @@ class AgentCore:
 
     # -- stop ---------------------------------------------------------------------
 
-    def stop(self) -> dict[str, Any]:
-        """Drain, run ``on_stop``, ship, take a final checkpoint, close.  Idempotent."""
+    def stop(self, *, checkpoint: bool = True) -> dict[str, Any]:
+        """Drain, run ``on_stop``, ship, take a final ``checkpoint`` (else ship only), close.  Idempotent."""
         with self._lock:
             if self._lifecycle.state is AgentState.STOPPED:
                 return self.status()
@@ -354,10 +355,12 @@ class AgentCore:
                     self._inbox.run_hook(self.agent.on_stop)
                 except Exception:
                     log.exception("agent %s: on_stop raised; stopping anyway", self.agent_id)
+            if not fenced:  # its last sends delivered first: an agent stopped for good would keep them
+                self.dispatcher.drain(self.spec.config.stop_drain)
             self.dispatcher.stop()
             self._background.stop()
             if not fenced:  # a replaced incarnation publishes nothing, not even a last checkpoint
-                self._background.final_checkpoint("stop")  # a failure is recorded (degraded), not raised
+                self._background.final_checkpoint("stop", ship_only=not checkpoint)  # a failure: degraded, not raised
             status = self.status()
             self._lifecycle.set(AgentState.STOPPED, self._lifecycle.failure)
             status["state"] = self._lifecycle.state.value

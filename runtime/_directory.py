@@ -15,6 +15,12 @@ other: the successor wins whatever the order.  A host removes the records of
 older epochs when it registers, and its own when it stops.  Ray's KV API is
 private (``ray.experimental.internal_kv``); it is used here and nowhere
 else.
+
+A packed agent (``_packing``) is recorded the same way, naming its packed
+host's actor and its lane count (``packed``): resolving it gives a
+``PackedHandle``, the host's handle with the agent's id bound in, so every
+caller reaches it as it reaches an agent with an actor of its own.  Its record
+stays while it is passivated (it is still served, by whichever host that is).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import msgpack
 import ray
 from ray.experimental import internal_kv
 
+from ._packed_handle import PackedHandle
+from ._packing import PACKED_PREFIX
 from .exceptions import AgentNotFound
 
 __all__ = ["SPARE_PREFIX", "entries", "forget", "live_ids", "register", "resolve"]
@@ -66,10 +74,13 @@ def _read(key: str, namespace: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def register(agent_id: str, actor_name: str, epoch: int, *, namespace: str) -> None:
-    """Record that ``actor_name`` hosts ``agent_id`` from ``epoch`` on; drop older epochs' records."""
+def register(agent_id: str, actor_name: str, epoch: int, *, namespace: str, packed: int | None = None) -> None:
+    """Record that ``actor_name`` hosts ``agent_id`` from ``epoch`` on; drop older epochs' records.
+
+    ``packed``: the actor is a packed host with that many lanes (``_packed_handle``).
+    """
     ns = _kv_namespace(namespace)
-    value = msgpack.packb({"actor": actor_name, "epoch": epoch})
+    value = msgpack.packb({"actor": actor_name, "epoch": epoch, **({"packed": packed} if packed else {})})
     internal_kv._internal_kv_put(_key(agent_id, epoch), value, overwrite=True, namespace=ns)
     for older, key in _records(agent_id, namespace):
         if older < epoch:
@@ -100,10 +111,14 @@ def actor_name(agent_id: str, *, namespace: str) -> str:
 
 
 def resolve(agent_id: str, *, namespace: str) -> Any:
-    """The actor handle hosting ``agent_id``; AgentNotFound if no such actor is live."""
-    name = actor_name(agent_id, namespace=namespace)
+    """The actor handle hosting ``agent_id`` (a ``PackedHandle`` for a packed agent); AgentNotFound if
+    no such actor is live."""
+    record = _record(agent_id, namespace)
+    name = str(record["actor"]) if record is not None and "actor" in record else agent_id
     try:
-        return ray.get_actor(name, namespace=namespace)
+        handle = ray.get_actor(name, namespace=namespace)
+        lanes = record.get("packed") if record is not None else None
+        return PackedHandle(handle, agent_id, int(lanes)) if lanes else handle
     except ValueError:
         if name != agent_id:
             try:  # a stale record (the spare died and a cold restart took the plain name)
@@ -129,7 +144,8 @@ def entries(*, namespace: str) -> dict[str, str]:
 
 
 def live_ids(*, namespace: str) -> list[str]:
-    """Ids of the named actors of ``namespace`` (agents and supervisors), adopted agents included, spares not."""
+    """Ids of the named actors of ``namespace`` (agents and supervisors), adopted and packed agents included,
+    spares and packed hosts not."""
     names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace}
     adopted = {agent for agent, actor in entries(namespace=namespace).items() if actor in names}
-    return sorted({n for n in names if not n.startswith(SPARE_PREFIX)} | adopted)
+    return sorted({n for n in names if not n.startswith((SPARE_PREFIX, PACKED_PREFIX))} | adopted)

@@ -74,22 +74,22 @@ AGENT_ACTIONS = frozenset({"halt", "unhalt", "quarantine", "release", "review", 
 class AgentHost:
     """One agent per actor (or none yet: a spare).  The dashboard shows its name and repr."""
 
-    def __init__(self, spec: HostSpec | None, namespace: str) -> None:
-        # This process hosts one agent.  Handling allocates many short-lived
-        # objects and few cycles: collect the young generation less often,
-        # and keep what start-up built out of every collection.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+    def __init__(self, spec: HostSpec | None, namespace: str, core: AgentCore | None = None) -> None:
+        if core is None:  # (``core``: one a packed host opened, ``_packed``: this object, not its process)
+            # This process hosts one agent.  Handling allocates many short-lived objects and few
+            # cycles: collect the young generation less often, keep what start-up built out of it.
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
         self._namespace = namespace
         self._spec = spec
-        self.core: AgentCore | None = None
+        self.core: AgentCore | None = core
         self._export: RayExport | None = None  # the agent's metrics into Ray's (``_export``)
         #: Pending ``watch`` calls (monitors, supervisors); ``stop`` lets them answer before it does.
         self._watchers = 0
         self._watchers_done = threading.Condition()
         #: Why this host could not start its agent (see the module invariants).
         self.start_failure: AgentStartError | None = None
-        if spec is not None:
+        if spec is not None and core is None:
             try:
                 self._host(spec)
             except AgentStartError as exc:

@@ -161,6 +161,7 @@ class Dispatcher:
         self._peers: dict[str, _Peer] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._progress = threading.Event()  # set by each acknowledgement (``drain`` waits on it)
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.dead_lettered = 0
@@ -241,6 +242,19 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._thread = None
+
+    def drain(self, timeout: float) -> bool:
+        """Before a graceful stop, wait up to ``timeout`` s (retries included) for what is pending to be
+        acknowledged; True if nothing is left (what is, stays in the outbox for the next start)."""
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            self._progress.clear()
+            left = deadline - time.monotonic()
+            if self._thread is None or left <= 0:
+                return False
+            self._wake.set()
+            self._progress.wait(min(0.1, left))
+        return True
 
     def resume(self) -> None:
         """Start sending again after ``stop`` (the outbox is durable: nothing was lost)."""
@@ -370,6 +384,7 @@ class Dispatcher:
         peer.acked = hwm
         peer.failures = 0
         peer.sent = max(peer.sent, hwm)
+        self._progress.set()
 
     def _rewind(self, peer: _Peer) -> None:
         # Forget in-flight calls: their replies still settle, but we resend from acked + 1.

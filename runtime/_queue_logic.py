@@ -749,8 +749,8 @@ class QueueLogic:
                 item["lease"] = lease
                 item["worker"] = worker
                 self.kv.put("i/" + item_id, item)
-                answer = {"id": item_id, "token": _token(item), "lease_until": until, "payload": item["payload"],
-                          "priority": item["priority"]}
+                answer = {"id": item_id, "token": _token(item), "attempt": item["attempts"], "lease_until": until,
+                          "payload": item["payload"], "priority": item["priority"]}
                 session = item.get("session")
                 if session is not None:
                     step.sessions.bind(session, worker, until, now)

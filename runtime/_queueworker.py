@@ -5,7 +5,9 @@ A subclass implements ``work(payload) -> result`` (it may use ``self.state`` and
 claims a batch (``Claim``, leased for ``lease_seconds``), asks the agent itself
 a :class:`Process` for each item -- so each item is done inside a handler, its
 state changes committed atomically with a ``queue-done/<item id>`` record of
-its result -- and reports the batch's results with one ``CompleteMany``.  A
+its result -- and reports the batch's results with one ``CompleteMany``.  Past half
+its lease a batch is extended (``Extend``, the items done and not yet reported too), so a
+slow batch keeps its items instead of losing them, and an attempt each, to an expiry.  A
 ``work`` that raises gives the item up (``Fail``, retried by the queue's
 policy); a worker that is stopped or killed mid-batch leaves its leases to
 expire, and the queue hands the items to another worker.
@@ -24,13 +26,14 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from typing import Any
 
 from protocols import Message
 
 from ._agent import Agent, handler
-from ._workqueue import Claim, CompleteMany, Completion, Fail
-from .exceptions import GarrisonError, HandlerError
+from ._workqueue import Claim, CompleteMany, Completion, Extend, Fail
+from .exceptions import GarrisonError, HandlerError, LeaseLost
 
 __all__ = ["Forget", "Process", "QueueWorker"]
 
@@ -46,6 +49,9 @@ class Process(Message, name="garrison.queue.process"):
     item: str
     token: int
     payload: Any = None
+    #: Its attempt since it was enqueued or last replayed (1 for the first claim); the token goes on
+    #: counting across replays, this does not.
+    attempt: int = 1
 
 
 class Forget(Message, name="garrison.queue.forget"):
@@ -63,8 +69,9 @@ class QueueWorker(Agent):
         self.lease_seconds = lease_seconds
         self.idle_wait = idle_wait
         self._stopping = threading.Event()
-        #: Items done by this worker, counted by the pulling thread (for ``gauges``).
+        #: Items done by this worker, and leases it extended, counted by the pulling thread (for ``gauges``).
         self._done = 0
+        self._extended = 0
 
     def work(self, payload: Any) -> Any:
         """Do one item; its return value is the item's result (msgpack-able)."""
@@ -77,10 +84,10 @@ class QueueWorker(Agent):
         self._stopping.set()
 
     def gauges(self) -> dict[str, float]:
-        return {"garrison_worker_items_done": self._done}
+        return {"garrison_worker_items_done": self._done, "garrison_worker_leases_extended": self._extended}
 
     async def run_item(self, msg: Process) -> Any:
-        """Do one claimed item (its id, its attempt ``msg.token``, its payload): ``work(payload)`` by default.
+        """Do one claimed item (its id, claim ``msg.token``, attempt ``msg.attempt``, payload): ``work(payload)``.
 
         Runs inside the ``Process`` handler, so it may ``self.send`` (committed with the item's
         done-record) and, when ``work`` is a coroutine function, ``await self.act(...)``.
@@ -123,12 +130,21 @@ class QueueWorker(Agent):
 
     def _do(self, me: Any, queue: Any, items: list[dict[str, Any]]) -> None:
         done: list[Completion] = []
+        lost: set[str] = set()  # leases found lost when extending: not done here
+        renew_at = time.monotonic() + self.lease_seconds / 2
         try:
-            for item in items:
+            for i, item in enumerate(items):
                 if self._stopping.is_set():
                     break  # the rest of the batch: their leases expire, another worker takes them
+                if time.monotonic() >= renew_at:
+                    held = [(c.item, c.token) for c in done] + [(x["id"], x["token"]) for x in items[i:]]
+                    lost |= self._extend(queue, held)
+                    renew_at = time.monotonic() + self.lease_seconds / 2
+                if item["id"] in lost:
+                    continue
                 try:
-                    result = me.ask(Process(item=item["id"], token=item["token"], payload=item["payload"]),
+                    result = me.ask(Process(item=item["id"], token=item["token"], payload=item["payload"],
+                                            attempt=item.get("attempt", item["token"])),
                                     timeout=self.lease_seconds)
                 except HandlerError as exc:
                     queue.ask(Fail(item=item["id"], token=item["token"], reason=str(exc)), timeout=self.lease_seconds)
@@ -140,3 +156,14 @@ class QueueWorker(Agent):
                 me.ask(Forget(items=[c.item for c in done]), timeout=self.lease_seconds)
         except GarrisonError as exc:  # stopping, or the queue gone for now: the leases expire, nothing lost
             log.info("worker %s: batch cut short: %s", self.agent_id, exc)
+
+    def _extend(self, queue: Any, held: list[tuple[str, int]]) -> set[str]:
+        """Extend the leases of ``held`` (id, token) by ``lease_seconds``; the ids whose lease was lost."""
+        lost = set()
+        for item_id, token in held:
+            try:
+                queue.ask(Extend(item=item_id, token=token, lease_seconds=self.lease_seconds), timeout=self.lease_seconds)
+            except LeaseLost:
+                lost.add(item_id)
+        self._extended += len(held) - len(lost)
+        return lost

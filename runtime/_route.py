@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _directory
+from ._packed_handle import PackedHandle
 from .exceptions import AgentNotFound
 
 __all__ = ["DEFAULT_TIMEOUT", "Route", "same_actor"]
@@ -77,8 +78,10 @@ class Route:
 def same_actor(a: Any, b: Any) -> bool:
     """Whether two Ray actor handles name the same actor (a restarted actor keeps its id).
 
+    A packed agent's handle (``PackedHandle``) names its packed host's actor.
     Ray's public API has no way to read a handle's actor id: ``_actor_id`` is
     Ray's private property, read here and nowhere else in the runtime, so a
     Ray upgrade that renames it breaks this one function.
     """
+    a, b = (h.host if isinstance(h, PackedHandle) else h for h in (a, b))
     return bool(a._actor_id == b._actor_id)

@@ -85,16 +85,19 @@ class Stage(QueueWorker):
             if inspect.isawaitable(data):
                 data = await data
         except Exception as exc:
-            if not (self.escalate and self.desk and msg.token >= self.attempts):
+            if not (self.escalate and self.desk and msg.attempt >= self.attempts):
                 raise  # the queue retries it, or it is dead after its last attempt
             # Asked, not sent: the desk holds the ticket before this item is done here, so a pipeline
             # never looks finished with an escalation still on its way (a retry asks again: one record).
-            await self.lookup(self.desk).ask_async(Escalate(item=msg.item, stage=self.stage, attempts=msg.token,
+            await self.lookup(self.desk).ask_async(Escalate(item=msg.item, stage=self.stage, attempts=msg.attempt,
                                                             error=f"{type(exc).__name__}: {exc}", ticket=item))
             return {"escalated": self.desk}
         moved = {**item, "data": data, "trail": [*item["trail"], {"stage": self.stage, "worker": self.agent_id,
-                                                                   "attempt": msg.token, "at": time.time()}]}
+                                                                   "attempt": msg.attempt, "at": time.time()}]}
         if self.next is None:
             return moved  # the last stage: the ticket is the pipeline's result
-        self.send(self.next, Enqueue(key=msg.item, payload=moved, max_attempts=self.next_attempts))
+        # Not bound by this item's Process deadline (its lease): the ticket must reach the next queue
+        # however long that takes, or it would expire there and end in this worker's dead letters.
+        self.send(self.next, Enqueue(key=msg.item, payload=moved, max_attempts=self.next_attempts),
+                  inherit_deadline=False)
         return {"to": self.next}

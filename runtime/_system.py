@@ -33,6 +33,8 @@ from ._directory import SPARE_PREFIX
 from ._host import RemoteAgentHost, lookup_agent
 from ._metrics import merge_expositions
 from ._boundary import from_ray, start_failed
+from ._packed_hosts import PackedHosts
+from ._packing import packing_of
 from ._ref import AgentRef
 from ._spec import NODE_PLACEHOLDER, HostSpec, check_agent_id, check_writable_dir, per_node, per_node_root
 from .exceptions import (
@@ -115,6 +117,7 @@ class System:
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url and "://" not in url else url or None
         self._spawned: dict[str, AgentRef] = {}
+        self._packed = PackedHosts(namespace)  # packed classes' agents: many to a host (``_packed``)
 
     @classmethod
     def _prepare_data_dir(cls, path: str | os.PathLike[str], create: bool) -> Path:
@@ -162,6 +165,11 @@ class System:
         each, among them).
         """
         spec = self.host_spec(agent_cls, agent_id, config=config, init=init, replaces=replaces)
+        packing = packing_of(agent_cls)
+        if packing is not None:  # one of many agents of a packed host, not an actor of its own
+            ref = self._packed.spawn(spec, packing, sender=self.sender, timeout=timeout, ray_options=ray_options)
+            self._spawned[agent_id] = ref
+            return ref
         options = self._host_options(agent_id, detached=detached, max_restarts=-1, ray_options=ray_options)
         try:
             handle = RemoteAgentHost.options(**options).remote(spec, self.namespace)
@@ -264,6 +272,9 @@ class System:
                 ref.flush(timeout=min(timeout, 10.0))
             except GarrisonError as exc:
                 log.warning("agent %s: held tells not delivered before the stop: %s", agent_id, exc)
+        if self._packed.serves(ref):  # retired by its packed host, which lives on
+            self._spawned.pop(agent_id, None)
+            return self._packed.stop(ref, timeout=timeout)
         try:
             status = ray.get(ref.route.handle.stop.remote(), timeout=timeout)
         except (RayActorError, GetTimeoutError) as exc:
@@ -273,8 +284,14 @@ class System:
         return status
 
     def kill(self, agent_id: str) -> None:
-        """End the agent's process at once, without a final checkpoint and without restart."""
-        ray.kill(self.lookup(agent_id).route.handle, no_restart=True)
+        """End the agent's process at once, without a final checkpoint and without restart.
+
+        A packed agent has no process of its own: it is retired, as by ``stop``."""
+        ref = self.lookup(agent_id)
+        if self._packed.serves(ref):
+            self._packed.stop(ref)
+        else:
+            ray.kill(ref.route.handle, no_restart=True)
         self._spawned.pop(agent_id, None)
 
     def metrics(self) -> str:
@@ -287,6 +304,7 @@ class System:
         if stop_agents:
             for agent_id in list(reversed(self._spawned)):
                 self.stop(agent_id)
+            self._packed.shutdown()  # the packed hosts left with no agent
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False

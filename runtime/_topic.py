@@ -50,7 +50,7 @@ from pydantic import Field
 
 from protocols import Delivery, Message, Registry, default_registry
 
-from ._agent import Agent, current_deadline, handler
+from ._agent import Agent, handler
 from ._queue_logic import KeyValue
 
 # Public through ``runtime.topics`` (the messages) and ``runtime`` (``Topic``).
@@ -280,12 +280,8 @@ class Topic(Agent):
     def _fan_out(self, sends: list[Fanout]) -> None:
         # The deliveries do not inherit the publish's deadline (an ask's timeout is about the
         # reply): they are tried for as long as the outbox tries, or for the publish's ttl.
-        token = current_deadline.set(None)
-        try:
-            for to, msg, delivery, timeout in sends:
-                self.send(to, msg, delivery=delivery, timeout=timeout)
-        finally:
-            current_deadline.reset(token)
+        for to, msg, delivery, timeout in sends:
+            self.send(to, msg, delivery=delivery, timeout=timeout, inherit_deadline=False)
 
     @handler
     def publish(self, msg: Publish) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class EnqueueMany(Message, name="garrison.queue.enqueue_many"):
 
 class Claim(Message, name="garrison.queue.claim"):
     """Lease up to ``limit`` items to ``worker`` for ``lease_seconds``.  Reply: a list (maybe empty) of
-    ``{"id", "token", "lease_until", "payload", "priority"}`` (and ``session`` for an item of one):
+    ``{"id", "token", "attempt", "lease_until", "payload", "priority"}`` (and ``session`` for an item of one):
     the sessions bound to ``worker`` first, then highest priority first, then oldest."""
 
     worker: str

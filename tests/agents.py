@@ -113,6 +113,8 @@ class Emit(Message, name="test.emit"):
     start: int
     count: int
     delivery: Delivery | None = None
+    #: Send the items without the Emit's deadline (``Agent.send(inherit_deadline=False)``).
+    detached: bool = False
 
 
 class Report(Message, name="test.report"):
@@ -176,7 +178,7 @@ class Producer(Agent):
     @handler
     def emit(self, msg: Emit) -> int:
         for n in range(msg.start, msg.start + msg.count):
-            self.send(msg.to, Item(n=n), delivery=msg.delivery)
+            self.send(msg.to, Item(n=n), delivery=msg.delivery, inherit_deadline=not msg.detached)
         self.state.increment("emitted", msg.count)
         return msg.count
 

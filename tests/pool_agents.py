@@ -24,6 +24,18 @@ class Doubler(QueueWorker):
         return payload * 2
 
 
+class SlowDoubler(QueueWorker):
+    """Doubles the payload after ``SLOW_S`` of waiting (a slow call elsewhere): a batch outlasts its lease."""
+
+    def work(self, payload: Any) -> Any:
+        time.sleep(SLOW_S)  # the work's duration, not a synchronisation
+        return payload * 2
+
+
+#: Seconds each item of a ``SlowDoubler`` takes.
+SLOW_S = 0.6
+
+
 class Worked(Message, name="test.pool.worked"):
     pass
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -67,3 +69,37 @@ def test_unknown_recipient_ends_in_dead_letters_and_can_be_replayed(system, agen
     report = wait_for(lambda: (r := sink.ask(Report())) and r["count"] >= 5 and r)
     assert report == {"count": 5, "dups": 0, "out_of_order": 0}
     assert producer.admin.dead_letters() == []
+
+
+def test_a_graceful_stop_delivers_the_outbox_first_even_to_a_recipient_that_comes_late(system, agent_id):
+    """Sends still pending when an agent is stopped for good (a pool's worker scaled down) are delivered
+    by its stop, retries included, within ``stop_drain``: nothing is left stranded in a stopped outbox."""
+    producer = system.spawn(Producer, f"{agent_id}-src", config={"stop_drain": 120, "retry_backoff_max": 0.5})
+    producer.ask(Emit(to=f"{agent_id}-late", start=0, count=5))
+    wait_for(lambda: producer.admin.status()["outbox_pending"].get(f"{agent_id}-late") == 5)
+    stopped: list = []
+    stopping = threading.Thread(target=lambda: stopped.append(system.stop(producer.agent_id, timeout=180)))
+    stopping.start()
+    sink = system.spawn(Sink, f"{agent_id}-late")  # only now: the stop has to wait for it
+    stopping.join(timeout=180)
+    assert stopped and stopped[0]["state"] == "stopped", stopped
+    assert sink.ask(Report()) == {"count": 5, "dups": 0, "out_of_order": 0}
+    assert stopped[0]["outbox_pending"] == {}, "nothing left in the stopped agent's outbox"
+
+
+def test_sends_carry_the_handled_messages_deadline_unless_sent_without_it(system, agent_id):
+    """Items sent while handling an ask with a 2 s deadline expire with it; sent with
+    ``inherit_deadline=False`` they reach a recipient that only comes after that deadline."""
+    fast = {"retry_backoff": 0.05, "retry_backoff_max": 0.2}
+    bound = system.spawn(Producer, f"{agent_id}-bound", config=fast)
+    free = system.spawn(Producer, f"{agent_id}-free", config=fast)
+    asked = time.time()
+    bound.ask(Emit(to=f"{agent_id}-late", start=0, count=3), timeout=2)
+    free.ask(Emit(to=f"{agent_id}-late", start=0, count=3, detached=True), timeout=2)
+    wait_for(lambda: time.time() > asked + 2.5, timeout=30)  # the condition is the deadline itself
+    sink = system.spawn(Sink, f"{agent_id}-late")
+    for producer in (free, bound):
+        wait_for(lambda p=producer: not p.admin.status()["outbox_pending"], describe=producer.admin.status)
+    assert sink.ask(GetItems()) == [0, 1, 2], "the detached items were handled; the bound ones were not"
+    letters = sink.admin.dead_letters()  # the bound ones arrived expired: dead letters at the recipient
+    assert sorted(letter["reason"] for letter in letters) == ["expired"] * 3, letters

@@ -11,10 +11,10 @@ import uuid
 import pytest
 
 from runtime import WorkQueue
-from runtime.queue import EnqueueMany, Forget, NewItem, Process, QueueStats, Results
+from runtime.queue import EnqueueMany, Forget, GetItem, NewItem, Process, QueueStats, Results
 from supervisors import PoolStatus, ScalePolicy, SupervisorRef, start_pool
 
-from .pool_agents import CountingDoubler, Doubler, Worked
+from .pool_agents import SLOW_S, CountingDoubler, Doubler, SlowDoubler, Worked
 from .test_cli import console
 from .waiting import wait_for
 
@@ -85,3 +85,22 @@ def test_an_item_done_before_its_report_was_lost_is_not_done_again(system, agent
     assert worker.ask(Worked()) == 1, "work ran once"
     assert worker.ask(Forget(items=["x"])) == 1
     assert worker.ask(Process(item="x", token=3, payload=21)) == 42 and worker.ask(Worked()) == 2
+
+
+def test_a_batch_slower_than_its_lease_is_extended_and_every_item_done_on_its_first_claim(system, agent_id):
+    """Four items of 0.6 s in a batch leased for 2 s: past half the lease the worker extends what it still
+    holds (done and not yet reported too), so no lease expires and no attempt is lost."""
+    queue = system.spawn(WorkQueue, f"{agent_id}-queue")
+    queue.ask(EnqueueMany(items=[NewItem(key=f"slow-{i}", payload=i) for i in range(8)]))
+    lease = 2.0
+    assert 4 * SLOW_S > lease
+    worker = system.spawn(SlowDoubler, f"{agent_id}-worker",
+                          init={"queue": queue.agent_id, "batch": 4, "lease_seconds": lease, "idle_wait": 0.05})
+    wait_for(lambda: queue.ask(QueueStats())["done"]["count"] == 8, timeout=60, describe=lambda: queue.ask(QueueStats()))
+    items = [queue.ask(GetItem(item=f"slow-{i}")) for i in range(8)]
+    assert [(item["state"], item["attempts"]) for item in items] == [("done", 1)] * 8, items
+    assert [item["result"] for item in items] == [2 * i for i in range(8)]
+    extended = [line for line in worker.admin.metrics().splitlines()
+                if line.startswith("garrison_worker_leases_extended")]
+    assert extended and float(extended[0].split()[-1]) > 0, extended
+    system.stop(worker.agent_id)

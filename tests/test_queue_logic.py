@@ -52,7 +52,7 @@ def test_a_claim_gives_the_payload_a_token_and_the_lease_end(clock):
     q = make(clock)
     add(q, "a", 2)
     [c] = q.claim("w1", limit=5, lease_seconds=7)
-    assert c == {"id": "a", "token": 1, "lease_until": clock.now + 7, "payload": {"n": "a"}, "priority": 2}
+    assert c == {"id": "a", "token": 1, "attempt": 1, "lease_until": clock.now + 7, "payload": {"n": "a"}, "priority": 2}
     assert q.item("a")["state"] == "leased" and q.item("a")["worker"] == "w1"
 
 

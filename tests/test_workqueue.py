@@ -252,6 +252,7 @@ def test_fail_many_replay_and_items_through_the_agent(system, agent_id):
     assert listed[1]["retry_in"] > 20 and listed[2]["worker"] == "w"
     [again] = queue.ask(Claim(worker="w2", limit=5, lease_seconds=60))
     assert (again["id"], again["token"]) == ("a", 2), "the replayed item is claimable again, its token new"
+    assert again["attempt"] == 1, "its attempts counted from the replay on: a stage escalates only on its last"
 
 
 SESSION_WORKER = """
