@@ -27,13 +27,23 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+#: An example that says what running it again does ("run it again: ...", "a second run: ...") is run twice.
+SECOND_RUN = re.compile(r"run (it )?again|second run|next run", re.I)
+
+
+def runs(index: int) -> tuple[int, ...]:
+    """Twice where the example keeps state in ``./garrison-data`` and says what a second run shows (the
+    second run meets the first one's durable state, as a newcomer's does); once otherwise."""
+    block = BLOCKS[index]
+    return (1, 2) if "./garrison-data" in block and SECOND_RUN.search(block) else (1,)
+
+
 def run_example(index: int, tmp_path: Path) -> list[str]:
-    """Example ``index`` as ``driver.py`` in ``tmp_path``; twice where it keeps state in ``./garrison-data``,
-    as a newcomer does (the second run meets the first one's durable state).  Each run's stdout."""
+    """Example ``index`` as ``driver.py`` in ``tmp_path``, run as often as :func:`runs` says; each run's stdout."""
     script = tmp_path / "driver.py"
     script.write_text(BLOCKS[index])
     outputs = []
-    for run in (1, 2) if "./garrison-data" in BLOCKS[index] else (1,):
+    for run in runs(index):
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_clean_env(), capture_output=True,
                               text=True, timeout=280)
         assert done.returncode == 0, (f"README example {index + 1}, run {run}, failed:\n"

@@ -73,7 +73,7 @@ def test_four_stages_with_a_worker_sigkilled_mid_run_finish_every_ticket_once(sy
     data_dir.mkdir()
     pipeline = start_pipeline(name, stages(), data_dir=data_dir, every=0.25, system=system)
     try:
-        n = 90
+        n = 60
         submitted = pipeline.submit_many(tickets(n, str(effects)))
         assert [s["duplicate"] for s in submitted] == [False] * n
         assert pipeline.submit(*tickets(1, str(effects))[0])["duplicate"] is True  # one ticket per key
