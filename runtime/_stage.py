@@ -97,7 +97,7 @@ class Stage(QueueWorker):
         if self.next is None:
             return moved  # the last stage: the ticket is the pipeline's result
         # Not bound by this item's Process deadline (its lease): the ticket must reach the next queue
-        # however long that takes, or it would expire there and end in this worker's dead letters.
+        # however long that takes, or it would arrive expired, a dead letter of that queue's.
         self.send(self.next, Enqueue(key=msg.item, payload=moved, max_attempts=self.next_attempts),
                   inherit_deadline=False)
         return {"to": self.next}
