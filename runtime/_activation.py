@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,55 +37,15 @@ import ray
 from . import _directory
 from ._ckstore import CheckpointStore, DirectoryStore
 from ._core import AgentCore
-from ._fence import Fence
 from ._host import lookup_agent
-from ._hostlock import HostLock
-from ._incarnation import Incarnation
+from ._incarnation import resume_incarnation
 from ._lifecycle import AgentState
-from ._restore import RestoreReport
 from ._spec import HostSpec, check_writable_dir, local_data_dir
-from ._store import LmdbStore
 from .exceptions import AgentStartError, Fenced
 
-__all__ = ["Activator", "resume_incarnation"]
+__all__ = ["Activator"]
 
 log = logging.getLogger("garrison.packed")
-
-
-def resume_incarnation(spec: HostSpec, epoch: int, *, data_root: Path, ckstore: CheckpointStore) -> Incarnation | None:
-    """Reopen ``spec``'s agent under ``epoch``, which this process held and let go of.
-
-    None when it cannot be resumed (no local files, or files stamped by another
-    epoch): start it instead.  Raises Fenced if a later epoch has been claimed,
-    AgentAlreadyRunning if another process holds its host lock.
-    """
-    agent_id = spec.agent_id
-    agent_dir = data_root / "agents" / agent_id
-    if not (agent_dir / "state" / "data.mdb").exists():
-        return None
-    t0 = time.perf_counter()
-    host_lock = HostLock(agent_dir / "host.lock", agent_id)
-    store: LmdbStore | None = None
-    try:
-        fence = Fence(ckstore, agent_id, epoch)
-        fence.check("resume")
-        cfg = spec.config
-        store = LmdbStore(agent_dir / "state", agent_id=agent_id, map_size=cfg.map_size, sync=cfg.lmdb_sync)
-        if store.stamped_epoch() != epoch:  # these files were taken by another incarnation since
-            store.close()
-            host_lock.release()
-            return None
-        store.take_epoch(epoch)
-        store.dedup_horizon = cfg.dedup_horizon
-        store.dead_letter_limit = cfg.dead_letter_limit
-        report = RestoreReport(agent_id=agent_id, incarnation=store.meta("incarnation", 0), source="resumed",
-                               seq=store.seq, duration_s=time.perf_counter() - t0, time=time.time())
-    except BaseException:
-        if store is not None:
-            store.close()
-        host_lock.release()
-        raise
-    return Incarnation(agent_id, epoch, fence, ckstore, store, report, host_lock)
 
 
 class Activator:

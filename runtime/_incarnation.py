@@ -18,6 +18,10 @@ open):
 
 The :class:`Incarnation` it returns owns the open store and the host lock
 until :meth:`Incarnation.close`.
+
+:func:`resume_incarnation` is a packed host's shortcut (``_activation``): it
+reopens the files of an agent it passivated under the same epoch, with its
+host lock, when no later epoch has been claimed: no claim, sweep or restore.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._ckstore import CheckpointStore, DirectoryStore
+from ._config import AgentConfig
 from ._fence import Fence
 from ._hostlock import HostLock
 from ._restore import RestoreReport, restore
@@ -37,7 +43,7 @@ from ._spec import SHIP_CODE_HINT, HostSpec, check_agent_id, check_writable_dir,
 from ._store import LmdbStore
 from .exceptions import AgentStartError, CheckpointError, DataDirectoryError
 
-__all__ = ["Incarnation", "start_incarnation"]
+__all__ = ["Incarnation", "resume_incarnation", "start_incarnation"]
 
 log = logging.getLogger("garrison.agent")
 
@@ -113,8 +119,7 @@ def start_incarnation(spec: HostSpec) -> Incarnation:
     try:
         store.take_epoch(epoch)
         ckstore.record_base(agent_id, epoch, store.seq)
-        store.dedup_horizon = cfg.dedup_horizon
-        store.dead_letter_limit = cfg.dead_letter_limit
+        _configure(store, cfg)
         history = [*store.meta("restores", []), report.model_dump(mode="json")]
         store.put_meta("restores", history[-cfg.restore_history :])
         store.put_meta("incarnation", report.incarnation)
@@ -125,3 +130,44 @@ def start_incarnation(spec: HostSpec) -> Incarnation:
         raise
     log.info("agent %s restored: %s", agent_id, report.model_dump_json())
     return Incarnation(agent_id, epoch, fence, ckstore, store, report, host_lock)
+
+
+def resume_incarnation(spec: HostSpec, epoch: int, *, data_root: Path, ckstore: CheckpointStore) -> Incarnation | None:
+    """Reopen ``spec``'s agent under ``epoch``, which this process held and let go of.
+
+    None when it cannot be resumed (no local files, or files stamped by another
+    epoch): start it instead.  Raises Fenced if a later epoch has been claimed,
+    AgentAlreadyRunning if another process holds its host lock.
+    """
+    agent_id = spec.agent_id
+    agent_dir = data_root / "agents" / agent_id
+    if not (agent_dir / "state" / "data.mdb").exists():
+        return None
+    t0 = time.perf_counter()
+    host_lock = HostLock(agent_dir / "host.lock", agent_id)
+    store: LmdbStore | None = None
+    try:
+        fence = Fence(ckstore, agent_id, epoch)
+        fence.check("resume")
+        cfg = spec.config
+        store = LmdbStore(agent_dir / "state", agent_id=agent_id, map_size=cfg.map_size, sync=cfg.lmdb_sync)
+        if store.stamped_epoch() != epoch:  # these files were taken by another incarnation since
+            store.close()
+            host_lock.release()
+            return None
+        store.take_epoch(epoch)
+        _configure(store, cfg)
+        report = RestoreReport(agent_id=agent_id, incarnation=store.meta("incarnation", 0), source="resumed",
+                               seq=store.seq, duration_s=time.perf_counter() - t0, time=time.time())
+    except BaseException:
+        if store is not None:
+            store.close()
+        host_lock.release()
+        raise
+    return Incarnation(agent_id, epoch, fence, ckstore, store, report, host_lock)
+
+
+def _configure(store: LmdbStore, cfg: AgentConfig) -> None:
+    """The agent's settings its store applies (a started or a resumed incarnation alike)."""
+    store.dedup_horizon = cfg.dedup_horizon
+    store.dead_letter_limit = cfg.dead_letter_limit

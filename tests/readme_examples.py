@@ -28,7 +28,7 @@ def _clean_env() -> dict[str, str]:
 
 
 #: An example that says what running it again does ("run it again: ...", "a second run: ...") is run twice.
-SECOND_RUN = re.compile(r"run (it )?again|second run|next run", re.I)
+SECOND_RUN = re.compile(r"run (it )?again|second run|next run", re.IGNORECASE)
 
 
 def runs(index: int) -> tuple[int, ...]:

@@ -10,9 +10,9 @@ import pytest
 
 from protocols import encode_envelope, error_from_wire, make_envelope
 from runtime import AgentConfig, ConfigError, Fenced
-from runtime._activation import resume_incarnation
 from runtime._ckstore import DirectoryStore
 from runtime._core import AgentCore
+from runtime._incarnation import resume_incarnation
 from runtime._packed_handle import PackedHandle
 from runtime._packed_policy import ActiveSet
 from runtime._packed_roster import Roster
