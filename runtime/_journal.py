@@ -1,7 +1,9 @@
 """Shipping the journal (the rolling op buffer) to the checkpoint store.
 
-A segment is every journal record committed since the last shipment, read
-from one LMDB snapshot, so a segment never splits a transaction.  Segments
+A segment is every journal record committed since the last shipment, taken
+from the store's in-memory tail of recent commits (``_journal_tail``) or, when
+that does not reach back far enough, read from one LMDB snapshot: either way
+whole transactions, so a segment never splits one.  Segments
 are named by their first and last sequence numbers.
 
 Invariant: ``shipped`` is the highest seq durably in the store, and the
@@ -70,13 +72,19 @@ class Shipper:
         with self._lock:
             if self.store.seq <= self.shipped:
                 return self.shipped
-            records = self.store.raw_since("journal", self.shipped)
+            records = self.store.tail.since(self.shipped)
+            if records is None:
+                records = self.store.raw_since("journal", self.shipped)
             if not records:
                 return self.shipped
             info = SegmentInfo(records[0][0], records[-1][0], time.time(), self.epoch)
             if self.fence is not None:
                 self.fence("journal shipping")
-            self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
+            try:
+                self.ckstore.put_segment(self.agent_id, info, encode_segment(records))
+            except BaseException:
+                self.store.tail.forget()  # the store is down: read LMDB once it is back, hold nothing meanwhile
+                raise
             if self.fence is not None:
                 # Checked again after the write: a later incarnation that claimed its
                 # epoch meanwhile may not have seen this segment, so it does not count

@@ -6,7 +6,11 @@ and drops it if the handler raises.  So a handler's changes are atomic with
 the handling of its message, and no LMDB write transaction is ever held
 across an ``await``.
 
-Reads see the handler's own uncommitted writes first, then committed state.
+Reads see the handler's own uncommitted writes first, then committed state:
+through the batch's snapshot when the host gives one, else through one of the
+view's own, opened at the first read, renewed at a read once the store's
+sequence number has moved (another thread's commit: the handler's own changes
+commit only after it returns) and closed when its changes are taken or dropped.
 ``with state.transaction():`` opens a nested layer whose writes are kept only
 if the block finishes without raising.
 """
@@ -105,6 +109,10 @@ class State(ReadOnlyState):
     def __init__(self, store: LmdbStore) -> None:
         super().__init__(store)
         self._layers: list[Layer] = []
+        # The view's own snapshot for reads between begin and take/discard, and the store's
+        # seq when it was opened (a read after a commit renews it).
+        self._snap: lmdb.Transaction | None = None
+        self._snap_seq = -1
         # While a savepoint is open: key -> its root-overlay value before the
         # savepoint (_MISSING if it had none), to undo a failed message.
         self._undo: dict[bytes, Any] | None = None
@@ -116,6 +124,7 @@ class State(ReadOnlyState):
         committed state go through ``txn`` when given."""
         self._layers = [Layer()]
         self._txn = txn
+        self._close_snapshot()
 
     def push(self) -> None:
         """Open a layer for one message inside a batch."""
@@ -169,6 +178,7 @@ class State(ReadOnlyState):
         root = self._layers[0]
         self._layers = []
         self._txn = None
+        self._close_snapshot()
         return root
 
     def take_ops(self) -> list[Op]:
@@ -178,6 +188,27 @@ class State(ReadOnlyState):
         self._layers = []
         self._txn = None
         self._undo = None
+        self._close_snapshot()
+
+    def _close_snapshot(self) -> None:
+        if self._snap is not None:
+            self._snap.abort()
+            self._snap = None
+
+    def _committed(self, k: bytes) -> bytes | None:
+        store = self._store
+        if self._txn is not None:  # the host's snapshot (a batch)
+            return self._txn.get(k, db=store.db("data"))
+        if not self._layers:  # outside a handler: nothing closes a snapshot there
+            return store.get("data", k)
+        if self._snap is None or self._snap_seq != store.seq:
+            self._close_snapshot()
+            self._snap_seq = store.seq  # read first: a commit in between only makes the snapshot newer
+            self._snap = store.read_txn()
+        try:
+            return self._snap.get(k, db=store.db("data"))
+        except lmdb.Error as exc:
+            raise StateError(f"read of data/{k!r} failed: {exc}") from exc
 
     def stage_send(self, recipient: str, envelope: Any) -> None:
         """Queue an outgoing message; it leaves only if this layer commits."""

@@ -57,6 +57,7 @@ import lmdb
 import msgpack
 
 from ._codec import pack, unpack
+from ._journal_tail import JournalTail
 from ._retention import Retention
 from .exceptions import Fenced, StateError
 
@@ -137,6 +138,8 @@ class LmdbStore:
         self.epoch: int | None = None
         #: Ops the next commit carries (``defer``); mirrored in ``meta[deferred]``.
         self._deferred = _load_deferred(self.get("meta", _DEFERRED_KEY))
+        #: The journal records committed here and not yet shipped, for the shipper (``_journal``).
+        self.tail = JournalTail()
 
     # -- reads (any thread) ------------------------------------------------
 
@@ -180,26 +183,9 @@ class LmdbStore:
             raise StateError(f"metadata {key!r} is not a value put_meta wrote ({type(exc).__name__}: {exc})",
                              key=key) from exc
 
-    def journal_since(self, after_seq: int, *, txn: lmdb.Transaction | None = None) -> list[JournalRecord]:
-        """Journal records with seq > after_seq, in order."""
-
-        def read(t: lmdb.Transaction) -> list[JournalRecord]:
-            cur = t.cursor(db=self._db["journal"])
-            out = []
-            if cur.set_range(seq_key(after_seq + 1)):
-                for k, v in cur:
-                    ts, table, kind, key, value = unpack(v)
-                    out.append(JournalRecord(_U64.unpack(k)[0], ts, table, kind, key, value))
-            return out
-
-        if txn is not None:
-            return read(txn)
-        with self.env.begin() as t:
-            return read(t)
-
-    def transitions(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Local transition records after ``after_seq`` (only the part not yet trimmed)."""
-        return self.transitions_window(after_seq, limit)[1]
+    def journal_since(self, after_seq: int) -> list[JournalRecord]:
+        """Journal records with seq > after_seq, in order, decoded."""
+        return [JournalRecord(seq, *unpack(raw)) for seq, raw in self.raw_since("journal", after_seq)]
 
     def transitions_window(self, after_seq: int = 0,
                            limit: int = 1000) -> tuple[int | None, list[dict[str, Any]]]:
@@ -278,12 +264,13 @@ class LmdbStore:
             (seq, now, table, kind, key, value) for seq, (table, kind, key, value) in enumerate(ops, self.seq + 1)
         ]
         seq = self.seq + len(records)
+        journal = None
         try:
             with self.env.begin(write=True) as txn:
                 if self.epoch is not None:
                     _check_epoch(txn, self._db["meta"], self.agent_id, self.epoch)
                 if records:
-                    self._write(txn, records, append=True)
+                    journal = self._write(txn, records, append=True)
                 if carried:
                     _save_deferred(txn, self._db["meta"], [])
                 if trim:
@@ -293,6 +280,8 @@ class LmdbStore:
                                          dead_letter_limit=self.dead_letter_limit)
         except lmdb.Error as exc:
             raise StateError(f"commit failed: {exc}") from exc
+        if journal:
+            self.tail.add(self.seq + 1, journal)  # committed: the shipper may take them
         self.seq = seq
         if carried:
             self._deferred = []
@@ -347,9 +336,10 @@ class LmdbStore:
             self._deferred = kept
             return len(fresh)
 
-    def _write(self, txn: lmdb.Transaction, records: list[tuple[Any, ...]], *, append: bool) -> None:
+    def _write(self, txn: lmdb.Transaction, records: list[tuple[Any, ...]], *,
+               append: bool) -> list[tuple[bytes, bytes]]:
         """Apply records (``JournalRecord``s or tuples in its layout) in order,
-        then append their journal and transition entries.
+        then append their journal and transition entries; return the journal entries.
 
         Runs of puts to one table go through ``putmulti`` (one C loop), which
         is most of a commit's cost at high message rates.
@@ -388,6 +378,7 @@ class LmdbStore:
         if transitions:
             txn.cursor(db=db["transitions"]).putmulti(transitions, append=append)
         txn.put(b"seq", _U64.pack(records[-1][0]), db=db["meta"])
+        return journal
 
     def put_meta(self, key: str, value: Any) -> None:
         try:
