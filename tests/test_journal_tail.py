@@ -16,6 +16,8 @@ from runtime._restore import restore
 from runtime._state import State
 from runtime._store import LmdbStore, seq_key
 
+from .test_checkpoint import write
+
 KW = {"map_size": 64 << 20, "sync": False}
 
 
@@ -62,28 +64,25 @@ def test_past_its_bounds_the_tail_forgets_everything_until_the_next_commit():
     assert by_bytes.overflows == 1 and by_bytes.since(0) is None
 
 
-def _write(store: LmdbStore, start: int, n: int) -> None:
-    state = State(store)
-    for i in range(start, start + n):
-        state.begin()
-        state.put(f"k/{i:05d}", i)
-        store.commit(state.take_ops())
+def _shipping(tmp_path, ckstore_class=DirectoryStore) -> tuple[DirectoryStore, LmdbStore, Shipper]:
+    """A checkpoint store, an agent's LMDB store and its shipper."""
+    (tmp_path / "ck").mkdir()
+    ckstore = ckstore_class(tmp_path / "ck")
+    store = LmdbStore(tmp_path / "a1", agent_id="a1", **KW)
+    return ckstore, store, Shipper(store, ckstore, "a1")
 
 
 def test_segments_from_the_tail_and_from_lmdb_restore_the_same_state(tmp_path):
-    (tmp_path / "ck").mkdir()
-    ckstore = DirectoryStore(tmp_path / "ck")
-    store = LmdbStore(tmp_path / "a1", agent_id="a1", **KW)
-    shipper = Shipper(store, ckstore, "a1")
-    _write(store, 0, 10)
+    ckstore, store, shipper = _shipping(tmp_path)
+    write(store, 10, start=0)
     assert store.tail.since(shipper.shipped) is not None  # this shipment comes from the tail
     shipper.ship()
     store.tail.max_records = 5
-    _write(store, 10, 10)
+    write(store, 10, start=10)
     assert store.tail.overflows >= 1 and store.tail.since(shipper.shipped) is None  # ...this one from LMDB
     shipper.ship()
     store.tail.max_records = 500_000
-    _write(store, 20, 5)
+    write(store, 5, start=20)
     assert store.tail.since(shipper.shipped) is not None  # ...and this one from the tail again
     shipper.ship()
     store.close()
@@ -109,21 +108,18 @@ class _Refusing(DirectoryStore):
 
 
 def test_a_shipment_that_fails_leaves_nothing_held_and_the_next_one_reads_lmdb(tmp_path):
-    (tmp_path / "ck").mkdir()
-    ckstore = _Refusing(tmp_path / "ck")
-    store = LmdbStore(tmp_path / "a1", agent_id="a1", **KW)
-    shipper = Shipper(store, ckstore, "a1")
-    _write(store, 0, 5)
+    ckstore, store, shipper = _shipping(tmp_path, _Refusing)
+    write(store, 5, start=0)
     ckstore.down = True
     with pytest.raises(OSError):
         shipper.ship()
     assert store.tail.start is None and store.tail.since(0) is None  # nothing held while the store is down
-    _write(store, 5, 3)
+    write(store, 3, start=5)
     assert store.tail.since(0) is None  # the next shipment reads LMDB
     ckstore.down = False
     assert shipper.ship() == 8
     (segment,) = ckstore.list_segments("a1")
     assert [r.seq for r in decode_segment(ckstore.read_segment("a1", segment))] == list(range(1, 9))
-    _write(store, 8, 2)
+    write(store, 2, start=8)
     assert shipper.ship() == 10 and len(ckstore.list_segments("a1")) == 2  # and from the tail again
     store.close()
