@@ -5,9 +5,9 @@ driver each claim ``batch`` items (``Claim(limit=batch)``) and complete them (``
 until the queue is empty.  The rate is N / the workers' time: each item is leased, fenced, completed and numbered in the
 results, every change committed to the agent's LMDB state (and journaled) before each reply.
 
-Measured with 2 workers and with 4 (``WORKERS``).  With 2, the queue agent waits for the next
-request part of the time (each worker's ask round trip and its own decoding and building of a
-thousand items come between two of its requests); 4 keep it busy: the queue's capacity.
+Measured with 2 workers and with 4 (``WORKERS``).  Between two of its requests a worker waits
+out an ask's round trip and decodes and builds a thousand items; when 4 workers give no more than
+2, that is not what bounds the rate: the queue agent is.
 
 Baselines, same run:
 
