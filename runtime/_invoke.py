@@ -26,6 +26,7 @@ from protocols import Envelope, WireError, parse_message
 from ._agent import Agent, Context, bind, current_deadline, current_stage
 from ._hooks import MessageHooks
 from ._loop import LoopThread
+from ._selfwait import current_asker, current_lane
 from ._state import State
 from ._trace import MessageTrace, current_message
 from .exceptions import HandlerError, NoHandler, UnencodableReply
@@ -111,10 +112,11 @@ class Invoker:
         # messages, and its messages mostly share one deadline (none).
         deadline_token = current_deadline.set(deadline) if current_deadline.get() != deadline else None
         stage_token = current_stage.set(self._send) if current_stage.get() is not self._send else None
+        asker_token = current_asker.set(self.agent_id) if current_asker.get() != self.agent_id else None
         try:
             result = fn(*args)
             if result is not None and inspect.isawaitable(result):
-                result = self._loop.run(self._in_context(result, deadline, current_message.get()))
+                result = self._loop.run(self._in_context(result, deadline, current_message.get(), current_lane.get()))
             if self._after is not None:
                 self._after()
             return True, result
@@ -131,6 +133,8 @@ class Invoker:
                 current_deadline.reset(deadline_token)
             if stage_token is not None:
                 current_stage.reset(stage_token)
+            if asker_token is not None:
+                current_asker.reset(asker_token)
             self._started = None
 
     def staging(self) -> Any:
@@ -141,11 +145,14 @@ class Invoker:
     def unstage(token: Any) -> None:
         current_stage.reset(token)
 
-    async def _in_context(self, awaitable: Any, deadline: float | None, message: MessageTrace | None) -> Any:
+    async def _in_context(self, awaitable: Any, deadline: float | None, message: MessageTrace | None,
+                          lane: tuple[str, str] | None) -> Any:
         # Context variables do not cross threads: set them again on the loop.
         current_deadline.set(deadline)
         current_stage.set(self._send)
         current_message.set(message)
+        current_asker.set(self.agent_id)
+        current_lane.set(lane)
         return await awaitable
 
     def handler_error(self, method: str, exc: Exception) -> WireError:

@@ -49,8 +49,9 @@ from ._logs import LogContext, configure_logs
 from ._packed_policy import ActiveSet
 from ._packed_roster import Roster
 from ._packed_slots import Keeper
-from ._packing import LANES
+from ._packing import LANES, lane_of
 from ._reply import encode_error
+from ._selfwait import current_lane
 from ._spec import HostSpec
 from .exceptions import AgentNotRunning, ConfigError, GarrisonError
 
@@ -77,6 +78,8 @@ class PackedHost:
         configure_logs(LogContext(name), fmt="json", level="warning")  # thousands of agents: no line per open
         pin_mmap_threshold()
         self.name = name
+        #: This host's actor id (None outside Ray): with a lane, what an ask from a handler must not wait on.
+        self.actor_id: str | None = ray.get_runtime_context().get_actor_id()
         roster = Roster(roster_dir)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -114,7 +117,11 @@ class PackedHost:
         """Serve ``spec``'s agent here (``System.spawn`` of a packed class); its status once open."""
         if spec.agent_id != agent_id:
             raise ConfigError(f"spec of {spec.agent_id!r} placed as {agent_id!r}")
-        return self.keeper.place(spec, take_over=take_over)
+        token = current_lane.set((self.actor_id, lane_of(agent_id, LANES)))  # on_start runs on the lane
+        try:
+            return self.keeper.place(spec, take_over=take_over)
+        finally:
+            current_lane.reset(token)
 
     def deliver(self, agent_id: str, raw: bytes) -> bytes:
         return self._handle(agent_id, raw, batch=False)
@@ -123,6 +130,7 @@ class PackedHost:
         return self._handle(agent_id, blob, batch=True)
 
     def _handle(self, agent_id: str, data: bytes, *, batch: bool) -> bytes:
+        token = current_lane.set((self.actor_id, lane_of(agent_id, LANES)))  # see ``_selfwait``
         try:
             with self.keeper.serving(agent_id) as slot:
                 assert slot.core is not None
@@ -132,6 +140,8 @@ class PackedHost:
         except Exception as exc:
             log.exception("packed host %s: delivery to %s failed", self.name, agent_id)
             return encode_error(internal_error(exc, "deliver_batch" if batch else "deliver"))
+        finally:
+            current_lane.reset(token)
 
     # -- control: one agent's status and operators' calls; the host's own ---------------------
 

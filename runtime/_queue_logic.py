@@ -70,7 +70,8 @@ Semantics, with their edge cases:
 
 Cost: a claim of ``limit`` items reads about ``limit`` item records plus one key per priority in
 use and one chunk of ids per :attr:`ReadyLines.CHUNK` items; its lease is one key for the whole
-batch (``l/<until>/<n>``), and completions only decrement it.  Results are read by number.
+batch (``l/<until>/<n>``), and completions only decrement it.  Completions are numbered in pages of
+:data:`DONE_PAGE` (a batch writes each page it adds to once: :class:`ResultLog`); results are read by number.
 Applying expiries and backoffs scans the lease (``l/``) and waiting (``w/``) indexes, but only
 when the earliest deadline recorded is due (``lease_check``, ``wait_check``): their size is bounded
 by the work in flight, not by the queue's depth.  Sessions cost nothing while a queue has none
@@ -103,8 +104,10 @@ LISTED = ("pending", "leased", "dead", "done")
 #: Replay records kept in an item (the newest; ``replay_count`` counts them all).
 REPLAY_HISTORY = 20
 _META = "q/meta"
-#: Numbered indexes (``d/``, ``x/``) are read a bucket of ``10 ** _BUCKET_DIGITS`` numbers per scan.
+#: Numbered indexes (``x/``, and ``d/`` of queues written before pages) are read a bucket of ``10 ** _BUCKET_DIGITS`` numbers per scan.
 _BUCKET_DIGITS = 2
+#: Completion numbers per page of the done index (``dp/<page>``, see :class:`ResultLog`).
+DONE_PAGE = 100
 
 
 class KeyValue(Protocol):
@@ -189,7 +192,8 @@ def _enc(name: str) -> str:
 
 def _new_meta() -> dict[str, Any]:
     return {"seq": 0, "done": 0, "acked": 0, "dead": 0, "leases": 0, "count": dict.fromkeys(STATES, 0),
-            "lease_check": None, "wait_check": None, "dead_from": 1, "sessions": 0, "bind_check": None}
+            "lease_check": None, "wait_check": None, "dead_from": 1, "sessions": 0, "bind_check": None,
+            "done_paged": 1}
 
 
 def _load_meta(kv: KeyValue) -> dict[str, Any]:
@@ -198,6 +202,8 @@ def _load_meta(kv: KeyValue) -> dict[str, Any]:
         return _new_meta()
     if "sessions" not in meta:  # written before replays and sessions: x/ was never thinned
         meta.update({"dead_from": 1, "sessions": 0, "bind_check": None})
+    if "done_paged" not in meta:  # written before the done index's pages: every number so far has a d/ key
+        meta["done_paged"] = meta["done"] + 1
     return meta
 
 
@@ -669,8 +675,8 @@ class QueueLogic:
 
     Keys: ``q/meta`` (counters), ``i/<id>`` (the item), the ready lines (:class:`ReadyLines`),
     ``l/<until>/<n>`` (the items leased by one claim until then: ``{"ids", "open"}``, ``open``
-    counting those not yet finished), ``w/<until>/<id>`` (waiting out a backoff), ``d/<seq>``
-    (completed, in completion order), ``x/<seq>`` (dead, in order; a replay removes its item's) and
+    counting those not yet finished), ``w/<until>/<id>`` (waiting out a backoff), ``dp/<page>``
+    (completed, in completion order: :class:`ResultLog`), ``x/<seq>`` (dead, in order; a replay removes its item's) and
     the sessions' (:class:`Sessions`).
     """
 
@@ -801,6 +807,7 @@ class QueueLogic:
         meta, now = step.meta, step.now
         outcomes = []
         finished: dict[str, int] = {}
+        done = ResultLog(self.kv, meta)
         for item_id, token, result in completions:
             item = self.kv.get("i/" + item_id)
             if item is None:
@@ -815,16 +822,15 @@ class QueueLogic:
                 continue
             finished[item["lease"]] = finished.get(item["lease"], 0) + 1
             step.move(item, "done")
-            meta["done"] += 1
-            item["done_seq"] = meta["done"]
+            item["done_seq"] = seq = done.append(item_id)
             item["result"] = result
             item["lease_until"] = item["lease"] = None
             self.kv.put("i/" + item_id, item)
-            self.kv.put(f"d/{_num(meta['done'])}", item_id)
             if item.get("session") is not None:
                 step.sessions.opened(item["session"], -1)
-            outcomes.append({"id": item_id, "status": "completed", "seq": meta["done"]})
+            outcomes.append({"id": item_id, "status": "completed", "seq": seq})
         step.release(finished)
+        done.save()
         step.save()
         return outcomes
 
@@ -912,12 +918,12 @@ class QueueLogic:
 
     def results(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """Completed items after cursor ``after``, in completion order (see :meth:`ResultLog.read`)."""
-        return ResultLog(self.kv).read(_load_meta(self.kv), after, limit)
+        return ResultLog(self.kv, _load_meta(self.kv)).read(after, limit)
 
     def ack(self, upto: int) -> dict[str, Any]:
         """Drop the results up to cursor ``upto`` (see :meth:`ResultLog.ack`)."""
         meta = _load_meta(self.kv)
-        answer = ResultLog(self.kv).ack(meta, upto)
+        answer = ResultLog(self.kv, meta).ack(upto)
         self.kv.put(_META, meta)
         return answer
 
@@ -1067,9 +1073,10 @@ class Listing:
                     if item["state"] == "leased" and item["lease"] == key:
                         yield [key, i], item
         elif state in ("dead", "done"):
-            prefix, first, last = ("x/", self.meta["dead_from"], self.meta["dead"]) if state == "dead" else (
-                "d/", 1, self.meta["done"])
-            for n, item_id in _numbered(kv, prefix, max(first, after[0] + 1 if after else 0), last):
+            start = after[0] + 1 if after else 1
+            numbered = (_numbered(kv, "x/", max(self.meta["dead_from"], start), self.meta["dead"]) if state == "dead"
+                        else ResultLog(kv, self.meta).ids(start, self.meta["done"]))
+            for n, item_id in numbered:
                 item = kv.get("i/" + item_id)
                 if item["state"] == state:
                     yield [n], item
@@ -1100,33 +1107,83 @@ class Listing:
 
 
 class ResultLog:
-    """Completed items in completion order: ``d/<seq>`` -> item id, read by number from a cursor."""
+    """Completed items in completion order, read by number from a cursor; owns the done index.
 
-    def __init__(self, kv: KeyValue) -> None:
+    The done index maps each completion number to its item id, a page of :data:`DONE_PAGE`
+    numbers per key: ``dp/<page>`` -> ``{"first", "ids"}``, where ``ids[i]`` is the id of number
+    ``first + i`` and page ``p`` holds numbers ``p * DONE_PAGE + 1`` to ``(p + 1) * DONE_PAGE``
+    (``first`` is past the page's start only on the first page a queue wrote).  An operation writes
+    each page it added to once (:meth:`save`), so a batch of completions costs a few puts, not one
+    each.  Queues written before pages keep ``d/<seq>`` -> item id for the numbers below
+    ``meta["done_paged"]``, read as before; nothing rewrites them.
+    """
+
+    def __init__(self, kv: KeyValue, meta: dict[str, Any]) -> None:
         self.kv = kv
+        self.meta = meta
+        self._pages: dict[int, dict[str, Any] | None] = {}  # read (or begun) by this operation
+        self._added: set[int] = set()  # pages this operation appended to: :meth:`save` writes them
 
-    def read(self, meta: dict[str, Any], after: int, limit: int) -> dict[str, Any]:
+    def _page(self, number: int) -> dict[str, Any] | None:
+        if number not in self._pages:
+            self._pages[number] = self.kv.get(f"dp/{_num(number)}")
+        return self._pages[number]
+
+    def append(self, item_id: str) -> int:
+        """Number ``item_id`` as the next completion; its number."""
+        meta = self.meta
+        meta["done"] = n = meta["done"] + 1
+        number = (n - 1) // DONE_PAGE
+        page = self._page(number)
+        if page is None:
+            page = self._pages[number] = {"first": n, "ids": []}
+        page["ids"].append(item_id)  # invariant: n == page["first"] + len(page["ids"]) - 1
+        self._added.add(number)
+        return n
+
+    def save(self) -> None:
+        for number in sorted(self._added):
+            self.kv.put(f"dp/{_num(number)}", self._pages[number])
+        self._added.clear()
+
+    def ids(self, start: int, end: int) -> Iterator[tuple[int, str]]:
+        """``(number, item id)`` of the completions ``start`` to ``end``, in order."""
+        paged = self.meta["done_paged"]
+        if start < paged:
+            yield from _numbered(self.kv, "d/", start, min(end, paged - 1))
+        n = max(start, paged, 1)
+        while n <= end:
+            page = self._page((n - 1) // DONE_PAGE)
+            if page is None:  # not written: no completion has a number this high
+                return
+            first, ids = page["first"], page["ids"]
+            for m in range(n, min(end, first + len(ids) - 1) + 1):
+                yield m, ids[m - first]
+            n = ((n - 1) // DONE_PAGE + 1) * DONE_PAGE + 1
+
+    def read(self, after: int, limit: int) -> dict[str, Any]:
         """``{"items", "cursor"}``: up to ``limit`` completed items after ``after``.
 
         Each is ``{"id", "seq", "result", "attempts", "finished_at"}``; ``cursor`` is the last
         ``seq`` returned (``after`` when there is none): pass it back for the next page.
         """
+        meta = self.meta
         start = max(after, meta["acked"]) + 1
         items, cursor = [], after
-        for seq in range(start, min(meta["done"], start + limit - 1) + 1):
-            item = self.kv.get("i/" + self.kv.get(f"d/{_num(seq)}"))
+        for seq, item_id in self.ids(start, min(meta["done"], start + limit - 1)):
+            item = self.kv.get("i/" + item_id)
             items.append({"id": item["id"], "seq": seq, "result": item["result"], "attempts": item["attempts"],
                           "finished_at": item["since"]})
             cursor = seq
         return {"items": items, "cursor": cursor}
 
-    def ack(self, meta: dict[str, Any], upto: int) -> dict[str, Any]:
+    def ack(self, upto: int) -> dict[str, Any]:
         """Drop results (and payloads) up to cursor ``upto``; the items stay done, listed in completion
-        order (``d/`` keeps their numbers): ``{"acked", "dropped"}``."""
+        order (the done index keeps their numbers): ``{"acked", "dropped"}``."""
+        meta = self.meta
         upto = min(upto, meta["done"])
         dropped = 0
-        for seq in range(meta["acked"] + 1, upto + 1):
-            item_id = self.kv.get(f"d/{_num(seq)}")
+        for _, item_id in self.ids(meta["acked"] + 1, upto):
             item = self.kv.get("i/" + item_id)
             item["result"] = item["payload"] = None
             self.kv.put("i/" + item_id, item)
@@ -1150,7 +1207,8 @@ def _oldest(kv: KeyValue, meta: dict[str, Any]) -> dict[str, float | None]:
             if item["state"] == "leased" and item["lease"] == key:
                 oldest["leased"] = _min(oldest["leased"], item["since"])
     if meta["done"] > meta["acked"]:
-        oldest["done"] = kv.get("i/" + kv.get(f"d/{_num(meta['acked'] + 1)}"))["since"]
+        _, item_id = next(ResultLog(kv, meta).ids(meta["acked"] + 1, meta["acked"] + 1))
+        oldest["done"] = kv.get("i/" + item_id)["since"]
     if meta["count"]["dead"]:
         first = next(_numbered(kv, "x/", meta["dead_from"], meta["dead"]), None)
         if first is not None:

@@ -41,6 +41,7 @@ from ._boundary import from_ray
 from ._holding import DEFAULT_HOLD_LIMIT, Outcome, TellPipeline
 from ._reply import decode_reply
 from ._route import DEFAULT_TIMEOUT, Route
+from ._selfwait import refuse_self_wait
 from ._trace import outgoing
 from .exceptions import AskTimeout, Fenced, NotDurable
 
@@ -191,6 +192,7 @@ class AgentRef:
 
     def ask_envelope(self, env: Envelope) -> Any:
         """``ask`` for a prepared envelope (its id and deadline kept): the blocking waiter of ``AskRetry``."""
+        refuse_self_wait(self.agent_id, self._route.handle)
         retry = AskRetry(env, self._tells, agent_id=self.agent_id)
         while True:
             budget = retry.held_first()
@@ -214,6 +216,7 @@ class AgentRef:
         without blocking the event loop.
         """
         env = self._ask_envelope(msg, timeout, delivery)
+        refuse_self_wait(self.agent_id, self._route.handle)
         retry = AskRetry(env, self._tells, agent_id=self.agent_id)
         while True:
             while (budget := retry.held_first()) is not None:

@@ -22,7 +22,7 @@ from . import _directory
 from ._packed_handle import PackedHandle
 from .exceptions import AgentNotFound
 
-__all__ = ["DEFAULT_TIMEOUT", "Route", "same_actor"]
+__all__ = ["DEFAULT_TIMEOUT", "Route", "host_lane", "same_actor"]
 
 #: Seconds a call to an agent's host waits by default: an ask's timeout, an operator's call.
 DEFAULT_TIMEOUT = 30.0
@@ -85,3 +85,11 @@ def same_actor(a: Any, b: Any) -> bool:
     """
     a, b = (h.host if isinstance(h, PackedHandle) else h for h in (a, b))
     return bool(a._actor_id == b._actor_id)
+
+
+def host_lane(handle: Any) -> tuple[str, str] | None:
+    """A packed agent's handle: its host's actor id (hex, as Ray's runtime context gives it inside the
+    host) and its lane; None for an actor of its own.  (``_actor_id``: see :func:`same_actor`.)"""
+    if not isinstance(handle, PackedHandle):
+        return None
+    return handle.host._actor_id.hex(), handle.lane

@@ -34,7 +34,8 @@ The runtime's part of the tree::
     │   ├── MessageHeld             an intervention hook held the message (a ``held`` dead letter)
     │   ├── HandlerError            the agent's handler raised; the state change was rolled back
     │   │   └── UnencodableReply    the handler returned a value that cannot be encoded; rolled back too
-    │   └── Fenced                  this incarnation was replaced by a later epoch; it acts no more
+    │   ├── Fenced                  this incarnation was replaced by a later epoch; it acts no more
+    │   └── AskDeadlock             a handler asked its own agent (or, packed, one on its lane): it could only time out
     ├── FeedbackError               an annotation names no recorded decision, has no known label, or audit is off
     ├── QueueError                  a work queue (``WorkQueue``) refused a request about one of its items
     │   ├── LeaseLost               the token no longer holds the item's lease: expired, claimed again, or finished
@@ -57,6 +58,7 @@ __all__ = [
     "AgentNotRunning",
     "AgentStartError",
     "AgentUnavailable",
+    "AskDeadlock",
     "AskTimeout",
     "CheckpointCorrupt",
     "CheckpointError",
@@ -206,6 +208,15 @@ class Fenced(AgentError):
     """A later incarnation of the agent claimed a newer epoch: this one's writes and sends are refused.
 
     ``details``: ``agent_id``, ``epoch`` (this incarnation's) and ``where``.
+    """
+
+
+class AskDeadlock(AgentError):
+    """A handler asked an agent whose messages are handled on the very thread that would wait for the
+    reply: its own agent, or, for a packed agent, another agent on the same packed host and lane.
+
+    Refused at once, before anything is sent: the ask could only have waited out its deadline.
+    ``details``: ``agent_id`` (the asking agent), ``recipient``, ``lane`` (packed: the shared lane, say ``lane3``; else None).
     """
 
 
