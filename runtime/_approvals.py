@@ -217,8 +217,10 @@ class ApprovalQueue(Agent):
         reason = {ApprovalState.APPROVED: f"approved by {', '.join(req.approvers())}",
                   ApprovalState.DENIED: f"denied by {req.denial.who}: {req.denial.why}" if req.denial else "denied",
                   ApprovalState.EXPIRED: f"expired at {req.expires}"}.get(req.state, "")
+        # Not the deadline of the approve or deny that decided it: the decision must reach an agent that
+        # is down for longer than that person's ask waited.
         self.send(req.agent_id, ApprovalDecided(approval_id=req.id, state=req.state.value, action_tag=req.action,
-                                                arguments=req.arguments, reason=reason))
+                                                arguments=req.arguments, reason=reason), inherit_deadline=False)
 
 
 class Approvals:

@@ -294,7 +294,10 @@ class ContractManager(Agent):
             if self._ticker.due is None or when < self._ticker.due:
                 self._ticker.due = when
         for effect in effects:
-            self.send(effect.to, self._message(neg, effect))
+            # The negotiation's own deadlines (in its state) govern it, not the deadline of whatever
+            # message this handler handles: an Announce asked with a short timeout must not expire
+            # its task's Award, or the winner's Done, in transit.
+            self.send(effect.to, self._message(neg, effect), inherit_deadline=False)
 
     def _message(self, neg: Negotiation, effect: Effect) -> Message:
         if effect.kind == "cfp":
@@ -350,6 +353,12 @@ class Contractor(Agent):
     def on_stop(self) -> None:
         self._ticker.stop()
 
+    def _report(self, manager: str, msg: Message) -> None:
+        """Send ``msg`` to the manager, without the deadline of the message handled: a bid, a refusal or a
+        task's outcome is governed by the negotiation's deadlines, and a ``Done`` must not expire in transit
+        because whoever announced the task asked with a short timeout."""
+        self.send(manager, msg, inherit_deadline=False)
+
     @handler
     def called(self, msg: CallForProposals) -> None:
         now, held = time.time(), self.state.keys("held/")
@@ -362,19 +371,19 @@ class Contractor(Agent):
             proposal = self.propose(msg.task, len(held))
             reason = "declined by propose()"
         if proposal is None:
-            self.send(msg.manager, Refuse(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, reason=reason))
+            self._report(msg.manager, Refuse(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, reason=reason))
             return
         expires = min(msg.award_by, now + self.hold_for)
         self.state.put(f"held/{msg.task_id}", {"round": msg.round, "manager": msg.manager, "expires": expires})
         self._recount()
-        self.send(msg.manager, Bid(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, proposal=proposal,
+        self._report(msg.manager, Bid(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, proposal=proposal,
                                    expires=expires))
 
     @handler
     async def awarded(self, msg: Award) -> None:
         held = self.state.get(f"held/{msg.task_id}")
         if held is None or held["round"] != msg.round:
-            self.send(msg.manager, Refuse(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
+            self._report(msg.manager, Refuse(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
                                           reason="reservation released before the award came"))
             return
         answer = await self.lookup(msg.manager).ask_async(
@@ -388,10 +397,10 @@ class Contractor(Agent):
         try:
             result = self.perform(msg.task)
         except Exception as exc:  # noqa: BLE001 - whatever perform raised, the task failed: report it
-            self.send(msg.manager, Failed(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
+            self._report(msg.manager, Failed(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
                                           reason=f"{type(exc).__name__}: {exc}"))
             return
-        self.send(msg.manager, Done(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, result=result))
+        self._report(msg.manager, Done(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, result=result))
 
     @handler
     def rejected(self, msg: Reject) -> None:

@@ -103,7 +103,9 @@ class PipelineDesk(Agent):
             n = self.state.increment(f"retries/{record['key']}")
             ticket = dict(record["ticket"], data=msg.data) if msg.replace_data else record["ticket"]
             resolved["as"] = f"{record['key']}~h{n}"
-            self.send(stage["queue"], Enqueue(key=resolved["as"], payload=ticket, max_attempts=stage["attempts"]))
+            # A hand-over, as a stage's (``_stage``): not bound to the deadline of the resolving ask.
+            self.send(stage["queue"], Enqueue(key=resolved["as"], payload=ticket, max_attempts=stage["attempts"]),
+                      inherit_deadline=False)
         record.update(state="retried" if msg.action == "retry" else "dropped", resolved=resolved)
         self.state.put(_ESC + msg.item, record)
         self._open = self.state.increment("open", -1)

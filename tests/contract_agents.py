@@ -21,6 +21,15 @@ class Worker(Contractor):
         return {"by": self.agent_id, "task": task}
 
 
+class Patient(Worker):
+    """Its work lasts until ``task["not_before"]`` (a Unix time): past the deadline of whoever announced it."""
+
+    def perform(self, task: Any) -> Any:
+        while time.time() < task["not_before"]:
+            time.sleep(0.05)
+        return super().perform(task)
+
+
 class Silent(Worker):
     """Never answers a call for proposals: the manager's bid deadline has to pass."""
 

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.contracts import Announce, ContractorStatus, GetNegotiation, ListNegotiations
 
-from .contract_agents import HangOnAward, Manager, Silent, Worker
+from .contract_agents import HangOnAward, Manager, Patient, Silent, Worker
 from .waiting import incarnation, wait_for
 
 pytestmark = pytest.mark.ray
@@ -117,3 +117,19 @@ def test_a_bidder_that_never_answers_is_left_out_once_the_deadline_passes(system
     assert closed["why"] == "bid deadline"
     assert neg["winner"] == refs["b"].agent_id, "b has more room: cost 1/2 against a's 1/1"
     assert performed(refs) == {refs["silent"].agent_id: {}, refs["a"].agent_id: {}, refs["b"].agent_id: {"t1": 1}}
+
+
+def test_a_task_announced_by_an_ask_with_a_short_timeout_finishes_after_that_deadline(system, agent_id):
+    """The negotiation's messages do not inherit the announcing ask's deadline: its Done, sent after
+    that deadline, still counts (it used to arrive expired, a dead letter, the task stuck ``committed``)."""
+    manager, refs = spawn_net(system, agent_id, {"p": (Patient, {"capacity": 1})},
+                              {"bid_seconds": 5, "commit_seconds": 10})
+    asked = time.time()
+    task = {"n": 1, "not_before": asked + 3}
+    assert manager.ask(Announce(task_id="t1", task=task), timeout=2)["duplicate"] is False
+    neg = wait_for(lambda: (g := manager.ask(GetNegotiation(task_id="t1"), timeout=30))["state"] == "done" and g,
+                   timeout=60, describe=lambda: (manager.ask(GetNegotiation(task_id="t1"), timeout=30),
+                                                 manager.admin.dead_letters()))
+    assert neg["result"] == {"by": refs["p"].agent_id, "task": task}
+    assert time.time() > asked + 2, "the Done came after the announcing ask's deadline"
+    assert manager.admin.dead_letters() == [] and refs["p"].admin.dead_letters() == []

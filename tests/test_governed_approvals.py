@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 from governance import Risk, RiskPolicy
 from runtime import AgentConfig, Approvals
+from runtime._approvals import DecideApproval
 
 from .gov_agents import Act, Clerk, Decisions, Forge, ForgeableQueue
 from .waiting import incarnation, wait_for
@@ -148,6 +150,26 @@ def test_expiry_reaches_the_agent_from_the_queues_timer_with_nobody_touching_the
     with pytest.raises(Exception, match="expired"):
         approvals.approve(expiring["approval_id"], who="alice")
     assert _calls(log) == []
+
+
+def test_a_decision_reaches_an_agent_that_was_down_past_the_deciding_asks_deadline(desk):
+    """The decision is not bound to the deadline of the ask that made it: an agent stopped while a
+    person approved with a 2 s timeout, and started again after that, still executes the action."""
+    system, queue, approvals, shop_id, log = desk
+    config = _config(queue.agent_id)
+    shop = system.spawn(Clerk, shop_id, config=config)
+    [pending] = shop.ask(Act(actions=[_refund(log, order="D1")]))
+    approval_id = _queued(approvals, pending["approval_id"])
+    system.stop(shop_id)
+    asked = time.time()
+    decided = queue.ask(DecideApproval(approval_id=approval_id, verdict="approve", why="", who="alice"), timeout=2)
+    assert decided["state"] == "approved"
+    wait_for(lambda: time.time() > asked + 3, timeout=30)  # the condition is that deadline itself
+    shop = system.spawn(Clerk, shop_id, config=config)
+    wait_for(lambda: approval_id in shop.ask(Decisions(), timeout=30)["outcomes"], timeout=120,
+             describe=lambda: (shop.admin.dead_letters(), queue.admin.status()["outbox_pending"]))
+    assert shop.ask(Decisions())["outcomes"][approval_id]["code"] == "ok"
+    assert _calls(log) == ["refund D1 500"] and shop.admin.dead_letters() == []
 
 
 def test_a_policy_needing_two_approvers_executes_after_the_second_distinct_one_once(desk):
