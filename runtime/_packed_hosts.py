@@ -7,7 +7,8 @@ the agent opened, ``on_start`` run).  The ref returned reaches it through a
 ``PackedHandle``; so does every later lookup, through the directory.
 
 ``stop`` retires a packed agent (its host lives on); ``shutdown`` ends the
-hosts this driver started or used that serve no agent any more.
+hosts this driver started or used that serve no agent any more; ``stats`` reads
+every packed host of the namespace (``garrison hosts``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from ._boundary import from_ray, start_failed
 from ._packed import RemotePackedHost
 from ._packed_handle import PackedHandle
-from ._packing import LANES, Packing, host_name
+from ._packing import LANES, PACKED_PREFIX, Packing, host_name
 from ._ref import AgentRef
 from ._spec import HostSpec
 from .exceptions import AgentAlreadyRunning, AgentStartError, GarrisonError
@@ -82,6 +83,26 @@ class PackedHosts:
             error = from_ray(exc, agent_id, what="start")
             raise (error if isinstance(error, AgentAlreadyRunning) else start_failed(agent_id, error)) from exc
         return AgentRef(agent_id, handle, namespace=self.namespace, sender=sender)
+
+    def stats(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Every live packed host of the namespace with its ``PackedHost.stats`` (agents placed, open and
+        passive, capacity, activations, passivations, pid, threads), by name; one that does not answer
+        within ``timeout`` is listed as ``{"host", "error"}``."""
+        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a["namespace"] == self.namespace and a["name"].startswith(PACKED_PREFIX))
+        calls = {}
+        for name in names:  # asked all at once, then read: one slow host does not hold up the others' calls
+            try:
+                calls[name] = ray.get_actor(name, namespace=self.namespace).stats.remote()
+            except ValueError:  # ended since it was listed
+                continue
+        out = []
+        for name, call in calls.items():
+            try:
+                out.append(ray.get(call, timeout=timeout))
+            except (GetTimeoutError, RayError) as exc:
+                out.append({"host": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+        return out
 
     def stop(self, ref: AgentRef, *, timeout: float = 30.0) -> dict[str, Any] | None:
         """Retire a packed agent: a graceful stop if it is open, then no longer served (its state stays)."""

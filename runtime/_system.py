@@ -258,6 +258,11 @@ class System:
         """Ids of the live agents in this namespace (hosts named after their agent, and adopted ones)."""
         return _directory.live_ids(namespace=self.namespace)
 
+    def packed_hosts(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The namespace's packed hosts, each with what it serves: agents placed, open and passive, its
+        capacity, activations and passivations so far, pid and threads (``garrison hosts``)."""
+        return self._packed.stats(timeout=timeout)
+
     def stop(self, agent_id: str, *, timeout: float = 30.0) -> dict[str, Any] | None:
         """Stop an agent gracefully (drain, on_stop, final checkpoint), then end its process."""
         try:

@@ -168,6 +168,14 @@ def agents(address: str) -> None:
 
 
 @commands.command()
+@address_option
+@reports_errors
+def hosts(address: str) -> None:
+    """List the packed hosts: agents placed, open and passive on each, activations, passivations."""
+    emit(connect(address).packed_hosts(), title="packed hosts")
+
+
+@commands.command()
 @click.option("--interval", type=float, default=2.0, show_default=True,
               help="Seconds between refreshes (rates and latencies are over this window).")
 @click.option("--once", is_flag=True, help="Print one table after one interval and exit (--json implies it).")

@@ -110,7 +110,7 @@ def test_garrison_help_lists_every_command():
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == {"actions", "agents", "approvals", "audit", "checkpoint", "deadletters", "decisions", "demo", "feedback",
-                      "deploy", "kill", "ledger", "metrics", "operators", "rollback", "versions",
+                      "deploy", "hosts", "kill", "ledger", "metrics", "operators", "rollback", "versions",
                       "quarantine", "release", "replay", "reset-breaker", "restores", "review", "status", "unhalt",
                       "top", "tree", "inspect", "logs", "queue", "pool", "pipeline"}
 

@@ -7,6 +7,7 @@ The policy, the handle, the roster and resuming in-process are tests/test_packed
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -22,6 +23,7 @@ from runtime._packing import LANES, PACKED_PREFIX
 from runtime._reply import decode_reply
 
 from .packed_agents import CrashSession, FencedSession, IdleSession, Note, Notes, Relay, Session, SmallSession, Whoami
+from .test_cli import console
 from .waiting import wait_for
 
 
@@ -69,6 +71,13 @@ def test_many_agents_in_one_host_each_keep_their_own_state(system, agent_id):
     assert isinstance(found.route.handle, PackedHandle) and found.ask(Notes()) == [700 + k for k in range(5)]
     assert set(system.agents()) >= {r.agent_id for r in refs}
     assert not any(name.startswith(PACKED_PREFIX) for name in system.agents())
+    # What an operator lists: the host, with what it serves (``garrison hosts`` from a shell).
+    [listed] = [h for h in system.packed_hosts() if h["host"] == f"{PACKED_PREFIX}test-session"]
+    assert listed["placed"] == 40 and listed["active"] == 40 and listed["pid"] == stats["pid"]
+    shown = console("hosts", address=ray.get_runtime_context().gcs_address)
+    assert shown.returncode == 0, shown.stderr
+    [row] = [h for h in json.loads(shown.stdout) if h["host"] == f"{PACKED_PREFIX}test-session"]
+    assert row["placed"] == 40 and row["passive"] == 0 and row["capacity"] == listed["capacity"]
 
 
 def test_each_agent_handles_its_messages_in_order_while_others_interleave_and_passivate(system, agent_id):
