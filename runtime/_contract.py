@@ -377,14 +377,14 @@ class Contractor(Agent):
         self.state.put(f"held/{msg.task_id}", {"round": msg.round, "manager": msg.manager, "expires": expires})
         self._recount()
         self._report(msg.manager, Bid(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, proposal=proposal,
-                                   expires=expires))
+                                      expires=expires))
 
     @handler
     async def awarded(self, msg: Award) -> None:
         held = self.state.get(f"held/{msg.task_id}")
         if held is None or held["round"] != msg.round:
             self._report(msg.manager, Refuse(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
-                                          reason="reservation released before the award came"))
+                                             reason="reservation released before the award came"))
             return
         answer = await self.lookup(msg.manager).ask_async(
             Commit(task_id=msg.task_id, round=msg.round, bidder=self.agent_id), timeout=30)
@@ -398,7 +398,7 @@ class Contractor(Agent):
             result = self.perform(msg.task)
         except Exception as exc:  # noqa: BLE001 - whatever perform raised, the task failed: report it
             self._report(msg.manager, Failed(task_id=msg.task_id, round=msg.round, bidder=self.agent_id,
-                                          reason=f"{type(exc).__name__}: {exc}"))
+                                             reason=f"{type(exc).__name__}: {exc}"))
             return
         self._report(msg.manager, Done(task_id=msg.task_id, round=msg.round, bidder=self.agent_id, result=result))
 

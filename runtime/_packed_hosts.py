@@ -87,7 +87,7 @@ class PackedHosts:
     def stats(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Every live packed host of the namespace with its ``PackedHost.stats`` (agents placed, open and
         passive, capacity, activations, passivations, pid, threads), by name; one that does not answer
-        within ``timeout`` is listed as ``{"host", "error"}``."""
+        within ``timeout`` (waited for each in turn) is listed as ``{"host", "error"}``."""
         names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                        if a["namespace"] == self.namespace and a["name"].startswith(PACKED_PREFIX))
         calls = {}
@@ -101,7 +101,8 @@ class PackedHosts:
             try:
                 out.append(ray.get(call, timeout=timeout))
             except (GetTimeoutError, RayError) as exc:
-                out.append({"host": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                out.append({"host": name, "error": f"{type(exc).__name__}: {first_line}"})
         return out
 
     def stop(self, ref: AgentRef, *, timeout: float = 30.0) -> dict[str, Any] | None:
