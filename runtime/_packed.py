@@ -35,10 +35,12 @@ is an encoded error reply, as ``AgentHost``'s.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -117,11 +119,8 @@ class PackedHost:
         """Serve ``spec``'s agent here (``System.spawn`` of a packed class); its status once open."""
         if spec.agent_id != agent_id:
             raise ConfigError(f"spec of {spec.agent_id!r} placed as {agent_id!r}")
-        token = current_lane.set((self.actor_id, lane_of(agent_id, LANES)))  # on_start runs on the lane
-        try:
+        with self._on_lane(agent_id):  # on_start runs on the lane
             return self.keeper.place(spec, take_over=take_over)
-        finally:
-            current_lane.reset(token)
 
     def deliver(self, agent_id: str, raw: bytes) -> bytes:
         return self._handle(agent_id, raw, batch=False)
@@ -129,10 +128,19 @@ class PackedHost:
     def deliver_batch(self, agent_id: str, blob: bytes) -> bytes:
         return self._handle(agent_id, blob, batch=True)
 
-    def _handle(self, agent_id: str, data: bytes, *, batch: bool) -> bytes:
-        token = current_lane.set((self.actor_id, lane_of(agent_id, LANES)))  # see ``_selfwait``
+    @contextlib.contextmanager
+    def _on_lane(self, agent_id: str) -> Iterator[None]:
+        """While ``agent_id``'s lane thread works for it: what an ask from its handler must not wait on
+        (``_selfwait``)."""
+        token = current_lane.set((self.actor_id, lane_of(agent_id, LANES)))
         try:
-            with self.keeper.serving(agent_id) as slot:
+            yield
+        finally:
+            current_lane.reset(token)
+
+    def _handle(self, agent_id: str, data: bytes, *, batch: bool) -> bytes:
+        try:
+            with self._on_lane(agent_id), self.keeper.serving(agent_id) as slot:
                 assert slot.core is not None
                 return slot.core.deliver_batch(data) if batch else slot.core.deliver(data)
         except GarrisonError as exc:
@@ -140,8 +148,6 @@ class PackedHost:
         except Exception as exc:
             log.exception("packed host %s: delivery to %s failed", self.name, agent_id)
             return encode_error(internal_error(exc, "deliver_batch" if batch else "deliver"))
-        finally:
-            current_lane.reset(token)
 
     # -- control: one agent's status and operators' calls; the host's own ---------------------
 

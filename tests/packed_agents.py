@@ -7,6 +7,19 @@ from __future__ import annotations
 
 from protocols import Message
 from runtime import Agent, Packing, handler
+from runtime._packing import PACKED_PREFIX
+
+
+def end_packed_hosts(prefix: str) -> None:
+    """End every packed host whose name starts with ``garrison-packed-<prefix>`` (what a test left)."""
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].startswith(f"{PACKED_PREFIX}{prefix}"):
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            except ValueError:  # ended meanwhile
+                pass
 
 
 class Note(Message, name="test.packed.note"):

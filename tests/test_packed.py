@@ -22,7 +22,18 @@ from runtime._packed_hosts import PackedHosts
 from runtime._packing import LANES, PACKED_PREFIX
 from runtime._reply import decode_reply
 
-from .packed_agents import CrashSession, FencedSession, IdleSession, Note, Notes, Relay, Session, SmallSession, Whoami
+from .packed_agents import (
+    CrashSession,
+    FencedSession,
+    IdleSession,
+    Note,
+    Notes,
+    Relay,
+    Session,
+    SmallSession,
+    Whoami,
+    end_packed_hosts,
+)
 from .test_cli import console
 from .waiting import wait_for
 
@@ -31,12 +42,7 @@ from .waiting import wait_for
 def no_packed_hosts_left(ray_session):
     """Whatever a test left (a failure half-way), the next one starts without packed hosts of these tests."""
     yield
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(f"{PACKED_PREFIX}test-"):
-            try:
-                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-            except ValueError:
-                pass
+    end_packed_hosts("test-")
 
 
 def _host(ref):

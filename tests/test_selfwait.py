@@ -7,11 +7,11 @@ asks waited out its whole deadline (20 s here) and failed as an ``AskTimeout``.
 from __future__ import annotations
 
 import pytest
-import ray
 
 from runtime import AskDeadlock
-from runtime._packing import PACKED_PREFIX, lane_of
+from runtime._packing import lane_of
 
+from .packed_agents import end_packed_hosts
 from .selfwait_agents import Asked, Asker, AskPeer, AskPeerAsync, PackedAsker, Ping
 
 
@@ -53,9 +53,7 @@ def _ids_by_lane(prefix: str) -> tuple[str, str, str]:
 @pytest.fixture
 def packed_host_gone(ray_session):
     yield
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(f"{PACKED_PREFIX}test-selfwait"):
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    end_packed_hosts("test-selfwait")
 
 
 def test_a_packed_agent_asking_one_on_its_own_lane_is_refused_and_one_on_another_lane_answers(
