@@ -16,12 +16,12 @@ from typing import Any
 
 from ._pipeline_desk import DescribePipeline, Escalations, Resolve
 from ._stage import ticket
-from ._workqueue import EnqueueMany, GetItem, Items, NewItem, QueueStats, Results
+from ._workqueue import Ack, EnqueueMany, GetItem, Items, NewItem, QueueStats, Results
 from .exceptions import PipelineError, UnknownItem
 
 __all__ = ["Pipeline", "latency"]
 
-#: Completions ``status`` reads for its latency figures (the newest).
+#: Completions ``status`` reads for its latency figures (the newest not yet acked: acked ones have no ticket left).
 LATENCY_WINDOW = 1000
 
 
@@ -90,6 +90,11 @@ class Pipeline:
         Tickets the last stage escalated are there too, with ``{"escalated": <desk>}`` as result.
         """
         return self._queue(self.stages[-1]).ask(Results(after=after, limit=limit), timeout=self.timeout)
+
+    def ack(self, upto: int) -> dict[str, Any]:
+        """Drop the finished tickets up to cursor ``upto`` (a ``results`` cursor), once read: they stay
+        counted as completed, and ``results`` and ``finished`` start after them.  ``{"acked", "dropped"}``."""
+        return self._queue(self.stages[-1]).ask(Ack(upto=upto), timeout=self.timeout)
 
     def finished(self, *, page: int = 500) -> Iterator[dict[str, Any]]:
         """Every finished ticket still kept (not acknowledged), oldest first; the last stage's escalations left out."""

@@ -33,7 +33,10 @@ Semantics, with their edge cases:
 - **Completion.** Exactly once per item: the first valid completion stores the result and numbers
   it in completion order; the same completion again (same item and token) answers
   ``already_completed`` and changes nothing; any other token is refused (:class:`LeaseLost`).
-  ``complete_many`` answers per item instead of raising.
+  ``complete_many`` answers per item instead of raising.  A queue whose results nobody reads (a
+  pipeline's inner stages: the next stage has the ticket) is made with ``keep_results=False``:
+  each completion drops its result and payload at once, as an ack of it would, so done items keep
+  only their record.
 - **Failure.** ``fail(retry=True)`` puts the item back after ``RetryPolicy.delay(attempts)``
   (exponential, capped) unless it has had ``max_attempts`` attempts; ``retry=False`` makes it dead
   at once.  Dead items stay, with the reason, for an operator.  ``fail_many`` fails several, each
@@ -681,13 +684,14 @@ class QueueLogic:
     """
 
     def __init__(self, kv: KeyValue, clock: Callable[[], float], policy: RetryPolicy | None = None,
-                 affinity_seconds: float = 30.0) -> None:
+                 affinity_seconds: float = 30.0, keep_results: bool = True) -> None:
         if affinity_seconds < 0:
             raise ValueError("affinity_seconds cannot be negative")
         self.kv = kv
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.affinity_seconds = affinity_seconds
+        self.keep_results = keep_results
 
     def _step(self) -> Step:
         return Step(self.kv, self.clock(), self.policy, self.affinity_seconds)
@@ -802,12 +806,15 @@ class QueueLogic:
 
         ``status`` is ``completed``, ``already_completed`` (this token completed it before: nothing
         changed), ``lease_lost`` (with ``error``, ``current_token``, ``state``) or ``unknown``.
+        Without ``keep_results``, each completed item is acked as it completes.
         """
         step = self._step()
         meta, now = step.meta, step.now
         outcomes = []
         finished: dict[str, int] = {}
         done = ResultLog(self.kv, meta)
+        if not self.keep_results and meta["acked"] < meta["done"]:
+            done.ack(meta["done"])  # results kept before the queue stopped keeping them
         for item_id, token, result in completions:
             item = self.kv.get("i/" + item_id)
             if item is None:
@@ -823,7 +830,11 @@ class QueueLogic:
             finished[item["lease"]] = finished.get(item["lease"], 0) + 1
             step.move(item, "done")
             item["done_seq"] = seq = done.append(item_id)
-            item["result"] = result
+            if self.keep_results:
+                item["result"] = result
+            else:  # acked at once (invariant: ``acked`` was ``seq - 1``, see above)
+                item["result"] = item["payload"] = None
+                meta["acked"] = seq
             item["lease_until"] = item["lease"] = None
             self.kv.put("i/" + item_id, item)
             if item.get("session") is not None:

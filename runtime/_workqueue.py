@@ -213,18 +213,23 @@ class WorkQueue(Agent):
     #: Seconds a session stays bound to the worker that last claimed or extended one of its items
     #: (beyond its leases), unless spawned with ``init={"affinity_seconds": ...}``.
     affinity_seconds: ClassVar[float] = 30.0
+    #: Whether completions keep their results (and payloads) until acked, unless spawned with
+    #: ``init={"keep_results": False}``: a queue nobody reads results from (a pipeline's inner
+    #: stages) drops them as each item completes, so its done items keep only their records.
+    keep_results: ClassVar[bool] = True
 
     def __init__(self, policy: dict[str, Any] | RetryPolicy | None = None,
-                 affinity_seconds: float | None = None) -> None:
+                 affinity_seconds: float | None = None, keep_results: bool | None = None) -> None:
         if isinstance(policy, dict):
             policy = RetryPolicy(**policy)
         self.retry_policy = policy or type(self).policy
         self.affinity = type(self).affinity_seconds if affinity_seconds is None else affinity_seconds
         if self.affinity < 0:
             raise ValueError("affinity_seconds cannot be negative")
+        self.keeps_results = type(self).keep_results if keep_results is None else bool(keep_results)
 
     def _logic(self) -> QueueLogic:
-        return QueueLogic(self.state, time.time, self.retry_policy, self.affinity)
+        return QueueLogic(self.state, time.time, self.retry_policy, self.affinity, self.keeps_results)
 
     @handler
     def enqueue(self, msg: Enqueue) -> dict[str, Any]:

@@ -77,7 +77,11 @@ def pipeline_spec(name: str, stages: Sequence[StageSpec], *, every: float = 1.0,
     desk = ChildSpec(id=f"{name}-desk", agent=PipelineDesk, init={"pipeline": name, "stages": described})
     children: list[ChildSpec] = [desk]
     for stage, queue in zip(stages, queues, strict=True):
-        children.append(ChildSpec(id=queue, agent=WorkQueue, init={"policy": dataclasses.asdict(stage.retry)},
+        # Only the last stage's results are read (``Pipeline.results``, dropped by ``Pipeline.ack``):
+        # an inner queue's item is done only after its worker committed the ticket's hand-over to
+        # the next queue (in its durable outbox) or the desk has it, so that queue keeps no copy.
+        children.append(ChildSpec(id=queue, agent=WorkQueue, init={"policy": dataclasses.asdict(stage.retry),
+                                                                   "keep_results": queue == queues[-1]},
                                   **({"config": stage.queue_config} if stage.queue_config is not None else {})))
     for i, (stage, queue) in enumerate(zip(stages, queues, strict=True)):
         last = i == len(stages) - 1

@@ -114,6 +114,13 @@ def test_four_stages_with_a_worker_sigkilled_mid_run_finish_every_ticket_once(sy
         assert view["completed"] == n and [s["stage"] for s in view["stages"]] == ["classify", "gather", "draft", "review"]
         table = console("pipeline", "status", name, address=address, as_json=False).stdout
         assert "draft" in table and str(n) in table, table
+
+        # The inner stages' queues keep no copy of a ticket once done; the last one keeps it until acked.
+        inner = system.lookup(f"{name}-classify-queue").ask(GetItem(item="T007"))
+        assert (inner["state"], inner["payload"], inner["result"]) == ("done", None, None), inner
+        assert system.lookup(f"{name}-review-queue").ask(GetItem(item="T007"))["result"]["key"] == "T007"
+        assert pipeline.ack(pipeline.results(0, n)["cursor"]) == {"acked": n, "dropped": n}
+        assert list(pipeline.finished()) == [] and pipeline.status()["completed"] == n
     finally:
         pipeline.stop()
 

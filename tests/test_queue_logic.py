@@ -177,6 +177,35 @@ def test_results_come_in_completion_order_with_a_cursor_and_ack_drops_them(clock
     assert add(q, "e")["duplicate"], "an acked item is still a duplicate"
 
 
+def test_a_queue_that_keeps_no_results_acks_each_completion_as_it_happens(clock):
+    kv = MemoryKV()
+    q = QueueLogic(kv, clock, RetryPolicy(max_attempts=3), keep_results=False)
+    for key in "abc":
+        add(q, key)
+    a, b, c = q.claim("w", limit=3)
+    assert q.complete("a", a["token"], "A") == {"id": "a", "status": "completed", "seq": 1}
+    out = q.complete_many([("b", b["token"], "B"), ("a", a["token"], "A"), ("c", c["token"] + 1, "C")])
+    assert [o["status"] for o in out] == ["completed", "already_completed", "lease_lost"]
+    assert [o.get("seq") for o in out[:2]] == [2, 1], "an acked completion still answers with its number"
+    for key in "ab":
+        item = q.item(key)
+        assert (item["state"], item["result"], item["payload"], item["done_seq"]) == ("done", None, None, "ab".index(key) + 1)
+    assert q.results(after=0)["items"] == [] and q.stats()["results_acked"] == 2
+    assert q.item("c")["payload"] == {"n": "c"}, "an item not done keeps its payload"
+    assert add(q, "a")["duplicate"], "a done item is still a duplicate"
+    # A queue that kept its results until now: its first completion without them acks the kept ones too.
+    kept = QueueLogic(MemoryKV(), clock, RetryPolicy(max_attempts=3))
+    for key in "xyz":
+        add(kept, key)
+    x, y, z = kept.claim("w", limit=3)
+    kept.complete_many([("x", x["token"], "X"), ("y", y["token"], "Y")])
+    assert [r["result"] for r in kept.results(after=0)["items"]] == ["X", "Y"]
+    kept.keep_results = False
+    assert kept.complete("z", z["token"], "Z")["seq"] == 3
+    assert kept.results(after=0)["items"] == [] and kept.stats()["results_acked"] == 3
+    assert [kept.item(k)["result"] for k in "xyz"] == [None, None, None]
+
+
 def test_complete_many_answers_per_item(clock):
     q = make(clock)
     for key in "abc":
