@@ -37,6 +37,13 @@ Semantics, with their edge cases:
   pipeline's inner stages: the next stage has the ticket) is made with ``keep_results=False``:
   each completion drops its result and payload at once, as an ack of it would, so done items keep
   only their record.
+- **Forgetting.** By default a done item is kept for ever: its key stays a duplicate.  A queue made
+  with ``forget_after`` seconds forgets a done item that long after it completed, once its result
+  was acked: its record and its completion number are deleted, and its key can be enqueued again as
+  a new item.  ``forget_after`` is the queue's idempotency window for done items (a duplicate
+  enqueue or completion later than that is new work or ``unknown``); ``stats`` keeps counting
+  forgotten items as done (``forgotten`` says how many).  Each completion or ack forgets what is due,
+  oldest first, up to twice its own size (at least a page), so forgetting keeps up with completions.
 - **Failure.** ``fail(retry=True)`` puts the item back after ``RetryPolicy.delay(attempts)``
   (exponential, capped) unless it has had ``max_attempts`` attempts; ``retry=False`` makes it dead
   at once.  Dead items stay, with the reason, for an operator.  ``fail_many`` fails several, each
@@ -196,7 +203,7 @@ def _enc(name: str) -> str:
 def _new_meta() -> dict[str, Any]:
     return {"seq": 0, "done": 0, "acked": 0, "dead": 0, "leases": 0, "count": dict.fromkeys(STATES, 0),
             "lease_check": None, "wait_check": None, "dead_from": 1, "sessions": 0, "bind_check": None,
-            "done_paged": 1}
+            "done_paged": 1, "forgotten": 0}
 
 
 def _load_meta(kv: KeyValue) -> dict[str, Any]:
@@ -207,6 +214,7 @@ def _load_meta(kv: KeyValue) -> dict[str, Any]:
         meta.update({"dead_from": 1, "sessions": 0, "bind_check": None})
     if "done_paged" not in meta:  # written before the done index's pages: every number so far has a d/ key
         meta["done_paged"] = meta["done"] + 1
+    meta.setdefault("forgotten", 0)  # written before forgetting: nothing forgotten
     return meta
 
 
@@ -684,14 +692,17 @@ class QueueLogic:
     """
 
     def __init__(self, kv: KeyValue, clock: Callable[[], float], policy: RetryPolicy | None = None,
-                 affinity_seconds: float = 30.0, keep_results: bool = True) -> None:
+                 affinity_seconds: float = 30.0, keep_results: bool = True, forget_after: float | None = None) -> None:
         if affinity_seconds < 0:
             raise ValueError("affinity_seconds cannot be negative")
+        if forget_after is not None and not forget_after > 0:
+            raise ValueError("forget_after must be positive seconds, or None to keep done items for ever")
         self.kv = kv
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.affinity_seconds = affinity_seconds
         self.keep_results = keep_results
+        self.forget_after = forget_after
 
     def _step(self) -> Step:
         return Step(self.kv, self.clock(), self.policy, self.affinity_seconds)
@@ -841,9 +852,15 @@ class QueueLogic:
                 step.sessions.opened(item["session"], -1)
             outcomes.append({"id": item_id, "status": "completed", "seq": seq})
         step.release(finished)
+        self._forget(done, now, len(outcomes))
         done.save()
         step.save()
         return outcomes
+
+    def _forget(self, done: ResultLog, now: float, size: int) -> None:
+        """Forget what is due (module docstring), up to twice ``size`` numbers, at least a page."""
+        if self.forget_after is not None:
+            done.forget(now - self.forget_after, max(DONE_PAGE, 2 * size))
 
     def fail(self, item_id: str, token: int, reason: str = "", retry: bool = True) -> dict[str, Any]:
         """Give the item up: ``{"id", "state": "pending" | "dead", "attempts", "retry_at"}``.
@@ -934,7 +951,9 @@ class QueueLogic:
     def ack(self, upto: int) -> dict[str, Any]:
         """Drop the results up to cursor ``upto`` (see :meth:`ResultLog.ack`)."""
         meta = _load_meta(self.kv)
-        answer = ResultLog(self.kv, meta).ack(upto)
+        done = ResultLog(self.kv, meta)
+        answer = done.ack(upto)
+        self._forget(done, self.clock(), answer["dropped"])
         self.kv.put(_META, meta)
         return answer
 
@@ -956,6 +975,7 @@ class QueueLogic:
         }
         out["depth"] = count["pending"] + count["leased"]
         out["results_acked"] = meta["acked"]
+        out["forgotten"] = meta["forgotten"]
         return out
 
 
@@ -1085,6 +1105,8 @@ class Listing:
                         yield [key, i], item
         elif state in ("dead", "done"):
             start = after[0] + 1 if after else 1
+            if state == "done":
+                start = max(start, self.meta["forgotten"] + 1)
             numbered = (_numbered(kv, "x/", max(self.meta["dead_from"], start), self.meta["dead"]) if state == "dead"
                         else ResultLog(kv, self.meta).ids(start, self.meta["done"]))
             for n, item_id in numbered:
@@ -1126,7 +1148,8 @@ class ResultLog:
     (``first`` is past the page's start only on the first page a queue wrote).  An operation writes
     each page it added to once (:meth:`save`), so a batch of completions costs a few puts, not one
     each.  Queues written before pages keep ``d/<seq>`` -> item id for the numbers below
-    ``meta["done_paged"]``, read as before; nothing rewrites them.
+    ``meta["done_paged"]``, read as before; nothing rewrites them.  The numbers up to
+    ``meta["forgotten"]`` are gone, with their items (:meth:`forget`): nothing reads below it.
     """
 
     def __init__(self, kv: KeyValue, meta: dict[str, Any]) -> None:
@@ -1201,6 +1224,28 @@ class ResultLog:
             dropped += 1
         meta["acked"] = max(meta["acked"], upto)
         return {"acked": meta["acked"], "dropped": dropped}
+
+    def forget(self, before: float, budget: int) -> int:
+        """Forget the acked completions that finished before ``before``, oldest first, at most
+        ``budget`` numbers: each item's record, and its number (a ``d/`` key, or its page once the
+        page's last number goes).  Advances ``meta["forgotten"]``; how many numbers it forgot."""
+        meta, kv = self.meta, self.kv
+        first = meta["forgotten"] + 1
+        forgotten = 0
+        for number, item_id in self.ids(first, min(meta["acked"], first + budget - 1)):
+            item = kv.get("i/" + item_id)
+            if item is not None:
+                if item["since"] >= before:
+                    break  # completion order is time order: the rest are younger
+                if item["state"] == "done" and item.get("done_seq", number) == number:
+                    kv.delete("i/" + item_id)
+            if number < meta["done_paged"]:
+                kv.delete(f"d/{_num(number)}")
+            elif number % DONE_PAGE == 0:  # its page's last number: every number of the page is forgotten
+                kv.delete(f"dp/{_num(number // DONE_PAGE - 1)}")
+            meta["forgotten"] = number
+            forgotten += 1
+        return forgotten
 
 
 def _oldest(kv: KeyValue, meta: dict[str, Any]) -> dict[str, float | None]:

@@ -19,7 +19,8 @@ is not dead.  The batch forms (``CompleteMany``, ``FailMany``) answer per item i
 The retry policy is :attr:`WorkQueue.policy` (a class attribute; subclass to change it), or the
 ``policy`` keyword the agent is spawned with: ``system.spawn(WorkQueue, "jobs", init={"policy":
 {"base": 0.5, "max_attempts": 3}})``.  Session affinity's window is :attr:`WorkQueue.affinity_seconds`,
-or the ``affinity_seconds`` keyword (``init={"affinity_seconds": 60}``).
+or the ``affinity_seconds`` keyword (``init={"affinity_seconds": 60}``); whether results are kept
+until acked, ``keep_results``; how long a done item is remembered, ``forget_after`` (the same way).
 """
 
 from __future__ import annotations
@@ -217,9 +218,13 @@ class WorkQueue(Agent):
     #: ``init={"keep_results": False}``: a queue nobody reads results from (a pipeline's inner
     #: stages) drops them as each item completes, so its done items keep only their records.
     keep_results: ClassVar[bool] = True
+    #: Seconds after which a done item, its result acked, is forgotten (its key can be enqueued again
+    #: as a new item), unless spawned with ``init={"forget_after": ...}``; None: kept for ever.
+    forget_after: ClassVar[float | None] = None
 
     def __init__(self, policy: dict[str, Any] | RetryPolicy | None = None,
-                 affinity_seconds: float | None = None, keep_results: bool | None = None) -> None:
+                 affinity_seconds: float | None = None, keep_results: bool | None = None,
+                 forget_after: float | None = None) -> None:
         if isinstance(policy, dict):
             policy = RetryPolicy(**policy)
         self.retry_policy = policy or type(self).policy
@@ -227,9 +232,13 @@ class WorkQueue(Agent):
         if self.affinity < 0:
             raise ValueError("affinity_seconds cannot be negative")
         self.keeps_results = type(self).keep_results if keep_results is None else bool(keep_results)
+        self.forgets_after = type(self).forget_after if forget_after is None else forget_after
+        if self.forgets_after is not None and not self.forgets_after > 0:
+            raise ValueError("forget_after must be positive seconds, or None to keep done items for ever")
 
     def _logic(self) -> QueueLogic:
-        return QueueLogic(self.state, time.time, self.retry_policy, self.affinity, self.keeps_results)
+        return QueueLogic(self.state, time.time, self.retry_policy, self.affinity, self.keeps_results,
+                          self.forgets_after)
 
     @handler
     def enqueue(self, msg: Enqueue) -> dict[str, Any]:

@@ -41,7 +41,9 @@ class StageSpec:
     ``escalate``: on the last attempt, a failing ticket goes to the pipeline's desk for a person
     (else it is dead in the stage's queue).  ``init``: more of the worker's constructor arguments
     (``batch``, ``lease_seconds``...); ``config``: its ``AgentConfig``; ``queue_config``: the
-    stage queue's.
+    stage queue's.  ``forget_after``: seconds after which the stage queue forgets a done ticket
+    (``WorkQueue``'s; None: never), so a long-running pipeline's queues stop growing with every
+    ticket; a key submitted again after that is a new ticket.
     """
 
     name: str
@@ -54,6 +56,7 @@ class StageSpec:
     queue_config: Any = None
     #: Where the stage's workers go (``ChildSpec.ray_options``: resources, a scheduling strategy).
     ray_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    forget_after: float | None = None
 
 
 def _check(name: str, stages: Sequence[StageSpec]) -> None:
@@ -65,6 +68,8 @@ def _check(name: str, stages: Sequence[StageSpec]) -> None:
     for stage in stages:
         if not (isinstance(stage.worker, type) and issubclass(stage.worker, Stage)):
             raise SpecError(f"pipeline {name!r}, stage {stage.name!r}: {stage.worker!r} is not a runtime.pipelines.Stage")
+        if stage.forget_after is not None and not stage.forget_after > 0:
+            raise SpecError(f"pipeline {name!r}, stage {stage.name!r}: forget_after must be positive seconds or None")
 
 
 def pipeline_spec(name: str, stages: Sequence[StageSpec], *, every: float = 1.0,
@@ -81,7 +86,8 @@ def pipeline_spec(name: str, stages: Sequence[StageSpec], *, every: float = 1.0,
         # an inner queue's item is done only after its worker committed the ticket's hand-over to
         # the next queue (in its durable outbox) or the desk has it, so that queue keeps no copy.
         children.append(ChildSpec(id=queue, agent=WorkQueue, init={"policy": dataclasses.asdict(stage.retry),
-                                                                   "keep_results": queue == queues[-1]},
+                                                                   "keep_results": queue == queues[-1],
+                                                                   "forget_after": stage.forget_after},
                                   **({"config": stage.queue_config} if stage.queue_config is not None else {})))
     for i, (stage, queue) in enumerate(zip(stages, queues, strict=True)):
         last = i == len(stages) - 1

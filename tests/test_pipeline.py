@@ -50,6 +50,10 @@ def test_a_pipeline_spec_is_checked_before_anything_starts():
         pipeline_spec("p", [StageSpec("a", Classify), StageSpec("a", Gather)])
     with pytest.raises(SpecError, match="not a runtime.pipelines.Stage"):
         pipeline_spec("p", [StageSpec("a", dict)])
+    with pytest.raises(SpecError, match="forget_after"):
+        pipeline_spec("p", [StageSpec("a", Classify, forget_after=0.0)])
+    kept = pipeline_spec("p", [StageSpec("a", Classify, forget_after=3600.0), StageSpec("b", Gather)])
+    assert [(c.init["keep_results"], c.init["forget_after"]) for c in kept.children[1:3]] == [(False, 3600.0), (True, None)]
     spec = pipeline_spec("p", stages())
     ids = [c.id for c in spec.children]
     assert ids[:5] == ["p-desk", "p-classify-queue", "p-gather-queue", "p-draft-queue", "p-review-queue"]

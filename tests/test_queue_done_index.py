@@ -1,11 +1,16 @@
-"""The work queue's done index (``ResultLog``): completion numbers in pages, and queues written before pages.
+"""The work queue's done index (``ResultLog``): completion numbers in pages, queues written before pages, and
+forgetting done items.
 
 Pure logic over a dict (``MemoryKV``) and a fake clock: no Ray, no sleeping.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from runtime._queue_logic import DONE_PAGE, MemoryKV, QueueLogic, ResultLog
+
+from .test_queue_logic import Clock as ManualClock  # moves only when told: forgetting goes by completion time
 
 
 class Clock:
@@ -122,3 +127,72 @@ def test_a_queue_written_before_pages_keeps_its_numbers_and_numbers_new_completi
     assert q.results(after=0, limit=1)["items"][0]["id"] == "k140"
     assert q.stats()["done"]["oldest_age"] is not None
     assert q.complete("k000", q.item("k000")["attempts"])["status"] == "already_completed"
+
+
+def test_done_items_acked_and_older_than_forget_after_are_forgotten_and_their_keys_are_new_again():
+    clock, kv = ManualClock(), MemoryKV()
+    q = QueueLogic(kv, clock, forget_after=60.0)
+    complete(q, ["a", "b", "c"])
+    q.ack(2)
+    clock.now += 59.0
+    q.ack(2)
+    assert q.stats()["forgotten"] == 0 and q.item("a")["state"] == "done", "not yet due"
+    clock.now += 2.0
+    q.ack(2)
+    assert q.stats()["forgotten"] == 2 and "i/a" not in kv.data and "i/b" not in kv.data
+    assert q.item("c")["result"] == {"k": "c"}, "not acked: kept, however old"
+    stats = q.stats()
+    assert stats["done"]["count"] == 3 and stats["results_acked"] == 2, "forgotten items still count as done"
+    assert listed_done(q, 10) == ["c"] and read_all(q, 10) == [(3, "c")]
+    again = q.enqueue([{"key": "a"}])[0]
+    assert again["duplicate"] is False and again["state"] == "pending", "a forgotten key is new work"
+    assert q.enqueue([{"key": "c"}])[0]["duplicate"] is True
+    assert complete(q, ["a"]) == [4], "numbered after the forgotten ones"
+    assert [i["seq"] for i in q.results(after=0)["items"]] == [3, 4]
+
+
+def test_forgetting_deletes_whole_pages_a_bounded_number_at_a_time_and_keeps_up_with_completions():
+    clock, kv = ManualClock(), MemoryKV()
+    q = QueueLogic(kv, clock, keep_results=False, forget_after=10.0)
+    keys = [f"k{i:03d}" for i in range(450)]
+    complete(q, keys[:300])
+    assert q.stats()["forgotten"] == 0 and sum(k.startswith("dp/") for k in kv.data) == 3
+    clock.now += 11.0
+    complete(q, keys[300:350])  # 50 completions forget up to max(a page, twice 50) = 100 numbers
+    assert q.stats()["forgotten"] == 100
+    assert sorted(k for k in kv.data if k.startswith("dp/")) == [f"dp/{p:012d}" for p in (1, 2, 3)], "page 0 gone"
+    assert all(f"i/{k}" not in kv.data for k in keys[:100]) and f"i/{keys[100]}" in kv.data
+    complete(q, keys[350:450])  # 100 more forget 200: up to 300, all older than 10 s; the rest are not due
+    assert q.stats()["forgotten"] == 300 and sum(k.startswith("i/") for k in kv.data) == 150
+    assert sorted(k for k in kv.data if k.startswith("dp/")) == [f"dp/{p:012d}" for p in (3, 4)]
+    assert listed_done(q, 1000) == keys[300:], "the listing starts after the forgotten numbers"
+
+
+def test_forgetting_reaches_into_a_queue_written_before_pages():
+    clock, kv = ManualClock(), MemoryKV()
+    q = QueueLogic(kv, clock)
+    keys = [f"k{i:03d}" for i in range(230)]
+    complete(q, keys[:130])
+    assert to_pre_page_layout(kv) == 130
+    complete(q, keys[130:])
+    q.ack(230)
+    clock.now += 100.0
+    q.forget_after = 50.0
+    assert q.ack(230) == {"acked": 230, "dropped": 0}
+    assert q.stats()["forgotten"] == 100 and sum(k.startswith("d/") for k in kv.data) == 30
+    q.ack(230)
+    q.ack(230)
+    assert q.stats()["forgotten"] == 230
+    # Left: the page still being filled (numbers 201-300), which goes once its last number does.
+    assert [k for k in kv.data if k.startswith(("d/", "dp/", "i/"))] == [f"dp/{2:012d}"]
+    assert complete(q, [f"n{i:02d}" for i in range(70)])[-1] == 300 and q.ack(300)["acked"] == 300
+    clock.now += 100.0
+    q.ack(300)
+    assert [k for k in kv.data if k.startswith(("d/", "dp/", "i/"))] == []
+    assert q.enqueue([{"key": "k000"}])[0]["duplicate"] is False
+
+
+def test_forget_after_must_be_positive():
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="forget_after"):
+            QueueLogic(MemoryKV(), ManualClock(), forget_after=bad)

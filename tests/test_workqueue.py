@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from runtime import AgentStartError
 from runtime.queue import (
+    Ack,
     Claim,
     Complete,
     CompleteMany,
@@ -124,6 +126,25 @@ def test_duplicate_enqueues_are_one_item(system, agent_id):
     claimed = queue.ask(Claim(worker="w", limit=10))
     assert sorted(c["id"] for c in claimed) == ["order-42", "order-43"]
     assert queue.ask(Enqueue(key="order-42"))["state"] == "leased"
+
+
+
+def test_a_queue_spawned_to_keep_no_results_and_forget_drops_them_then_forgets_its_done_items(system, agent_id):
+    queue = system.spawn(WorkQueue, agent_id, init={"keep_results": False, "forget_after": 0.5})
+    queue.ask(EnqueueMany(items=[NewItem(key=k, payload={"k": k}) for k in ("a", "b", "c")]))
+    claimed = queue.ask(Claim(worker="w", limit=3))
+    queue.ask(CompleteMany(items=[Completion(item=c["id"], token=c["token"], result="ok") for c in claimed]))
+    done = queue.ask(GetItem(item="a"))
+    assert (done["state"], done["payload"], done["result"]) == ("done", None, None), done
+    assert queue.ask(Results(after=0))["items"] == [] and queue.ask(QueueStats())["results_acked"] == 3
+    assert queue.ask(Enqueue(key="a"))["duplicate"] is True, "remembered until forget_after has passed"
+    # Forgetting runs with completions and acks: ack nothing, until the three are due and gone.
+    wait_for(lambda: queue.ask(Ack(upto=0)) and queue.ask(QueueStats())["forgotten"] == 3, timeout=30,
+             describe=lambda: queue.ask(QueueStats()))
+    assert queue.ask(QueueStats())["done"]["count"] == 3
+    assert queue.ask(Enqueue(key="a"))["duplicate"] is False, "a forgotten key is new work"
+    with pytest.raises(AgentStartError, match="forget_after"):
+        system.spawn(WorkQueue, f"{agent_id}-bad", init={"forget_after": 0})
 
 
 WORKER = """
