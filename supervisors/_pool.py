@@ -46,6 +46,8 @@ __all__ = ["PoolScaler", "PoolStatus", "PoolTick", "pool_children", "start_pool"
 log = logging.getLogger("garrison.supervisor.pool")
 #: Pool children the scaler counts as workers (a restarting one is still the pool's).
 _COUNTED = ("starting", "running", "restarting")
+#: Workers a pool's supervisor starts side by side when its scaler grows it by several at once.
+POOL_START_CONCURRENCY = 4
 
 
 class PoolTick(Message, name="garrison.pool.tick"):
@@ -113,8 +115,9 @@ class PoolScaler(Agent):
         return look
 
     async def _resize(self, pool: SupervisorRef, workers: list[str], size: int) -> None:
-        for _ in range(size - len(workers)):
-            await asyncio.to_thread(pool.start_child, f"{self.template}-{uuid.uuid4().hex[:8]}")
+        if size > len(workers):  # all at once: the pool starts them side by side (``POOL_START_CONCURRENCY``)
+            await asyncio.to_thread(pool.start_children,
+                                    [f"{self.template}-{uuid.uuid4().hex[:8]}" for _ in range(size - len(workers))])
         for child in reversed(workers[size:]):  # the newest first
             await asyncio.to_thread(pool.terminate_child, child)
         if self.request_capacity:
@@ -142,7 +145,8 @@ def pool_children(name: str, worker: type, *, queue: str, policy: ScalePolicy | 
     if "num_cpus" in (ray_options or {}):
         resources["CPU"] = float(ray_options["num_cpus"])
     pool = SupervisorSpec(id=f"{name}-workers", flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE,
-                                                                       intensity=10, period=10.0),
+                                                                       intensity=10, period=10.0,
+                                                                       start_concurrency=POOL_START_CONCURRENCY),
                           children=(workers,))
     scaler = ChildSpec(id=f"{name}-scaler", agent=PoolScaler,
                        init={"supervisor": pool.id, "queue": queue, "template": template,

@@ -198,6 +198,11 @@ class SupervisorRef:
     def start_child(self, child_id: str, init: dict[str, Any] | None = None, *, timeout: float = 60.0) -> dict[str, Any]:
         return self._call("start_child", child_id, init, timeout=timeout, progressing=True)
 
+    def start_children(self, child_ids: list[str], init: dict[str, Any] | None = None, *,
+                       timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Several pool children at once, started ``SupervisorFlags.start_concurrency`` at a time."""
+        return self._call("start_children", list(child_ids), init, timeout=timeout, progressing=True)
+
     def terminate_child(self, child_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
         return self._call("terminate_child", child_id, timeout=timeout)
 

@@ -104,6 +104,19 @@ def pool_child_spec(template: ChildSpec, child_id: str, init: dict[str, Any] | N
     return ChildSpec(**{**template.model_dump(exclude={"shutdown"}), **update, "shutdown": template.shutdown})
 
 
+def new_pool_children(name: str, strategy: Strategy, template: ChildSpec | None, existing: dict[str, Child],
+                      child_ids: list[str], init: dict[str, Any] | None) -> list[Child]:
+    """Children ``child_ids`` of the simple_one_for_one pool ``name``, from its template (``init``, if
+    given); SpecError for another strategy, or an id the pool has (or that repeats), before any is made."""
+    if template is None:
+        raise SpecError(f"supervisor {name!r} is {strategy.value}: "
+                        "only a simple_one_for_one pool starts children dynamically", supervisor=name)
+    for i, child_id in enumerate(child_ids):
+        if child_id in existing or child_id in child_ids[:i]:
+            raise SpecError(f"supervisor {name!r} already has a child {child_id!r}", supervisor=name)
+    return [Child(pool_child_spec(template, child_id, init)) for child_id in child_ids]
+
+
 class SupervisorActor:
     """One supervisor (see module docstring).  Create it with :func:`supervisors.start_supervisor`.
 
@@ -212,20 +225,21 @@ class SupervisorActor:
 
     async def start_child(self, child_id: str, init: dict[str, Any] | None = None) -> dict[str, Any]:
         """Add a child to a simple_one_for_one pool, from the template, and start it."""
+        return (await self.start_children([child_id], init))[0]
+
+    async def start_children(self, child_ids: list[str], init: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Add pool children (see ``new_pool_children``) and start them, ``start_concurrency`` at a time."""
         require(self.state, (SupervisorState.RUNNING,), "start a child", self.name)
-        if self._template is None:
-            raise SpecError(f"supervisor {self.name!r} is {self.spec.flags.strategy.value}: "
-                            "only a simple_one_for_one pool starts children dynamically", supervisor=self.name)
-        if child_id in self._children:
-            raise SpecError(f"supervisor {self.name!r} already has a child {child_id!r}", supervisor=self.name)
-        child = self._children[child_id] = Child(pool_child_spec(self._template, child_id, init))
+        children = new_pool_children(self.name, self.spec.flags.strategy, self._template, self._children, child_ids, init)
+        self._children.update((c.id, c) for c in children)
         async with self._restart_lock:
             try:
-                await self._start_child(child)
-            except ChildStartError:
-                del self._children[child_id]
+                await start_all(children, self.spec.flags.start_concurrency, self._start_child)
+            except ChildStartError:  # each that failed (or never began) has no handle: it goes
+                for c in [c for c in children if not c.running]:
+                    self._children.pop(c.id, None)
                 raise
-        return child.describe()
+        return [c.describe() for c in children]
 
     async def terminate_child(self, child_id: str, why: str = "terminated") -> dict[str, Any]:
         """Stop one child (graceful, then kill); a pool child is also removed."""

@@ -61,6 +61,14 @@ class BrokenAtStart(Agent):
         raise RuntimeError("misconfigured on purpose")
 
 
+class BrokenIfNamedBad(Agent):
+    """Its ``on_start`` raises when its id says ``bad``: a pool child that cannot start beside ones that can."""
+
+    def on_start(self) -> None:
+        if "bad" in self.agent_id:
+            raise RuntimeError("misconfigured on purpose")
+
+
 class SlowStop(Agent):
     """``on_stop`` takes ``delay`` seconds (longer than a short shutdown timeout forces a hard kill)."""
 

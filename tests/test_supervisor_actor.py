@@ -25,7 +25,7 @@ from supervisors import (
     SupervisorSpec,
     start_supervisor,
 )
-from tests.sup_agents import FAST, BrokenAtStart, Bump, Read, SlowStop, Worker, uid
+from tests.sup_agents import FAST, BrokenAtStart, BrokenIfNamedBad, Bump, Read, SlowStop, Worker, uid
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.ray
@@ -198,6 +198,29 @@ def test_a_simple_one_for_one_pool_grows_restarts_one_child_and_shrinks(data_dir
     assert w2 not in {x["name"] for x in ray.util.list_named_actors(all_namespaces=True)}
     with pytest.raises(ChildNotFound):
         sup.terminate_child(w2)
+
+
+def test_a_pool_starts_several_children_side_by_side_and_drops_only_those_that_failed(data_dir, refs):
+    spec = SupervisorSpec(
+        id=uid("pool"), flags=SupervisorFlags(strategy=Strategy.SIMPLE_ONE_FOR_ONE, intensity=3, period=10,
+                                                backoff=FAST, start_concurrency=3),
+        children=[ChildSpec(id="template", agent=BrokenIfNamedBad)],
+    )
+    sup = _start(spec, data_dir, refs)
+    ids = [uid("w1"), uid("w2"), uid("w3")]
+    started = sup.start_children(ids)
+    assert [c["id"] for c in started] == ids and {c["state"] for c in started} == {"running"}
+    assert len({c["pid"] for c in started}) == 3
+    with pytest.raises(SpecError, match="already has a child"):
+        sup.start_children([uid("w4"), ids[0]])
+    with pytest.raises(SpecError, match="already has a child"):
+        sup.start_children([uid("w5")] * 2)
+    assert [c["id"] for c in sup.which_children()] == ids, "a refused call adds no child"
+    good, bad = uid("w6"), uid("bad")
+    with pytest.raises(ChildStartError, match="failed to start"):
+        sup.start_children([good, bad])
+    assert [c["id"] for c in sup.which_children()] == [*ids, good], "the one that started stays"
+    assert sup.child(good)["state"] == "running"
 
 
 def test_a_normal_exit_restarts_a_permanent_child_but_not_a_transient_one(data_dir, refs):
