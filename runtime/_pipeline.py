@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._pipeline_desk import DescribePipeline, Escalations, Resolve
+from ._pipeline_desk import DescribePipeline, EscalationCounts, Escalations, Resolve
 from ._stage import ticket
 from ._workqueue import Ack, EnqueueMany, GetItem, Items, NewItem, QueueStats, Results
 from .exceptions import PipelineError, UnknownItem
@@ -162,15 +162,14 @@ class Pipeline:
             stages.append({"stage": stage["name"], "queue": stage["queue"],
                            **{s: stats[s]["count"] for s in ("pending", "leased", "done", "dead")},
                            "oldest_wait": stats["pending"]["oldest_age"]})
-        escalated = self.escalations(open_only=False, limit=1_000_000)
+        escalated = self.desk.ask(EscalationCounts(), timeout=self.timeout)
         # The last stage's queue counts the tickets it escalated as done too (their item there is finished).
-        done = stages[-1]["done"] - sum(e["stage"] == self.stages[-1]["name"] for e in escalated)
+        done = stages[-1]["done"] - escalated["by_stage"].get(self.stages[-1]["name"], 0)
         recent = self.results(max(0, stages[-1]["done"] - LATENCY_WINDOW), LATENCY_WINDOW)["items"]
         first = stages[0]
         submitted = first["pending"] + first["leased"] + first["done"] + first["dead"]
         dead = sum(s["dead"] for s in stages)
-        waiting = sum(e["state"] == "open" for e in escalated)
-        dropped = sum(e["state"] == "dropped" for e in escalated)
+        waiting, dropped = escalated["open"], escalated["dropped"]
         return {
             "pipeline": self.name,
             "submitted": submitted,
@@ -180,7 +179,7 @@ class Pipeline:
             "in_flight": max(0, submitted - done - dead - waiting - dropped),
             "dead": dead,
             "escalated_open": waiting,
-            "escalated": len(escalated),
+            "escalated": escalated["total"],
             "latency": latency(recent),
             "stages": stages,
             "tickets": self.in_flight(tickets) if tickets else [],

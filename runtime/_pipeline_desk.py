@@ -12,7 +12,9 @@ attempt budget), so anything holding the pipeline's name can find the rest (``Pi
 
 Invariant: an escalation is recorded once per stage item (a redelivered ``Escalate`` answers the
 record) and resolved at most once (:class:`~runtime.exceptions.PipelineError` otherwise, nothing
-changed).
+changed).  ``counts`` (what ``Pipeline.status`` reads: total, open, dropped, and the total by stage)
+changes in the same commit as the records it counts; a desk written before it counts its records
+once, at its first change or ``EscalationCounts``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ._stage import Escalate
 from ._workqueue import Enqueue
 from .exceptions import PipelineError
 
-__all__ = ["DescribePipeline", "Escalations", "PipelineDesk", "Resolve"]
+__all__ = ["DescribePipeline", "EscalationCounts", "Escalations", "PipelineDesk", "Resolve"]
 
 _ESC = "esc/"
 
@@ -43,6 +45,10 @@ class Escalations(Message, name="garrison.pipeline.escalations"):
 
     open_only: bool = True
     limit: int = Field(100, ge=1)
+
+
+class EscalationCounts(Message, name="garrison.pipeline.escalation_counts"):
+    """Reply: ``{"total", "open", "dropped", "by_stage": {stage: total}}``, without reading the records."""
 
 
 class Resolve(Message, name="garrison.pipeline.resolve"):
@@ -80,9 +86,32 @@ class PipelineDesk(Agent):
             return known
         record = {"item": msg.item, "key": msg.ticket["key"], "stage": msg.stage, "error": msg.error,
                   "attempts": msg.attempts, "ticket": msg.ticket, "state": "open", "at": time.time()}
+        counts = self._counts()  # before the new record: a desk written before counts counts it below
         self.state.put(key, record)
         self._open = self.state.increment("open")
+        counts["total"] += 1
+        counts["by_stage"][msg.stage] = counts["by_stage"].get(msg.stage, 0) + 1
+        self.state.put("counts", counts)
         return record
+
+    def _counts(self) -> dict[str, Any]:
+        """The ``counts`` record (module docstring); counted from the records if this desk has none yet."""
+        counts = self.state.get("counts")
+        if counts is None:
+            counts = {"total": 0, "dropped": 0, "by_stage": {}}
+            for _, record in self.state.scan(_ESC):
+                counts["total"] += 1
+                counts["dropped"] += record["state"] == "dropped"
+                counts["by_stage"][record["stage"]] = counts["by_stage"].get(record["stage"], 0) + 1
+        return counts
+
+    @handler
+    def escalation_counts(self, msg: EscalationCounts) -> dict[str, Any]:
+        counts = self.state.get("counts")
+        if counts is None:  # counted once, then kept
+            counts = self._counts()
+            self.state.put("counts", counts)
+        return {**counts, "open": self.state.get("open", 0)}
 
     @handler
     def escalations(self, msg: Escalations) -> list[dict[str, Any]]:
@@ -106,8 +135,11 @@ class PipelineDesk(Agent):
             # A hand-over, as a stage's (``_stage``): not bound to the deadline of the resolving ask.
             self.send(stage["queue"], Enqueue(key=resolved["as"], payload=ticket, max_attempts=stage["attempts"]),
                       inherit_deadline=False)
+        counts = self._counts()  # before the record changes: one counted from the records sees it open
+        counts["dropped"] += msg.action == "drop"
         record.update(state="retried" if msg.action == "retry" else "dropped", resolved=resolved)
         self.state.put(_ESC + msg.item, record)
+        self.state.put("counts", counts)
         self._open = self.state.increment("open", -1)
         return record
 

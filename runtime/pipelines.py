@@ -13,13 +13,14 @@ running one by its name (``garrison pipeline status NAME``).  How tickets move a
 from __future__ import annotations
 
 from ._pipeline import Pipeline, latency
-from ._pipeline_desk import DescribePipeline, Escalations, PipelineDesk, Resolve
+from ._pipeline_desk import DescribePipeline, EscalationCounts, Escalations, PipelineDesk, Resolve
 from ._stage import Escalate, Stage, ticket
 from .exceptions import PipelineError
 
 __all__ = [
     "DescribePipeline",
     "Escalate",
+    "EscalationCounts",
     "Escalations",
     "Pipeline",
     "PipelineDesk",
