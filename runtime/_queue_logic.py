@@ -601,6 +601,35 @@ class Step:
         meta["lease_check"] = _min(meta["lease_check"], until)
         return key
 
+    def extend(self, held: Iterable[tuple[str, int]], until: float) -> list[dict[str, Any]]:
+        """Move each lease ``held`` (id, token) holds to a new lease record until ``until``; the outcomes
+        (see :meth:`QueueLogic.extend_many`)."""
+        outcomes: list[dict[str, Any]] = []
+        extended: dict[str, dict[str, Any]] = {}  # each item once, however often it is listed
+        moved: dict[str, int] = {}  # old lease key -> how many of its items move to the new one
+        for item_id, token in held:
+            item = extended.get(item_id) or self.kv.get("i/" + item_id)
+            if item is None:
+                outcomes.append({"id": item_id, "status": "unknown"})
+                continue
+            why = _refusal(item, token, self.now)
+            if why is not None:
+                outcomes.append(_lease_lost(item, token, "extend", why))
+                continue
+            if item_id not in extended:
+                extended[item_id] = item
+                moved[item["lease"]] = moved.get(item["lease"], 0) + 1
+            outcomes.append({"id": item_id, "status": "extended", "token": token, "lease_until": until})
+        if extended:
+            self.release(moved)
+            lease = self.lease(list(extended), until)
+            for item_id, item in extended.items():
+                item["lease_until"], item["lease"] = until, lease
+                self.kv.put("i/" + item_id, item)
+                if item.get("session") is not None:
+                    self.sessions.bind(item["session"], item["worker"], until, self.now)
+        return outcomes
+
     def release(self, finished: dict[str, int]) -> None:
         """``finished``: lease key -> how many of its items were finished (or moved to another lease)."""
         for key, n in finished.items():
@@ -780,26 +809,22 @@ class QueueLogic:
         step.save()
         return claimed
 
-    def _leased(self, item_id: str, token: int, now: float, what: str) -> dict[str, Any]:
-        """The item, if ``token`` holds its lease at ``now``; else :class:`LeaseLost` saying why."""
-        item = self._item(item_id)
-        why = _refusal(item, token, now)
-        if why is not None:
-            _raise(_lease_lost(item, token, what, why), item_id, token)
-        return item
-
     def extend(self, item_id: str, token: int, lease_seconds: float = 30.0) -> dict[str, Any]:
         """Move the lease's end to ``now + lease_seconds``: ``{"id", "token", "lease_until"}``."""
+        outcome = self.extend_many([(item_id, token)], lease_seconds)[0]
+        _raise(outcome, item_id, token)
+        return {"id": item_id, "token": token, "lease_until": outcome["lease_until"]}
+
+    def extend_many(self, held: Iterable[tuple[str, int]], lease_seconds: float = 30.0) -> list[dict[str, Any]]:
+        """Extend several leases to ``now + lease_seconds``, each on its own, under one new lease record:
+        one outcome per ``(item, token)``, in order, ``status`` ``extended`` (with ``token`` and
+        ``lease_until``), ``lease_lost`` (with ``error``, ``current_token``, ``state``) or ``unknown``."""
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
         step = self._step()
-        item = self._leased(item_id, token, step.now, "extend")
-        step.release({item["lease"]: 1})
-        item["lease_until"] = until = step.now + lease_seconds
-        item["lease"] = step.lease([item_id], until)
-        self.kv.put("i/" + item_id, item)
-        if item.get("session") is not None:
-            step.sessions.bind(item["session"], item["worker"], until, step.now)
+        outcomes = step.extend(held, step.now + lease_seconds)
         step.save()
-        return {"id": item_id, "token": token, "lease_until": until}
+        return outcomes
 
     # -- complete, fail --------------------------------------------------------------------------
 

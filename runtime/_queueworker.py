@@ -6,7 +6,7 @@ claims a batch (``Claim``, leased for ``lease_seconds``), asks the agent itself
 a :class:`Process` for each item -- so each item is done inside a handler, its
 state changes committed atomically with a ``queue-done/<item id>`` record of
 its result -- and reports the batch's results with one ``CompleteMany``.  Past half
-its lease a batch is extended (``Extend``, the items done and not yet reported too), so a
+its lease a batch is extended (one ``ExtendMany``, the items done and not yet reported too), so a
 slow batch keeps its items instead of losing them, and an attempt each, to an expiry.  A
 ``work`` that raises gives the item up (``Fail``, retried by the queue's
 policy); a worker that is stopped or killed mid-batch leaves its leases to
@@ -29,11 +29,11 @@ import threading
 import time
 from typing import Any
 
-from protocols import Message
+from protocols import Message, UnknownMessageType
 
 from ._agent import Agent, handler
-from ._workqueue import Claim, CompleteMany, Completion, Extend, Fail
-from .exceptions import GarrisonError, HandlerError, LeaseLost
+from ._workqueue import Claim, CompleteMany, Completion, Extend, ExtendMany, Fail, Held
+from .exceptions import GarrisonError, HandlerError, LeaseLost, NoHandler
 
 __all__ = ["Forget", "Process", "QueueWorker"]
 
@@ -158,12 +158,21 @@ class QueueWorker(Agent):
             log.info("worker %s: batch cut short: %s", self.agent_id, exc)
 
     def _extend(self, queue: Any, held: list[tuple[str, int]]) -> set[str]:
-        """Extend the leases of ``held`` (id, token) by ``lease_seconds``; the ids whose lease was lost."""
-        lost = set()
-        for item_id, token in held:
-            try:
-                queue.ask(Extend(item=item_id, token=token, lease_seconds=self.lease_seconds), timeout=self.lease_seconds)
-            except LeaseLost:
-                lost.add(item_id)
+        """Extend the leases of ``held`` (id, token) by ``lease_seconds`` in one ``ExtendMany``; the ids
+        whose lease was lost.  A queue that does not know ``ExtendMany`` (an older Garrison, mid-upgrade)
+        is asked one ``Extend`` per item instead."""
+        try:
+            outcomes = queue.ask(ExtendMany(items=[Held(item=i, token=t) for i, t in held],
+                                            lease_seconds=self.lease_seconds), timeout=self.lease_seconds)
+        except (UnknownMessageType, NoHandler):
+            outcomes = [self._extend_one(queue, item_id, token) for item_id, token in held]
+        lost = {o["id"] for o in outcomes if o["status"] != "extended"}
         self._extended += len(held) - len(lost)
         return lost
+
+    def _extend_one(self, queue: Any, item_id: str, token: int) -> dict[str, Any]:
+        try:
+            queue.ask(Extend(item=item_id, token=token, lease_seconds=self.lease_seconds), timeout=self.lease_seconds)
+        except LeaseLost:
+            return {"id": item_id, "status": "lease_lost"}
+        return {"id": item_id, "status": "extended"}

@@ -99,6 +99,24 @@ class Complete(Message, name="garrison.queue.complete"):
     result: Any = None
 
 
+class Held(BaseModel):
+    """One lease of an :class:`ExtendMany`: the item and the token that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: str
+    token: int
+
+
+class ExtendMany(Message, name="garrison.queue.extend_many"):
+    """Extend several held leases to now + ``lease_seconds``, each on its own.  Reply: one outcome per
+    item, in order: ``{"id", "status"}`` with status ``extended`` (and ``token``, ``lease_until``),
+    ``lease_lost`` (``error``, ``current_token``, ``state``: that item unchanged) or ``unknown``."""
+
+    items: list[Held]
+    lease_seconds: float = Field(30.0, gt=0)
+
+
 class Completion(BaseModel):
     """One completion of a :class:`CompleteMany`."""
 
@@ -257,6 +275,10 @@ class WorkQueue(Agent):
     @handler
     def extend(self, msg: Extend) -> dict[str, Any]:
         return self._logic().extend(msg.item, msg.token, msg.lease_seconds)
+
+    @handler
+    def extend_many(self, msg: ExtendMany) -> list[dict[str, Any]]:
+        return self._logic().extend_many(((h.item, h.token) for h in msg.items), msg.lease_seconds)
 
     @handler
     def complete(self, msg: Complete) -> dict[str, Any]:

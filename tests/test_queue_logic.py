@@ -6,8 +6,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from runtime import LeaseLost, QueueError, RetryPolicy, UnknownItem
+from runtime import LeaseLost, NoHandler, QueueError, RetryPolicy, UnknownItem
 from runtime._queue_logic import MemoryKV, QueueLogic
+from runtime.queue import ExtendMany, QueueWorker
 
 
 class Clock:
@@ -79,6 +80,29 @@ def test_extend_moves_the_lease_end_and_complete_records_the_result_once(clock):
     page = q.results()
     assert [(r["id"], r["result"]) for r in page["items"]] == [("a", {"ok": 1})], "no second result"
     assert q.stats()["done"]["count"] == 1
+
+
+def test_extend_many_extends_each_held_lease_under_one_new_lease_and_answers_per_item(clock):
+    kv = MemoryKV()
+    q = QueueLogic(kv, clock, RetryPolicy(max_attempts=3))
+    for key in "abcd":
+        add(q, key)
+    a, b, c, d = q.claim("w", limit=4, lease_seconds=10)
+    q.complete("d", d["token"], "done")
+    clock.advance(8)
+    out = q.extend_many([("a", a["token"]), ("b", b["token"]), ("a", a["token"]), ("c", c["token"] + 1),
+                         ("d", d["token"]), ("x", 1)], lease_seconds=10)
+    assert [o["status"] for o in out] == ["extended", "extended", "extended", "lease_lost", "lease_lost", "unknown"]
+    assert out[0]["lease_until"] == clock.now + 10 and "claimed again" not in out[3]["error"]
+    leases = [v for k, v in kv.data.items() if k.startswith("l/")]
+    assert sorted((len(v["ids"]), v["open"]) for v in leases) == [(2, 2), (4, 1)], "a and b moved; c still held"
+    clock.advance(5)  # past the first lease's end, before the new one's
+    assert q.complete("a", a["token"], 1)["status"] == "completed"
+    with pytest.raises(LeaseLost):
+        q.complete("c", c["token"], 1)
+    with pytest.raises(ValueError):
+        q.extend_many([("b", b["token"])], lease_seconds=0)
+    assert q.extend("b", b["token"], 10)["lease_until"] == clock.now + 10
 
 
 def test_a_stale_token_is_refused_after_the_lease_expired_and_another_worker_claimed(clock):
@@ -787,3 +811,38 @@ def test_random_interleavings_keep_each_session_with_one_worker_and_lose_nothing
     assert rest == set(session_of) - done, "every unfinished item is claimable once bindings and leases end"
     stats = q.stats()
     assert stats["done"]["count"] == len(done) and stats["leased"]["count"] == len(rest)
+
+
+class InProcessQueue:
+    """A queue agent's ``ask`` for a worker, in-process; ``extend_many=False``: an older Garrison's,
+    which knows ``Extend`` and not ``ExtendMany``."""
+
+    def __init__(self, q: QueueLogic, extend_many: bool = True) -> None:
+        self.q = q
+        self.extend_many = extend_many
+        self.asked: list[str] = []
+
+    def ask(self, msg, timeout=None):
+        self.asked.append(type(msg).__name__)
+        if not isinstance(msg, ExtendMany):
+            return self.q.extend(msg.item, msg.token, msg.lease_seconds)
+        if not self.extend_many:
+            raise NoHandler("agent has no handler for garrison.queue.extend_many")
+        return self.q.extend_many([(h.item, h.token) for h in msg.items], msg.lease_seconds)
+
+
+def test_a_worker_extends_a_batch_in_one_call_or_item_by_item_on_a_queue_that_predates_it(clock):
+    q = make(clock)
+    for key in "abc":
+        add(q, key)
+    a, b, c = q.claim("w", limit=3, lease_seconds=10)
+    q.complete("c", c["token"], "done")
+    worker = QueueWorker("jobs", lease_seconds=10)
+    old = InProcessQueue(q, extend_many=False)
+    clock.advance(6)
+    assert worker._extend(old, [("a", a["token"]), ("b", b["token"]), ("c", c["token"])]) == {"c"}
+    assert old.asked == ["ExtendMany", "Extend", "Extend", "Extend"]
+    clock.advance(6)  # past the claim's lease, inside the extended one
+    current = InProcessQueue(q)
+    assert worker._extend(current, [("a", a["token"]), ("b", b["token"] + 1)]) == {"b"}
+    assert current.asked == ["ExtendMany"] and q.complete("a", a["token"], 1)["status"] == "completed"
