@@ -9,20 +9,26 @@ and error counts are the current ones.  Counters restart with each
 incarnation: across a restart the interval's figures are left out rather than
 shown negative.
 
-Sampling is the only part that reaches a cluster (:func:`take`); the rest are
-pure functions of samples, tested without one.
+Sampling is the only part that reaches a cluster (:func:`take`, and :func:`take_all` for every
+agent at once, so one slow or hung agent costs a refresh its own timeout, not everyone's); the
+rest are pure functions of samples, tested without one.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Sample", "agent_refs", "parse_metrics", "quantile", "row", "take", "unreachable"]
+__all__ = ["Sample", "agent_refs", "parse_metrics", "quantile", "row", "take", "take_all", "unreachable"]
+
+#: Agents sampled at once by :func:`take_all` (each sample is two asks that mostly wait).
+SAMPLERS = 16
 
 #: Outcomes that are not failures: the message took effect, or had already (a redelivery).
 _FINE = frozenset({"handled", "duplicate"})
@@ -65,6 +71,23 @@ def take(ref: Any, *, timeout: float = 5.0, clock: Any = time.monotonic) -> Samp
     """Look at the agent behind ``ref`` (an AgentRef) now: its status and its metrics."""
     status = ref.admin.status(timeout=timeout)
     return Sample(at=clock(), status=status, **parse_metrics(ref.admin.metrics()))
+
+
+def take_all(refs: dict[str, Any], take: Callable[[Any], Sample] = take) -> dict[str, Sample | Exception]:
+    """A sample of each agent in ``refs``, :data:`SAMPLERS` at a time, by id; a Garrison error that an
+    agent's sampling raised stands in its place (anything else is raised)."""
+    from .exceptions import GarrisonError
+
+    def one(ref: Any) -> Sample | Exception:
+        try:
+            return take(ref)
+        except GarrisonError as exc:
+            return exc
+
+    if not refs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(SAMPLERS, len(refs)), thread_name_prefix="garrison-top") as pool:
+        return dict(zip(refs, pool.map(one, refs.values()), strict=True))
 
 
 def quantile(q: float, before: tuple[tuple[float, float], ...], now: tuple[tuple[float, float], ...]) -> float | None:

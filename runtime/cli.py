@@ -187,9 +187,8 @@ def top(interval: float, once: bool, address: str) -> None:
     Refreshes every --interval seconds until Ctrl-C.  Rates and latencies are
     over the last interval; counts are since each agent's incarnation began.
     """
-    from ._top import agent_refs, row, take, unreachable
+    from ._top import Sample, agent_refs, row, take_all, unreachable
     from ._views import top_view
-    from .exceptions import GarrisonError
 
     if interval <= 0:
         raise click.BadParameter("give a positive number of seconds", param_hint="--interval")
@@ -201,11 +200,9 @@ def top(interval: float, once: bool, address: str) -> None:
 
     def refresh() -> list[dict[str, Any]]:
         rows = []
-        for agent_id, ref in agent_refs(system).items():
-            try:
-                now = take(ref)
-            except GarrisonError as exc:
-                rows.append(unreachable(agent_id, f"{type(exc).__name__}: {exc}"))
+        for agent_id, now in take_all(agent_refs(system)).items():  # every agent at once
+            if not isinstance(now, Sample):
+                rows.append(unreachable(agent_id, f"{type(now).__name__}: {now}"))
                 before.pop(agent_id, None)
                 continue
             rows.append(row(agent_id, before.get(agent_id), now))

@@ -19,10 +19,10 @@ from pathlib import Path
 import click
 import pytest
 
-from runtime import AgentConfig
+from runtime import AgentConfig, AgentUnavailable
 from runtime._console import as_text, cell, render
 from runtime._metrics import AgentMetrics
-from runtime._top import Sample, parse_metrics, quantile, row
+from runtime._top import SAMPLERS, Sample, parse_metrics, quantile, row, take_all
 from runtime._worker_log import read_worker_log
 from supervisors import ChildSpec, SupervisorSpec, start_supervisor
 from supervisors._tree import assemble
@@ -120,6 +120,23 @@ def test_a_quantile_with_nothing_observed_in_the_interval_is_none():
 
 def _line(message: str, **fields) -> str:
     return json.dumps({"time": 1.0, "level": "info", "logger": "garrison.agent", "message": message, **fields}) + "\n"
+
+
+def test_top_samples_every_agent_at_once_and_an_unreachable_one_does_not_hide_the_others():
+    n = SAMPLERS
+    together = threading.Barrier(n, timeout=30)  # broken unless all n samples are taken at the same time
+
+    def take(ref: str) -> Sample:
+        together.wait()
+        if ref == "r3":
+            raise AgentUnavailable("agent a3 is gone", agent_id="a3")
+        return Sample(at=1.0, status={"agent_id": ref})
+
+    got = take_all({f"a{i}": f"r{i}" for i in range(n)}, take=take)
+    assert list(got) == [f"a{i}" for i in range(n)], "in the listing's order"
+    assert isinstance(got["a3"], AgentUnavailable)
+    assert [s.status["agent_id"] for a, s in got.items() if a != "a3"] == [f"r{i}" for i in range(n) if i != 3]
+    assert take_all({}, take=take) == {}
 
 
 def test_the_log_reader_tails_follows_and_skips_rays_markers(tmp_path):
