@@ -34,7 +34,8 @@ Semantics, with their edge cases:
   it in completion order; the same completion again (same item and token) answers
   ``already_completed`` and changes nothing; any other token is refused (:class:`LeaseLost`).
   ``complete_many`` answers per item instead of raising.  A queue whose results nobody reads (a
-  pipeline's inner stages: the next stage has the ticket) is made with ``keep_results=False``:
+  pipeline's inner stages: a worker hands the ticket on before it completes the item) is made with
+  ``keep_results=False``:
   each completion drops its result and payload at once, as an ack of it would, so done items keep
   only their record.
 - **Forgetting.** By default a done item is kept for ever: its key stays a duplicate.  A queue made

@@ -89,6 +89,9 @@ def test_four_stages_with_a_worker_sigkilled_mid_run_finish_every_ticket_once(sy
         victim = next(c for c in draft.which_children() if c["state"] == "running")
         os.kill(victim["pid"], signal.SIGKILL)  # mid-run: its leased tickets come back after their lease
         wait_for(lambda: pipeline.status()["completed"] == n, timeout=120, describe=pipeline.status)
+        # Settled: the killed worker's hand-overs can finish its tickets at review (from its outbox, after
+        # its restart) while its draft leases are still live; each is done at draft once its lease expires.
+        wait_for(lambda: pipeline.status()["tickets"] == [], timeout=60, describe=pipeline.status)
 
         done = list(pipeline.finished())
         assert sorted(r["result"]["key"] for r in done) == [k for k, _ in tickets(n, "")], "every ticket once"
