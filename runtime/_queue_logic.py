@@ -105,7 +105,7 @@ from ._backoff import Backoff
 from .exceptions import LeaseLost, QueueError, UnknownItem
 
 __all__ = ["PRIORITY_RANGE", "DeadItems", "KeyValue", "Listing", "MemoryKV", "QueueLogic", "ReadyLines", "ResultLog",
-           "RetryPolicy", "Sessions", "Step"]
+           "RetryPolicy", "Sessions", "Step", "checked_forget_after"]
 
 #: Priorities are ints in ``[-PRIORITY_RANGE, PRIORITY_RANGE]``; higher is claimed first.
 PRIORITY_RANGE = 999_999_999
@@ -217,6 +217,13 @@ def _load_meta(kv: KeyValue) -> dict[str, Any]:
         meta["done_paged"] = meta["done"] + 1
     meta.setdefault("forgotten", 0)  # written before forgetting: nothing forgotten
     return meta
+
+
+def checked_forget_after(seconds: float | None) -> float | None:
+    """``seconds`` for ``forget_after`` (module docstring), or ValueError: positive, or None (kept for ever)."""
+    if seconds is not None and not seconds > 0:
+        raise ValueError("forget_after must be positive seconds, or None to keep done items for ever")
+    return seconds
 
 
 def _min(a: float | None, b: float) -> float:
@@ -725,14 +732,12 @@ class QueueLogic:
                  affinity_seconds: float = 30.0, keep_results: bool = True, forget_after: float | None = None) -> None:
         if affinity_seconds < 0:
             raise ValueError("affinity_seconds cannot be negative")
-        if forget_after is not None and not forget_after > 0:
-            raise ValueError("forget_after must be positive seconds, or None to keep done items for ever")
         self.kv = kv
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.affinity_seconds = affinity_seconds
         self.keep_results = keep_results
-        self.forget_after = forget_after
+        self.forget_after = checked_forget_after(forget_after)
 
     def _step(self) -> Step:
         return Step(self.kv, self.clock(), self.policy, self.affinity_seconds)

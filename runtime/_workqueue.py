@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from protocols import Message
 
 from ._agent import Agent, handler
-from ._queue_logic import PRIORITY_RANGE, QueueLogic, RetryPolicy
+from ._queue_logic import PRIORITY_RANGE, QueueLogic, RetryPolicy, checked_forget_after
 
 # Public through ``runtime.queue`` (the messages) and ``runtime`` (``WorkQueue``).
 
@@ -250,9 +250,7 @@ class WorkQueue(Agent):
         if self.affinity < 0:
             raise ValueError("affinity_seconds cannot be negative")
         self.keeps_results = type(self).keep_results if keep_results is None else bool(keep_results)
-        self.forgets_after = type(self).forget_after if forget_after is None else forget_after
-        if self.forgets_after is not None and not self.forgets_after > 0:
-            raise ValueError("forget_after must be positive seconds, or None to keep done items for ever")
+        self.forgets_after = checked_forget_after(type(self).forget_after if forget_after is None else forget_after)
 
     def _logic(self) -> QueueLogic:
         return QueueLogic(self.state, time.time, self.retry_policy, self.affinity, self.keeps_results,
